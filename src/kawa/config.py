@@ -1,0 +1,192 @@
+"""Configuration, read in exactly one place.
+
+Sources, later wins: defaults, ``kawa.yaml`` (``--config``, ``KAWA_CONFIG`` or ``./kawa.yaml``), then
+``KAWA_*`` environment variables. Nested fields use a double underscore (``KAWA_LOG__URI``); a few shortcuts
+exist for the common ones (``KAWA_HOME``, ``KAWA_LOG``, ``KAWA_STORE``). The result is a frozen model: code
+receives it, never reads the environment itself.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from kawa.errors import ConfigError
+
+MiB = 1024 * 1024
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaClientConfig(_Frozen):
+    """Settings passed to every Kafka client (admin, producer, consumer)."""
+
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_location: str | None = None
+    ssl_certificate_location: str | None = None
+    ssl_key_location: str | None = None
+    ssl_key_password: SecretStr | None = None
+    session_timeout_ms: int = 10_000
+    extra: dict[str, str] = Field(default_factory=dict, description="raw librdkafka settings")
+
+    def librdkafka(self) -> dict[str, Any]:
+        """The settings as librdkafka configuration keys."""
+        conf: dict[str, Any] = {"security.protocol": self.security_protocol}
+        if self.sasl_mechanism:
+            conf["sasl.mechanism"] = self.sasl_mechanism
+        if self.sasl_username:
+            conf["sasl.username"] = self.sasl_username
+        if self.sasl_password:
+            conf["sasl.password"] = self.sasl_password.get_secret_value()
+        if self.ssl_ca_location:
+            conf["ssl.ca.location"] = self.ssl_ca_location
+        if self.ssl_certificate_location:
+            conf["ssl.certificate.location"] = self.ssl_certificate_location
+        if self.ssl_key_location:
+            conf["ssl.key.location"] = self.ssl_key_location
+        if self.ssl_key_password:
+            conf["ssl.key.password"] = self.ssl_key_password.get_secret_value()
+        conf.update(self.extra)
+        return conf
+
+
+class LogConfig(_Frozen):
+    """The event log. ``uri``: ``embedded:`` (under the Kawa home), a directory path, or ``kafka://h:p[,h:p]``."""
+
+    uri: str = "embedded:"
+    fsync: Literal["never", "batch", "always"] = Field(
+        "never",
+        description=(
+            "embedded log durability: 'never' = written to the OS on acknowledgement (survives a process "
+            "crash, not a power loss); 'batch' = fsync once per produced batch; 'always' = fsync per record"
+        ),
+    )
+    segment_bytes: int = Field(64 * MiB, gt=0)
+    max_record_bytes: int = Field(1 * MiB, gt=0)
+    kafka: KafkaClientConfig = Field(default_factory=KafkaClientConfig)
+
+
+class StoreConfig(_Frozen):
+    """The object store. ``uri``: ``file:`` (under the Kawa home), a directory path, or ``s3://[bucket-prefix]``."""
+
+    uri: str = "file:"
+    endpoint_url: str | None = None
+    region: str = "us-east-1"
+    path_style: bool = True
+    access_key_id: str | None = None
+    secret_access_key: SecretStr | None = None
+    max_attempts: int = Field(3, ge=1)
+    connect_timeout_s: float = Field(2.0, gt=0)
+
+
+class PortalConfig(_Frozen):
+    host: str = "127.0.0.1"
+    port: int = Field(8787, ge=0, le=65535)
+
+
+class KawaConfig(_Frozen):
+    """The whole configuration."""
+
+    home: Path = Path(".kawa")
+    log: LogConfig = Field(default_factory=LogConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    portal: PortalConfig = Field(default_factory=PortalConfig)
+
+    def path(self, *parts: str) -> Path:
+        """A path under the Kawa home."""
+        return self.home.joinpath(*parts)
+
+
+_SHORTCUTS = {"KAWA_HOME": ("home",), "KAWA_LOG": ("log", "uri"), "KAWA_STORE": ("store", "uri")}
+_NOT_SETTINGS = {"KAWA_CONFIG"}
+
+
+def _set_nested(target: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    for part in path[:-1]:
+        node = target.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"cannot set {'.'.join(path)}: {part} is not a section")
+        target = node
+    target[path[-1]] = value
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in env.items():
+        if not name.startswith("KAWA_") or name in _NOT_SETTINGS or name.startswith("KAWA_TEST_"):
+            continue
+        if name in _SHORTCUTS:
+            _set_nested(out, _SHORTCUTS[name], value)
+        elif "__" in name:
+            path = tuple(p.lower() for p in name[len("KAWA_") :].split("__") if p)
+            if path:
+                _set_nested(out, path, value)
+    return out
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def find_config_file(explicit: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path | None:
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist; pass an existing file to --config")
+        return path
+    if env.get("KAWA_CONFIG"):
+        path = Path(env["KAWA_CONFIG"])
+        if not path.is_file():
+            raise ConfigError(f"KAWA_CONFIG points to {path}, which does not exist")
+        return path
+    local = Path("kawa.yaml")
+    return local if local.is_file() else None
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> KawaConfig:
+    """Read ``kawa.yaml`` and ``KAWA_*`` variables into a :class:`KawaConfig`.
+
+    ``overrides`` are nested dicts applied last (the CLI's ``--log`` and ``--home`` flags).
+    """
+    environ = os.environ if env is None else env
+    data: dict[str, Any] = {}
+    file = find_config_file(path, environ)
+    if file is not None:
+        try:
+            loaded = yaml.safe_load(file.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{file} is not valid YAML: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{file} must hold a mapping at the top level")
+        data = loaded
+    data = _merge(data, _env_overrides(environ))
+    data = _merge(data, {k: v for k, v in overrides.items() if v is not None})
+    try:
+        config = KawaConfig.model_validate(data)
+    except ValidationError as exc:
+        where = f" in {file}" if file else ""
+        raise ConfigError(f"invalid configuration{where}:\n{exc}") from exc
+    if file is not None and not config.home.is_absolute() and "home" in data:
+        # A relative home in a config file is relative to that file, as users expect.
+        config = config.model_copy(update={"home": (file.parent / config.home)})
+    return config

@@ -1,0 +1,112 @@
+"""The composition root: one configured platform, its backends and its running services.
+
+``kawa up`` builds a :class:`Platform` and starts every service that a capability contributes. A
+capability registers a service factory (an import string naming ``factory(platform) -> Service | None``)
+in :data:`service_factories`; the factory returns None when it has nothing to run under this config.
+Backends are opened lazily and shared.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from kawa.config import KawaConfig, load_config
+
+if TYPE_CHECKING:
+    from kawa.log.base import EventLog
+
+log = logging.getLogger("kawa.platform")
+
+
+class Service(Protocol):
+    """Something ``kawa up`` runs: started once, stopped once (draining its work)."""
+
+    name: str
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+service_factories: list[str] = []
+"""Import strings of ``factory(platform) -> Service | None``, in start order."""
+
+
+def register_service(factory: str) -> None:
+    if factory not in service_factories:
+        service_factories.append(factory)
+
+
+class Platform:
+    """The configured backends plus the services running on them."""
+
+    def __init__(self, config: KawaConfig | None = None) -> None:
+        self.config = config or load_config()
+        self._lock = threading.Lock()
+        self._log: EventLog | None = None
+        self._store: Any = None
+        self.services: list[Service] = []
+        self.extras: dict[str, Any] = {}
+
+    @property
+    def log(self) -> EventLog:
+        with self._lock:
+            if self._log is None:
+                from kawa.log import open_log
+
+                self._log = open_log(self.config.log.uri, self.config)
+            return self._log
+
+    @property
+    def store(self) -> Any:
+        with self._lock:
+            if self._store is None:
+                from kawa.store import open_store
+
+                self._store = open_store(self.config.store.uri, self.config, log=self.log_unlocked())
+            return self._store
+
+    def log_unlocked(self) -> EventLog:
+        if self._log is None:
+            from kawa.log import open_log
+
+            self._log = open_log(self.config.log.uri, self.config)
+        return self._log
+
+    def start(self, extra: list[Callable[[Platform], Service | None]] | None = None) -> None:
+        """Build and start every registered service (and ``extra`` ones); stop the started on failure."""
+        factories: list[Callable[[Platform], Service | None]] = []
+        for target in service_factories:
+            module_name, _, attr = target.partition(":")
+            factories.append(getattr(importlib.import_module(module_name), attr))
+        factories.extend(extra or [])
+        try:
+            for factory in factories:
+                service = factory(self)
+                if service is None:
+                    continue
+                service.start()
+                self.services.append(service)
+                log.info("started %s", service.name)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Stop services in reverse start order, then close the backends."""
+        while self.services:
+            service = self.services.pop()
+            try:
+                service.stop()
+            except Exception:
+                log.exception("stopping %s failed", service.name)
+        with self._lock:
+            if self._store is not None and hasattr(self._store, "close"):
+                self._store.close()
+            if self._log is not None:
+                self._log.close()
+            self._store = self._log = None
