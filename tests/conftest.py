@@ -1,0 +1,23 @@
+"""Shared test set-up. Real servers (Apache Kafka, moto_server) start at session scope in the fixture
+plugins below — never at import time — and only when a test asks for them."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["tests.fixtures.kafka", "tests.fixtures.moto"]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Keep every test's Kawa home, config discovery and tool caches (pydicom, mlflow) inside tmp_path."""
+    monkeypatch.chdir(tmp_path)
+    for name in list(os.environ):
+        if name.startswith("KAWA_") and not name.startswith("KAWA_TEST_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("KAWA_HOME", str(tmp_path / ".kawa"))
+    yield
