@@ -121,6 +121,35 @@ def _set_nested(target: dict[str, Any], path: tuple[str, ...], value: Any) -> No
 
 
 def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+class InventoryConfig(_Frozen):
+    """Override what the job scheduler believes the machine has (tests, or to reserve part of a host).
+
+    Unset fields are discovered (CPU count, memory, GPUs through NVML or ``nvidia-smi``).
+    """
+
+    cpus: float | None = Field(None, gt=0)
+    memory: str | None = Field(None, description="e.g. '16G', '512M' or a byte count")
+    gpus: int | None = Field(None, ge=0, description="number of (fake) GPUs, indexes 0..n-1")
+    gpu_name: str = "fake-gpu"
+    gpu_memory_mib: int = Field(16_384, gt=0)
+
+
+class MLConfig(_Frozen):
+    """Model lifecycle: tracking + registry (MLflow), the local job scheduler, model serving."""
+
+    tracking: bool = Field(True, description="track job runs in MLflow; 'off' runs jobs without MLflow")
+    tracking_uri: str | None = Field(None, description="default: sqlite:///<home>/mlflow.db")
+    registry_uri: str | None = Field(None, description="default: the tracking URI")
+    artifact_root: str | None = Field(None, description="default: <home>/mlartifacts (embedded tracking)")
+    experiment: str = "kawa"
+    inventory: InventoryConfig = Field(default_factory=InventoryConfig)
+    scheduler: bool = Field(True, description="run the local job scheduler inside `kawa up`")
+    scheduler_tick_s: float = Field(0.2, gt=0)
+    kill_grace_s: float = Field(5.0, ge=0)
+    models_topic: str = "kawa.models"
+    predictions_topic: str = "predictions"
+
+
     out: dict[str, Any] = {}
     for name, value in env.items():
         if not name.startswith("KAWA_") or name in _NOT_SETTINGS or name.startswith("KAWA_TEST_"):
@@ -128,6 +157,7 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
         if name in _SHORTCUTS:
             _set_nested(out, _SHORTCUTS[name], value)
         elif "__" in name:
+    ml: MLConfig = Field(default_factory=MLConfig)
             path = tuple(p.lower() for p in name[len("KAWA_") :].split("__") if p)
             if path:
                 _set_nested(out, path, value)

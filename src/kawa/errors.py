@@ -103,3 +103,58 @@ class InvalidKey(StoreError):
 
 class ObjectNotFound(StoreError):
     """The object does not exist."""
+
+
+class InvalidMetadata(StoreError):
+    """User metadata, tags or a content type cannot be stored (non-ASCII, bad names, too large)."""
+
+
+class StoreUnavailable(StoreError, BackendUnavailable):
+    """The S3 endpoint cannot be reached (after bounded retries)."""
+
+
+class NotificationError(StoreError):
+    """A notification rule is invalid, or a notification could not be configured or published."""
+
+
+# --- models and jobs -------------------------------------------------------------------------------
+
+
+class ModelError(KawaError):
+    """Errors of the model lifecycle: registry, predictors, serving."""
+
+
+class ModelNotFound(ModelError):
+    """The registered model or model version does not exist."""
+
+
+class ModelAliasNotFound(ModelError):
+    """The registered model has no such alias."""
+
+
+class ModelLoadError(ModelError):
+    """A model version's artifacts cannot be loaded (unknown flavor, missing package, corrupt file)."""
+
+
+class InvalidModelInput(ModelError):
+    """Inputs do not match what the model accepts (shape, datatype)."""
+
+
+class TrackingUnavailable(ModelError):
+    """Tracking is switched off or its server cannot be reached."""
+
+
+class JobError(KawaError):
+    """Errors of training jobs and the job scheduler."""
+
+
+class JobNotFound(JobError):
+    """No job has this id."""
+
+
+class InvalidJobSpec(JobError):
+    """The job's entry point, parameters or resource request is malformed."""
+
+
+class ResourceUnavailable(JobError):
+    """The request can never be met by this machine (e.g. a GPU on a machine without one)."""
