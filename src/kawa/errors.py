@@ -158,3 +158,26 @@ class InvalidJobSpec(JobError):
 
 class ResourceUnavailable(JobError):
     """The request can never be met by this machine (e.g. a GPU on a machine without one)."""
+
+
+# --- functions -------------------------------------------------------------------------------------
+
+
+class FunctionError(KawaError):
+    """Errors of the function runtime (apps, handlers, hosts, deployments)."""
+
+
+class InvalidFunction(FunctionError):
+    """A function's settings (trigger, filter, scale, retries) are invalid."""
+
+
+class FunctionNotFound(FunctionError):
+    """An app has no function of that name."""
+
+
+class AppLoadError(FunctionError):
+    """A ``module:app`` reference cannot be imported or does not name a :class:`kawa.App`."""
+
+
+class DeployError(FunctionError):
+    """Rendering or applying deployment manifests failed."""
