@@ -22,11 +22,11 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
-    from kawa.config import KawaConfig, load_config
-    from kawa.errors import KawaError
-    from kawa.events import CloudEvent, new_event
-    from kawa.log import TopicSpec, open_log
-    from kawa.platform import Platform
+    from kawa.config import KawaConfig, load_config  # noqa: F401
+    from kawa.errors import KawaError  # noqa: F401
+    from kawa.events import CloudEvent, new_event  # noqa: F401
+    from kawa.log import TopicSpec, open_log  # noqa: F401
+    from kawa.platform import Platform  # noqa: F401
 
 __all__ = sorted([*_LAZY, "__version__"])
 

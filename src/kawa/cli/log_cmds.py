@@ -123,9 +123,7 @@ def produce(
         producer = log.producer()
         key_bytes = key.encode() if key is not None else None
         for line in sys.stdin.buffer:
-            producer.produce(
-                topic, line.rstrip(b"\r\n"), key=key_bytes, headers=headers, partition=partition
-            )
+            producer.produce(topic, line.rstrip(b"\r\n"), key=key_bytes, headers=headers, partition=partition)
             count += 1
         producer.close()
     finally:
@@ -184,9 +182,7 @@ def consume(
                     out.write((record.value or b"") + b"\n")
                 out.flush()
                 seen += len(records)
-                consumer.commit({
-                    tp: off for tp, off in _next_offsets(records).items()
-                })
+                consumer.commit({tp: off for tp, off in _next_offsets(records).items()})
         finally:
             consumer.close()
     finally:

@@ -56,9 +56,7 @@ class TopicSpec:
         if self.retention_ms is not None and self.retention_ms <= 0:
             raise InvalidTopicSpec(f"topic {self.name!r}: retention_ms must be positive or None (unlimited)")
         if self.retention_bytes is not None and self.retention_bytes <= 0:
-            raise InvalidTopicSpec(
-                f"topic {self.name!r}: retention_bytes must be positive or None (unlimited)"
-            )
+            raise InvalidTopicSpec(f"topic {self.name!r}: retention_bytes must be positive or None (unlimited)")
         if self.cleanup_policy not in ("delete", "compact", "compact,delete"):
             raise InvalidTopicSpec(
                 f"topic {self.name!r}: cleanup_policy must be delete, compact or 'compact,delete', "
@@ -196,24 +194,19 @@ class Consumer(Protocol):
         Synchronous: when it returns the commit is durable in the backend."""
         ...
 
-    def committed(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int | None]:
-        ...
+    def committed(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int | None]: ...
 
-    def assignment(self) -> set[TopicPartition]:
-        ...
+    def assignment(self) -> set[TopicPartition]: ...
 
     def position(self, tp: TopicPartition) -> int:
         """The offset of the next record :meth:`poll` returns for ``tp``."""
         ...
 
-    def seek(self, tp: TopicPartition, offset: int) -> None:
-        ...
+    def seek(self, tp: TopicPartition, offset: int) -> None: ...
 
-    def seek_to_beginning(self, partitions: Iterable[TopicPartition] | None = None) -> None:
-        ...
+    def seek_to_beginning(self, partitions: Iterable[TopicPartition] | None = None) -> None: ...
 
-    def seek_to_end(self, partitions: Iterable[TopicPartition] | None = None) -> None:
-        ...
+    def seek_to_end(self, partitions: Iterable[TopicPartition] | None = None) -> None: ...
 
     def seek_to_time(self, timestamp_ms: int, partitions: Iterable[TopicPartition] | None = None) -> None:
         """Move to the earliest offset whose timestamp is >= ``timestamp_ms`` (the end when none is)."""
@@ -230,11 +223,9 @@ class EventLog(Protocol):
 
     uri: str
 
-    def create_topic(self, spec: TopicSpec, *, exist_ok: bool = False) -> None:
-        ...
+    def create_topic(self, spec: TopicSpec, *, exist_ok: bool = False) -> None: ...
 
-    def list_topics(self) -> list[str]:
-        ...
+    def list_topics(self) -> list[str]: ...
 
     def describe_topic(self, name: str) -> TopicInfo:
         """Raises :class:`TopicNotFound`."""
@@ -244,8 +235,7 @@ class EventLog(Protocol):
         """Raises :class:`TopicNotFound`."""
         ...
 
-    def producer(self, *, max_record_bytes: int | None = None) -> Producer:
-        ...
+    def producer(self, *, max_record_bytes: int | None = None) -> Producer: ...
 
     def consumer(
         self,
@@ -267,8 +257,7 @@ class EventLog(Protocol):
         """Per partition, the earliest offset with timestamp >= ``timestamp_ms`` (end offset if none)."""
         ...
 
-    def close(self) -> None:
-        ...
+    def close(self) -> None: ...
 
 
 @dataclass
