@@ -32,7 +32,9 @@ class Service(Protocol):
     def stop(self) -> None: ...
 
 
-service_factories: list[str] = []
+service_factories: list[str] = [
+    "kawa.log.service:build_service",
+]
 """Import strings of ``factory(platform) -> Service | None``, in start order."""
 
 

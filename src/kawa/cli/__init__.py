@@ -26,9 +26,11 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except KawaError as exc:
+        from rich.markup import escape
+
         from kawa.cli.app import err_console
 
-        err_console.print(f"[bold red]error:[/] {exc}")
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True, highlight=False, markup=True)
         sys.exit(1)
     except SystemExit:
         raise

@@ -1,0 +1,3 @@
+from kawa.cli import main
+
+main()
