@@ -1,0 +1,803 @@
+"""The Apache Kafka backend of the event log (``kafka://host:port[,host:port]``), on confluent-kafka.
+
+Guarantees, as the contract in :mod:`kawa.log.base` states them, and how Kafka gives them:
+
+- **Ordering** per partition: the producer is idempotent (``enable.idempotence``), so retries neither
+  reorder nor duplicate records within a partition.
+- **Acknowledgement** means the partition leader and all in-sync replicas stored the record (``acks=all``,
+  implied by idempotence). On a single broker that is one copy in the OS page cache: Kafka does not fsync per
+  record; durability comes from replication (use replication factor ≥ 3 and ``min.insync.replicas`` 2 in
+  production).
+- **Keys → partitions** with ``partitioner=murmur2_random``: the Java client's placement, the same as the
+  embedded backend's.
+- **Consumer groups**: partitions are assigned with the ``cooperative-sticky`` strategy; offsets are committed
+  only by :meth:`KafkaConsumer.commit` (auto-commit is off), synchronously. Delivery is at-least-once: after a
+  rebalance or a crash the new owner of a partition resumes at the last committed offset. A member cannot
+  commit a partition that is not assigned to it (:class:`CommitFailed`); Kafka's classic group protocol would
+  accept such a commit, so this backend refuses it on the client side.
+- **Broker down**: admin calls, ``produce`` (which checks the topic first) and ``commit`` give up after
+  ``timeout_s`` with :class:`BackendUnavailable`; queued records fail after ``message.timeout.ms`` (30 s by
+  default), so ``flush`` never blocks forever.
+
+Retention and compaction are the broker's: they act on closed segments, in the background, so old records go
+some time after they expire (``segment.ms``/``segment.bytes`` decide when a segment closes). Extra topic
+settings for every topic this backend creates can be passed as ``topic_config``.
+
+SASL/TLS settings come from ``log.kafka`` in the configuration (:meth:`KafkaClientConfig.librdkafka`).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn
+from urllib.parse import urlsplit
+
+from confluent_kafka import Consumer as _RdConsumer
+from confluent_kafka import (
+    ConsumerGroupTopicPartitions,
+    KafkaError,
+    KafkaException,
+    Message,
+)
+from confluent_kafka import Producer as _RdProducer
+from confluent_kafka import TopicPartition as _RdTopicPartition
+from confluent_kafka.admin import (  # type: ignore[attr-defined]  # re-exported, not in __all__
+    AdminClient,
+    ConfigResource,
+    NewTopic,
+    OffsetSpec,
+)
+
+from kawa.errors import (
+    BackendUnavailable,
+    CommitFailed,
+    ConfigError,
+    InvalidPartition,
+    InvalidTopicSpec,
+    KawaError,
+    LogError,
+    ProducerError,
+    RecordTooLarge,
+    TopicExists,
+    TopicNotFound,
+)
+from kawa.log.base import (
+    CleanupPolicy,
+    DeliveryCallback,
+    Headers,
+    OffsetReset,
+    PartitionInfo,
+    PartitionLag,
+    Record,
+    RecordMetadata,
+    TopicInfo,
+    TopicPartition,
+    TopicSpec,
+    validate_topic_name,
+)
+
+if TYPE_CHECKING:
+    from kawa.config import KawaConfig
+
+__all__ = ["KafkaConsumer", "KafkaLog", "KafkaProducer", "build"]
+
+log = logging.getLogger(__name__)
+_rdkafka_log = logging.getLogger("kawa.log.kafka.librdkafka")
+
+DEFAULT_PORT = 9092
+_BROKER_DEFAULT_MAX_MESSAGE_BYTES = 1_048_588  # Kafka's message.max.bytes default
+_BATCH_OVERHEAD = 64 * 1024
+_METADATA_TTL_S = 10.0
+_EARLIEST: OffsetSpec = OffsetSpec.earliest()  # type: ignore[no-untyped-call]
+_LATEST: OffsetSpec = OffsetSpec.latest()  # type: ignore[no-untyped-call]
+
+_UNREACHABLE = {
+    KafkaError._TRANSPORT,
+    KafkaError._ALL_BROKERS_DOWN,
+    KafkaError._TIMED_OUT,
+    KafkaError._RESOLVE,
+    KafkaError._MSG_TIMED_OUT,
+    KafkaError.REQUEST_TIMED_OUT,
+    KafkaError.NETWORK_EXCEPTION,
+}
+_INVALID_SPEC = {
+    KafkaError.INVALID_PARTITIONS,
+    KafkaError.INVALID_REPLICATION_FACTOR,
+    KafkaError.INVALID_CONFIG,
+    KafkaError.TOPIC_EXCEPTION,
+    KafkaError.POLICY_VIOLATION,
+}
+_COMMIT_REFUSED = {
+    KafkaError.ILLEGAL_GENERATION,
+    KafkaError.UNKNOWN_MEMBER_ID,
+    KafkaError.REBALANCE_IN_PROGRESS,
+    KafkaError.FENCED_INSTANCE_ID,
+    KafkaError._ASSIGNMENT_LOST,
+    KafkaError._STATE,
+}
+
+
+def build(
+    uri: str,
+    *,
+    config: KawaConfig,
+    topic_config: Mapping[str, str] | None = None,
+    replication_factor: int = -1,
+    timeout_s: float = 10.0,
+) -> KafkaLog:
+    """Open the Kafka cluster ``kafka://host:port[,host:port]``.
+
+    ``topic_config``: extra topic settings (``segment.ms``, ``min.insync.replicas``...) for every topic
+    created through this log. ``replication_factor``: -1 uses the broker's ``default.replication.factor``.
+    ``timeout_s`` bounds each admin and metadata request. Nothing connects until the first call.
+    """
+    return KafkaLog(
+        parse_bootstrap(uri),
+        config=config,
+        topic_config=topic_config,
+        replication_factor=replication_factor,
+        timeout_s=timeout_s,
+    )
+
+
+def parse_bootstrap(uri: str) -> str:
+    """``kafka://a:9092,b:9092`` → ``a:9092,b:9092`` (the port defaults to 9092)."""
+    parts = urlsplit(uri)
+    if parts.scheme.lower() != "kafka" or not parts.netloc or parts.path.strip("/") or parts.query:
+        raise ConfigError(f"invalid Kafka URI {uri!r}: write kafka://host:port[,host:port]")
+    servers = []
+    for server in parts.netloc.split(","):
+        host, sep, port = server.strip().rpartition(":")
+        if not sep:
+            host, port = port, str(DEFAULT_PORT)
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"invalid Kafka URI {uri!r}: {server!r} is not host:port")
+        servers.append(f"{host}:{port}")
+    return ",".join(servers)
+
+
+class KafkaLog:
+    """An :class:`~kawa.log.base.EventLog` on an Apache Kafka cluster."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        *,
+        config: KawaConfig,
+        topic_config: Mapping[str, str] | None = None,
+        replication_factor: int = -1,
+        timeout_s: float = 10.0,
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.uri = f"kafka://{bootstrap}"
+        self.timeout_s = timeout_s
+        self.max_record_bytes = config.log.max_record_bytes
+        self.default_session_timeout_ms = config.log.kafka.session_timeout_ms
+        self._client_conf: dict[str, Any] = {
+            "bootstrap.servers": bootstrap,
+            "logger": _rdkafka_log,
+            **config.log.kafka.librdkafka(),
+        }
+        self._topic_config = dict(topic_config or {})
+        self._replication_factor = replication_factor
+        self._admin = AdminClient(self.client_conf())
+        self._metadata_lock = threading.Lock()
+        self._partition_counts: dict[str, int] = {}
+        self._metadata_at = 0.0
+
+    def client_conf(self, **overrides: Any) -> dict[str, Any]:
+        """librdkafka settings for a client of this cluster: our defaults, then ``overrides``, then the
+        configured ones (``log.kafka``), so a user can override anything."""
+        return {**self._client_conf, **overrides, **self._client_conf_user()}
+
+    def _client_conf_user(self) -> dict[str, Any]:
+        return {k: v for k, v in self._client_conf.items() if k not in ("bootstrap.servers", "logger")}
+
+    # --- errors -----------------------------------------------------------------------------------
+
+    def unreachable(self, what: str, detail: object) -> BackendUnavailable:
+        return BackendUnavailable(
+            f"cannot reach Kafka at {self.bootstrap} ({what}: {detail}): start the broker or fix log.uri"
+        )
+
+    def translate(self, exc: BaseException, what: str, topic: str | None = None) -> KawaError:
+        """A confluent-kafka error as a :class:`KawaError`."""
+        if isinstance(exc, KawaError):
+            return exc
+        if isinstance(exc, concurrent.futures.TimeoutError):
+            return self.unreachable(what, f"no answer within {self.timeout_s:g}s")
+        error = exc.args[0] if isinstance(exc, KafkaException) and exc.args else exc
+        if not isinstance(error, KafkaError):
+            return LogError(f"{what} failed: {exc}")
+        code = error.code()
+        if code in _UNREACHABLE:
+            return self.unreachable(what, error.str())
+        if code == KafkaError.UNKNOWN_TOPIC_OR_PART:
+            return TopicNotFound(f"topic {topic!r} does not exist in Kafka at {self.bootstrap}; create it first")
+        if code == KafkaError.TOPIC_ALREADY_EXISTS:
+            return TopicExists(f"topic {topic!r} already exists; pass exist_ok=True to accept it")
+        if code in _INVALID_SPEC:
+            return InvalidTopicSpec(f"Kafka refused topic {topic!r}: {error.str()}")
+        if code in (KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE):
+            return RecordTooLarge(
+                f"Kafka refused a record for {topic!r} as too large ({error.str()}); send smaller records "
+                "or raise the topic's max.message.bytes"
+            )
+        if code in _COMMIT_REFUSED:
+            return CommitFailed(f"{what} refused: {error.str()}; the group rebalanced, poll and retry")
+        return LogError(f"{what} failed: {error.str()}")
+
+    def _raise(self, exc: BaseException, what: str, topic: str | None = None) -> NoReturn:
+        raise self.translate(exc, what, topic) from exc
+
+    # --- metadata ---------------------------------------------------------------------------------
+
+    def _metadata(self) -> dict[str, int]:
+        """Topic → partition count, straight from the cluster (internal topics included)."""
+        try:
+            metadata = self._admin.list_topics(timeout=self.timeout_s)
+        except KafkaException as exc:
+            self._raise(exc, "reading cluster metadata")
+        counts = {
+            name: len(topic.partitions)
+            for name, topic in metadata.topics.items()
+            if topic.error is None or topic.error.code() != KafkaError.UNKNOWN_TOPIC_OR_PART
+        }
+        with self._metadata_lock:
+            self._partition_counts = counts
+            self._metadata_at = time.monotonic()
+        return counts
+
+    def partition_count(self, topic: str, *, fresh: bool = False) -> int:
+        """The topic's partition count from cached metadata (refreshed on a miss); :class:`TopicNotFound`."""
+        with self._metadata_lock:
+            stale = time.monotonic() - self._metadata_at > _METADATA_TTL_S
+            count = None if fresh or stale else self._partition_counts.get(topic)
+        if count is None:
+            count = self._metadata().get(topic)
+        if count is None:
+            raise TopicNotFound(
+                f"topic {topic!r} does not exist in Kafka at {self.bootstrap}; create it first "
+                f"(kawa topics create {topic})"
+            )
+        return count
+
+    def _forget(self, topic: str) -> None:
+        with self._metadata_lock:
+            self._partition_counts.pop(topic, None)
+
+    def _wait_metadata(self, topic: str, present: bool) -> None:
+        """Wait until the cluster's metadata shows ``topic`` (or no longer shows it)."""
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            counts = self._metadata()
+            if (topic in counts) == present:
+                return
+            if time.monotonic() > deadline:
+                state = "appear in" if present else "disappear from"
+                raise self.unreachable(f"waiting for topic {topic!r} to {state} metadata", "timed out")
+            time.sleep(0.05)
+
+    # --- topics -----------------------------------------------------------------------------------
+
+    def create_topic(self, spec: TopicSpec, *, exist_ok: bool = False) -> None:
+        configs = {
+            "cleanup.policy": spec.cleanup_policy,
+            "retention.ms": str(spec.retention_ms if spec.retention_ms is not None else -1),
+            "retention.bytes": str(spec.retention_bytes if spec.retention_bytes is not None else -1),
+        }
+        if self.max_record_bytes + _BATCH_OVERHEAD > _BROKER_DEFAULT_MAX_MESSAGE_BYTES:
+            configs["max.message.bytes"] = str(self.max_record_bytes + _BATCH_OVERHEAD)
+        configs.update(self._topic_config)
+        new = NewTopic(spec.name, spec.partitions, self._replication_factor, config=configs)
+        futures = self._admin.create_topics([new], operation_timeout=self.timeout_s, request_timeout=self.timeout_s)
+        try:
+            futures[spec.name].result(timeout=self.timeout_s + 1)
+        except (KafkaException, concurrent.futures.TimeoutError) as exc:
+            error = self.translate(exc, f"creating topic {spec.name!r}", spec.name)
+            if not (exist_ok and isinstance(error, TopicExists)):
+                raise error from exc
+        self._wait_metadata(spec.name, present=True)
+
+    def list_topics(self) -> list[str]:
+        """Topic names, without Kafka's internal ``__`` topics."""
+        return sorted(name for name in self._metadata() if not name.startswith("__"))
+
+    def describe_topic(self, name: str) -> TopicInfo:
+        validate_topic_name(name)
+        count = self.partition_count(name, fresh=True)
+        starts = self._list_offsets(name, range(count), _EARLIEST)
+        ends = self._list_offsets(name, range(count), _LATEST)
+        resource = ConfigResource(ConfigResource.Type.TOPIC, name)
+        try:
+            entries = self._admin.describe_configs([resource], request_timeout=self.timeout_s)[resource].result(
+                timeout=self.timeout_s + 1
+            )
+        except (KafkaException, concurrent.futures.TimeoutError) as exc:
+            self._raise(exc, f"describing topic {name!r}", name)
+        values = {key: entry.value for key, entry in entries.items()}
+        return TopicInfo(
+            name=name,
+            partitions=tuple(PartitionInfo(p, starts[p], ends[p]) for p in range(count)),
+            retention_ms=_unlimited(values.get("retention.ms")),
+            retention_bytes=_unlimited(values.get("retention.bytes")),
+            cleanup_policy=_cleanup_policy(values.get("cleanup.policy")),
+        )
+
+    def delete_topic(self, name: str) -> None:
+        validate_topic_name(name)
+        futures = self._admin.delete_topics([name], operation_timeout=self.timeout_s, request_timeout=self.timeout_s)
+        try:
+            futures[name].result(timeout=self.timeout_s + 1)
+        except (KafkaException, concurrent.futures.TimeoutError) as exc:
+            self._raise(exc, f"deleting topic {name!r}", name)
+        finally:
+            self._forget(name)
+        self._wait_metadata(name, present=False)
+
+    def _list_offsets(self, topic: str, partitions: Iterable[int], spec: OffsetSpec) -> dict[int, int]:
+        request = {_RdTopicPartition(topic, p): spec for p in partitions}
+        if not request:
+            return {}
+        try:
+            futures = self._admin.list_offsets(request, request_timeout=self.timeout_s)
+            return {tp.partition: int(f.result(timeout=self.timeout_s + 1).offset) for tp, f in futures.items()}
+        except (KafkaException, concurrent.futures.TimeoutError) as exc:
+            self._raise(exc, f"listing offsets of {topic!r}", topic)
+
+    def end_offsets(self, topic: str) -> dict[int, int]:
+        return self._list_offsets(topic, range(self.partition_count(topic)), _LATEST)
+
+    def offsets_for_time(self, topic: str, timestamp_ms: int) -> dict[int, int]:
+        count = self.partition_count(topic, fresh=True)
+        found = self._list_offsets(topic, range(count), OffsetSpec.for_timestamp(timestamp_ms))
+        missing = [p for p, offset in found.items() if offset < 0]
+        ends = self._list_offsets(topic, missing, _LATEST)
+        return {p: (ends[p] if offset < 0 else offset) for p, offset in sorted(found.items())}
+
+    # --- clients ----------------------------------------------------------------------------------
+
+    def producer(self, *, max_record_bytes: int | None = None) -> KafkaProducer:
+        return KafkaProducer(self, max_record_bytes or self.max_record_bytes)
+
+    def consumer(
+        self,
+        group: str,
+        topics: Sequence[str],
+        *,
+        auto_offset_reset: OffsetReset = "earliest",
+        session_timeout_ms: int | None = None,
+        client_id: str | None = None,
+    ) -> KafkaConsumer:
+        return KafkaConsumer(
+            self,
+            group,
+            topics,
+            auto_offset_reset=auto_offset_reset,
+            session_timeout_ms=session_timeout_ms or self.default_session_timeout_ms,
+            client_id=client_id,
+        )
+
+    def lag(self, group: str, topics: Sequence[str] | None = None) -> list[PartitionLag]:
+        wanted = set(topics) if topics is not None else None
+        committed: dict[TopicPartition, int | None] = {}
+        request = [ConsumerGroupTopicPartitions(group)]
+        try:
+            result = self._admin.list_consumer_group_offsets(request, request_timeout=self.timeout_s)[group].result(
+                timeout=self.timeout_s + 1
+            )
+            for tp in result.topic_partitions or []:
+                committed[TopicPartition(tp.topic, tp.partition)] = tp.offset if tp.offset >= 0 else None
+            description = self._admin.describe_consumer_groups([group], request_timeout=self.timeout_s)[group].result(
+                timeout=self.timeout_s + 1
+            )
+        except (KafkaException, concurrent.futures.TimeoutError) as exc:
+            self._raise(exc, f"reading offsets of group {group!r}")
+        for member in description.members or []:
+            for tp in member.assignment.topic_partitions if member.assignment else []:
+                committed.setdefault(TopicPartition(tp.topic, tp.partition), None)
+        for topic in wanted or ():
+            for p in range(self.partition_count(topic, fresh=True)):
+                committed.setdefault(TopicPartition(topic, p), None)
+        lags: list[PartitionLag] = []
+        for topic in sorted({tp.topic for tp in committed if wanted is None or tp.topic in wanted}):
+            partitions = sorted(tp.partition for tp in committed if tp.topic == topic)
+            ends = self._list_offsets(topic, partitions, _LATEST)
+            starts = self._list_offsets(topic, partitions, _EARLIEST)
+            for p in partitions:
+                done = committed[TopicPartition(topic, p)]
+                base = starts[p] if done is None else done
+                lags.append(PartitionLag(topic, p, done, ends[p], max(ends[p] - base, 0)))
+        return lags
+
+    def close(self) -> None:
+        """Nothing to release: producers and consumers are closed by their owners."""
+
+
+class KafkaProducer:
+    """A :class:`~kawa.log.base.Producer` on a librdkafka producer (thread-safe, batched)."""
+
+    def __init__(self, log: KafkaLog, max_record_bytes: int) -> None:
+        self._log = log
+        self.max_record_bytes = max_record_bytes
+        self._failures: list[Exception] = []
+        self._failures_lock = threading.Lock()
+        conf = log.client_conf(
+            **{
+                "partitioner": "murmur2_random",
+                "enable.idempotence": True,
+                "linger.ms": 5,
+                "message.timeout.ms": 30_000,
+                "message.max.bytes": max(1_000_000, max_record_bytes + _BATCH_OVERHEAD),
+                "error_cb": self._on_error,
+            }
+        )
+        self._producer = _RdProducer(conf)
+        self._closed = False
+
+    def _on_error(self, error: KafkaError) -> None:
+        if error.fatal():
+            log.error("Kafka producer fatal error: %s", error.str())
+        else:
+            log.debug("Kafka producer: %s", error.str())
+
+    def produce(
+        self,
+        topic: str,
+        value: bytes | None,
+        *,
+        key: bytes | None = None,
+        headers: Headers = (),
+        partition: int | None = None,
+        timestamp_ms: int | None = None,
+        on_delivery: DeliveryCallback | None = None,
+    ) -> None:
+        size = len(key or b"") + len(value or b"") + sum(len(k.encode()) + len(v or b"") for k, v in headers)
+        if size > self.max_record_bytes:
+            raise RecordTooLarge(
+                f"record for {topic!r} is {size} bytes (key + value + headers), above the limit of "
+                f"{self.max_record_bytes} bytes; store large payloads in the object store and send a reference"
+            )
+        count = self._log.partition_count(topic)
+        if partition is not None and not 0 <= partition < count:
+            count = self._log.partition_count(topic, fresh=True)
+            if not 0 <= partition < count:
+                raise InvalidPartition(
+                    f"topic {topic!r} has partitions 0..{count - 1}; partition {partition} does not exist"
+                )
+        kwargs: dict[str, Any] = {"value": value, "key": key, "on_delivery": self._callback(topic, on_delivery)}
+        if headers:
+            kwargs["headers"] = list(headers)
+        if partition is not None:
+            kwargs["partition"] = partition
+        if timestamp_ms is not None:
+            kwargs["timestamp"] = timestamp_ms
+        deadline = time.monotonic() + self._log.timeout_s
+        while True:
+            try:
+                self._producer.produce(topic, **kwargs)
+                break
+            except BufferError:
+                # The local queue is full: serve delivery reports until there is room, as Java's
+                # max.block.ms does.
+                if time.monotonic() > deadline:
+                    raise ProducerError(
+                        f"the producer queue stayed full for {self._log.timeout_s:g}s: Kafka at "
+                        f"{self._log.bootstrap} is not keeping up or not reachable"
+                    ) from None
+                self._producer.poll(0.05)
+            except KafkaException as exc:
+                self._log._raise(exc, f"producing to {topic!r}", topic)
+        self._producer.poll(0)
+
+    def _callback(self, topic: str, user: DeliveryCallback | None) -> Callable[[KafkaError | None, Message], None]:
+        def delivered(error: KafkaError | None, message: Message) -> None:
+            if error is not None:
+                failure: Exception = self._log.translate(
+                    KafkaException(error), f"delivering a record to {topic!r}", topic
+                )
+                if not isinstance(failure, RecordTooLarge | TopicNotFound | BackendUnavailable):
+                    failure = ProducerError(f"record to {topic!r} was not delivered: {error.str()}")
+                with self._failures_lock:
+                    self._failures.append(failure)
+                if user is not None:
+                    user(None, failure)
+                return
+            if user is not None:
+                record = _record(message)
+                user(RecordMetadata(record.topic, record.partition, record.offset, record.timestamp_ms), None)
+
+        return delivered
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait for every queued record; :class:`ProducerError` if one is left or one failed since the
+        last flush."""
+        remaining = self._producer.flush() if timeout is None else self._producer.flush(timeout)
+        with self._failures_lock:
+            failures, self._failures = self._failures, []
+        if remaining:
+            raise ProducerError(
+                f"{remaining} record(s) not acknowledged by Kafka at {self._log.bootstrap} within {timeout}s"
+            )
+        if failures:
+            raise ProducerError(f"{len(failures)} record(s) failed; the first: {failures[0]}") from failures[0]
+
+    def send(
+        self,
+        topic: str,
+        value: bytes | None,
+        *,
+        key: bytes | None = None,
+        headers: Headers = (),
+        partition: int | None = None,
+        timestamp_ms: int | None = None,
+    ) -> RecordMetadata:
+        """Produce one record and wait for it; raises the record's own error (e.g. :class:`RecordTooLarge`)."""
+        box: list[tuple[RecordMetadata | None, Exception | None]] = []
+        self.produce(
+            topic,
+            value,
+            key=key,
+            headers=headers,
+            partition=partition,
+            timestamp_ms=timestamp_ms,
+            on_delivery=lambda metadata, error: box.append((metadata, error)),
+        )
+        try:
+            self.flush()
+        except ProducerError:
+            if not box or box[0][1] is None:
+                raise
+        if not box:
+            raise ProducerError(f"record to {topic!r} was not acknowledged")
+        metadata, error = box[0]
+        if error is not None:
+            raise error
+        assert metadata is not None
+        return metadata
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.flush()
+
+
+class KafkaConsumer:
+    """A :class:`~kawa.log.base.Consumer`: one member of a Kafka consumer group.
+
+    Positions are tracked here (the next offset per assigned partition) so that :meth:`position`,
+    :meth:`commit` and :meth:`seek` mean the same as on the other backends, whatever librdkafka has
+    prefetched.
+    """
+
+    def __init__(
+        self,
+        log: KafkaLog,
+        group: str,
+        topics: Sequence[str],
+        *,
+        auto_offset_reset: OffsetReset,
+        session_timeout_ms: int,
+        client_id: str | None,
+    ) -> None:
+        if not topics:
+            raise ValueError("subscribe to at least one topic")
+        for topic in topics:
+            log.partition_count(topic)
+        self._log = log
+        self.group = group
+        self.topics = tuple(topics)
+        self._reset = auto_offset_reset
+        self._assigned: set[TopicPartition] = set()
+        self._positions: dict[TopicPartition, int] = {}
+        overrides: dict[str, Any] = {
+            "group.id": group,
+            "enable.auto.commit": False,
+            "auto.offset.reset": auto_offset_reset,
+            "session.timeout.ms": session_timeout_ms,
+            "heartbeat.interval.ms": max(100, min(3000, session_timeout_ms // 3)),
+            "partition.assignment.strategy": "cooperative-sticky",
+            "enable.partition.eof": False,
+            "error_cb": self._on_error,
+        }
+        if client_id:
+            overrides["client.id"] = client_id
+        self._consumer = _RdConsumer(log.client_conf(**overrides))
+        self._consumer.subscribe(
+            list(topics), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke
+        )
+        self._closed = False
+
+    # librdkafka calls these from poll(); with cooperative-sticky they carry the partitions that change.
+    def _on_assign(self, _consumer: Any, partitions: list[Any]) -> None:
+        for tp in partitions:
+            key = TopicPartition(tp.topic, tp.partition)
+            self._assigned.add(key)
+            self._positions.pop(key, None)
+
+    def _on_revoke(self, _consumer: Any, partitions: list[Any]) -> None:
+        for tp in partitions:
+            key = TopicPartition(tp.topic, tp.partition)
+            self._assigned.discard(key)
+            self._positions.pop(key, None)
+
+    def _on_error(self, error: KafkaError) -> None:
+        log.debug("Kafka consumer %s: %s", self.group, error.str())
+
+    def poll(self, timeout: float = 1.0, max_records: int = 500) -> list[Record]:
+        if max_records < 1:
+            raise ValueError("max_records must be at least 1")
+        try:
+            # consume(n, timeout) waits for all n records; take what is buffered, else wait for one.
+            messages = self._consumer.consume(max_records, 0)
+            if not messages:
+                first = self._consumer.poll(timeout)
+                if first is not None:
+                    messages = [first, *self._consumer.consume(max_records - 1, 0)] if max_records > 1 else [first]
+        except KafkaException as exc:
+            self._log._raise(exc, f"polling group {self.group!r}")
+        records: list[Record] = []
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.fatal() or error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                    self._log._raise(KafkaException(error), f"polling group {self.group!r}", message.topic())
+                log.debug("Kafka consumer %s: %s", self.group, error.str())
+                continue
+            record = _record(message)
+            key = TopicPartition(record.topic, record.partition)
+            if key not in self._assigned:
+                continue  # a late record of a partition revoked in this very poll
+            self._positions[key] = record.offset + 1
+            records.append(record)
+        return records
+
+    def commit(self, offsets: Mapping[TopicPartition, int] | None = None) -> None:
+        if offsets is None:
+            offsets = {tp: self._positions[tp] for tp in self._assigned if tp in self._positions}
+        else:
+            offsets = {TopicPartition(*tp): offset for tp, offset in offsets.items()}
+            moved = sorted(set(offsets) - self._assigned)
+            if moved:
+                raise CommitFailed(
+                    f"cannot commit {_names(moved)} for group {self.group!r}: not assigned to this member "
+                    "(the group rebalanced); the new owner resumes from the last commit"
+                )
+        if not offsets:
+            return
+        request = [_RdTopicPartition(tp.topic, tp.partition, offset) for tp, offset in offsets.items()]
+        try:
+            result = self._consumer.commit(offsets=request, asynchronous=False)
+        except KafkaException as exc:
+            self._log._raise(exc, f"committing offsets of group {self.group!r}")
+        for tp in result or []:
+            if tp.error is not None:
+                self._log._raise(KafkaException(tp.error), f"committing {tp.topic}[{tp.partition}]", tp.topic)
+
+    def committed(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int | None]:
+        keys = [TopicPartition(*tp) for tp in partitions]
+        if not keys:
+            return {}
+        try:
+            result = self._consumer.committed(
+                [_RdTopicPartition(tp.topic, tp.partition) for tp in keys], timeout=self._log.timeout_s
+            )
+        except KafkaException as exc:
+            self._log._raise(exc, f"reading committed offsets of group {self.group!r}")
+        return {TopicPartition(tp.topic, tp.partition): (tp.offset if tp.offset >= 0 else None) for tp in result}
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self._assigned)
+
+    def position(self, tp: TopicPartition) -> int:
+        tp = self._require_assigned([tp])[0]
+        if tp not in self._positions:
+            # Not consumed or sought yet: where the group resumes (committed, else the reset policy), pinned
+            # with a seek so the next poll starts exactly there.
+            committed = self.committed([tp])[tp]
+            if committed is None:
+                low, high = self._watermarks(tp)
+                committed = low if self._reset == "earliest" else high
+            self.seek(tp, committed)
+        return self._positions[tp]
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        if offset < 0:
+            raise ValueError(f"offset must be >= 0, got {offset}")
+        tp = self._require_assigned([tp])[0]
+        target = _RdTopicPartition(tp.topic, tp.partition, offset)
+        deadline = time.monotonic() + self._log.timeout_s
+        while True:
+            try:
+                self._consumer.seek(target)
+                break
+            except KafkaException as exc:
+                # _STATE: the assignment is not active in librdkafka yet (just assigned); it is, shortly.
+                if exc.args[0].code() != KafkaError._STATE or time.monotonic() > deadline:
+                    self._log._raise(exc, f"seeking {tp.topic}[{tp.partition}] to {offset}", tp.topic)
+                time.sleep(0.02)
+        self._positions[tp] = offset
+
+    def seek_to_beginning(self, partitions: Iterable[TopicPartition] | None = None) -> None:
+        for tp in self._require_assigned(partitions):
+            self.seek(tp, self._watermarks(tp)[0])
+
+    def seek_to_end(self, partitions: Iterable[TopicPartition] | None = None) -> None:
+        for tp in self._require_assigned(partitions):
+            self.seek(tp, self._watermarks(tp)[1])
+
+    def seek_to_time(self, timestamp_ms: int, partitions: Iterable[TopicPartition] | None = None) -> None:
+        targets = self._require_assigned(partitions)
+        for topic in sorted({tp.topic for tp in targets}):
+            offsets = self._log.offsets_for_time(topic, timestamp_ms)
+            for tp in targets:
+                if tp.topic == topic:
+                    self.seek(tp, offsets[tp.partition])
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._assigned.clear()
+            self._consumer.close()
+
+    def _require_assigned(self, partitions: Iterable[TopicPartition] | None) -> list[TopicPartition]:
+        if partitions is None:
+            return sorted(self._assigned)
+        keys = [TopicPartition(*tp) for tp in partitions]
+        missing = [tp for tp in keys if tp not in self._assigned]
+        if missing:
+            raise InvalidPartition(
+                f"{_names(missing)} not assigned to this member of group {self.group!r} "
+                f"(assigned: {_names(sorted(self._assigned)) or 'nothing yet'}); poll until the group assigns it"
+            )
+        return keys
+
+    def _watermarks(self, tp: TopicPartition) -> tuple[int, int]:
+        try:
+            low, high = self._consumer.get_watermark_offsets(
+                _RdTopicPartition(tp.topic, tp.partition), timeout=self._log.timeout_s, cached=False
+            )
+        except KafkaException as exc:
+            self._log._raise(exc, f"reading offsets of {tp.topic}[{tp.partition}]", tp.topic)
+        return int(low), int(high)
+
+
+def _names(tps: Iterable[TopicPartition]) -> str:
+    return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in tps)
+
+
+def _record(message: Message) -> Record:
+    topic, partition, offset = message.topic(), message.partition(), message.offset()
+    assert topic is not None and partition is not None and offset is not None, "a delivered message has all three"
+    raw = message.headers() or []
+    pairs = raw.items() if isinstance(raw, dict) else raw
+    headers = tuple((name, value.encode() if isinstance(value, str) else (value or b"")) for name, value in pairs)
+    key = message.key()
+    value = message.value()
+    return Record(
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        key=key.encode() if isinstance(key, str) else key,
+        value=value.encode() if isinstance(value, str) else value,
+        headers=headers,
+        timestamp_ms=message.timestamp()[1],
+    )
+
+
+def _unlimited(value: str | None) -> int | None:
+    if value is None:
+        return None
+    number = int(value)
+    return None if number < 0 else number
+
+
+def _cleanup_policy(value: str | None) -> CleanupPolicy:
+    parts = {p.strip() for p in (value or "delete").split(",")}
+    if parts == {"compact", "delete"}:
+        return "compact,delete"
+    return "compact" if "compact" in parts else "delete"
