@@ -90,8 +90,24 @@ class StoreConfig(_Frozen):
 
 
 class PortalConfig(_Frozen):
+    """The portal (web UI, JSON API, /metrics) that ``kawa up`` serves; see docs/portal.md."""
+
+    enabled: bool = Field(True, description="serve the portal inside `kawa up`")
     host: str = "127.0.0.1"
     port: int = Field(8787, ge=0, le=65535)
+    secret_key: SecretStr | None = Field(
+        None, description="signs CSRF tokens; default: a random key kept in <home>/portal/secret.key"
+    )
+    users_db: Path | None = Field(None, description="users, tokens and sessions; default <home>/portal/users.db")
+    cookie_secure: Literal["auto", "always", "never"] = Field(
+        "auto", description="Secure flag on cookies: 'auto' = when the request came over https"
+    )
+    session_ttl_s: int = Field(8 * 3600, gt=0)
+    sample_interval_s: float = Field(1.0, gt=0, description="how often live views and rates are refreshed")
+    phi_free_buckets: tuple[str, ...] = Field(
+        (), description="buckets whose objects carry no PHI: any role may view them; all others need phi.read"
+    )
+    metrics_auth: bool = Field(True, description="require a token (portal.view) for /metrics")
 
 
 class KawaConfig(_Frozen):
