@@ -110,6 +110,16 @@ class PortalConfig(_Frozen):
     metrics_auth: bool = Field(True, description="require a token (portal.view) for /metrics")
 
 
+class FunctionsConfig(_Frozen):
+    """Function hosting: which apps ``kawa up`` runs and where finished events are remembered."""
+
+    apps: list[str] = Field(default_factory=list, description="module:app references that `kawa up` hosts")
+    dedupe: str = Field(
+        "sqlite:",
+        description="dedupe store: 'sqlite:' (under the home) or sqlite:PATH, 'memory:', 'none:' (docs/functions.md)",
+    )
+
+
 class KawaConfig(_Frozen):
     """The whole configuration."""
 
@@ -117,6 +127,7 @@ class KawaConfig(_Frozen):
     log: LogConfig = Field(default_factory=LogConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
     portal: PortalConfig = Field(default_factory=PortalConfig)
+    functions: FunctionsConfig = Field(default_factory=FunctionsConfig)
 
     def path(self, *parts: str) -> Path:
         """A path under the Kawa home."""
