@@ -19,12 +19,16 @@ _LAZY = {
     "open_log": "kawa.log",
     "TopicSpec": "kawa.log",
     "Platform": "kawa.platform",
+    "App": "kawa.functions.app",
+    "Context": "kawa.functions.context",
 }
 
 if TYPE_CHECKING:
     from kawa.config import KawaConfig, load_config  # noqa: F401
     from kawa.errors import KawaError  # noqa: F401
     from kawa.events import CloudEvent, new_event  # noqa: F401
+    from kawa.functions.app import App  # noqa: F401
+    from kawa.functions.context import Context  # noqa: F401
     from kawa.log import TopicSpec, open_log  # noqa: F401
     from kawa.platform import Platform  # noqa: F401
 

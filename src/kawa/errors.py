@@ -181,3 +181,30 @@ class AppLoadError(FunctionError):
 
 class DeployError(FunctionError):
     """Rendering or applying deployment manifests failed."""
+
+
+# --- portal ----------------------------------------------------------------------------------------
+
+
+class PortalError(KawaError):
+    """Errors of the portal: users, credentials, permissions, capabilities it cannot reach."""
+
+
+class UserNotFound(PortalError):
+    """No portal user has this name."""
+
+
+class UserExists(PortalError):
+    """A portal user with this name already exists."""
+
+
+class InvalidCredentials(PortalError):
+    """A password, API token or session is wrong, expired or revoked."""
+
+
+class PermissionDenied(PortalError):
+    """The user's role does not allow the action."""
+
+
+class NotConfigured(PortalError):
+    """A capability (functions, routes, jobs, models, results) is not available in this platform."""

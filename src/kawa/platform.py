@@ -43,6 +43,9 @@ def register_service(factory: str) -> None:
         service_factories.append(factory)
 
 
+register_service("kawa.functions.service:factory")
+
+
 class Platform:
     """The configured backends plus the services running on them."""
 
