@@ -1,0 +1,47 @@
+"""Event-driven serverless functions: the API, the embedded host, and the distributed shapes.
+
+``App``/``Context`` are the user API (``kawa.App``, ``kawa.Context``); :class:`FunctionHost` runs functions
+on an event log (``kawa up``, ``kawa worker``); :mod:`kawa.functions.http` serves one function as a
+CloudEvents HTTP endpoint (``kawa serve-function``, Knative); :mod:`kawa.functions.knative` renders Knative
+manifests (``kawa deploy knative``). Heavy pieces are imported on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_LAZY = {
+    "App": "kawa.functions.app",
+    "FunctionSpec": "kawa.functions.app",
+    "load_app": "kawa.functions.app",
+    "Context": "kawa.functions.context",
+    "PermanentError": "kawa.functions.invoke",
+    "FunctionHost": "kawa.functions.host",
+    "HostOptions": "kawa.functions.runner",
+    "EventFilter": "kawa.functions.filters",
+    "ScalingPolicy": "kawa.functions.autoscaler",
+    "KPA": "kawa.functions.autoscaler",
+    "FunctionStats": "kawa.functions.metrics",
+}
+
+if TYPE_CHECKING:
+    from kawa.functions.app import App, FunctionSpec, load_app  # noqa: F401
+    from kawa.functions.autoscaler import KPA, ScalingPolicy  # noqa: F401
+    from kawa.functions.context import Context  # noqa: F401
+    from kawa.functions.filters import EventFilter  # noqa: F401
+    from kawa.functions.host import FunctionHost  # noqa: F401
+    from kawa.functions.invoke import PermanentError  # noqa: F401
+    from kawa.functions.metrics import FunctionStats  # noqa: F401
+    from kawa.functions.runner import HostOptions  # noqa: F401
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'kawa.functions' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,234 @@
+"""Applications and their functions: ``app = kawa.App("xray")`` and ``@app.function(...)``.
+
+A function is a handler ``(event: CloudEvent, ctx: kawa.Context) -> CloudEvent | list[CloudEvent] | None``
+(sync or ``async``) plus its trigger and runtime settings. The same :class:`FunctionSpec` drives every
+shape: the embedded host, ``kawa worker`` processes on Kafka and Knative services.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import re
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from kawa.errors import AppLoadError, FunctionNotFound, InvalidFunction
+from kawa.functions.autoscaler import ScalingPolicy
+from kawa.functions.filters import EventFilter
+
+Handler = Callable[..., Any]
+F = TypeVar("F", bound=Handler)
+
+_NAME = re.compile(r"^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$")
+BUCKET_CREATED_FILTER = {"type": {"prefix": "com.amazonaws.s3.ObjectCreated"}}
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    """Everything the runtime needs to know about one function.
+
+    Delivery: ``retries`` further attempts after the first failure, with exponential backoff from
+    ``backoff_s`` (doubling, ±``jitter`` fraction, capped at ``max_backoff_s``); then the event goes to
+    ``dead_letter_topic``. ``ordered_by_key``: events with the same record key run one at a time in offset
+    order (other keys still run concurrently). Scaling: KPA knobs, see :mod:`kawa.functions.autoscaler`.
+    """
+
+    app: str
+    name: str
+    handler: Handler
+    topic: str
+    filter: EventFilter
+    bucket: str | None = None
+    concurrency: int = 4
+    min_scale: int = 0
+    max_scale: int = 8
+    initial_scale: int = 0
+    target_utilization: float = 0.7
+    stable_window_s: float = 60.0
+    panic_window_pct: float = 10.0
+    panic_threshold_pct: float = 200.0
+    scale_to_zero_grace_s: float = 30.0
+    retries: int = 3
+    backoff_s: float = 0.2
+    max_backoff_s: float = 10.0
+    jitter: float = 0.2
+    reply_topic: str | None = None
+    dead_letter_topic: str = ""
+    ordered_by_key: bool = False
+    group: str = ""
+    initial_offset: Literal["earliest", "latest"] = "earliest"
+    config: Mapping[str, Any] = field(default_factory=dict)
+    is_async: bool = False
+
+    @property
+    def qualified_name(self) -> str:
+        return f"{self.app}.{self.name}"
+
+    def scaling_policy(self) -> ScalingPolicy:
+        return ScalingPolicy.for_concurrency(
+            self.concurrency,
+            self.target_utilization,
+            min_scale=self.min_scale,
+            max_scale=self.max_scale,
+            stable_window_s=self.stable_window_s,
+            panic_window_pct=self.panic_window_pct,
+            panic_threshold_pct=self.panic_threshold_pct,
+            scale_to_zero_grace_s=self.scale_to_zero_grace_s,
+        )
+
+    def backoff(self, attempt: int, random: float = 0.5) -> float:
+        """Delay before retry number ``attempt`` (1-based); ``random`` in [0, 1) picks the jitter."""
+        base = min(self.max_backoff_s, self.backoff_s * 2.0 ** (attempt - 1))
+        return max(0.0, min(self.max_backoff_s, base * (1.0 + self.jitter * (2.0 * random - 1.0))))
+
+
+class App:
+    """A named set of functions. ``name`` is a DNS label (it names Kubernetes resources and groups)."""
+
+    def __init__(self, name: str, *, config: Mapping[str, Any] | None = None) -> None:
+        if not _NAME.match(name):
+            raise InvalidFunction(
+                f"app name {name!r} must be 1-40 lowercase letters, digits or '-', starting with a letter"
+            )
+        self.name = name
+        self.config = dict(config or {})
+        self.functions: dict[str, FunctionSpec] = {}
+
+    def function(
+        self,
+        handler: F | None = None,
+        *,
+        name: str | None = None,
+        topic: str | None = None,
+        bucket: str | None = None,
+        filter: Any = None,
+        concurrency: int = 4,
+        min_scale: int = 0,
+        max_scale: int = 8,
+        initial_scale: int = 0,
+        target_utilization: float = 0.7,
+        stable_window_s: float = 60.0,
+        panic_window_pct: float = 10.0,
+        panic_threshold_pct: float = 200.0,
+        scale_to_zero_grace_s: float = 30.0,
+        retries: int = 3,
+        backoff_s: float = 0.2,
+        max_backoff_s: float = 10.0,
+        reply_topic: str | None = None,
+        dead_letter_topic: str | None = None,
+        ordered_by_key: bool = False,
+        group: str | None = None,
+        initial_offset: Literal["earliest", "latest"] = "earliest",
+        config: Mapping[str, Any] | None = None,
+    ) -> Any:
+        """Register a handler. Trigger: ``topic``, or ``bucket`` (its object notifications are wired to a
+        topic named like the bucket unless ``topic`` is given; without a ``filter`` only
+        ``ObjectCreated`` events reach the handler). Returns the handler unchanged."""
+
+        def register(fn: F) -> F:
+            fname = name or fn.__name__.replace("_", "-").lower()
+            if not _NAME.match(fname):
+                raise InvalidFunction(
+                    f"function name {fname!r} must be 1-40 lowercase letters, digits or '-'; pass name=..."
+                )
+            if fname in self.functions:
+                raise InvalidFunction(f"app {self.name!r} already has a function named {fname!r}")
+            source = topic or bucket
+            if not source:
+                raise InvalidFunction(f"function {fname!r} needs a trigger: topic=... or bucket=...")
+            if not callable(fn):
+                raise InvalidFunction(f"function {fname!r}: the handler is not callable")
+            spec = FunctionSpec(
+                app=self.name, name=fname, handler=fn, topic=source, bucket=bucket,
+                filter=EventFilter(BUCKET_CREATED_FILTER if bucket and filter is None else filter),
+                concurrency=concurrency, min_scale=min_scale, max_scale=max_scale, initial_scale=initial_scale,
+                target_utilization=target_utilization, stable_window_s=stable_window_s,
+                panic_window_pct=panic_window_pct, panic_threshold_pct=panic_threshold_pct,
+                scale_to_zero_grace_s=scale_to_zero_grace_s, retries=retries, backoff_s=backoff_s,
+                max_backoff_s=max_backoff_s, reply_topic=reply_topic,
+                dead_letter_topic=dead_letter_topic or f"{source}.dlq", ordered_by_key=ordered_by_key,
+                group=group or f"kawa-fn-{self.name}-{fname}", initial_offset=initial_offset,
+                config=dict(config or {}), is_async=inspect.iscoroutinefunction(fn),
+            )
+            _validate(spec)
+            self.functions[fname] = spec
+            return fn
+
+        return register(handler) if handler is not None else register
+
+    def get(self, name: str) -> FunctionSpec:
+        try:
+            return self.functions[name]
+        except KeyError:
+            known = ", ".join(sorted(self.functions)) or "none"
+            raise FunctionNotFound(f"app {self.name!r} has no function {name!r}; it has: {known}") from None
+
+    def __repr__(self) -> str:
+        return f"App({self.name!r}, functions={sorted(self.functions)})"
+
+
+def _validate(spec: FunctionSpec) -> None:
+    from kawa.log.base import validate_topic_name
+
+    problems = []
+    if spec.concurrency < 1:
+        problems.append("concurrency must be >= 1")
+    if spec.retries < 0:
+        problems.append("retries must be >= 0")
+    if spec.backoff_s < 0 or spec.max_backoff_s < spec.backoff_s:
+        problems.append("need 0 <= backoff_s <= max_backoff_s")
+    if spec.initial_scale < 0 or (spec.max_scale and spec.initial_scale > spec.max_scale):
+        problems.append("initial_scale must be within 0..max_scale")
+    if spec.initial_offset not in ("earliest", "latest"):
+        problems.append("initial_offset must be 'earliest' or 'latest'")
+    if problems:
+        raise InvalidFunction(f"function {spec.qualified_name}: " + "; ".join(problems))
+    spec.scaling_policy()  # validates the KPA knobs
+    for topic in (spec.topic, spec.dead_letter_topic, spec.reply_topic):
+        if topic is not None:
+            try:
+                validate_topic_name(topic)
+            except Exception as exc:
+                raise InvalidFunction(f"function {spec.qualified_name}: {exc}") from None
+
+
+def load_app(ref: str) -> App:
+    """Import ``module:attr`` (or ``path/to/file.py:attr``; ``attr`` defaults to ``app``) as an :class:`App`.
+
+    The current directory is put on ``sys.path`` so that ``kawa worker --app myapp:app`` finds a module
+    next to where it runs, as ``uvicorn`` does.
+    """
+    module_name, _, attr = ref.partition(":")
+    attr = attr or "app"
+    if not module_name:
+        raise AppLoadError(f"app reference {ref!r} must look like module:app or path/to/file.py:app")
+    cwd = str(Path.cwd())
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        if module_name.endswith(".py"):
+            path = Path(module_name)
+            spec = importlib.util.spec_from_file_location(path.stem, path)
+            if spec is None or spec.loader is None or not path.is_file():
+                raise AppLoadError(f"cannot load {path}: no such Python file")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[path.stem] = module
+            spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(module_name)
+    except AppLoadError:
+        raise
+    except ImportError as exc:
+        raise AppLoadError(
+            f"cannot import {module_name!r} for app {ref!r}: {exc}; run from the directory that holds it "
+            "or install it in this environment"
+        ) from exc
+    obj = getattr(module, attr, None)
+    if not isinstance(obj, App):
+        raise AppLoadError(f"{module_name}:{attr} is {type(obj).__name__}, not a kawa.App")
+    return obj

@@ -1,0 +1,207 @@
+"""The function host: runs an app's functions on an event log, one consumer group per function.
+
+The same host runs inside ``kawa up`` (embedded log), as ``kawa worker`` (a process in the Kafka consumer
+group; more processes = more parallelism, partitions rebalance) and in tests (``memory:`` log)::
+
+    with FunctionHost(app, log=open_log("memory:")) as host:
+        ...
+        host.metrics()["xray.assess"].succeeded
+
+Guarantees, per function: at-least-once delivery with side effects deduplicated by CloudEvent
+``source`` + ``id`` (see :mod:`kawa.functions.dedupe`); offsets committed only after success or
+dead-lettering; a failing event is retried with exponential backoff, then dead-lettered to
+``<topic>.dlq`` with the reason, and never blocks later events (except later events of its key when
+``ordered_by_key``); ``stop()`` drains running invocations before it leaves the group.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from kawa.errors import TopicNotFound
+from kawa.functions.app import BUCKET_CREATED_FILTER, App, FunctionSpec
+from kawa.functions.context import Runtime
+from kawa.functions.dedupe import DedupeStore, MemoryDedupeStore, open_dedupe
+from kawa.functions.metrics import FunctionStats
+from kawa.functions.runner import FunctionRunner, HostOptions
+from kawa.log.base import EventLog, TopicSpec
+
+if TYPE_CHECKING:
+    from kawa.config import KawaConfig
+
+log = logging.getLogger("kawa.functions.host")
+
+__all__ = ["FunctionHost", "HostOptions"]
+
+
+class FunctionHost:
+    """Runs the functions of ``apps`` (all, or those named in ``functions``) on ``log``."""
+
+    name = "functions"
+
+    def __init__(
+        self,
+        apps: App | Sequence[App],
+        *,
+        log: EventLog,
+        config: KawaConfig | None = None,
+        functions: Sequence[str] | None = None,
+        dedupe: DedupeStore | None = None,
+        store_factory: Callable[[], Any] | None = None,
+        options: HostOptions | None = None,
+        client_id: str | None = None,
+    ) -> None:
+        self.apps = [apps] if isinstance(apps, App) else list(apps)
+        self.log = log
+        self.config = config
+        self.options = options or HostOptions()
+        self.client_id = client_id
+        self.specs = _select(self.apps, functions)
+        self._dedupe = dedupe
+        self._own_dedupe = dedupe is None
+        self._store_factory = store_factory
+        self._store: Any = None
+        self._store_lock = threading.Lock()
+        self.runners: dict[str, FunctionRunner] = {}
+        self._started = False
+
+    # --- lifecycle --------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Create missing topics, wire bucket triggers, join each function's consumer group."""
+        if self._started:
+            return
+        if self._dedupe is None:
+            uri = _functions_setting(self.config, "dedupe", "sqlite:") if self.config is not None else "memory:"
+            self._dedupe = open_dedupe(uri, self.config) if self.config is not None else MemoryDedupeStore()
+        try:
+            self._dedupe.prune(self.options.dedupe_retention_s)
+        except Exception:
+            log.warning("pruning the dedupe store failed", exc_info=True)
+        app_configs = {app.name: app.config for app in self.apps}
+        try:
+            for spec in self.specs:
+                if self.options.create_topics:
+                    _ensure_topics(self.log, spec)
+                if spec.bucket:
+                    _wire_bucket(self._shared_store(), spec)
+                runtime = Runtime(
+                    spec, config=self.config, log=self.log, dedupe=self._dedupe,
+                    store_factory=self._shared_store, app_config=app_configs.get(spec.app),
+                )
+                consumer = self.log.consumer(
+                    spec.group, [spec.topic], auto_offset_reset=spec.initial_offset,
+                    session_timeout_ms=self.options.session_timeout_ms,
+                    client_id=self.client_id or f"kawa-fn-{spec.name}",
+                )
+                runner = FunctionRunner(runtime, consumer, self.options)
+                runner.start()
+                self.runners[spec.qualified_name] = runner
+                log.info("hosting %s on %s (group %s)", spec.qualified_name, spec.topic, spec.group)
+        except BaseException:
+            self.stop()
+            raise
+        self._started = True
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Drain every function (in parallel) and release resources."""
+        runners = list(self.runners.values())
+        for runner in runners:
+            runner._stopping.set()
+            runner._abort.set()
+        for runner in runners:
+            runner.stop(timeout)
+            runner.runtime.close()
+        self.runners.clear()
+        if self._store is not None and self._store_factory is None and hasattr(self._store, "close"):
+            self._store.close()
+        self._store = None
+        if self._own_dedupe and self._dedupe is not None:
+            self._dedupe.close()
+            self._dedupe = None
+        self._started = False
+
+    def __enter__(self) -> FunctionHost:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- reading ----------------------------------------------------------------------------------
+
+    def metrics(self) -> dict[str, FunctionStats]:
+        """A snapshot per function, keyed ``app.function``."""
+        return {name: runner.runtime.metrics.snapshot() for name, runner in self.runners.items()}
+
+    def runner(self, name: str) -> FunctionRunner:
+        """The runner of ``app.function`` (or just ``function`` when unambiguous)."""
+        if name in self.runners:
+            return self.runners[name]
+        matches = [r for q, r in self.runners.items() if q.split(".", 1)[1] == name]
+        if len(matches) != 1:
+            from kawa.errors import FunctionNotFound
+
+            raise FunctionNotFound(f"no single hosted function {name!r}; hosted: {', '.join(self.runners)}")
+        return matches[0]
+
+    def _shared_store(self) -> Any:
+        with self._store_lock:
+            if self._store is None:
+                if self._store_factory is not None:
+                    self._store = self._store_factory()
+                else:
+                    from kawa.config import load_config
+                    from kawa.store import open_store  # type: ignore[attr-defined]
+
+                    config = self.config or load_config()
+                    self._store = open_store(config.store.uri, config, log=self.log)
+            return self._store
+
+
+def _select(apps: Sequence[App], names: Sequence[str] | None) -> list[FunctionSpec]:
+    specs = [spec for app in apps for spec in app.functions.values()]
+    if not names:
+        return specs
+    chosen: list[FunctionSpec] = []
+    for name in names:
+        found = [s for s in specs if name in (s.name, s.qualified_name)]
+        if not found:
+            from kawa.errors import FunctionNotFound
+
+            known = ", ".join(s.qualified_name for s in specs) or "none"
+            raise FunctionNotFound(f"no function {name!r} in the loaded app(s); known: {known}")
+        chosen.extend(s for s in found if s not in chosen)
+    return chosen
+
+
+def _functions_setting(config: Any, name: str, default: Any) -> Any:
+    section = getattr(config, "functions", None)
+    return getattr(section, name, default) if section is not None else default
+
+
+def _ensure_topics(event_log: EventLog, spec: FunctionSpec) -> None:
+    try:
+        partitions = event_log.describe_topic(spec.topic).partition_count
+    except TopicNotFound:
+        log.warning("topic %r does not exist; creating it with 1 partition for %s", spec.topic, spec.qualified_name)
+        event_log.create_topic(TopicSpec(spec.topic), exist_ok=True)
+        partitions = 1
+    event_log.create_topic(TopicSpec(spec.dead_letter_topic, partitions=partitions), exist_ok=True)
+    if spec.reply_topic:
+        event_log.create_topic(TopicSpec(spec.reply_topic, partitions=partitions), exist_ok=True)
+
+
+def _wire_bucket(store: Any, spec: FunctionSpec) -> None:
+    """Send the bucket's object notifications to the function's topic (the store's notification API)."""
+    from kawa.store.rules import NotificationRule  # type: ignore[import-not-found]
+
+    assert spec.bucket is not None
+    created_only = spec.filter.spec == BUCKET_CREATED_FILTER
+    events = ("ObjectCreated:*",) if created_only else ("ObjectCreated:*", "ObjectRemoved:*")
+    store.create_bucket(spec.bucket, exist_ok=True)
+    store.add_notification(NotificationRule(bucket=spec.bucket, topic=spec.topic, events=events))
+    log.info("bucket %s notifies topic %s for %s", spec.bucket, spec.topic, spec.qualified_name)
