@@ -76,6 +76,29 @@ class LogConfig(_Frozen):
     kafka: KafkaClientConfig = Field(default_factory=KafkaClientConfig)
 
 
+class StoreNotifyConfig(_Frozen):
+    """How bucket notifications reach the event log (see docs/store.md)."""
+
+    mode: Literal["auto", "rgw", "sqs", "poll"] = Field(
+        "auto",
+        description=(
+            "S3 backend: 'rgw' = Ceph RGW pushes to Kafka itself (SNS topic with push-endpoint); 'sqs' = the "
+            "server sends to an SQS queue that a Kawa bridge drains (AWS, moto); 'poll' = Kawa lists the "
+            "bucket periodically; 'auto' = sqs if the endpoint speaks SQS, else rgw if it speaks SNS, else poll"
+        ),
+    )
+    queue_name: str = "kawa-notifications"
+    kafka_endpoint: str | None = Field(
+        None, description="rgw mode: push-endpoint for the RGW topic (default: from a kafka:// log URI)"
+    )
+    poll_interval_s: float = Field(5.0, gt=0)
+    sqs_wait_s: int = Field(1, ge=0, le=20)
+    settle_s: float = Field(
+        1.0, ge=0, description="local watcher: a file counts as complete after this long without change"
+    )
+    rescan_interval_s: float = Field(60.0, gt=0)
+
+
 class StoreConfig(_Frozen):
     """The object store. ``uri``: ``file:`` (under the Kawa home), a directory path, or ``s3://[bucket-prefix]``."""
 
@@ -87,6 +110,10 @@ class StoreConfig(_Frozen):
     secret_access_key: SecretStr | None = None
     max_attempts: int = Field(3, ge=1)
     connect_timeout_s: float = Field(2.0, gt=0)
+    read_timeout_s: float = Field(60.0, gt=0)
+    multipart_chunk_bytes: int = Field(8 * MiB, ge=5 * MiB)
+    fsync: bool = Field(True, description="local backend: fsync object data before it becomes visible")
+    notify: StoreNotifyConfig = Field(default_factory=StoreNotifyConfig)
 
 
 class PortalConfig(_Frozen):

@@ -1,0 +1,178 @@
+"""S3 event records (the Ceph/AWS layout), their CloudEvent wrapping, and publishing them to the log."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote_plus
+
+from kawa.errors import NotificationError, TopicNotFound
+from kawa.events import CloudEvent, new_event, to_kafka
+
+if TYPE_CHECKING:
+    from kawa.log.base import EventLog, Producer, RecordMetadata
+    from kawa.store.rules import NotificationRule, RuleRegistry
+
+EVENT_SOURCE = "kawa:s3"
+_ENCODED_KEY_SOURCES = ("aws:s3", "minio:s3")  # these URL-encode keys in records (Ceph and Kawa do not)
+
+
+def event_time(when: datetime | None = None) -> str:
+    """ISO-8601 with milliseconds and ``Z``, as S3 writes ``eventTime``."""
+    when = (when or datetime.now(UTC)).astimezone(UTC)
+    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+
+
+def make_record(
+    event_name: str,
+    bucket: str,
+    key: str,
+    *,
+    size: int | None,
+    etag: str | None,
+    sequencer: str | None,
+    region: str,
+    configuration_id: str,
+    metadata: Mapping[str, str] | None = None,
+    version_id: str | None = None,
+    when: datetime | None = None,
+    event_source: str = EVENT_SOURCE,
+) -> dict[str, Any]:
+    """One S3 event record in the layout Ceph RGW and AWS emit (``eventName`` without ``s3:``, as Ceph).
+
+    The key is not URL-encoded (as Ceph); ``metadata`` is Ceph's list of ``{"key", "val"}`` pairs.
+    """
+    obj: dict[str, Any] = {"key": key}
+    if size is not None:
+        obj["size"] = size
+    if etag is not None:
+        obj["eTag"] = etag
+    if version_id is not None:
+        obj["versionId"] = version_id
+    if sequencer is not None:
+        obj["sequencer"] = sequencer
+    if metadata:
+        obj["metadata"] = [{"key": f"x-amz-meta-{k}", "val": v} for k, v in metadata.items()]
+    return {
+        "eventVersion": "2.1",
+        "eventSource": event_source,
+        "awsRegion": region,
+        "eventTime": event_time(when),
+        "eventName": event_name,
+        "s3": {
+            "s3SchemaVersion": "1.0",
+            "configurationId": configuration_id,
+            "bucket": {"name": bucket, "arn": f"arn:aws:s3:::{bucket}"},
+            "object": obj,
+        },
+    }
+
+
+def record_key(record: Mapping[str, Any]) -> str:
+    """The object key of a record, URL-decoded where the emitter encodes it (AWS, moto, MinIO)."""
+    key = str(record["s3"]["object"]["key"])
+    return unquote_plus(key) if record.get("eventSource") in _ENCODED_KEY_SOURCES else key
+
+
+def event_id(record: Mapping[str, Any]) -> str:
+    """A deterministic CloudEvent id, so a redelivered notification can be deduplicated (source + id)."""
+    obj = record["s3"]["object"]
+    parts = [
+        record.get("eventSource", ""),
+        record["s3"]["bucket"]["name"],
+        record_key(record),
+        record.get("eventName", ""),
+        str(obj.get("sequencer") or record.get("eventTime", "")),
+        str(obj.get("eTag", "")),
+        str(obj.get("versionId", "")),
+    ]
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
+
+
+def to_cloudevent(record: Mapping[str, Any]) -> CloudEvent:
+    """Wrap a record as the CloudEvents AWS S3 adapter does: type ``com.amazonaws.s3.<eventName>``,
+    source ``<eventSource>.<region>.<bucket>``, subject = key, time = eventTime, data ``{"Records": [..]}``."""
+    from kawa.store.rules import normalize_event_name
+
+    name = normalize_event_name(str(record["eventName"]))
+    bucket = record["s3"]["bucket"]["name"]
+    when = datetime.fromisoformat(str(record["eventTime"]).replace("Z", "+00:00"))
+    return new_event(
+        type=f"com.amazonaws.s3.{name}",
+        source=f"{record.get('eventSource', EVENT_SOURCE)}.{record.get('awsRegion', '')}.{bucket}",
+        data={"Records": [dict(record)]},
+        subject=record_key(record),
+        id=event_id(record),
+        time=when,
+    )
+
+
+class Notifier:
+    """Publishes S3 event records to topics of the event log (creating a topic that is missing).
+
+    Each record goes out as a CloudEvent in the Kafka binary mode with the record key ``bucket/key``, so
+    the events of one object stay in order on one partition. ``publish`` returns once the log acknowledged.
+    """
+
+    def __init__(self, registry: RuleRegistry, log: Callable[[], EventLog], region: str) -> None:
+        self.registry = registry
+        self.region = region
+        self._log_provider = log
+        self._lock = threading.Lock()
+        self._producer: Producer | None = None
+        self._topics: set[str] = set()
+
+    def rules_for(self, bucket: str, event_name: str, key: str) -> list[NotificationRule]:
+        return self.registry.matching(bucket, event_name, key)
+
+    def notify(
+        self,
+        rules: list[NotificationRule],
+        event_name: str,
+        bucket: str,
+        key: str,
+        **fields: Any,
+    ) -> int:
+        """Build one record per rule and publish it; returns how many were published."""
+        for rule in rules:
+            record = make_record(event_name, bucket, key, region=self.region, configuration_id=rule.id, **fields)
+            self.publish(rule.topic, record)
+        return len(rules)
+
+    def publish(self, topic: str, record: Mapping[str, Any]) -> RecordMetadata:
+        event = to_cloudevent(record)
+        _, value, headers = to_kafka(event)
+        partition_key = f"{record['s3']['bucket']['name']}/{record_key(record)}".encode()
+        producer = self._ensure(topic)
+        try:
+            return producer.send(topic, value, key=partition_key, headers=headers)
+        except TopicNotFound:
+            self._topics.discard(topic)  # deleted since we created it: create again, once
+            return self._ensure(topic).send(topic, value, key=partition_key, headers=headers)
+        except Exception as exc:
+            raise NotificationError(f"could not publish the notification to topic {topic!r}: {exc}") from exc
+
+    def ensure_topic(self, topic: str) -> None:
+        """Create ``topic`` (one partition) if it does not exist yet, so consumers can subscribe at once."""
+        self._ensure(topic)
+
+    def _ensure(self, topic: str) -> Producer:
+        from kawa.log.base import TopicSpec
+
+        with self._lock:
+            log = self._log_provider()
+            if topic not in self._topics:
+                log.create_topic(TopicSpec(topic), exist_ok=True)
+                self._topics.add(topic)
+            if self._producer is None:
+                self._producer = log.producer()
+            return self._producer
+
+    def close(self) -> None:
+        with self._lock:
+            if self._producer is not None:
+                self._producer.close()
+                self._producer = None

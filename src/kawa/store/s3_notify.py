@@ -1,0 +1,155 @@
+"""Configure bucket notifications on an S3 server, in one of three modes (``store.notify.mode``).
+
+- ``rgw`` (Ceph RGW): create an SNS-style topic named like the Kafka topic with ``push-endpoint=kafka://…``,
+  ``kafka-ack-level=broker`` and ``persistent=true``, then ``PutBucketNotificationConfiguration`` with a
+  ``TopicConfiguration`` and up to three key filters (prefix, suffix, regex). The RGW then writes plain S3
+  records (not CloudEvents) straight to Kafka; no Kawa process is involved.
+- ``sqs`` (AWS, moto): a ``QueueConfiguration`` sends records to one SQS queue; the bridge in ``kawa up``
+  (:mod:`kawa.store.bridge`) publishes them to the rule's topic as CloudEvents. AWS has no regex filter:
+  the bridge applies it.
+- ``poll`` (servers without push, e.g. MinIO without a configured target): nothing on the server; the
+  polling bridge lists the bucket and publishes what changed.
+
+``auto`` picks ``sqs`` if the endpoint answers SQS, else ``rgw`` if it answers SNS, else ``poll``.
+Existing notification configurations of the bucket that Kawa did not make are kept.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+from kawa.errors import NotificationError, StoreError, StoreUnavailable
+
+if TYPE_CHECKING:
+    from kawa.store.rules import NotificationRule
+    from kawa.store.s3 import S3Store
+
+log = logging.getLogger("kawa.store.s3_notify")
+
+_KINDS = ("TopicConfigurations", "QueueConfigurations", "LambdaFunctionConfigurations")
+
+
+def resolve_mode(store: S3Store) -> str:
+    mode = store.config.store.notify.mode
+    if mode != "auto":
+        return mode
+    try:
+        with store.errors("probe SQS"):
+            store.service_client("sqs").list_queues(MaxResults=1)
+        return "sqs"
+    except StoreUnavailable:
+        raise
+    except StoreError:
+        pass
+    try:
+        with store.errors("probe SNS"):
+            store.service_client("sns").list_topics()
+        return "rgw"
+    except StoreUnavailable:
+        raise
+    except StoreError:
+        return "poll"
+
+
+def configure(store: S3Store, rule: NotificationRule) -> NotificationRule:
+    """Set ``rule`` up on the server; returns it with ``mode`` and ``target`` filled in."""
+    mode = resolve_mode(store)
+    events = [f"s3:{event}" for event in rule.events]
+    if mode == "sqs":
+        queue_url, queue_arn = ensure_queue(store)
+        filters = [r for r in rule.filter_rules() if r["Name"] != "regex"]  # AWS has no regex: the bridge has
+        entry: dict[str, Any] = {"Id": rule.id, "QueueArn": queue_arn, "Events": events}
+        if filters:
+            entry["Filter"] = {"Key": {"FilterRules": filters}}
+        _replace_entry(store, rule.bucket, rule.id, "QueueConfigurations", entry)
+        return rule.with_target("sqs", queue_url)
+    if mode == "rgw":
+        topic_arn = ensure_rgw_topic(store, rule)
+        entry = {"Id": rule.id, "TopicArn": topic_arn, "Events": events}
+        if rule.filter_rules():
+            entry["Filter"] = {"Key": {"FilterRules": rule.filter_rules()}}
+        _replace_entry(store, rule.bucket, rule.id, "TopicConfigurations", entry)
+        return rule.with_target("rgw", topic_arn)
+    if mode == "poll":
+        from kawa.store.bridge import PollState
+
+        state = PollState(store.config.path("store", "poll-state.sqlite"))
+        try:
+            state.baseline(store, rule.bucket)
+        finally:
+            state.close()
+        return rule.with_target("poll", None)
+    raise NotificationError(f"unknown store.notify.mode {mode!r}; use auto, rgw, sqs or poll")
+
+
+def unconfigure(store: S3Store, bucket: str, rule_id: str) -> None:
+    _replace_entry(store, bucket, rule_id, None, None)
+
+
+def ensure_queue(store: S3Store) -> tuple[str, str]:
+    """The notification queue (created if missing, with a policy letting S3 send to it): URL and ARN."""
+    sqs = store.service_client("sqs")
+    name = store.config.store.notify.queue_name
+    with store.errors("create SQS queue"):
+        url = sqs.create_queue(QueueName=name)["QueueUrl"]
+        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        policy = {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Sid": "kawa-s3-notifications",
+                    "Effect": "Allow",
+                    "Principal": {"Service": "s3.amazonaws.com"},
+                    "Action": "sqs:SendMessage",
+                    "Resource": arn,
+                }
+            ],
+        }
+        sqs.set_queue_attributes(QueueUrl=url, Attributes={"Policy": json.dumps(policy)})
+    return url, arn
+
+
+def kafka_push_endpoint(store: S3Store) -> str:
+    config = store.config
+    if config.store.notify.kafka_endpoint:
+        return config.store.notify.kafka_endpoint
+    if config.log.uri.startswith("kafka://"):
+        first = config.log.uri[len("kafka://") :].split(",")[0].strip("/")
+        return f"kafka://{first}"
+    raise NotificationError(
+        "rgw notifications push to Kafka: set log.uri to kafka://host:port, or store.notify.kafka_endpoint to "
+        "the broker address the RGW can reach (or use store.notify.mode: poll)"
+    )
+
+
+def ensure_rgw_topic(store: S3Store, rule: NotificationRule) -> str:
+    """Create (or update) the RGW topic named like the Kafka topic; returns its ARN."""
+    attributes = {
+        "push-endpoint": kafka_push_endpoint(store),
+        "kafka-ack-level": "broker",
+        "persistent": "true",
+        "OpaqueData": rule.id,
+    }
+    with store.errors("create RGW topic"):
+        response = store.service_client("sns").create_topic(Name=rule.topic, Attributes=attributes)
+    return str(response["TopicArn"])
+
+
+def _replace_entry(store: S3Store, bucket: str, rule_id: str, kind: str | None, entry: dict[str, Any] | None) -> None:
+    physical = store.physical(bucket)
+    with store.errors("get notification configuration", bucket):
+        current = store.client.get_bucket_notification_configuration(Bucket=physical)
+    current.pop("ResponseMetadata", None)
+    for name in _KINDS:
+        kept = [item for item in current.get(name, []) if item.get("Id") != rule_id]
+        if kept:
+            current[name] = kept
+        else:
+            current.pop(name, None)
+    if kind is not None and entry is not None:
+        current.setdefault(kind, []).append(entry)
+    with store.errors("put notification configuration", bucket):
+        store.client.put_bucket_notification_configuration(Bucket=physical, NotificationConfiguration=current)
+    log.info("bucket %s notification configuration now %s", bucket, {k: len(v) for k, v in current.items()})
