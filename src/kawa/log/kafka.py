@@ -33,7 +33,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
 from confluent_kafka import Consumer as _RdConsumer
@@ -85,6 +85,7 @@ if TYPE_CHECKING:
 
 __all__ = ["KafkaConsumer", "KafkaLog", "KafkaProducer", "build"]
 
+T = TypeVar("T")
 log = logging.getLogger(__name__)
 _rdkafka_log = logging.getLogger("kawa.log.kafka.librdkafka")
 
@@ -110,6 +111,15 @@ _INVALID_SPEC = {
     KafkaError.INVALID_CONFIG,
     KafkaError.TOPIC_EXCEPTION,
     KafkaError.POLICY_VIOLATION,
+}
+_TRANSIENT = {
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.FENCED_LEADER_EPOCH,
+    KafkaError.UNKNOWN_LEADER_EPOCH,
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
 }
 _COMMIT_REFUSED = {
     KafkaError.ILLEGAL_GENERATION,
@@ -234,14 +244,41 @@ class KafkaLog:
     def _raise(self, exc: BaseException, what: str, topic: str | None = None) -> NoReturn:
         raise self.translate(exc, what, topic) from exc
 
+    def call(self, what: str, topic: str | None, request: Callable[[], T]) -> T:
+        """Run a request, retrying transient errors (leader moving, coordinator loading) for ``timeout_s``;
+        other errors translated."""
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            try:
+                return request()
+            except KafkaException as exc:
+                error = exc.args[0] if exc.args else None
+                transient = isinstance(error, KafkaError) and error.code() in _TRANSIENT
+                if not transient or time.monotonic() > deadline:
+                    self._raise(exc, what, topic)
+            except concurrent.futures.TimeoutError as exc:
+                self._raise(exc, what, topic)
+            time.sleep(0.05)
+
     # --- metadata ---------------------------------------------------------------------------------
 
     def _metadata(self) -> dict[str, int]:
         """Topic → partition count, straight from the cluster (internal topics included)."""
+        return self._read_metadata()[0]
+
+    def _read_metadata(self) -> tuple[dict[str, int], set[str]]:
+        """(topic → partition count, topics whose partitions all have a leader)."""
         try:
             metadata = self._admin.list_topics(timeout=self.timeout_s)
         except KafkaException as exc:
             self._raise(exc, "reading cluster metadata")
+        ready = {
+            name
+            for name, topic in metadata.topics.items()
+            if topic.error is None
+            and topic.partitions
+            and all(p.leader >= 0 and p.error is None for p in topic.partitions.values())
+        }
         counts = {
             name: len(topic.partitions)
             for name, topic in metadata.topics.items()
@@ -250,7 +287,7 @@ class KafkaLog:
         with self._metadata_lock:
             self._partition_counts = counts
             self._metadata_at = time.monotonic()
-        return counts
+        return counts, ready
 
     def partition_count(self, topic: str, *, fresh: bool = False) -> int:
         """The topic's partition count from cached metadata (refreshed on a miss); :class:`TopicNotFound`."""
@@ -271,11 +308,12 @@ class KafkaLog:
             self._partition_counts.pop(topic, None)
 
     def _wait_metadata(self, topic: str, present: bool) -> None:
-        """Wait until the cluster's metadata shows ``topic`` (or no longer shows it)."""
+        """Wait until the cluster's metadata shows ``topic`` with a leader for every partition (or no longer
+        shows it)."""
         deadline = time.monotonic() + self.timeout_s
         while True:
-            counts = self._metadata()
-            if (topic in counts) == present:
+            counts, ready = self._read_metadata()
+            if topic in ready if present else topic not in counts:
                 return
             if time.monotonic() > deadline:
                 state = "appear in" if present else "disappear from"
@@ -313,12 +351,13 @@ class KafkaLog:
         starts = self._list_offsets(name, range(count), _EARLIEST)
         ends = self._list_offsets(name, range(count), _LATEST)
         resource = ConfigResource(ConfigResource.Type.TOPIC, name)
-        try:
-            entries = self._admin.describe_configs([resource], request_timeout=self.timeout_s)[resource].result(
+        entries = self.call(
+            f"describing topic {name!r}",
+            name,
+            lambda: self._admin.describe_configs([resource], request_timeout=self.timeout_s)[resource].result(
                 timeout=self.timeout_s + 1
-            )
-        except (KafkaException, concurrent.futures.TimeoutError) as exc:
-            self._raise(exc, f"describing topic {name!r}", name)
+            ),
+        )
         values = {key: entry.value for key, entry in entries.items()}
         return TopicInfo(
             name=name,
@@ -343,11 +382,12 @@ class KafkaLog:
         request = {_RdTopicPartition(topic, p): spec for p in partitions}
         if not request:
             return {}
-        try:
+
+        def list_offsets() -> dict[int, int]:
             futures = self._admin.list_offsets(request, request_timeout=self.timeout_s)
             return {tp.partition: int(f.result(timeout=self.timeout_s + 1).offset) for tp, f in futures.items()}
-        except (KafkaException, concurrent.futures.TimeoutError) as exc:
-            self._raise(exc, f"listing offsets of {topic!r}", topic)
+
+        return self.call(f"listing offsets of {topic!r}", topic, list_offsets)
 
     def end_offsets(self, topic: str) -> dict[int, int]:
         return self._list_offsets(topic, range(self.partition_count(topic)), _LATEST)
@@ -386,30 +426,42 @@ class KafkaLog:
         wanted = set(topics) if topics is not None else None
         committed: dict[TopicPartition, int | None] = {}
         request = [ConsumerGroupTopicPartitions(group)]
-        try:
-            result = self._admin.list_consumer_group_offsets(request, request_timeout=self.timeout_s)[group].result(
+        what = f"reading offsets of group {group!r}"
+        result = self.call(
+            what,
+            None,
+            lambda: self._admin.list_consumer_group_offsets(request, request_timeout=self.timeout_s)[group].result(
                 timeout=self.timeout_s + 1
-            )
-            for tp in result.topic_partitions or []:
-                committed[TopicPartition(tp.topic, tp.partition)] = tp.offset if tp.offset >= 0 else None
-            description = self._admin.describe_consumer_groups([group], request_timeout=self.timeout_s)[group].result(
+            ),
+        )
+        for tp in result.topic_partitions or []:
+            committed[TopicPartition(tp.topic, tp.partition)] = tp.offset if tp.offset >= 0 else None
+        description = self.call(
+            what,
+            None,
+            lambda: self._admin.describe_consumer_groups([group], request_timeout=self.timeout_s)[group].result(
                 timeout=self.timeout_s + 1
-            )
-        except (KafkaException, concurrent.futures.TimeoutError) as exc:
-            self._raise(exc, f"reading offsets of group {group!r}")
-        for member in description.members or []:
-            for tp in member.assignment.topic_partitions if member.assignment else []:
-                committed.setdefault(TopicPartition(tp.topic, tp.partition), None)
-        for topic in wanted or ():
-            for p in range(self.partition_count(topic, fresh=True)):
-                committed.setdefault(TopicPartition(topic, p), None)
+            ),
+        )
+        subscribed = {
+            tp.topic
+            for member in description.members or []
+            for tp in (member.assignment.topic_partitions if member.assignment else [])
+        }
+        # As the other backends: every partition of the asked topics, else of the topics the group
+        # subscribes to or has committed.
         lags: list[PartitionLag] = []
-        for topic in sorted({tp.topic for tp in committed if wanted is None or tp.topic in wanted}):
-            partitions = sorted(tp.partition for tp in committed if tp.topic == topic)
+        for topic in sorted(wanted if wanted is not None else subscribed | {tp.topic for tp in committed}):
+            try:
+                partitions = range(self.partition_count(topic, fresh=True))
+            except TopicNotFound:
+                if wanted is not None:
+                    raise
+                continue
             ends = self._list_offsets(topic, partitions, _LATEST)
             starts = self._list_offsets(topic, partitions, _EARLIEST)
             for p in partitions:
-                done = committed[TopicPartition(topic, p)]
+                done = committed.get(TopicPartition(topic, p))
                 base = starts[p] if done is None else done
                 lags.append(PartitionLag(topic, p, done, ends[p], max(ends[p] - base, 0)))
         return lags
@@ -594,12 +646,15 @@ class KafkaConsumer:
         self._reset = auto_offset_reset
         self._assigned: set[TopicPartition] = set()
         self._positions: dict[TopicPartition, int] = {}
+        # Seeks on partitions of the subscription that are not assigned yet: applied on assignment.
+        self._pending: dict[TopicPartition, int | str] = {}
         overrides: dict[str, Any] = {
             "group.id": group,
             "enable.auto.commit": False,
             "auto.offset.reset": auto_offset_reset,
             "session.timeout.ms": session_timeout_ms,
-            "heartbeat.interval.ms": max(100, min(3000, session_timeout_ms // 3)),
+            # Members learn of a rebalance with their next heartbeat: keep it well under the session.
+            "heartbeat.interval.ms": max(100, min(1000, session_timeout_ms // 10)),
             "partition.assignment.strategy": "cooperative-sticky",
             "enable.partition.eof": False,
             "error_cb": self._on_error,
@@ -613,11 +668,30 @@ class KafkaConsumer:
         self._closed = False
 
     # librdkafka calls these from poll(); with cooperative-sticky they carry the partitions that change.
-    def _on_assign(self, _consumer: Any, partitions: list[Any]) -> None:
+    def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
+        start = []
         for tp in partitions:
             key = TopicPartition(tp.topic, tp.partition)
             self._assigned.add(key)
             self._positions.pop(key, None)
+            offset = self._resolve_pending(key)
+            if offset is not None:
+                self._positions[key] = offset
+                start.append(_RdTopicPartition(tp.topic, tp.partition, offset))
+            else:
+                start.append(tp)  # librdkafka starts at the committed offset, else auto.offset.reset
+        consumer.incremental_assign(start)
+
+    def _resolve_pending(self, tp: TopicPartition) -> int | None:
+        target = self._pending.pop(tp, None)
+        if target is None or isinstance(target, int):
+            return target
+        try:
+            low, high = self._watermarks(tp)
+        except KawaError:
+            log.warning("cannot resolve seek of %s[%d] to %s; using the committed offset", *tp, target)
+            return None
+        return low if target == "beginning" else high
 
     def _on_revoke(self, _consumer: Any, partitions: list[Any]) -> None:
         for tp in partitions:
@@ -694,67 +768,86 @@ class KafkaConsumer:
         return set(self._assigned)
 
     def position(self, tp: TopicPartition) -> int:
-        tp = self._require_assigned([tp])[0]
+        tp = TopicPartition(*tp)
+        if tp not in self._assigned:
+            raise InvalidPartition(
+                f"{tp.topic}[{tp.partition}] is not assigned to this member of group {self.group!r} "
+                f"(assigned: {_names(sorted(self._assigned)) or 'nothing yet'}); poll until the group assigns it"
+            )
         if tp not in self._positions:
-            # Not consumed or sought yet: where the group resumes (committed, else the reset policy), pinned
-            # with a seek so the next poll starts exactly there.
+            # Nothing consumed or sought yet: where the group resumes (committed, else the reset policy),
+            # pinned with a seek so that the next poll starts exactly there.
             committed = self.committed([tp])[tp]
-            if committed is None:
-                low, high = self._watermarks(tp)
-                committed = low if self._reset == "earliest" else high
-            self.seek(tp, committed)
+            self._seek(
+                tp, committed if committed is not None else ("beginning" if self._reset == "earliest" else "end")
+            )
         return self._positions[tp]
 
     def seek(self, tp: TopicPartition, offset: int) -> None:
+        """Move to ``offset``; on a partition of the subscription that is not assigned yet, the seek
+        applies when it is."""
         if offset < 0:
             raise ValueError(f"offset must be >= 0, got {offset}")
-        tp = self._require_assigned([tp])[0]
-        target = _RdTopicPartition(tp.topic, tp.partition, offset)
-        deadline = time.monotonic() + self._log.timeout_s
-        while True:
-            try:
-                self._consumer.seek(target)
-                break
-            except KafkaException as exc:
-                # _STATE: the assignment is not active in librdkafka yet (just assigned); it is, shortly.
-                if exc.args[0].code() != KafkaError._STATE or time.monotonic() > deadline:
-                    self._log._raise(exc, f"seeking {tp.topic}[{tp.partition}] to {offset}", tp.topic)
-                time.sleep(0.02)
-        self._positions[tp] = offset
+        self._seek(self._targets([tp])[0], offset)
 
     def seek_to_beginning(self, partitions: Iterable[TopicPartition] | None = None) -> None:
-        for tp in self._require_assigned(partitions):
-            self.seek(tp, self._watermarks(tp)[0])
+        for tp in self._targets(partitions):
+            self._seek(tp, "beginning")
 
     def seek_to_end(self, partitions: Iterable[TopicPartition] | None = None) -> None:
-        for tp in self._require_assigned(partitions):
-            self.seek(tp, self._watermarks(tp)[1])
+        for tp in self._targets(partitions):
+            self._seek(tp, "end")
 
     def seek_to_time(self, timestamp_ms: int, partitions: Iterable[TopicPartition] | None = None) -> None:
-        targets = self._require_assigned(partitions)
+        targets = self._targets(partitions)
         for topic in sorted({tp.topic for tp in targets}):
             offsets = self._log.offsets_for_time(topic, timestamp_ms)
             for tp in targets:
                 if tp.topic == topic:
-                    self.seek(tp, offsets[tp.partition])
+                    self._seek(tp, offsets[tp.partition])
+
+    def _seek(self, tp: TopicPartition, target: int | str) -> None:
+        if tp not in self._assigned:
+            self._pending[tp] = target
+            return
+        if isinstance(target, str):
+            low, high = self._watermarks(tp)
+            target = low if target == "beginning" else high
+        request = _RdTopicPartition(tp.topic, tp.partition, target)
+        deadline = time.monotonic() + self._log.timeout_s
+        while True:
+            try:
+                self._consumer.seek(request)
+                break
+            except KafkaException as exc:
+                # _STATE: librdkafka has not activated a fresh assignment yet; it does so shortly.
+                if exc.args[0].code() != KafkaError._STATE or time.monotonic() > deadline:
+                    self._log._raise(exc, f"seeking {tp.topic}[{tp.partition}] to {target}", tp.topic)
+                time.sleep(0.02)
+        self._positions[tp] = target
+
+    def _targets(self, partitions: Iterable[TopicPartition] | None) -> list[TopicPartition]:
+        if partitions is None:
+            return sorted(self._assigned)
+        keys = [TopicPartition(*tp) for tp in partitions]
+        for tp in keys:
+            if tp in self._assigned:
+                continue
+            if tp.topic not in self.topics:
+                raise InvalidPartition(
+                    f"{tp.topic}[{tp.partition}]: this consumer of group {self.group!r} subscribes to "
+                    f"{', '.join(self.topics)}, not {tp.topic!r}"
+                )
+            count = self._log.partition_count(tp.topic)
+            if not 0 <= tp.partition < count:
+                raise InvalidPartition(f"topic {tp.topic!r} has partitions 0..{count - 1}, not {tp.partition}")
+        return keys
 
     def close(self) -> None:
         if not self._closed:
             self._closed = True
             self._assigned.clear()
             self._consumer.close()
-
-    def _require_assigned(self, partitions: Iterable[TopicPartition] | None) -> list[TopicPartition]:
-        if partitions is None:
-            return sorted(self._assigned)
-        keys = [TopicPartition(*tp) for tp in partitions]
-        missing = [tp for tp in keys if tp not in self._assigned]
-        if missing:
-            raise InvalidPartition(
-                f"{_names(missing)} not assigned to this member of group {self.group!r} "
-                f"(assigned: {_names(sorted(self._assigned)) or 'nothing yet'}); poll until the group assigns it"
-            )
-        return keys
 
     def _watermarks(self, tp: TopicPartition) -> tuple[int, int]:
         try:
