@@ -1,0 +1,283 @@
+"""Loaded, cached, hot-swapped models: what ``ctx.model("name@alias")`` and ``kawa serve-model`` use.
+
+Guarantees of :class:`ModelManager`:
+
+- A reference is loaded once and cached; ``get`` of the same reference returns the same handle.
+- A handle of ``name@alias`` follows the alias: a background watcher notices a move (at once through the
+  ``kawa.models`` topic when a log is given, and by polling the registry every ``poll_interval_s`` in any
+  case), loads the new version *in the background* and swaps it in with one reference assignment. Calls
+  that started on the old version finish on it; no call fails or waits for a load. A version that fails to
+  load is not swapped in (the old one keeps serving, the watcher retries).
+- Swap lag: between the alias move and the swap, calls still use the previous version — at most the time
+  to notice (one poll interval, typically milliseconds with the topic) plus the load time.
+- ``with manager.use(ref) as model:`` pins one version for a block (one event): every call inside it uses
+  the same version even if a swap happens meanwhile.
+- Every prediction is logged to the ``predictions`` topic (when a log is given) through a batched producer.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from kawa.ml.loaders import LoadedModel, TensorSpec, load_model_dir
+from kawa.ml.refs import ModelRef, parse_ref
+
+if TYPE_CHECKING:
+    from kawa.config import KawaConfig
+    from kawa.log.base import Consumer, EventLog
+    from kawa.ml.prediction_log import PredictionLogger
+    from kawa.ml.registry import Registry
+
+log = logging.getLogger("kawa.ml.predictors")
+
+
+class Predictor:
+    """One loaded model version. ``predict`` is thread-safe and logs each call."""
+
+    def __init__(self, name: str, version: int, loaded: LoadedModel, logger: PredictionLogger | None) -> None:
+        self.name = name
+        self.version = version
+        self.flavor = loaded.flavor
+        self.input_spec: TensorSpec = loaded.input
+        self.output_spec: TensorSpec = loaded.output
+        self._predict = loaded.predict
+        self._logger = logger
+
+    def __repr__(self) -> str:
+        return f"<Predictor {self.name}/{self.version} ({self.flavor})>"
+
+    def predict(self, inputs: Any, *, event_id: str | None = None, input_ref: str | None = None) -> np.ndarray:
+        x = np.asarray(inputs)
+        if self.input_spec.dtype is not None and x.dtype != self.input_spec.dtype:
+            x = x.astype(self.input_spec.dtype)
+        start = time.perf_counter()
+        out = self._predict(x)
+        latency = time.perf_counter() - start
+        if self._logger is not None:
+            self._logger.record(self.name, self.version, x, out, latency, event_id=event_id, input_ref=input_ref)
+        return out
+
+    def predict_batch(
+        self, batch: Sequence[np.ndarray], event_ids: Sequence[str | None] | None = None
+    ) -> list[np.ndarray]:
+        """One model call for several requests (rows concatenated along axis 0); outputs split back."""
+        sizes = [len(x) for x in batch]
+        joined = batch[0] if len(batch) == 1 else np.concatenate(batch, axis=0)
+        start = time.perf_counter()
+        out = self._predict(joined)
+        latency = time.perf_counter() - start
+        parts = np.split(out, np.cumsum(sizes)[:-1]) if len(batch) > 1 else [out]
+        if self._logger is not None:
+            ids = event_ids or [None] * len(batch)
+            for x, y, event_id in zip(batch, parts, ids, strict=True):
+                self._logger.record(
+                    self.name, self.version, x, y, latency, event_id=event_id, batch_size=len(batch)
+                )
+        return parts
+
+
+class ModelHandle:
+    """A live reference: always the version its alias points to now (swapped atomically)."""
+
+    def __init__(self, ref: ModelRef, current: Predictor) -> None:
+        self.ref = ref
+        self._current = current
+        self.swaps = 0
+        self.last_swap_s: float | None = None
+
+    @property
+    def name(self) -> str:
+        return self.ref.name
+
+    @property
+    def version(self) -> int:
+        return self._current.version
+
+    def current(self) -> Predictor:
+        """The version serving now; keep it to pin one version across several calls."""
+        return self._current
+
+    def predict(self, inputs: Any, *, event_id: str | None = None, input_ref: str | None = None) -> np.ndarray:
+        return self._current.predict(inputs, event_id=event_id, input_ref=input_ref)
+
+    def _swap(self, new: Predictor) -> None:
+        self._current = new  # one reference assignment: atomic for readers
+        self.swaps += 1
+        self.last_swap_s = time.time()
+
+
+class ModelManager:
+    """Loads models from the registry, caches them and keeps alias references current."""
+
+    def __init__(self, config: KawaConfig, log: EventLog | None = None, *, poll_interval_s: float = 1.0) -> None:
+        from kawa.ml.registry import Registry
+
+        self.config = config
+        self.log = log
+        self.poll_interval_s = poll_interval_s
+        self.registry: Registry = Registry(config, log, publish=False)
+        self._logger: PredictionLogger | None = None
+        self._handles: dict[str, ModelHandle] = {}
+        self._loaded: dict[tuple[str, int], Predictor] = {}
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._watcher: threading.Thread | None = None
+
+    # --- public API ----------------------------------------------------------------------------------
+
+    def get(self, ref: str) -> ModelHandle:
+        """The handle for ``ref`` (``name@alias`` or ``name/version``), loading it on first use."""
+        parsed = parse_ref(ref)
+        key = str(parsed)
+        handle = self._handles.get(key)
+        if handle is not None:
+            return handle
+        with self._lock:
+            handle = self._handles.get(key)
+            if handle is None:
+                version = self.registry.resolve(parsed)
+                handle = ModelHandle(parsed, self._load(parsed.name, version))
+                self._handles[key] = handle
+                if parsed.follows_alias:
+                    self._ensure_watcher()
+        return handle
+
+    @contextmanager
+    def use(self, ref: str) -> Iterator[Predictor]:
+        """Pin the version ``ref`` points to now for the duration of the block (one event)."""
+        yield self.get(ref).current()
+
+    def refresh(self, names: set[str] | None = None) -> int:
+        """Check alias targets now (of ``names``, or all) and swap in moved versions; returns swaps done."""
+        swaps = 0
+        for handle in list(self._handles.values()):
+            ref = handle.ref
+            if ref.alias is None or (names is not None and ref.name not in names):
+                continue
+            try:
+                target = self.registry.alias_target(ref.name, ref.alias)
+                if target is None or target == handle.version:
+                    continue
+                handle._swap(self._load(ref.name, target))
+                swaps += 1
+                log.info("%s now serves version %d", ref, target)
+            except Exception:
+                log.exception("could not follow %s; keeping version %d", ref, handle.version)
+        if swaps:
+            self._evict()
+        return swaps
+
+    def stats(self) -> dict[str, Any]:
+        logger = self._logger
+        return {
+            "models": {k: {"version": h.version, "swaps": h.swaps} for k, h in self._handles.items()},
+            "predictions_logged": logger.logged if logger else 0,
+            "predictions_dropped": logger.dropped if logger else 0,
+        }
+
+    def flush(self) -> None:
+        """Wait until every prediction so far is on the log."""
+        if self._logger is not None:
+            self._logger.flush()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._watcher is not None:
+            self._watcher.join(timeout=30)
+        if self._logger is not None:
+            self._logger.close()
+            self._logger = None
+        self.registry.close()
+
+    def __enter__(self) -> ModelManager:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- loading -------------------------------------------------------------------------------------
+
+    def _prediction_logger(self) -> PredictionLogger | None:
+        if self.log is None:
+            return None
+        if self._logger is None:
+            from kawa.ml.prediction_log import PredictionLogger
+
+            self._logger = PredictionLogger(self.log, self.config.ml.predictions_topic)
+        return self._logger
+
+    def _load(self, name: str, version: int) -> Predictor:
+        cached = self._loaded.get((name, version))
+        if cached is not None:
+            return cached
+        path = self.registry.local_path(name, version)
+        started = time.perf_counter()
+        predictor = Predictor(name, version, load_model_dir(path), self._prediction_logger())
+        log.info("loaded %s/%d (%s) in %.0f ms", name, version, predictor.flavor,
+                 (time.perf_counter() - started) * 1000)
+        self._loaded[(name, version)] = predictor
+        return predictor
+
+    def _evict(self) -> None:
+        with self._lock:
+            live = {(h.name, h.version) for h in self._handles.values()}
+            for key in list(self._loaded):
+                if key not in live:
+                    del self._loaded[key]  # in-flight calls keep their reference until they finish
+
+    # --- watching ------------------------------------------------------------------------------------
+
+    def _ensure_watcher(self) -> None:
+        if self._watcher is None:
+            self._watcher = threading.Thread(target=self._watch, name="kawa-model-watcher", daemon=True)
+            self._watcher.start()
+
+    def _consumer(self) -> Consumer | None:
+        if self.log is None:
+            return None
+        from kawa.log.base import TopicSpec
+
+        topic = self.config.ml.models_topic
+        try:
+            self.log.create_topic(TopicSpec(topic), exist_ok=True)
+            return self.log.consumer(f"kawa-model-watch-{uuid.uuid4().hex[:12]}", [topic], auto_offset_reset="latest")
+        except Exception:
+            log.exception("cannot follow %s; falling back to polling the registry", topic)
+            return None
+
+    def _watch(self) -> None:
+        consumer = self._consumer()
+        next_poll = time.monotonic() + self.poll_interval_s
+        try:
+            while not self._stop.is_set():
+                names: set[str] | None = set()
+                if consumer is not None:
+                    try:
+                        records = consumer.poll(timeout=min(self.poll_interval_s, 0.5), max_records=100)
+                    except Exception:
+                        log.exception("reading %s failed", self.config.ml.models_topic)
+                        records = []
+                        self._stop.wait(self.poll_interval_s)
+                    names = {r.key.decode() for r in records if r.key}
+                    if records and not names:
+                        names = None
+                else:
+                    self._wake.wait(max(0.0, next_poll - time.monotonic()))
+                    self._wake.clear()
+                if time.monotonic() >= next_poll:
+                    names, next_poll = None, time.monotonic() + self.poll_interval_s
+                if names is None or names:
+                    self.refresh(names)
+        finally:
+            if consumer is not None:
+                consumer.close()
