@@ -21,10 +21,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from kawa.errors import CommitFailed, EventError
-from kawa.events import CloudEvent, event_key, from_record
+from kawa.events import CloudEvent, event_key, from_record, is_cloudevent
 from kawa.functions.autoscaler import KPA
 from kawa.functions.context import Runtime
 from kawa.functions.dedupe import DEAD_LETTERED, DONE
+from kawa.functions.envelopes import from_raw_value
 from kawa.functions.invoke import (
     Outcome,
     ainvoke_with_retries,
@@ -183,7 +184,7 @@ class FunctionRunner:
             epoch = self._epochs.get(tp, 0)
             order_key = (tp, record.key) if spec.ordered_by_key else None
             try:
-                event = from_record(record)
+                event = from_record(record) if is_cloudevent(record.headers) else from_raw_value(record.value)
             except EventError as exc:
                 jobs.append(Job(record, tp, epoch, None, order_key, undecodable(exc)))
                 continue

@@ -1,0 +1,157 @@
+"""``kawa worker``, ``kawa serve-function``, ``kawa deploy knative``, ``kawa functions list``.
+
+Everything heavy (the host, starlette, uvicorn, the app module) is imported inside the commands.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kawa.cli.app import app, console, err_console, get_config
+
+functions_app = typer.Typer(help="Inspect an app's functions.", no_args_is_help=True)
+app.add_typer(functions_app, name="functions")
+deploy_app = typer.Typer(help="Render (and apply) deployments of an app's functions.", no_args_is_help=True)
+app.add_typer(deploy_app, name="deploy")
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+
+    def handler(_signum: int, _frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    return stop
+
+
+@app.command()
+def worker(
+    app_ref: Annotated[list[str], typer.Option("--app", help="module:app whose functions to run (repeatable)")],
+    function: Annotated[
+        list[str] | None, typer.Option("--function", "-f", help="run only this function (repeatable)")
+    ] = None,
+    stats_interval: Annotated[
+        float, typer.Option(help="log each function's metrics every this many seconds (0 = never)")
+    ] = 0.0,
+    drain_timeout: Annotated[float, typer.Option(help="seconds to let running invocations finish on stop")] = 30.0,
+) -> None:
+    """Run functions as a member of their consumer groups on the configured log (e.g. --log kafka://h:9092).
+
+    Start more workers for more parallelism: the topic's partitions are shared among them."""
+    import json
+    import logging
+
+    from kawa.functions.app import load_app
+    from kawa.functions.host import FunctionHost, HostOptions
+    from kawa.log import open_log
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = get_config()
+    apps = [load_app(ref) for ref in app_ref]
+    event_log = open_log(config.log.uri, config)
+    host = FunctionHost(
+        apps, log=event_log, config=config, functions=function or None,
+        options=HostOptions(drain_timeout_s=drain_timeout),
+    )
+    stop = _stop_on_signals()
+    try:
+        host.start()
+        names = ", ".join(host.runners)
+        typer.echo(f"kawa worker ready: {names} on {config.log.uri}", err=True)
+        while not stop.wait(stats_interval or 0.5):
+            if stats_interval:
+                for stats in host.metrics().values():
+                    logging.getLogger("kawa.worker").info("stats %s", json.dumps(stats.to_dict()))
+    finally:
+        host.stop()
+        event_log.close()
+        typer.echo("kawa worker stopped", err=True)
+
+
+@app.command("serve-function")
+def serve_function(
+    app_ref: Annotated[str, typer.Argument(help="module:app")],
+    name: Annotated[str, typer.Argument(help="the function to serve")],
+    host: Annotated[str, typer.Option(help="interface to bind")] = "0.0.0.0",
+    port: Annotated[int, typer.Option(envvar="PORT", help="port (Knative sets $PORT)")] = 8080,
+    accept_filtered: Annotated[
+        bool, typer.Option("--accept-filtered", help="answer 202 instead of 422 for events the filter rejects")
+    ] = False,
+) -> None:
+    """Serve one function as a CloudEvents HTTP endpoint (binary and structured mode), as Knative runs it."""
+    from kawa.functions.app import load_app
+    from kawa.functions.context import Runtime
+    from kawa.functions.dedupe import open_dedupe
+    from kawa.functions.http import serve
+    from kawa.log import open_log
+
+    config = get_config()
+    loaded = load_app(app_ref)
+    runtime = Runtime(
+        loaded.get(name), config=config, log=open_log(config.log.uri, config),
+        dedupe=open_dedupe(config.functions.dedupe, config), app_config=loaded.config,
+    )
+    serve(runtime, host=host, port=port, accept_filtered=accept_filtered)
+
+
+@deploy_app.command("knative")
+def deploy_knative(
+    app_ref: Annotated[str, typer.Argument(help="module:app")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="directory for the manifests")] = Path("deploy"),
+    image: Annotated[str | None, typer.Option(help="container image (default: <app>:latest)")] = None,
+    bootstrap_servers: Annotated[
+        list[str] | None, typer.Option("--bootstrap-servers", help="Kafka bootstrap host:port (repeatable)")
+    ] = None,
+    namespace: Annotated[str | None, typer.Option(help="Kubernetes namespace")] = None,
+    apply: Annotated[bool, typer.Option("--apply", help="kubectl apply the rendered manifests")] = False,
+) -> None:
+    """Render a Knative Service, KafkaSource and dead-letter KafkaSink per function, plus a Containerfile."""
+    from kawa.functions import knative
+    from kawa.functions.app import load_app
+
+    loaded = load_app(app_ref)
+    servers: list[str] = []
+    for item in bootstrap_servers or []:
+        servers.extend(s.strip() for s in item.split(",") if s.strip())
+    if not servers:
+        config = get_config()
+        if config.log.uri.startswith("kafka://"):
+            servers = [s for s in config.log.uri[len("kafka://") :].split(",") if s]
+    options = knative.KnativeOptions(
+        app_ref=app_ref, image=image or f"{loaded.name}:latest", namespace=namespace,
+        bootstrap_servers=tuple(servers) or knative.KnativeOptions.bootstrap_servers,
+    )
+    rendered = knative.render(loaded, options)
+    for warning in rendered.warnings:
+        err_console.print(f"[yellow]warning:[/] {warning}")
+    paths = knative.write(rendered, output)
+    for path in paths:
+        console.print(f"wrote {path}", highlight=False)
+    if apply:
+        console.print(knative.apply(paths), highlight=False)
+
+
+@functions_app.command("list")
+def functions_list(app_ref: Annotated[list[str], typer.Option("--app", help="module:app (repeatable)")]) -> None:
+    """Show each function's trigger, filter and runtime settings."""
+    from rich.table import Table
+
+    from kawa.functions.app import load_app
+
+    table = Table("function", "trigger", "filter", "concurrency", "scale", "retries", "reply", "dead letters")
+    for ref in app_ref:
+        for spec in load_app(ref).functions.values():
+            trigger = f"bucket {spec.bucket} → {spec.topic}" if spec.bucket else f"topic {spec.topic}"
+            table.add_row(
+                spec.qualified_name, trigger, str(spec.filter.spec or "-"), str(spec.concurrency),
+                f"{spec.min_scale}..{spec.max_scale or '∞'}", str(spec.retries), spec.reply_topic or "-",
+                spec.dead_letter_topic,
+            )
+    console.print(table)
