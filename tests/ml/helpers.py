@@ -27,3 +27,14 @@ def wait_for(predicate: Callable[[], T], timeout: float = 20.0, interval: float 
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         time.sleep(interval)
+
+
+def register_versions(name: str, count: int, flavor: str = "sklearn") -> list[int]:
+    """Train ``count`` small logistic regressions (different seeds) and register them as versions of ``name``."""
+    from kawa.ml.trainers import logistic_regression
+
+    versions = []
+    for seed in range(count):
+        result = logistic_regression(name, n=200, seed=seed, flavor=flavor)
+        versions.append(int(result["version"]))
+    return versions

@@ -102,10 +102,15 @@ class MLflowRun(Run):
     ) -> int | None:
         import mlflow
 
+        # Explicit requirements: MLflow's inference runs a subprocess per model (seconds).
         if flavor == "sklearn":
             import mlflow.sklearn
+            import sklearn
 
-            info = mlflow.sklearn.log_model(model, name=name, input_example=input_example)
+            info = mlflow.sklearn.log_model(
+                model, name=name, input_example=input_example,
+                pip_requirements=[f"scikit-learn=={sklearn.__version__}"],
+            )
         elif flavor == "onnx":
             import mlflow.onnx
             import onnx
@@ -114,11 +119,15 @@ class MLflowRun(Run):
                 model = onnx.load_from_string(model)
             elif isinstance(model, str | os.PathLike):
                 model = onnx.load(str(model))
-            info = mlflow.onnx.log_model(model, name=name, input_example=input_example)
+            info = mlflow.onnx.log_model(
+                model, name=name, input_example=input_example, pip_requirements=["onnx", "onnxruntime"]
+            )
         elif flavor == "pyfunc":
             import mlflow.pyfunc
 
-            info = mlflow.pyfunc.log_model(name=name, python_model=model, input_example=input_example)
+            info = mlflow.pyfunc.log_model(
+                name=name, python_model=model, input_example=input_example, pip_requirements=["mlflow", "numpy"]
+            )
         else:
             raise ModelError(f"unknown model flavor {flavor!r}: use sklearn, onnx or pyfunc")
         if register_as is None:

@@ -26,7 +26,7 @@ NVIDIA_SMI_QUERY = [
 ]
 
 _UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
-_MEM = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([kmgtKMGT]?)(?:i?[bB])?\s*$")
+_MEM = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([kmgtKMGT]?)(?:i?[bB]?)\s*$")
 
 
 def parse_memory(text: str | int | None) -> int:

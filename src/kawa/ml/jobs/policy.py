@@ -82,14 +82,13 @@ def place(
         candidates = [p for p in queues if queues[p] and p not in blocked]
         if not candidates:
             return placements
-        project = min(
-            candidates,
-            key=lambda p: (
-                now - queues[p][0].submitted_at <= starvation_s,  # starving heads first
-                _share(usage.get(p, Resources(1e-9, 0, 0)), inventory),
-                queues[p][0].seq,
-            ),
-        )
+        def order(p: str) -> tuple[int, float, int]:
+            head = queues[p][0]
+            if now - head.submitted_at > starvation_s:
+                return (0, 0.0, head.seq)  # starving heads first, oldest first
+            return (1, _share(usage.get(p, Resources(1e-9, 0, 0)), inventory), head.seq)
+
+        project = min(candidates, key=order)
         job = queues[project][0]
         req = job.resources
         fits = (
