@@ -208,3 +208,22 @@ class PermissionDenied(PortalError):
 
 class NotConfigured(PortalError):
     """A capability (functions, routes, jobs, models, results) is not available in this platform."""
+
+
+# --- routes ----------------------------------------------------------------------------------------
+
+
+class RouteError(KawaError):
+    """Errors of data routes (definitions, endpoints, processors, the route runner)."""
+
+
+class InvalidRoute(RouteError):
+    """A route definition is malformed: bad YAML, an unknown endpoint scheme or processor, bad options."""
+
+
+class RouteNotFound(RouteError):
+    """No route with this id is registered."""
+
+
+class MessageRejected(RouteError):
+    """A message cannot be processed and never will be (invalid, undecodable): dead-letter it at once."""
