@@ -33,6 +33,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
@@ -165,7 +166,7 @@ def parse_bootstrap(uri: str) -> str:
         if not sep:
             host, port = port, str(DEFAULT_PORT)
         if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ConfigError(f"invalid Kafka URI {uri!r}: {server!r} is not host:port")
+            raise ConfigError(f"invalid Kafka URI {uri!r}: {server!r} is not host:port; write kafka://host:port")
         servers.append(f"{host}:{port}")
     return ",".join(servers)
 
@@ -194,7 +195,10 @@ class KafkaLog:
         }
         self._topic_config = dict(topic_config or {})
         self._replication_factor = replication_factor
-        self._admin = AdminClient(self.client_conf())
+        try:
+            self._admin = AdminClient(self.client_conf())
+        except KafkaException as exc:
+            raise ConfigError(f"invalid Kafka client settings (log.kafka in kawa.yaml): {exc.args[0].str()}") from exc
         self._metadata_lock = threading.Lock()
         self._partition_counts: dict[str, int] = {}
         self._metadata_at = 0.0
@@ -291,9 +295,9 @@ class KafkaLog:
 
     def partition_count(self, topic: str, *, fresh: bool = False) -> int:
         """The topic's partition count from cached metadata (refreshed on a miss); :class:`TopicNotFound`."""
-        with self._metadata_lock:
-            stale = time.monotonic() - self._metadata_at > _METADATA_TTL_S
-            count = None if fresh or stale else self._partition_counts.get(topic)
+        count = None
+        if not fresh and time.monotonic() - self._metadata_at <= _METADATA_TTL_S:
+            count = self._partition_counts.get(topic)  # the dict is replaced whole, never mutated in place
         if count is None:
             count = self._metadata().get(topic)
         if count is None:
@@ -305,7 +309,7 @@ class KafkaLog:
 
     def _forget(self, topic: str) -> None:
         with self._metadata_lock:
-            self._partition_counts.pop(topic, None)
+            self._partition_counts = {k: v for k, v in self._partition_counts.items() if k != topic}
 
     def _wait_metadata(self, topic: str, present: bool) -> None:
         """Wait until the cluster's metadata shows ``topic`` with a leader for every partition (or no longer
@@ -490,6 +494,8 @@ class KafkaProducer:
         )
         self._producer = _RdProducer(conf)
         self._closed = False
+        self._poller: threading.Thread | None = None
+        self._stop = threading.Event()
 
     def _on_error(self, error: KafkaError) -> None:
         if error.fatal():
@@ -508,7 +514,9 @@ class KafkaProducer:
         timestamp_ms: int | None = None,
         on_delivery: DeliveryCallback | None = None,
     ) -> None:
-        size = len(key or b"") + len(value or b"") + sum(len(k.encode()) + len(v or b"") for k, v in headers)
+        size = (len(value) if value else 0) + (len(key) if key else 0)
+        if headers:
+            size += sum(len(k.encode()) + len(v or b"") for k, v in headers)
         if size > self.max_record_bytes:
             raise RecordTooLarge(
                 f"record for {topic!r} is {size} bytes (key + value + headers), above the limit of "
@@ -521,21 +529,25 @@ class KafkaProducer:
                 raise InvalidPartition(
                     f"topic {topic!r} has partitions 0..{count - 1}; partition {partition} does not exist"
                 )
-        kwargs: dict[str, Any] = {"value": value, "key": key, "on_delivery": self._callback(topic, on_delivery)}
-        if headers:
-            kwargs["headers"] = list(headers)
-        if partition is not None:
-            kwargs["partition"] = partition
-        if timestamp_ms is not None:
-            kwargs["timestamp"] = timestamp_ms
-        deadline = time.monotonic() + self._log.timeout_s
+        callback = self._delivered if on_delivery is None else partial(self._delivered, user=on_delivery)
+        if self._poller is None:
+            self._start_poller()
+        deadline = None
         while True:
             try:
-                self._producer.produce(topic, **kwargs)
-                break
+                self._producer.produce(
+                    topic,
+                    value,
+                    key,
+                    -1 if partition is None else partition,  # -1: the partitioner decides
+                    on_delivery=callback,
+                    timestamp=timestamp_ms or 0,  # 0: now
+                    headers=list(headers) if headers else None,
+                )
+                return
             except BufferError:
-                # The local queue is full: serve delivery reports until there is room, as Java's
-                # max.block.ms does.
+                # The local queue is full: wait for acknowledgements to make room, as Java's max.block.ms.
+                deadline = deadline or time.monotonic() + self._log.timeout_s
                 if time.monotonic() > deadline:
                     raise ProducerError(
                         f"the producer queue stayed full for {self._log.timeout_s:g}s: Kafka at "
@@ -544,26 +556,31 @@ class KafkaProducer:
                 self._producer.poll(0.05)
             except KafkaException as exc:
                 self._log._raise(exc, f"producing to {topic!r}", topic)
-        self._producer.poll(0)
 
-    def _callback(self, topic: str, user: DeliveryCallback | None) -> Callable[[KafkaError | None, Message], None]:
-        def delivered(error: KafkaError | None, message: Message) -> None:
-            if error is not None:
-                failure: Exception = self._log.translate(
-                    KafkaException(error), f"delivering a record to {topic!r}", topic
-                )
-                if not isinstance(failure, RecordTooLarge | TopicNotFound | BackendUnavailable):
-                    failure = ProducerError(f"record to {topic!r} was not delivered: {error.str()}")
-                with self._failures_lock:
-                    self._failures.append(failure)
-                if user is not None:
-                    user(None, failure)
-                return
+    def _start_poller(self) -> None:
+        with self._failures_lock:
+            if self._poller is None and not self._closed:
+                self._poller = threading.Thread(target=self._serve, name="kawa-kafka-producer", daemon=True)
+                self._poller.start()
+
+    def _serve(self) -> None:
+        """Serve delivery reports in the background, so ``on_delivery`` runs without a flush."""
+        while not self._stop.is_set():
+            self._producer.poll(0.1)
+
+    def _delivered(self, error: KafkaError | None, message: Message, user: DeliveryCallback | None = None) -> None:
+        if error is not None:
+            topic = message.topic()
+            failure: Exception = self._log.translate(KafkaException(error), f"delivering a record to {topic!r}", topic)
+            if not isinstance(failure, RecordTooLarge | TopicNotFound | BackendUnavailable):
+                failure = ProducerError(f"record to {topic!r} was not delivered: {error.str()}")
+            with self._failures_lock:
+                self._failures.append(failure)
             if user is not None:
-                record = _record(message)
-                user(RecordMetadata(record.topic, record.partition, record.offset, record.timestamp_ms), None)
-
-        return delivered
+                user(None, failure)
+        elif user is not None:
+            record = _record(message)
+            user(RecordMetadata(record.topic, record.partition, record.offset, record.timestamp_ms), None)
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait for every queued record; :class:`ProducerError` if one is left or one failed since the
@@ -613,9 +630,17 @@ class KafkaProducer:
         return metadata
 
     def close(self) -> None:
-        if not self._closed:
-            self._closed = True
+        """Flush, then stop serving delivery reports."""
+        if self._closed:
+            return
+        try:
             self.flush()
+        finally:
+            with self._failures_lock:
+                self._closed = True
+            self._stop.set()
+            if self._poller is not None:
+                self._poller.join(timeout=5)
 
 
 class KafkaConsumer:
