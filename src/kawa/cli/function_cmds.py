@@ -41,6 +41,9 @@ def worker(
         float, typer.Option(help="log each function's metrics every this many seconds (0 = never)")
     ] = 0.0,
     drain_timeout: Annotated[float, typer.Option(help="seconds to let running invocations finish on stop")] = 30.0,
+    session_timeout_ms: Annotated[
+        int | None, typer.Option(help="consumer-group session timeout (default: the log backend's)")
+    ] = None,
 ) -> None:
     """Run functions as a member of their consumer groups on the configured log (e.g. --log kafka://h:9092).
 
@@ -58,7 +61,7 @@ def worker(
     event_log = open_log(config.log.uri, config)
     host = FunctionHost(
         apps, log=event_log, config=config, functions=function or None,
-        options=HostOptions(drain_timeout_s=drain_timeout),
+        options=HostOptions(drain_timeout_s=drain_timeout, session_timeout_ms=session_timeout_ms),
     )
     stop = _stop_on_signals()
     try:
