@@ -7,7 +7,6 @@ temporary folders so nothing is written to the real home.
 
 from __future__ import annotations
 
-import sys
 import textwrap
 import uuid
 from collections.abc import Iterator
@@ -34,9 +33,7 @@ def _tracking_db(tracking_dir: Path) -> str:
 
 
 @pytest.fixture
-def ml_env(
-    _tracking_db: str, tracking_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> dict[str, str]:
+def ml_env(_tracking_db: str, tracking_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """KAWA_* variables pointing tracking at the session's sqlite store (inherited by job subprocesses)."""
     env = {
         "KAWA_ML__TRACKING_URI": _tracking_db,
@@ -73,7 +70,8 @@ def memory_log(config: KawaConfig) -> Iterator[Any]:
 @pytest.fixture
 def job_module(tmp_path: Path) -> str:
     """A module importable by jobs started in tmp_path (the test's cwd): small entry points for tests."""
-    (tmp_path / "jobfns.py").write_text(textwrap.dedent('''
+    (tmp_path / "jobfns.py").write_text(
+        textwrap.dedent('''
         import json, os, subprocess, sys, time
         from pathlib import Path
 
@@ -98,5 +96,6 @@ def job_module(tmp_path: Path) -> str:
 
         def fail():
             raise ValueError("boom")
-    '''))
+    ''')
+    )
     return "jobfns"

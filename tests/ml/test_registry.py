@@ -109,9 +109,7 @@ def test_lineage_helpers_and_code_version(tmp_path: Path, monkeypatch: pytest.Mo
     assert tracking.code_version(str(repo)) == "v1.2.3"
 
 
-def test_offline_tracking_needs_no_mlflow(
-    config: KawaConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_offline_tracking_needs_no_mlflow(config: KawaConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KAWA_JOB_DIR", str(tmp_path))
     monkeypatch.setenv("KAWA_JOB_ID", "j-offline")
     cfg = config.model_copy(update={"ml": config.ml.model_copy(update={"tracking": False})})

@@ -100,7 +100,10 @@ class FakeNvml:
 def test_nvml_path_through_an_injected_module() -> None:
     nvml = FakeNvml()
     gpus = gpus_from_nvml(nvml)
-    assert gpus == [Gpu(0, "GPU-aaaa", "NVIDIA A100-SXM4-40GB", 40960), Gpu(1, "GPU-bbbb", "NVIDIA H100 80GB HBM3", 81920)]
+    assert gpus == [
+        Gpu(0, "GPU-aaaa", "NVIDIA A100-SXM4-40GB", 40960),
+        Gpu(1, "GPU-bbbb", "NVIDIA H100 80GB HBM3", 81920),
+    ]
     assert nvml.initialised == 0  # shut down again
     found, source = discover_gpus(nvml=FakeNvml(), run=None)
     assert source == "nvml" and len(found) == 2
@@ -123,7 +126,10 @@ def test_parse_memory_and_params() -> None:
     with pytest.raises(InvalidJobSpec, match="invalid memory size"):
         parse_memory("lots")
     assert parse_params(["lr=0.1", "epochs=3", "name=resnet", "flag=true"]) == {
-        "lr": 0.1, "epochs": 3, "name": "resnet", "flag": True,
+        "lr": 0.1,
+        "epochs": 3,
+        "name": "resnet",
+        "flag": True,
     }
     with pytest.raises(InvalidJobSpec, match="NAME=VALUE"):
         parse_params(["oops"])
@@ -194,7 +200,12 @@ def test_placements_never_overcommit_and_gpus_are_disjoint(
 
 def test_render_kubernetes_job() -> None:
     spec = JobSpec.build(
-        "kawa.ml.trainers:torch_mlp", cpu=2.5, mem="6G", gpu=1, params={"steps": 10}, project="vision",
+        "kawa.ml.trainers:torch_mlp",
+        cpu=2.5,
+        mem="6G",
+        gpu=1,
+        params={"steps": 10},
+        project="vision",
         timeout_s=600,
     )
     job = render_job(spec, image="registry.local/kawa:1", namespace="ml", job_id="j-1")

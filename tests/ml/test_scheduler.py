@@ -58,12 +58,11 @@ def test_gpu_jobs_wait_start_and_get_disjoint_devices(sched: Scheduler, job_modu
     assert sched.get(jobs[2].id).started_at >= min(sched.get(j.id).finished_at for j in jobs[:2])  # type: ignore[operator]
 
 
-def test_two_gpu_job_waits_for_both_and_cpu_job_sees_no_gpu(
-    sched: Scheduler, job_module: str, tmp_path: Path
-) -> None:
+def test_two_gpu_job_waits_for_both_and_cpu_job_sees_no_gpu(sched: Scheduler, job_module: str, tmp_path: Path) -> None:
     hold = tmp_path / "hold"
-    one = sched.submit(JobSpec.build(f"{job_module}:record_env", gpu=1, params={"out": str(tmp_path / "a"),
-                                                                            "hold": str(hold)}))
+    one = sched.submit(
+        JobSpec.build(f"{job_module}:record_env", gpu=1, params={"out": str(tmp_path / "a"), "hold": str(hold)})
+    )
     both = sched.submit(JobSpec.build(f"{job_module}:record_env", gpu=2, params={"out": str(tmp_path / "b")}))
     # Another project's CPU job backfills past the waiting 2-GPU job (FIFO holds only within a project).
     cpu = sched.submit(
@@ -81,8 +80,9 @@ def test_two_gpu_job_waits_for_both_and_cpu_job_sees_no_gpu(
 
 def test_cpu_requests_queue_when_the_machine_is_full(sched: Scheduler, job_module: str, tmp_path: Path) -> None:
     hold = tmp_path / "hold"
-    big = sched.submit(JobSpec.build(f"{job_module}:record_env", cpu=3, params={"out": str(tmp_path / "a"),
-                                                                           "hold": str(hold)}))
+    big = sched.submit(
+        JobSpec.build(f"{job_module}:record_env", cpu=3, params={"out": str(tmp_path / "a"), "hold": str(hold)})
+    )
     wait_for(lambda: (tmp_path / "a").exists())
     second = sched.submit(JobSpec.build(f"{job_module}:record_env", cpu=2, params={"out": str(tmp_path / "b")}))
     time.sleep(0.4)
@@ -108,8 +108,9 @@ def test_cancel_kills_the_process_group(sched: Scheduler, job_module: str, tmp_p
 def test_cancel_a_queued_job(sched: Scheduler, job_module: str, tmp_path: Path) -> None:
     hold = tmp_path / "hold"
     blockers = [
-        sched.submit(JobSpec.build(f"{job_module}:record_env", gpu=1, params={"out": str(tmp_path / f"b{i}"),
-                                                                         "hold": str(hold)}))
+        sched.submit(
+            JobSpec.build(f"{job_module}:record_env", gpu=1, params={"out": str(tmp_path / f"b{i}"), "hold": str(hold)})
+        )
         for i in range(2)
     ]
     waiting = sched.submit(JobSpec.build(f"{job_module}:record_env", gpu=1, params={"out": str(tmp_path / "w")}))
@@ -123,9 +124,7 @@ def test_cancel_a_queued_job(sched: Scheduler, job_module: str, tmp_path: Path) 
 
 def test_timeout(sched: Scheduler, job_module: str, tmp_path: Path) -> None:
     pidfile = tmp_path / "child.pid"
-    job = sched.submit(
-        JobSpec.build(f"{job_module}:spawn_and_sleep", params={"pidfile": str(pidfile)}, timeout_s=1.0)
-    )
+    job = sched.submit(JobSpec.build(f"{job_module}:spawn_and_sleep", params={"pidfile": str(pidfile)}, timeout_s=1.0))
     done = wait_for(lambda: (j := sched.get(job.id)).state.finished and j, timeout=20)
     assert done.state is JobState.TIMED_OUT
     assert "timed out after 1s" in (done.error or "")

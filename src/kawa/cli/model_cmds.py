@@ -30,13 +30,24 @@ Timeout = Annotated[float | None, typer.Option("--timeout", help="kill the job a
 
 
 def _spec(
-    entrypoint: str, cpu: float, mem: str | None, gpu: int, param: list[str] | None, project: str,
+    entrypoint: str,
+    cpu: float,
+    mem: str | None,
+    gpu: int,
+    param: list[str] | None,
+    project: str,
     timeout: float | None,
 ) -> JobSpec:
     from kawa.ml.jobs import JobSpec, parse_params
 
     return JobSpec.build(
-        entrypoint, cpu=cpu, mem=mem, gpu=gpu, params=parse_params(param), project=project, timeout_s=timeout,
+        entrypoint,
+        cpu=cpu,
+        mem=mem,
+        gpu=gpu,
+        params=parse_params(param),
+        project=project,
+        timeout_s=timeout,
         cwd=str(Path.cwd()),
     )
 
@@ -73,8 +84,11 @@ def jobs_submit(
     scheduler = Scheduler(config)
     job = scheduler.submit(_spec(entrypoint, cpu, mem, gpu, param, project, timeout))
     if not wait:
-        console.print(f"queued job [bold]{job.id}[/] ({job.spec.resources.describe()}); "
-                      f"`kawa up` runs it, `kawa jobs logs {job.id}` follows it", highlight=False)
+        console.print(
+            f"queued job [bold]{job.id}[/] ({job.spec.resources.describe()}); "
+            f"`kawa up` runs it, `kawa jobs logs {job.id}` follows it",
+            highlight=False,
+        )
         return
     console.print(f"job [bold]{job.id}[/] queued on {scheduler.inventory.describe()}", highlight=False)
     job = scheduler.wait(job.id)
@@ -97,8 +111,15 @@ def jobs_list(limit: Annotated[int, typer.Option(help="show this many, newest fi
     table = Table("id", "state", "project", "entry point", "request", "gpus", "submitted", "started", "ended")
     for j in store.jobs(limit=limit):
         table.add_row(
-            j.id, j.state.value, j.project, j.spec.entrypoint[:40], j.spec.resources.describe(),
-            ",".join(map(str, j.gpus)) or "-", _when(j.submitted_at), _when(j.started_at), _when(j.finished_at),
+            j.id,
+            j.state.value,
+            j.project,
+            j.spec.entrypoint[:40],
+            j.spec.resources.describe(),
+            ",".join(map(str, j.gpus)) or "-",
+            _when(j.submitted_at),
+            _when(j.started_at),
+            _when(j.finished_at),
         )
     console.print(table)
 
@@ -157,9 +178,7 @@ def jobs_render(
     """Render the job as a Kubernetes batch/v1 Job manifest (for the cluster target)."""
     from kawa.ml.jobs import render_yaml
 
-    text = render_yaml(
-        _spec(entrypoint, cpu, mem, gpu, param, project, timeout), image=image, namespace=namespace
-    )
+    text = render_yaml(_spec(entrypoint, cpu, mem, gpu, param, project, timeout), image=image, namespace=namespace)
     if output is None:
         typer.echo(text, nl=False)
     else:
@@ -190,9 +209,7 @@ def models_list() -> None:
 
 
 @models_app.command("versions")
-def models_versions(
-    name: str, as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False
-) -> None:
+def models_versions(name: str, as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
     """List a model's versions with aliases, metrics and lineage (job, code version, data read)."""
     from dataclasses import asdict
 
@@ -207,7 +224,11 @@ def models_versions(
         metrics = " ".join(f"{k}={val:.4g}" for k, val in sorted(v.metrics.items()))
         lineage = " ".join(f"{k.removeprefix('kawa.')}={val}" for k, val in sorted(v.lineage.items()))
         table.add_row(
-            str(v.version), ",".join(v.aliases) or "-", metrics or "-", lineage or "-", (v.run_id or "-")[:12],
+            str(v.version),
+            ",".join(v.aliases) or "-",
+            metrics or "-",
+            lineage or "-",
+            (v.run_id or "-")[:12],
             _when(v.created_ms / 1000),
         )
     console.print(table)
@@ -262,12 +283,19 @@ def serve_model(
 
         event_log = open_log(config.log.uri, config)
     server = ModelServer(
-        config, ref, host=host, port=port, max_batch=max_batch, max_wait_ms=max_wait_ms, log=event_log,
+        config,
+        ref,
+        host=host,
+        port=port,
+        max_batch=max_batch,
+        max_wait_ms=max_wait_ms,
+        log=event_log,
         poll_interval_s=poll_interval,
     )
     console.print(
         f"serving [bold]{ref}[/] (version {server.handle.version}, {server.handle.current().flavor}) on "
-        f"{server.url}/v2/models/{server.handle.name}/infer", highlight=False,
+        f"{server.url}/v2/models/{server.handle.name}/infer",
+        highlight=False,
     )
     try:
         server.run()

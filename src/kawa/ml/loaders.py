@@ -78,7 +78,9 @@ def load_onnx(file: Path) -> LoadedModel:
 
     out_dtype = _ONNX_TYPES.get(outputs[0].type)
     return LoadedModel(
-        "onnx", predict, TensorSpec(in_name, dtype, shape),
+        "onnx",
+        predict,
+        TensorSpec(in_name, dtype, shape),
         TensorSpec(out_name, np.dtype(out_dtype) if out_dtype else None, None),
     )
 
@@ -94,7 +96,9 @@ def load_sklearn(path: Path, flavor_conf: dict[str, Any]) -> LoadedModel:
         return np.asarray(fn(x))
 
     return LoadedModel(
-        "sklearn", predict, TensorSpec("input-0", np.dtype(np.float64), (int(n),) if n else None),
+        "sklearn",
+        predict,
+        TensorSpec("input-0", np.dtype(np.float64), (int(n),) if n else None),
         TensorSpec("output-0", None, None),
     )
 
@@ -108,9 +112,7 @@ def load_pyfunc(path: Path) -> LoadedModel:
         out = model.predict(x)
         return np.asarray(out.to_numpy() if hasattr(out, "to_numpy") else out)
 
-    return LoadedModel(
-        "pyfunc", predict, TensorSpec("input-0", None, None), TensorSpec("output-0", None, None)
-    )
+    return LoadedModel("pyfunc", predict, TensorSpec("input-0", None, None), TensorSpec("output-0", None, None))
 
 
 def load_model_dir(path: Path) -> LoadedModel:

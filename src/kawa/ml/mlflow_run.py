@@ -108,7 +108,9 @@ class MLflowRun(Run):
             import sklearn
 
             info = mlflow.sklearn.log_model(
-                model, name=name, input_example=input_example,
+                model,
+                name=name,
+                input_example=input_example,
                 pip_requirements=[f"scikit-learn=={sklearn.__version__}"],
             )
         elif flavor == "onnx":

@@ -79,9 +79,7 @@ class PredictionLogger:
         """Queue one prediction (the arrays are only referenced; do not mutate them afterwards)."""
         if len(self._queue) == self._queue.maxlen:
             self.dropped += 1
-        self._queue.append(
-            (model, version, inputs, outputs, latency_s, event_id, input_ref, batch_size, time.time())
-        )
+        self._queue.append((model, version, inputs, outputs, latency_s, event_id, input_ref, batch_size, time.time()))
 
     def _event(self, entry: tuple[Any, ...]) -> tuple[bytes | None, bytes, list[tuple[str, bytes]]]:
         from kawa.events import new_event, to_kafka
@@ -108,7 +106,10 @@ class PredictionLogger:
             data["output_digest"] = digest(outputs)
             data["output_shape"] = list(outputs.shape)
         event = new_event(
-            PREDICTION_EVENT, self.source, data, subject=f"{model}/{version}",
+            PREDICTION_EVENT,
+            self.source,
+            data,
+            subject=f"{model}/{version}",
             extensions={"partitionkey": model},
         )
         return to_kafka(event)

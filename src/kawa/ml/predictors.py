@@ -78,9 +78,7 @@ class Predictor:
         if self._logger is not None:
             ids = event_ids or [None] * len(batch)
             for x, y, event_id in zip(batch, parts, ids, strict=True):
-                self._logger.record(
-                    self.name, self.version, x, y, latency, event_id=event_id, batch_size=len(batch)
-                )
+                self._logger.record(self.name, self.version, x, y, latency, event_id=event_id, batch_size=len(batch))
         return parts
 
 
@@ -223,8 +221,9 @@ class ModelManager:
         path = self.registry.local_path(name, version)
         started = time.perf_counter()
         predictor = Predictor(name, version, load_model_dir(path), self._prediction_logger())
-        log.info("loaded %s/%d (%s) in %.0f ms", name, version, predictor.flavor,
-                 (time.perf_counter() - started) * 1000)
+        log.info(
+            "loaded %s/%d (%s) in %.0f ms", name, version, predictor.flavor, (time.perf_counter() - started) * 1000
+        )
         self._loaded[(name, version)] = predictor
         return predictor
 

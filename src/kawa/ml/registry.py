@@ -264,8 +264,11 @@ class Registry:
             self._log.create_topic(TopicSpec(topic), exist_ok=True)
             self._producer = self._log.producer()
         event = new_event(
-            ALIAS_EVENT, "kawa/registry", {**move.as_data(), "time_ms": int(time.time() * 1000)},
-            subject=f"{move.model}@{move.alias}", extensions={"partitionkey": move.model},
+            ALIAS_EVENT,
+            "kawa/registry",
+            {**move.as_data(), "time_ms": int(time.time() * 1000)},
+            subject=f"{move.model}@{move.alias}",
+            extensions={"partitionkey": move.model},
         )
         key, value, headers = to_kafka(event)
         self._producer.send(topic, value, key=key, headers=headers)

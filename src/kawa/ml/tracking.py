@@ -51,7 +51,11 @@ def code_version(cwd: str | None = None) -> str | None:
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=cwd, capture_output=True, text=True, timeout=5, check=True,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
@@ -130,7 +134,12 @@ class Run:
         raise NotImplementedError
 
     def log_model(
-        self, model: Any, *, flavor: Flavor = "sklearn", name: str = "model", register_as: str | None = None,
+        self,
+        model: Any,
+        *,
+        flavor: Flavor = "sklearn",
+        name: str = "model",
+        register_as: str | None = None,
         input_example: Any = None,
     ) -> int | None:
         """Log ``model`` (an sklearn estimator, an ONNX ``ModelProto``/bytes/path, or a pyfunc
@@ -167,7 +176,12 @@ class OfflineRun(Run):
         self._write("artifact", {"path": str(path)})
 
     def log_model(
-        self, model: Any, *, flavor: Flavor = "sklearn", name: str = "model", register_as: str | None = None,
+        self,
+        model: Any,
+        *,
+        flavor: Flavor = "sklearn",
+        name: str = "model",
+        register_as: str | None = None,
         input_example: Any = None,
     ) -> int | None:
         self._write("model", {"flavor": flavor, "name": name, "register_as": register_as, "registered": False})

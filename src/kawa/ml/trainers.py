@@ -77,9 +77,7 @@ def torch_mlp(
         )
     gen = torch.Generator(device="cpu").manual_seed(0)
     w_true = torch.randn(features, 1, generator=gen)
-    model = torch.nn.Sequential(
-        torch.nn.Linear(features, 64), torch.nn.ReLU(), torch.nn.Linear(64, 1)
-    ).to(device)
+    model = torch.nn.Sequential(torch.nn.Linear(features, 64), torch.nn.ReLU(), torch.nn.Linear(64, 1)).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=lr)
     losses: list[float] = []
     started = time.perf_counter()

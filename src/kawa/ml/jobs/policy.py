@@ -82,6 +82,7 @@ def place(
         candidates = [p for p in queues if queues[p] and p not in blocked]
         if not candidates:
             return placements
+
         def order(p: str) -> tuple[int, float, int]:
             head = queues[p][0]
             if now - head.submitted_at > starvation_s:

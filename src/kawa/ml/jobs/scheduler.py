@@ -58,9 +58,7 @@ class Scheduler:
 
     name = "job-scheduler"
 
-    def __init__(
-        self, config: KawaConfig, inventory: Inventory | None = None, store: JobStore | None = None
-    ) -> None:
+    def __init__(self, config: KawaConfig, inventory: Inventory | None = None, store: JobStore | None = None) -> None:
         self.config = config
         self.inventory = inventory or build_inventory(config.ml.inventory)
         self.store = store or JobStore(Path(config.home).absolute() / "jobs")
@@ -163,21 +161,23 @@ class Scheduler:
         env.update(spec.env)
         home = str(Path(self.config.home).absolute())
         threads = str(max(1, math.ceil(spec.resources.cpu)))
-        env.update({
-            "KAWA_JOB_ID": job.id,
-            "KAWA_JOB_DIR": str(self.store.job_dir(job.id)),
-            "KAWA_JOB_PARAMS": json.dumps(spec.params),
-            "KAWA_JOB_PROJECT": spec.project,
-            "KAWA_JOB_GPUS": ",".join(map(str, job.gpus)),
-            "KAWA_HOME": home,
-            "KAWA_ML__TRACKING": "on" if self.config.ml.tracking else "off",
-            "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
-            "CUDA_VISIBLE_DEVICES": ",".join(map(str, job.gpus)),
-            "OMP_NUM_THREADS": threads,
-            "MKL_NUM_THREADS": threads,
-            "OPENBLAS_NUM_THREADS": threads,
-            "PYTHONUNBUFFERED": "1",
-        })
+        env.update(
+            {
+                "KAWA_JOB_ID": job.id,
+                "KAWA_JOB_DIR": str(self.store.job_dir(job.id)),
+                "KAWA_JOB_PARAMS": json.dumps(spec.params),
+                "KAWA_JOB_PROJECT": spec.project,
+                "KAWA_JOB_GPUS": ",".join(map(str, job.gpus)),
+                "KAWA_HOME": home,
+                "KAWA_ML__TRACKING": "on" if self.config.ml.tracking else "off",
+                "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
+                "CUDA_VISIBLE_DEVICES": ",".join(map(str, job.gpus)),
+                "OMP_NUM_THREADS": threads,
+                "MKL_NUM_THREADS": threads,
+                "OPENBLAS_NUM_THREADS": threads,
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
         if self.config.ml.tracking:
             from kawa.ml.refs import tracking_uri
 

@@ -113,9 +113,7 @@ class JobSpec:
         if not self.entrypoint.strip():
             raise InvalidJobSpec("the job needs an entry point: module:function or a command")
         if not _PROJECT.match(self.project):
-            raise InvalidJobSpec(
-                f"invalid project {self.project!r}: use 1-63 letters, digits, '.', '_' or '-'"
-            )
+            raise InvalidJobSpec(f"invalid project {self.project!r}: use 1-63 letters, digits, '.', '_' or '-'")
         if self.timeout_s is not None and self.timeout_s <= 0:
             raise InvalidJobSpec("--timeout must be positive (seconds)")
         try:

@@ -176,10 +176,13 @@ class JobStore:
     def claim(self, decide: Callable[[list[Waiting], list[Allocated]], list[Placement]]) -> list[Job]:
         """Atomically move the jobs ``decide`` places from queued to starting, owned by this process."""
         with self._tx(immediate=True) as db:
-            rows = [self._row(r) for r in db.execute(
-                "SELECT * FROM jobs WHERE state IN (?, ?, ?) ORDER BY seq",
-                (JobState.QUEUED.value, JobState.STARTING.value, JobState.RUNNING.value),
-            )]
+            rows = [
+                self._row(r)
+                for r in db.execute(
+                    "SELECT * FROM jobs WHERE state IN (?, ?, ?) ORDER BY seq",
+                    (JobState.QUEUED.value, JobState.STARTING.value, JobState.RUNNING.value),
+                )
+            ]
             queued = [
                 Waiting(j.id, j.seq, j.project, j.spec.resources, j.submitted_at)
                 for j in rows
@@ -224,9 +227,7 @@ class JobStore:
         for job in self.jobs({JobState.STARTING, JobState.RUNNING}):
             if job.owner_pid == os.getpid() or pid_alive(job.owner_pid) or pid_alive(job.pid):
                 continue
-            lost.append(
-                self.finish(job.id, JobState.FAILED, None, "lost: its scheduler process ended while it ran")
-            )
+            lost.append(self.finish(job.id, JobState.FAILED, None, "lost: its scheduler process ended while it ran"))
         return lost
 
     def close(self) -> None:

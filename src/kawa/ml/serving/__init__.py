@@ -68,8 +68,16 @@ class ModelServer:
         loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
         http = "httptools" if importlib.util.find_spec("httptools") else "h11"
         config = uvicorn.Config(
-            self.app, host=self.host, port=self.port, loop=loop, http=http, lifespan="on",
-            log_level="warning", access_log=False, backlog=2048, timeout_keep_alive=30,
+            self.app,
+            host=self.host,
+            port=self.port,
+            loop=loop,
+            http=http,
+            lifespan="on",
+            log_level="warning",
+            access_log=False,
+            backlog=2048,
+            timeout_keep_alive=30,
         )
         self._server = uvicorn.Server(config)
         return self._server

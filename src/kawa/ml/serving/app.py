@@ -109,8 +109,9 @@ class InferenceApp:
     def _check_version(self, version: str) -> None:
         if version != str(self.handle.version):
             raise HTTPError(
-                404, f"version {version} of {self.name!r} is not served; {self.handle.ref} is version "
-                f"{self.handle.version} now"
+                404,
+                f"version {version} of {self.name!r} is not served; {self.handle.ref} is version "
+                f"{self.handle.version} now",
             )
 
     async def _infer(self, receive: Receive) -> bytes:

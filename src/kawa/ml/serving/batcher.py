@@ -55,7 +55,11 @@ class MicroBatcher:
     """Bound to the running event loop on first :meth:`submit`."""
 
     def __init__(
-        self, current: Callable[[], Predictor], *, max_batch: int = 32, max_wait_ms: float = 5.0,
+        self,
+        current: Callable[[], Predictor],
+        *,
+        max_batch: int = 32,
+        max_wait_ms: float = 5.0,
         idle_turns: int = 2,
     ) -> None:
         self._current = current

@@ -82,9 +82,7 @@ def decode_request(body: bytes, spec: TensorSpec) -> tuple[np.ndarray, str | Non
     if datatype == "BYTES":
         raise InvalidModelInput("datatype BYTES is not supported by this model; send a numeric datatype")
     if datatype not in DATATYPES:
-        raise InvalidModelInput(
-            f"unknown datatype {datatype!r}; use one of {', '.join(DATATYPES)}"
-        )
+        raise InvalidModelInput(f"unknown datatype {datatype!r}; use one of {', '.join(DATATYPES)}")
     if not isinstance(data, list):
         raise InvalidModelInput('input "data" must be a (flat or nested) list of numbers')
     target = np.dtype(DATATYPES[datatype])
