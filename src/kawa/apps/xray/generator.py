@@ -1,0 +1,143 @@
+"""The scanner stand-in: uploads generated radiographs at a steady rate, through the store or into a folder.
+
+The mix follows the settings (default 80% normal / 20% pneumonia, a quarter as DICOM). Keys carry no patient
+data (``scans/000042-1a2b3c4d.dcm``); the patient data is where a scanner puts it — burned into the pixels
+and, for DICOM, in the header.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kawa.apps.xray.settings import XraySettings
+from kawa.apps.xray.synth import CONTENT_TYPES, EXTENSIONS, Format, Radiograph, RadiographGenerator
+
+
+@dataclass(frozen=True)
+class Upload:
+    key: str
+    fmt: str
+    pneumonia: bool
+    phi: tuple[str, ...]
+    size: int
+    put_time: float
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One image ready to upload: its encoded bytes and what it is."""
+
+    body: bytes
+    fmt: Format
+    image: Radiograph
+
+
+class Generator:
+    """Uploads to ``store`` (any :class:`~kawa.store.ObjectStore`) or, with ``folder``, writes files into it
+    (e.g. a bucket directory that the local store watches). Thread-safe counters; :meth:`run` paces."""
+
+    def __init__(
+        self,
+        settings: XraySettings,
+        *,
+        store: Any = None,
+        folder: str | Path | None = None,
+        seed: int | None = None,
+        prefix: str = "scans/",
+        pool: int = 0,
+    ) -> None:
+        if (store is None) == (folder is None):
+            raise ValueError("give the generator either a store or a folder")
+        self.settings = settings
+        self.store = store
+        self.folder = Path(folder) if folder is not None else None
+        self.prefix = prefix
+        seed = settings.seed if seed is None else seed
+        self._images = RadiographGenerator(
+            seed, size=settings.image_size, phi_box=settings.phi_box,
+            pneumonia_fraction=settings.pneumonia_fraction,
+        )
+        self._rng = np.random.default_rng(seed + 1)
+        self._run_id = uuid.uuid4().hex[:6]
+        self._pool = [self.prepare() for _ in range(pool)]
+        self._lock = threading.Lock()
+        self._seq = 0
+        self.uploads: list[Upload] = []
+
+    def prepare(self, fmt: Format | None = None) -> Prepared:
+        """Generate and encode one image (format drawn from the mix unless given)."""
+        image = self._images.generate()
+        if fmt is None:
+            fmt = "dicom" if self._rng.random() < self.settings.dicom_fraction else "png"
+        return Prepared(image.encode(fmt), fmt, image)
+
+    def upload(self, item: Prepared | None = None) -> Upload:
+        """Upload one image (a fresh one, the next of the pool, or ``item``)."""
+        with self._lock:
+            seq = self._seq
+            self._seq += 1
+        if item is None:
+            item = self._pool[seq % len(self._pool)] if self._pool else self.prepare()
+        key = f"{self.prefix}{seq:06d}-{self._run_id}{EXTENSIONS[item.fmt]}"
+        put_time = time.time()
+        if self.store is not None:
+            self.store.put(self.settings.incoming_bucket, key, item.body, content_type=CONTENT_TYPES[item.fmt])
+        else:
+            assert self.folder is not None
+            target = self.folder / key
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.part")
+            tmp.write_bytes(item.body)
+            os.replace(tmp, target)
+        done = Upload(key, item.fmt, item.image.pneumonia, tuple(item.image.patient.phi_strings()),
+                      len(item.body), put_time)
+        with self._lock:
+            self.uploads.append(done)
+        return done
+
+    def run(
+        self,
+        *,
+        rate: float | None = None,
+        count: int | None = None,
+        duration: float | None = None,
+        stop: threading.Event | None = None,
+        on_upload: Callable[[Upload], None] | None = None,
+    ) -> int:
+        """Upload at ``rate`` per second until ``count`` images, ``duration`` seconds or ``stop``; returns how
+        many were uploaded. The schedule is absolute, so a slow upload is caught up, never drifting."""
+        rate = rate or self.settings.rate
+        stop = stop or threading.Event()
+        started = time.monotonic()
+        done = 0
+        while not stop.is_set():
+            if count is not None and done >= count:
+                break
+            if duration is not None and time.monotonic() - started >= duration:
+                break
+            due = started + done / rate
+            wait = due - time.monotonic()
+            if wait > 0 and stop.wait(wait):
+                break
+            upload = self.upload()
+            done += 1
+            if on_upload is not None:
+                on_upload(upload)
+        return done
+
+    def start(self, **kwargs: Any) -> tuple[threading.Thread, threading.Event]:
+        """:meth:`run` in a daemon thread; set the returned event to stop it."""
+        stop = threading.Event()
+        thread = threading.Thread(target=self.run, kwargs={**kwargs, "stop": stop}, name="xray-generator",
+                                  daemon=True)
+        thread.start()
+        return thread, stop

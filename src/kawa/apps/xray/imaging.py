@@ -1,0 +1,145 @@
+"""From uploaded bytes to model input and back to a PHI-free picture.
+
+- :func:`decode` — PNG, JPEG or DICOM bytes → grayscale pixels in [0, 1] (1 = dense); anything else raises
+  :class:`UndecodableImage` with a reason that never quotes the input (it may hold patient data).
+- :func:`redact` — black out the burned-in text region (a box in image fractions).
+- :func:`model_input` — the downsampled, standardized vector the classifier reads.
+- :func:`annotate` / :func:`encode_png` — the label drawn on the (redacted) image, as PNG bytes.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import warnings
+
+import numpy as np
+from numpy.typing import NDArray
+
+from kawa.apps.xray.dicom import DicomDecodeError, is_dicom, read_dicom
+from kawa.apps.xray.settings import Box
+from kawa.apps.xray.synth import FloatImage, f32
+from kawa.errors import KawaError
+
+MAX_PIXELS = 64 * 1024 * 1024
+"""Larger images are refused (a decompression bomb guard); a 4k x 4k radiograph is 16 M pixels."""
+
+
+class UndecodableImage(KawaError):
+    """The bytes are not a PNG, JPEG or DICOM image this app can read."""
+
+
+def sniff(data: bytes) -> str | None:
+    """``png``, ``jpeg``, ``dicom`` or None from the first bytes (content types and keys can lie)."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "png"
+    if data[:3] == b"\xff\xd8\xff":
+        return "jpeg"
+    if is_dicom(data):
+        return "dicom"
+    return None
+
+
+def decode(data: bytes) -> FloatImage:
+    """Grayscale pixels in [0, 1] of a PNG, JPEG or DICOM image."""
+    kind = sniff(data)
+    if not data:
+        raise UndecodableImage("empty upload: expected a PNG, JPEG or DICOM image")
+    if kind is None:
+        raise UndecodableImage(
+            f"not a PNG, JPEG or DICOM image ({len(data)} bytes, unrecognized signature); upload one of those"
+        )
+    try:
+        pixels = read_dicom(data) if kind == "dicom" else _read_pil(data)
+    except UndecodableImage:
+        raise
+    except DicomDecodeError as exc:
+        raise UndecodableImage(f"dicom image is damaged or unsupported: {exc}") from None
+    except Exception as exc:
+        # A decoder's own message can echo file content: keep only its type.
+        raise UndecodableImage(f"{kind} image is damaged or unsupported ({type(exc).__name__})") from None
+    if pixels.shape[0] < 16 or pixels.shape[1] < 16:
+        raise UndecodableImage(f"{kind} image is {pixels.shape[1]}x{pixels.shape[0]}; need at least 16x16 pixels")
+    return pixels
+
+
+def _read_pil(data: bytes) -> FloatImage:
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(io.BytesIO(data))
+            if image.width * image.height > MAX_PIXELS:
+                raise UndecodableImage(f"image of {image.width}x{image.height} pixels is larger than allowed")
+            image.load()
+        except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+            raise UndecodableImage("image is larger than allowed (decompression bomb guard)") from exc
+    if image.mode == "L":
+        return np.asarray(image, dtype=np.float32) * np.float32(1 / 255)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(image, dtype=np.float32)
+        top = 65535.0 if image.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        return f32(np.clip(arr / top, 0.0, 1.0))
+    return np.asarray(image.convert("L"), dtype=np.float32) * np.float32(1 / 255)
+
+
+def box_pixels(shape: tuple[int, ...], box: Box) -> tuple[int, int, int, int]:
+    """``(x0, y0, x1, y1)`` in pixels of a fractional box, rounded outward."""
+    h, w = shape[0], shape[1]
+    return (
+        max(0, math.floor(box[0] * w)), max(0, math.floor(box[1] * h)),
+        min(w, math.ceil(box[2] * w)), min(h, math.ceil(box[3] * h)),
+    )
+
+
+def redact(pixels: FloatImage, box: Box) -> FloatImage:
+    """A copy with ``box`` set to black: burned-in text cannot be recovered from a constant region."""
+    x0, y0, x1, y1 = box_pixels(pixels.shape, box)
+    out = pixels.copy()
+    out[y0:y1, x0:x1] = 0.0
+    return out
+
+
+def downsample(pixels: FloatImage, size: int) -> FloatImage:
+    """Area-average to ``size`` x ``size`` (exact block means when the sides are multiples of ``size``)."""
+    h, w = pixels.shape
+    if h % size == 0 and w % size == 0:
+        return f32(pixels.reshape(size, h // size, size, w // size).mean(axis=(1, 3), dtype=np.float32))
+    from PIL import Image
+
+    small = Image.fromarray(pixels.astype(np.float32), mode="F").resize((size, size), Image.Resampling.BOX)
+    return np.asarray(small, dtype=np.float32)
+
+
+def model_input(pixels: FloatImage, size: int = 32) -> NDArray[np.float32]:
+    """The classifier's input: the image area-averaged to ``size``², standardized (mean 0, sd 1) so
+    exposure and contrast differences between scanners do not matter; shape ``(size*size,)``."""
+    small = downsample(pixels, size).ravel()
+    sd = float(small.std())
+    return f32((small - small.mean()) / (sd if sd > 1e-6 else 1.0))
+
+
+def annotate(pixels: FloatImage, label: str, risk: float) -> NDArray[np.uint8]:
+    """8-bit image with ``"<label>, risk=NN%"`` on a dark plate at the top left."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    image = Image.fromarray(np.round(np.clip(pixels, 0, 1) * 255).astype(np.uint8), mode="L")
+    h = image.height
+    font = ImageFont.load_default(size=max(10, h // 22))
+    text = f"{label}, risk={risk:.0%}"
+    draw = ImageDraw.Draw(image)
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    pad = max(2, h // 100)
+    draw.rectangle((0, 0, right - left + 3 * pad, bottom - top + 3 * pad), fill=0)
+    draw.text((pad - left, pad - top), text, fill=255, font=font)
+    return np.asarray(image, dtype=np.uint8)
+
+
+def encode_png(gray: NDArray[np.uint8]) -> bytes:
+    """PNG bytes of an 8-bit grayscale image, with no text chunks (nothing but pixels leaves)."""
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.fromarray(gray, mode="L").save(out, "PNG", compress_level=1)
+    return out.getvalue()

@@ -1,0 +1,205 @@
+"""Everything the X-ray pipeline needs on one platform: set-up, the model, the running parts, the counts.
+
+:class:`XrayStack` is what ``kawa demo xray``, the tests and the benchmark drive. Embedded shape: it hosts
+the ``risk-assessment`` function and the de-identification route in this process. Distributed shape
+(``host=False``): it only prepares buckets, topics and notifications and reads the counts, while ``kawa
+worker`` processes run the function.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from kawa.apps.xray.deid import deid_route
+from kawa.apps.xray.pipeline import FUNCTION, build_app
+from kawa.apps.xray.results import ResultsDB
+from kawa.apps.xray.settings import XraySettings
+from kawa.errors import ModelAliasNotFound, ModelNotFound, TopicNotFound
+from kawa.log import TopicSpec
+from kawa.platform import Platform
+from kawa.store import NotificationRule, iter_objects
+
+if TYPE_CHECKING:
+    from kawa.config import KawaConfig
+    from kawa.functions.host import FunctionHost
+    from kawa.functions.runner import HostOptions
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class Counts:
+    """A snapshot of the pipeline, each number read from where it lives (buckets, topics, results table)."""
+
+    uploaded: int
+    processed: int
+    anonymized: int
+    dead_lettered: int
+    results: int
+    labels: dict[str, int] = field(default_factory=dict)
+    versions: dict[int, int] = field(default_factory=dict)
+    e2e_p50_ms: float | None = None
+    e2e_p99_ms: float | None = None
+    replicas: int = 0
+    function_p99_ms: float | None = None
+    rate_per_s: float = 0.0
+
+
+class XrayStack:
+    """The X-ray pipeline on ``config``'s log and store. Use as a context manager or start/stop."""
+
+    def __init__(
+        self,
+        config: KawaConfig,
+        settings: XraySettings | None = None,
+        *,
+        host: bool = True,
+        host_options: HostOptions | None = None,
+    ) -> None:
+        self.config = config
+        self.settings = s = settings or XraySettings()
+        self.platform = Platform(config)
+        self.results_url = s.results_url(config.home)
+        self.app = build_app(s, results_db=self.results_url)
+        self._host_enabled = host
+        self._host_options = host_options
+        self.host: FunctionHost | None = None
+        self.route: Any = None
+        self._results: ResultsDB | None = None
+        self._lock = threading.Lock()
+
+    # --- set-up ------------------------------------------------------------------------------------
+
+    @property
+    def store(self) -> Any:
+        return self.platform.store
+
+    @property
+    def log(self) -> Any:
+        return self.platform.log
+
+    @property
+    def results(self) -> ResultsDB:
+        if self._results is None:
+            self._results = ResultsDB(self.results_url)
+        return self._results
+
+    def prepare(self) -> None:
+        """Create the buckets, topics and the bucket notification (idempotent)."""
+        s = self.settings
+        for bucket in s.buckets():
+            self.store.create_bucket(bucket, exist_ok=True)
+        self.log.create_topic(TopicSpec(s.images_topic, partitions=s.partitions), exist_ok=True)
+        for topic in (s.results_topic, s.dead_letter_topic, s.deid_dead_letter_topic):
+            self.log.create_topic(TopicSpec(topic, partitions=s.partitions), exist_ok=True)
+        self.store.add_notification(
+            NotificationRule(bucket=s.incoming_bucket, topic=s.images_topic, events=("ObjectCreated:*",))
+        )
+        self.results.count()  # creates the table
+
+    def model_version(self) -> int | None:
+        """The version ``settings.model_ref`` points to, or None when there is none yet."""
+        from kawa.ml.registry import Registry
+
+        registry = Registry(self.config, publish=False)
+        try:
+            return registry.resolve(self.settings.model_ref)
+        except (ModelNotFound, ModelAliasNotFound):
+            return None
+        finally:
+            registry.close()
+
+    def ensure_model(self, progress: Progress | None = None, *, images: int | None = None) -> dict[str, Any] | None:
+        """Train and promote a model (as a Kawa job) when the alias points nowhere; the job's result, or
+        None when a model was already there."""
+        if self.model_version() is not None:
+            return None
+        from kawa.apps.xray.jobs import run_training_job
+
+        return run_training_job(self.config, self.settings, progress=progress, images=images)
+
+    # --- running -----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Prepare, then host the function and run the de-identification route (embedded shape)."""
+        self.prepare()
+        if not self._host_enabled:
+            return
+        from kawa.functions.host import FunctionHost
+
+        self.host = FunctionHost(
+            self.app, log=self.log, config=self.config, store_factory=lambda: self.store,
+            options=self._host_options,
+        )
+        self.host.start()
+        self.route = deid_route(self.settings).start(self.platform)
+
+    def stop(self) -> None:
+        if self.route is not None:
+            self.route.stop()
+            self.route = None
+        if self.host is not None:
+            self.host.stop()
+            self.host = None
+        from kawa.apps.xray.results import close_shared
+
+        close_shared()
+        if self._results is not None:
+            self._results.close()
+            self._results = None
+        self.platform.stop()
+
+    def __enter__(self) -> XrayStack:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- reading -----------------------------------------------------------------------------------
+
+    def object_count(self, bucket: str) -> int:
+        return sum(1 for _ in iter_objects(self.store, bucket))
+
+    def topic_size(self, topic: str) -> int:
+        try:
+            info = self.log.describe_topic(topic)
+        except TopicNotFound:
+            return 0
+        return sum(p.end_offset - p.start_offset for p in info.partitions)
+
+    def counts(self) -> Counts:
+        s = self.settings
+        summary = self.results.summary()
+        replicas, p99, rate = 0, None, 0.0
+        if self.host is not None:
+            stats = self.host.metrics().get(f"{self.app.name}.{FUNCTION}")
+            if stats is not None:
+                replicas, p99, rate = stats.replicas, stats.latency_p99_ms, stats.rate_per_s
+        return Counts(
+            uploaded=self.object_count(s.incoming_bucket),
+            processed=self.object_count(s.processed_bucket),
+            anonymized=self.object_count(s.anonymized_bucket),
+            dead_lettered=self.topic_size(s.dead_letter_topic) + self.topic_size(s.deid_dead_letter_topic),
+            results=summary["count"],
+            labels=summary["labels"],
+            versions=summary["versions"],
+            e2e_p50_ms=summary["e2e_p50_ms"],
+            e2e_p99_ms=summary["e2e_p99_ms"],
+            replicas=replicas,
+            function_p99_ms=p99,
+            rate_per_s=rate,
+        )
+
+    def wait_until(self, done: Callable[[Counts], bool], timeout: float, poll_s: float = 0.25) -> Counts:
+        """Poll :meth:`counts` until ``done`` holds or ``timeout`` passes; returns the last counts."""
+        deadline = time.monotonic() + timeout
+        while True:
+            counts = self.counts()
+            if done(counts) or time.monotonic() >= deadline:
+                return counts
+            time.sleep(poll_s)
