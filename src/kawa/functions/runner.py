@@ -387,6 +387,7 @@ class FunctionRunner:
         self.tracker.mark_committed(offsets)
 
     def _drain(self) -> None:
+        log.info("%s: draining", self.spec.qualified_name)
         deadline = time.monotonic() + self.options.drain_timeout_s
         with self._lock:
             self._buffered -= len(self._ready) + sum(len(w) for w in self._waiting.values())
@@ -410,6 +411,7 @@ class FunctionRunner:
         with self._lock:
             self._scale_to(0)
             self.runtime.metrics.replicas = 0
+        log.info("%s: drained; leaving the group", self.spec.qualified_name)
         try:
             self.consumer.close()
         except Exception:
