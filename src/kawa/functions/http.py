@@ -217,10 +217,19 @@ def serve(
     """Serve until SIGTERM/SIGINT; in-flight requests finish first (up to ``drain_timeout_s``)."""
     import uvicorn
 
-    uvicorn.run(
+    class GracefulServer(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            super().handle_exit(sig, frame)
+            # uvicorn re-raises the signal after its graceful shutdown; a drained stop should exit 0.
+            captured = getattr(self, "_captured_signals", None)
+            if isinstance(captured, list):
+                captured.clear()
+
+    config = uvicorn.Config(
         create_app(runtime, accept_filtered=accept_filtered), host=host, port=port, log_level="info",
         access_log=False, lifespan="on", timeout_graceful_shutdown=max(1, int(drain_timeout_s)),
     )
+    GracefulServer(config).run()
 
 
 class BackgroundServer:
