@@ -36,6 +36,7 @@ service_factories: list[str] = [
     "kawa.log.service:build_service",
     "kawa.ml.jobs:scheduler_service",
     "kawa.store.service:build_service",
+    "kawa.routes.service:build_service",
 ]
 """Import strings of ``factory(platform) -> Service | None``, in start order."""
 

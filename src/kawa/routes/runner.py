@@ -117,6 +117,11 @@ class RouteRunner:
                 except InvalidRoute as exc:
                     log.error("route %s not started: %s", route_id, exc)
 
+    def specs(self) -> list[RouteSpec]:
+        """The routes running here (the portal lists them)."""
+        with self._lock:
+            return list(self._specs.values())
+
     def stop(self) -> None:
         for route_id in list(self.workers):
             self.remove(route_id)

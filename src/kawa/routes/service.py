@@ -36,6 +36,7 @@ class RouteService:
         self._wanted: dict[str, RouteSpec] = {}
 
     def start(self) -> None:
+        self.platform.extras["routes"] = self.runner
         self.refresh()
         self._thread = threading.Thread(target=self._watch, name="routes-watch", daemon=True)
         self._thread.start()

@@ -1,0 +1,107 @@
+"""Imaging steps: ``dicom-deidentify`` and ``pixel-redact`` (wrappers over :mod:`kawa.routes.deid` and
+:mod:`kawa.routes.redact`)."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from kawa.errors import InvalidRoute, MessageRejected
+from kawa.routes.message import Message, is_dicom
+
+if TYPE_CHECKING:
+    from kawa.routes.components.base import RouteContext
+
+
+def read_dicom(body: Any) -> Any:
+    """A pydicom dataset from a dataset or DICOM bytes; undecodable input is rejected (dead-lettered)."""
+    if is_dicom(body):
+        return body
+    if not isinstance(body, bytes | bytearray | memoryview):
+        raise MessageRejected(f"expected DICOM bytes, got {type(body).__name__}")
+    from pydicom import dcmread
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        return dcmread(io.BytesIO(bytes(body)))
+    except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OSError) as exc:
+        raise MessageRejected(f"not a readable DICOM file: {type(exc).__name__}: {exc}") from exc
+
+
+def _opts(options: Any, name: str) -> dict[str, Any]:
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise InvalidRoute(f"{name}: options must be a mapping")
+    return {str(k).replace("_", "-"): v for k, v in options.items()}
+
+
+class DicomDeidentify:
+    """``dicom-deidentify: {profile: basic, retain-patient-characteristics: false, key-file: PATH,
+    rename: false}``. The output body is the de-identified dataset; headers ``dicom-study-uid``,
+    ``dicom-series-uid`` and ``dicom-sop-uid`` carry the new UIDs, and ``rename: true`` sets the ``key``
+    header to ``<study>/<series>/<sop>.dcm`` (an object key that carries no original identifier)."""
+
+    def __init__(self, options: Any, ctx: RouteContext) -> None:
+        opts = _opts(options, "dicom-deidentify")
+        self.profile = str(opts.pop("profile", "basic"))
+        if self.profile != "basic":
+            raise InvalidRoute(f"dicom-deidentify: unknown profile {self.profile!r}; use 'basic'")
+        self.retain = bool(opts.pop("retain-patient-characteristics", False))
+        self.rename = bool(opts.pop("rename", False))
+        self.key = ctx.key(opts.pop("key-file", None))
+        if opts:
+            raise InvalidRoute(
+                f"dicom-deidentify: unknown options {sorted(opts)}; use profile, retain-patient-characteristics, "
+                "key-file, rename"
+            )
+
+    def process(self, message: Message) -> list[Message]:
+        from kawa.routes.deid import deidentify_dataset
+
+        ds = read_dicom(message.body)
+        ds, report = deidentify_dataset(
+            ds, key=self.key, profile=self.profile, retain_patient_characteristics=self.retain
+        )
+        headers: dict[str, Any] = {
+            "content-type": "application/dicom",
+            "dicom-study-uid": str(ds.get("StudyInstanceUID", "")),
+            "dicom-series-uid": str(ds.get("SeriesInstanceUID", "")),
+            "dicom-sop-uid": str(ds.get("SOPInstanceUID", "")),
+            "deid-uids-remapped": report.uids_remapped,
+            "deid-private-removed": report.private_removed,
+        }
+        if self.rename:
+            headers["key"] = (
+                f"{headers['dicom-study-uid']}/{headers['dicom-series-uid']}/{headers['dicom-sop-uid']}.dcm"
+            )
+            headers["filename"] = f"{headers['dicom-sop-uid']}.dcm"
+        return [message.derive(ds, headers=headers)]
+
+
+class PixelRedact:
+    """``pixel-redact: {boxes: [[x0, y0, x1, y1], ...], mode: black|blur}`` on DICOM (dataset or bytes),
+    PNG or JPEG bodies."""
+
+    def __init__(self, options: Any, ctx: RouteContext | None = None) -> None:
+        from kawa.routes.redact import check_boxes
+
+        opts = _opts(options, "pixel-redact")
+        self.boxes = check_boxes(opts.pop("boxes", None))
+        self.mode = str(opts.pop("mode", "black"))
+        if self.mode not in ("black", "blur"):
+            raise InvalidRoute(f"pixel-redact: mode must be black or blur, got {self.mode!r}")
+        if opts:
+            raise InvalidRoute(f"pixel-redact: unknown options {sorted(opts)}; use boxes, mode")
+
+    def process(self, message: Message) -> list[Message]:
+        from kawa.routes.redact import redact_dataset, redact_image_bytes
+
+        body = message.body
+        if isinstance(body, bytes | bytearray | memoryview) and bytes(body[128:132]) != b"DICM":
+            data, content_type = redact_image_bytes(bytes(body), self.boxes, self.mode)  # type: ignore[arg-type]
+            return [message.derive(data, headers={"content-type": content_type})]
+        ds = read_dicom(body)
+        redact_dataset(ds, self.boxes, self.mode)  # type: ignore[arg-type]
+        return [message.derive(ds, headers={"content-type": "application/dicom"})]
