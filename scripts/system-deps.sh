@@ -4,6 +4,7 @@
 _kawa_need=()
 command -v java >/dev/null || _kawa_need+=(default-jre-headless)
 command -v mvn >/dev/null || _kawa_need+=(maven)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || _kawa_need+=(postgresql)
 if [ -n "${KAWA_NEED_CHROMIUM:-1}" ] && [ -d "$(dirname "${BASH_SOURCE[0]}")/../src/kawa/portal" ]; then
   command -v chromium >/dev/null || _kawa_need+=(chromium)
 fi

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.fixtures.kafka", "tests.fixtures.moto"]
+pytest_plugins = ["tests.fixtures.kafka", "tests.fixtures.moto", "tests.fixtures.postgres"]
 
 
 @pytest.fixture(autouse=True)
