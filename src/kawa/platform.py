@@ -47,6 +47,7 @@ def register_service(factory: str) -> None:
 
 
 register_service("kawa.functions.service:factory")
+register_service("kawa.portal.server:build_service")  # last: it shows what the others run
 
 
 class Platform:

@@ -1,0 +1,161 @@
+"""Functions and routes: what runs, on which topics, and how it is doing (replicas, in-flight, rate,
+latency percentiles, errors, dead letters)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Query
+from pydantic import BaseModel, Field
+
+from kawa.errors import KawaError
+from kawa.portal.api.common import ERRORS, Section, not_configured
+from kawa.portal.auth import Principal, get_portal, require
+from kawa.portal.permissions import Action
+from kawa.portal.runtime import Portal
+from kawa.portal.sources.functions import FunctionView
+from kawa.portal.sources.log import total_records
+
+router = APIRouter(tags=["functions"], responses=ERRORS)
+
+NAME = Annotated[str, Path(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._-]+$")]
+
+
+class FunctionOut(BaseModel):
+    name: str = Field(description="app.function")
+    app: str
+    function: str
+    topic: str
+    group: str
+    reply_topic: str | None
+    dead_letter_topic: str
+    bucket: str | None
+    concurrency: int
+    min_scale: int
+    max_scale: int
+    replicas: int
+    desired_replicas: int
+    panicking: bool
+    in_flight: int
+    queued: int
+    received: int
+    succeeded: int
+    errors: int = Field(description="failed attempts (each retry counts)")
+    retries: int
+    dead_lettered: int
+    dead_letters_on_topic: int | None = Field(None, description="records now held by the dead-letter topic")
+    rate_per_s: float
+    latency_p50_ms: float | None
+    latency_p99_ms: float | None
+    end_to_end_p99_ms: float | None
+    lag: int | None = None
+
+
+class PointOut(BaseModel):
+    t: float
+    replicas: int
+    desired_replicas: int
+    in_flight: int
+    rate_per_s: float
+    latency_p50_ms: float | None
+    latency_p99_ms: float | None
+    end_to_end_p99_ms: float | None
+
+
+class RouteOut(BaseModel):
+    id: str
+    source: str
+    target: str | None
+    steps: list[str]
+    dead_letter: str | None
+    state: str
+    stats: dict[str, Any] = {}
+
+
+def function_out(portal: Portal, view: FunctionView) -> FunctionOut:
+    spec, s = view.spec, view.stats
+    dlq: int | None
+    try:
+        dlq = total_records(portal.log.describe(spec.dead_letter_topic))
+    except KawaError:
+        dlq = None
+    lag = sum(r.lag for r in portal.log.lag(spec.group, [spec.topic]))
+    return FunctionOut(
+        name=view.name,
+        app=spec.app,
+        function=spec.name,
+        topic=spec.topic,
+        group=spec.group,
+        reply_topic=spec.reply_topic,
+        dead_letter_topic=spec.dead_letter_topic,
+        bucket=spec.bucket,
+        concurrency=spec.concurrency,
+        min_scale=spec.min_scale,
+        max_scale=spec.max_scale,
+        replicas=s.replicas,
+        desired_replicas=s.desired_replicas,
+        panicking=s.panicking,
+        in_flight=s.in_flight,
+        queued=s.queued,
+        received=s.received,
+        succeeded=s.succeeded,
+        errors=s.failed_attempts,
+        retries=s.retries,
+        dead_lettered=s.dead_lettered,
+        dead_letters_on_topic=dlq,
+        rate_per_s=s.rate_per_s,
+        latency_p50_ms=s.latency_p50_ms,
+        latency_p99_ms=s.latency_p99_ms,
+        end_to_end_p99_ms=s.end_to_end_p99_ms,
+        lag=lag,
+    )
+
+
+@router.get("/api/functions", response_model=Section[FunctionOut])
+def list_functions(
+    _: Principal = Depends(require(Action.VIEW)), portal: Portal = Depends(get_portal)
+) -> dict[str, Any]:
+    ok, reason = portal.functions.available()
+    if not ok:
+        return not_configured(reason)
+    return {"items": [function_out(portal, v) for v in portal.functions.functions()]}
+
+
+@router.get("/api/functions/{name}", response_model=FunctionOut)
+def get_function(
+    name: NAME, _: Principal = Depends(require(Action.VIEW)), portal: Portal = Depends(get_portal)
+) -> FunctionOut:
+    return function_out(portal, portal.functions.function(name))
+
+
+@router.get("/api/functions/{name}/history", response_model=list[PointOut])
+def function_history(
+    name: NAME,
+    since: Annotated[float, Query(ge=0, description="epoch seconds")] = 0.0,
+    _: Principal = Depends(require(Action.VIEW)),
+    portal: Portal = Depends(get_portal),
+) -> list[dict[str, Any]]:
+    """Replicas, in-flight, rate and latency sampled over time (the last ~10 minutes at the fast tick)."""
+    view = portal.functions.function(name)
+    return portal.sampler.history(view.name, since)
+
+
+@router.get("/api/routes", response_model=Section[RouteOut], tags=["routes"])
+def list_routes(_: Principal = Depends(require(Action.VIEW)), portal: Portal = Depends(get_portal)) -> dict[str, Any]:
+    ok, reason = portal.routes.available()
+    if not ok:
+        return not_configured(reason)
+    return {
+        "items": [
+            RouteOut(
+                id=r.id,
+                source=r.source,
+                target=r.target,
+                steps=list(r.steps),
+                dead_letter=r.dead_letter,
+                state=r.state,
+                stats=r.stats,
+            )
+            for r in portal.routes.routes()
+        ]
+    }

@@ -1,0 +1,134 @@
+"""Who is asking, and may they: FastAPI dependencies for every portal route.
+
+A request is authenticated by an API token (``Authorization: Bearer kawa_…``) or by the session cookie.
+Every route declares the action it needs with ``Depends(require(Action.X))``; cookie-authenticated
+requests that change something must also carry the session's CSRF token (``X-CSRF-Token`` header, or the
+``csrf_token`` form field), so another site cannot make a logged-in browser act.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from fastapi import Depends, Request
+from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
+
+from kawa.errors import InvalidCredentials, PermissionDenied
+from kawa.portal.permissions import Action, allowed
+from kawa.portal.runtime import Portal
+from kawa.portal.security import CSRF_FIELD, CSRF_HEADER, SESSION_COOKIE
+from kawa.portal.users import User
+
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+
+bearer_scheme = HTTPBearer(auto_error=False, description="an API token: `kawa users token NAME` or POST /api/me/tokens")
+cookie_scheme = APIKeyCookie(name=SESSION_COOKIE, auto_error=False, description="the browser session")
+
+
+@dataclass(frozen=True)
+class Principal:
+    user: User
+    via: Literal["token", "session"]
+    csrf: str | None = None  # the session's CSRF token (sessions only)
+
+    def can(self, action: Action | str) -> bool:
+        return allowed(self.user.role, action)
+
+
+class LoginRequired(InvalidCredentials):
+    """An HTML page was asked for without a session: answered with a redirect to /login."""
+
+
+def get_portal(request: Request) -> Portal:
+    portal: Portal = request.app.state.portal
+    return portal
+
+
+def authenticate(request: Request, portal: Portal) -> Principal:
+    header = request.headers.get("authorization", "")
+    scheme, _, credentials = header.partition(" ")
+    if scheme.lower() == "bearer" and credentials.strip():
+        return Principal(portal.users.user_for_token(credentials.strip()), "token")
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie:
+        session = portal.users.session(cookie)
+        return Principal(session.user, "session", session.csrf)
+    raise InvalidCredentials(
+        "not logged in: send `Authorization: Bearer <token>` (create one with `kawa users token NAME`) or log in "
+        "at /login"
+    )
+
+
+async def _csrf_from_request(request: Request) -> str | None:
+    token = request.headers.get(CSRF_HEADER)
+    if token:
+        return token
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+        form = await request.form()
+        value = form.get(CSRF_FIELD)
+        return value if isinstance(value, str) else None
+    return None
+
+
+async def check_csrf(request: Request, principal: Principal) -> None:
+    if principal.via != "session" or request.method in SAFE_METHODS:
+        return
+    token = await _csrf_from_request(request)
+    if not token or principal.csrf is None or not hmac.compare_digest(token, principal.csrf):
+        raise PermissionDenied(
+            "missing or wrong CSRF token: reload the page and try again (API clients: use a bearer token, or send "
+            "the session's token in the X-CSRF-Token header)"
+        )
+
+
+def require(action: Action) -> Callable[..., Awaitable[Principal]]:
+    """A dependency that authenticates the request and checks that its user's role may take ``action``."""
+
+    async def dependency(
+        request: Request,
+        _bearer: HTTPAuthorizationCredentials | None = Depends(bearer_scheme),
+        _cookie: str | None = Depends(cookie_scheme),
+    ) -> Principal:
+        portal = get_portal(request)
+        principal = authenticate(request, portal)
+        await check_csrf(request, principal)
+        if not principal.can(action):
+            raise PermissionDenied(
+                f"role {principal.user.role.value!r} may not {action.value}; ask an admin for a role that may "
+                "(see the roles table in docs/portal.md)"
+            )
+        request.state.principal = principal
+        return principal
+
+    dependency.__name__ = f"require_{action.name.lower()}"
+    return dependency
+
+
+def page_user(action: Action = Action.VIEW) -> Callable[..., Awaitable[Principal]]:
+    """Like :func:`require` for HTML pages: no session → redirect to the login page."""
+    check = require(action)
+
+    async def dependency(request: Request) -> Principal:
+        try:
+            return await check(request, None, None)
+        except InvalidCredentials as exc:
+            if isinstance(exc, LoginRequired):
+                raise
+            raise LoginRequired(str(exc)) from exc
+
+    return dependency
+
+
+def may_read_bucket(principal: Principal, portal: Portal, bucket: str) -> None:
+    """PHI gate for a bucket's objects: PHI-free buckets for everyone, the others for ``phi.read``."""
+    if portal.store.phi.phi_free(bucket):
+        return
+    if not principal.can(Action.PHI_READ):
+        raise PermissionDenied(
+            f"bucket {bucket!r} may hold PHI and role {principal.user.role.value!r} may not read PHI (phi.read); "
+            "PHI-free buckets are listed with phi_free: true at GET /api/buckets"
+        )

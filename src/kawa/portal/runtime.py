@@ -1,0 +1,97 @@
+"""The portal's runtime state: the platform it shows, its users, the capability sources and the sampler.
+
+One :class:`Portal` per served application; routers reach it as ``request.app.state.portal``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from kawa.errors import KawaError
+from kawa.portal.security import load_secret, users_db_path
+from kawa.portal.sources.functions import FunctionsSource
+from kawa.portal.sources.jobs import JobsSource
+from kawa.portal.sources.log import LogSource
+from kawa.portal.sources.models import ModelsSource
+from kawa.portal.sources.routes import RoutesSource
+from kawa.portal.sources.store import PhiPolicy, StoreSource
+from kawa.portal.sources.xray import XraySource
+from kawa.portal.users import UserStore
+
+if TYPE_CHECKING:
+    from kawa.platform import Platform
+    from kawa.portal.live import Sampler
+
+log = logging.getLogger("kawa.portal")
+
+CAPABILITIES = ("log", "store", "functions", "routes", "jobs", "models", "results")
+
+
+@dataclass(frozen=True)
+class CapabilityStatus:
+    name: str
+    configured: bool
+    reason: str | None = None
+
+
+class Portal:
+    """Everything the portal's routes read. ``start``/``stop`` run the live sampler."""
+
+    def __init__(self, platform: Platform) -> None:
+        from kawa.portal.live import Sampler
+
+        self.platform = platform
+        self.config = platform.config
+        self.users = UserStore(users_db_path(self.config))
+        self.secret = load_secret(self.config)
+        self.log = LogSource(platform.log)
+        self.store = StoreSource(
+            lambda: platform.store, PhiPolicy(self.config.portal.phi_free_buckets, self._app_phi_free)
+        )
+        self.functions = FunctionsSource(platform)
+        self.routes = RoutesSource(platform)
+        self.jobs = JobsSource(platform)
+        self.models = ModelsSource(platform)
+        self.xray = XraySource(self)
+        self.sampler: Sampler = Sampler(self, self.config.portal.sample_interval_s)
+
+    def _app_phi_free(self) -> Iterable[str]:
+        """PHI-free buckets declared by the apps running here (``platform.extras["phi_free_buckets"]``)."""
+        declared: Any = self.platform.extras.get("phi_free_buckets", ())
+        names = set(declared)
+        settings = self.xray.settings()
+        if settings is not None:
+            names.update((settings.processed_bucket, settings.anonymized_bucket))
+        return names
+
+    def capabilities(self) -> list[CapabilityStatus]:
+        out = [CapabilityStatus("log", True)]
+        for name, check in (
+            ("store", self.store.available),
+            ("functions", self.functions.available),
+            ("routes", self.routes.available),
+            ("jobs", self.jobs.available),
+            ("models", self.models.available),
+            ("results", self.xray.available),
+        ):
+            try:
+                ok, reason = check()
+            except KawaError as exc:
+                ok, reason = False, str(exc)
+            out.append(CapabilityStatus(name, ok, reason))
+        return out
+
+    def start(self) -> None:
+        self.sampler.start()
+
+    def stop(self) -> None:
+        self.sampler.stop()
+        for source in (self.jobs, self.models, self.xray):
+            try:
+                source.close()
+            except Exception:
+                log.warning("closing %s failed", type(source).__name__, exc_info=True)
+        self.users.close()

@@ -1,0 +1,60 @@
+"""Registered models as the portal sees them, through :class:`kawa.ml.registry.Registry` (MLflow underneath,
+imported on first use)."""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+from kawa.errors import NotConfigured
+
+if TYPE_CHECKING:
+    from kawa.ml.registry import AliasMove, ModelVersionInfo, RegisteredModelInfo, Registry
+    from kawa.platform import Platform
+
+
+class ModelsSource:
+    def __init__(self, platform: Platform) -> None:
+        self.platform = platform
+        self._registry: Registry | None = None
+        self._lock = threading.Lock()
+
+    def available(self) -> tuple[bool, str | None]:
+        if not self.platform.config.ml.tracking:
+            return False, "the model registry is switched off (ml.tracking: false in kawa.yaml)"
+        try:
+            import kawa.ml.registry  # noqa: F401
+        except ImportError:
+            return False, "the model registry is not available: install the ml extra (`pip install 'kawa[ml]'`)"
+        return True, None
+
+    @property
+    def registry(self) -> Registry:
+        ok, reason = self.available()
+        if not ok:
+            raise NotConfigured(reason or "the model registry is not available")
+        with self._lock:
+            if self._registry is None:
+                from kawa.ml.registry import Registry
+
+                shared = self.platform.extras.get("registry")
+                self._registry = shared if shared is not None else Registry(self.platform.config, self.platform.log)
+            return self._registry
+
+    def models(self) -> list[RegisteredModelInfo]:
+        return self.registry.list_models()
+
+    def versions(self, name: str) -> list[ModelVersionInfo]:
+        return self.registry.versions(name)
+
+    def promote(self, name: str, version: int, alias: str) -> AliasMove:
+        return self.registry.promote(name, version, alias)
+
+    def rollback(self, name: str, alias: str) -> AliasMove:
+        return self.registry.rollback(name, alias)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._registry is not None and self.platform.extras.get("registry") is not self._registry:
+                self._registry.close()
+            self._registry = None

@@ -1,0 +1,225 @@
+"""Results as a live stream: follows a topic of result events (the X-ray app's ``xray-results``) and keeps
+the recent rows and time-bucketed aggregates the board draws. Works on every log backend and across
+processes, because result events are the app's public output.
+
+The tail is a consumer in its own group that never commits: on start it seeks back ``history_s`` so the
+board shows the recent past at once.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from kawa.errors import EventError, KawaError, TopicNotFound
+from kawa.events import from_record
+from kawa.log.base import Consumer, EventLog, Record
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    time: float  # epoch seconds
+    object: str | None
+    processed_key: str | None
+    model: str | None
+    version: str | None
+    risk: float | None
+    label: str | None
+    latency_ms: float | None
+    event_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _first(data: Mapping[str, Any], *names: str) -> Any:
+    for name in names:
+        if data.get(name) is not None:
+            return data[name]
+    return None
+
+
+def _float(value: Any) -> float | None:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if math.isfinite(out) else None
+
+
+def _time_s(value: Any, fallback: float) -> float:
+    if isinstance(value, int | float):
+        return float(value) / 1000.0 if value > 1e11 else float(value)
+    if isinstance(value, str):
+        from datetime import datetime
+
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return fallback
+    return fallback
+
+
+def parse_result(record: Record) -> ResultRow | None:
+    """A result row from a result event (None when the record is not one)."""
+    try:
+        event = from_record(record)
+    except EventError:
+        return None
+    data = event.get_data()
+    if isinstance(data, bytes | str):
+        import json
+
+        try:
+            data = json.loads(data)
+        except ValueError:
+            return None
+    if not isinstance(data, Mapping):
+        return None
+    fallback = record.timestamp_ms / 1000.0 if record.timestamp_ms else time.time()
+    latency = _float(_first(data, "latency_ms", "end_to_end_ms"))
+    if latency is None:
+        seconds = _float(_first(data, "latency_s", "latency"))
+        latency = None if seconds is None else seconds * 1000.0
+    version = _first(data, "model_version", "version")
+    model = _first(data, "model_name", "model")
+    if isinstance(model, Mapping):  # {"name": ..., "version": ...}
+        version = version if version is not None else model.get("version")
+        model = model.get("name")
+    return ResultRow(
+        time=_time_s(_first(data, "time", "timestamp", "processed_at"), fallback),
+        object=_first(data, "object", "key", "source_key"),
+        processed_key=_first(data, "processed_key", "output_key", "processed"),
+        model=None if model is None else str(model),
+        version=None if version is None else str(version),
+        risk=_float(_first(data, "risk", "score", "probability")),
+        label=_first(data, "label"),
+        latency_ms=latency,
+        event_id=str(event.get_id()),
+    )
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+
+class ResultsTail:
+    """The recent result rows of ``topic``. :meth:`poll` is called from one thread (the sampler)."""
+
+    def __init__(self, log: EventLog, topic: str, group: str, *, history_s: float = 3600.0, keep: int = 20_000) -> None:
+        self.log, self.topic, self.group = log, topic, group
+        self.history_s = history_s
+        self._rows: deque[ResultRow] = deque(maxlen=keep)
+        self._consumer: Consumer | None = None
+        self._lock = threading.Lock()
+        self.error: str | None = None
+
+    def poll(self, max_records: int = 2000) -> int:
+        """Read what arrived since the last call (non-blocking). Returns the number of new rows."""
+        if self._consumer is None and not self._attach():
+            return 0
+        assert self._consumer is not None
+        added = 0
+        try:
+            for _ in range(20):  # at most 20 batches per call: the sampler must not fall behind its tick
+                batch = self._consumer.poll(timeout=0.0, max_records=max_records)
+                rows = [row for row in (parse_result(r) for r in batch) if row is not None]
+                if rows:
+                    with self._lock:
+                        self._rows.extend(rows)
+                    added += len(rows)
+                if len(batch) < max_records:
+                    break
+        except KawaError as exc:
+            self.error = str(exc)
+            self.close()
+        return added
+
+    def _attach(self) -> bool:
+        try:
+            self.log.describe_topic(self.topic)
+        except TopicNotFound:
+            self.error = f"topic {self.topic!r} does not exist yet"
+            return False
+        consumer = self.log.consumer(self.group, [self.topic], auto_offset_reset="latest")
+        since_ms = int((time.time() - self.history_s) * 1000)
+        deadline = time.monotonic() + 5.0
+        while not consumer.assignment() and time.monotonic() < deadline:
+            consumer.poll(timeout=0.05, max_records=1)
+        consumer.seek_to_time(since_ms)
+        self._consumer, self.error = consumer, None
+        return True
+
+    def rows(self, limit: int = 50) -> list[ResultRow]:
+        """Newest first."""
+        with self._lock:
+            return list(reversed(self._rows))[:limit]
+
+    def all_rows(self) -> list[ResultRow]:
+        with self._lock:
+            return list(self._rows)
+
+    def counts(self) -> dict[str, Counter[str]]:
+        with self._lock:
+            rows = list(self._rows)
+        return {
+            "label": Counter(r.label or "unknown" for r in rows),
+            "version": Counter(version_label(r) for r in rows),
+        }
+
+    def timeline(self, bucket_s: float = 10.0, span_s: float = 600.0, now: float | None = None) -> list[dict[str, Any]]:
+        """Per time bucket (oldest first): counts by label and by model version, risk histogram, latency."""
+        now = time.time() if now is None else now
+        start = math.floor((now - span_s) / bucket_s) * bucket_s
+        with self._lock:
+            rows = [r for r in self._rows if r.time >= start]
+        buckets: dict[float, list[ResultRow]] = {}
+        for row in rows:
+            buckets.setdefault(math.floor(row.time / bucket_s) * bucket_s, []).append(row)
+        out = []
+        t = start
+        while t <= now:
+            group = buckets.get(t, [])
+            latencies = [r.latency_ms for r in group if r.latency_ms is not None]
+            risks = [r.risk for r in group if r.risk is not None]
+            out.append(
+                {
+                    "t": t,
+                    "count": len(group),
+                    "labels": dict(Counter(r.label or "unknown" for r in group)),
+                    "versions": dict(Counter(version_label(r) for r in group)),
+                    "risk_histogram": risk_histogram(risks),
+                    "latency_p50_ms": percentile(latencies, 0.5),
+                    "latency_p99_ms": percentile(latencies, 0.99),
+                }
+            )
+            t += bucket_s
+        return out
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            try:
+                self._consumer.close()
+            finally:
+                self._consumer = None
+
+
+def version_label(row: ResultRow) -> str:
+    if row.version is None:
+        return "unknown"
+    return f"{row.model} v{row.version}" if row.model else f"v{row.version}"
+
+
+def risk_histogram(risks: list[float], bins: int = 10) -> list[int]:
+    counts = [0] * bins
+    for risk in risks:
+        counts[min(bins - 1, max(0, int(risk * bins)))] += 1
+    return counts

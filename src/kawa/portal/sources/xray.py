@@ -1,0 +1,160 @@
+"""The X-ray board's data: pipeline counts from the buckets and dead-letter topics, the newest objects of
+each bucket, and live results (risk, label, model version, latency) from the results topic.
+
+The app's settings come from ``platform.extras["xray"]`` (set by ``kawa demo xray``: an
+:class:`~kawa.apps.xray.settings.XraySettings` or an object with a ``settings`` attribute); without them,
+the default settings are used once the default incoming bucket exists (a home where the demo ran).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from kawa.errors import KawaError, NotConfigured, TopicNotFound
+from kawa.portal.sources.log import total_records
+from kawa.portal.sources.results import ResultRow, ResultsTail
+
+if TYPE_CHECKING:
+    from kawa.apps.xray.settings import XraySettings
+    from kawa.portal.runtime import Portal
+
+NO_XRAY = (
+    "the X-ray app is not running here: start it with `kawa demo xray` (it serves this portal) — the board "
+    "fills in as soon as its buckets exist"
+)
+
+
+@dataclass
+class BoardState:
+    """The latest board numbers (replaced as a whole by each refresh)."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    newest: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    dead_letters: list[dict[str, Any]] = field(default_factory=list)
+    refreshed_at: float = 0.0
+
+
+class XraySource:
+    def __init__(self, portal: Portal) -> None:
+        self.portal = portal
+        self._tail: ResultsTail | None = None
+        self._state = BoardState()
+        self._dlq_seen: int | None = None
+        self._lock = threading.Lock()
+        self._default: tuple[float, XraySettings | None] = (0.0, None)
+
+    # --- settings ----------------------------------------------------------------------------------
+
+    def settings(self) -> XraySettings | None:
+        extra = self.portal.platform.extras.get("xray")
+        if extra is not None:
+            settings = getattr(extra, "settings", extra)
+            return settings  # type: ignore[no-any-return]
+        checked_at, cached = self._default
+        if time.monotonic() - checked_at < 5.0:
+            return cached
+        found: XraySettings | None = None
+        try:
+            from kawa.apps.xray.settings import XraySettings
+
+            defaults = XraySettings()
+            ok, _reason = self.portal.store.available()
+            if ok and self.portal.store.store.bucket_exists(defaults.incoming_bucket):
+                found = defaults
+        except (ImportError, KawaError):
+            found = None
+        self._default = (time.monotonic(), found)
+        return found
+
+    def available(self) -> tuple[bool, str | None]:
+        return (True, None) if self.settings() is not None else (False, NO_XRAY)
+
+    def require(self) -> XraySettings:
+        settings = self.settings()
+        if settings is None:
+            raise NotConfigured(NO_XRAY)
+        return settings
+
+    # --- refresh (sampler thread) ------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        settings = self.settings()
+        if settings is None:
+            return
+        tail = self._tail
+        if tail is None or tail.topic != settings.results_topic:
+            if tail is not None:
+                tail.close()
+            group = f"kawa.portal.results.{self.portal.config.portal.port}"
+            tail = self._tail = ResultsTail(self.portal.platform.log, settings.results_topic, group)
+        tail.poll()
+        state = BoardState(refreshed_at=time.time())
+        names = {
+            "uploaded": settings.incoming_bucket,
+            "processed": settings.processed_bucket,
+            "anonymized": settings.anonymized_bucket,
+        }
+        ok, _ = self.portal.store.available()
+        for label, bucket in names.items():
+            if not ok:
+                state.counts[label], state.newest[label] = 0, []
+                continue
+            view = self.portal.store.view(bucket)
+            state.counts[label] = view.count
+            state.newest[label] = [
+                {
+                    "bucket": bucket,
+                    "key": info.key,
+                    "size": info.size,
+                    "time": info.last_modified.timestamp() if info.last_modified else None,
+                    "content_type": info.content_type,
+                }
+                for info in view.newest
+            ]
+        dlq_total = 0
+        for topic in dict.fromkeys((settings.dead_letter_topic, settings.deid_dead_letter_topic)):
+            try:
+                dlq_total += total_records(self.portal.log.describe(topic))
+            except TopicNotFound:
+                continue
+        state.counts["dead_lettered"] = dlq_total
+        if dlq_total != self._dlq_seen:
+            state.dead_letters = self._recent_dead_letters(settings)
+            self._dlq_seen = dlq_total
+        else:
+            state.dead_letters = self._state.dead_letters
+        with self._lock:
+            self._state = state
+
+    def _recent_dead_letters(self, settings: XraySettings, limit: int = 10) -> list[dict[str, Any]]:
+        from kawa.portal.sources.deadletters import describe_dead_letter
+
+        rows: list[dict[str, Any]] = []
+        for topic in dict.fromkeys((settings.dead_letter_topic, settings.deid_dead_letter_topic)):
+            try:
+                records = self.portal.log.read(topic, limit=limit)
+            except (TopicNotFound, KawaError):
+                continue
+            rows.extend(describe_dead_letter(r).summary() for r in records)
+        rows.sort(key=lambda r: r["time"] or 0, reverse=True)
+        return rows[:limit]
+
+    # --- reading -----------------------------------------------------------------------------------
+
+    def state(self) -> BoardState:
+        with self._lock:
+            return self._state
+
+    def results(self, limit: int = 50) -> list[ResultRow]:
+        return self._tail.rows(limit) if self._tail is not None else []
+
+    def tail(self) -> ResultsTail | None:
+        return self._tail
+
+    def close(self) -> None:
+        if self._tail is not None:
+            self._tail.close()
+            self._tail = None

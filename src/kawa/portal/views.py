@@ -1,0 +1,188 @@
+"""The live views' data, built from the sampler's latest state for one principal (PHI removed unless the
+role may read it). The JSON API and the server-sent event streams return exactly these dicts."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from kawa.errors import KawaError
+from kawa.portal.permissions import Action
+from kawa.portal.sources.results import percentile
+
+if TYPE_CHECKING:
+    from kawa.portal.auth import Principal
+    from kawa.portal.runtime import Portal
+
+TIMELINE_BUCKET_S = 10.0
+TIMELINE_SPAN_S = 600.0
+RISK_FUNCTION = "risk-assessment"
+
+
+def thumb_url(bucket: str, key: str, size: int = 160) -> str:
+    return f"/api/thumbnails/{quote(bucket)}/{quote(key)}?size={size}"
+
+
+def board(portal: Portal, principal: Principal) -> dict[str, Any]:
+    """The X-ray board: counts, newest objects with thumbnails, dead letters, results over time."""
+    settings = portal.xray.settings()
+    if settings is None:
+        _ok, reason = portal.xray.available()
+        return {"configured": False, "reason": reason}
+    state = portal.xray.state()
+    phi = principal.can(Action.PHI_READ)
+    buckets = {
+        "uploaded": settings.incoming_bucket,
+        "processed": settings.processed_bucket,
+        "anonymized": settings.anonymized_bucket,
+    }
+    newest: dict[str, list[dict[str, Any]]] = {}
+    for panel, bucket in buckets.items():
+        items = state.newest.get(panel, [])
+        visible = phi or portal.store.phi.phi_free(bucket)
+        newest[panel] = [dict(item, thumbnail=thumb_url(bucket, item["key"])) for item in items] if visible else []
+    tail = portal.xray.tail()
+    timeline = tail.timeline(TIMELINE_BUCKET_S, TIMELINE_SPAN_S) if tail is not None else []
+    counts = tail.counts() if tail is not None else {"label": Counter(), "version": Counter()}
+    recent = [r for r in (tail.all_rows() if tail is not None else []) if r.time >= time.time() - 60]
+    latencies = [r.latency_ms for r in recent if r.latency_ms is not None]
+    replicas, function = _risk_function(portal, settings.images_topic)
+    return {
+        "configured": True,
+        "reason": None,
+        "buckets": buckets,
+        "model": settings.model_ref,
+        "counts": {k: state.counts.get(k, 0) for k in ("uploaded", "processed", "anonymized", "dead_lettered")},
+        "newest": newest,
+        "phi_hidden": not phi and not portal.store.phi.phi_free(settings.incoming_bucket),
+        "dead_letters": state.dead_letters,
+        "results": [r.to_dict() | {"object": r.object if phi else None} for r in (tail.rows(10) if tail else [])],
+        "timeline": timeline,
+        "by_version": dict(counts["version"]),
+        "by_label": dict(counts["label"]),
+        "latency": {"p50_ms": percentile(latencies, 0.5), "p99_ms": percentile(latencies, 0.99), "window_s": 60},
+        "replicas": replicas,
+        "function": function,
+        "refreshed_at": state.refreshed_at,
+    }
+
+
+def _risk_function(portal: Portal, images_topic: str) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    try:
+        views = portal.functions.functions()
+    except KawaError:
+        return [], None
+    chosen = next((v for v in views if v.spec.name == RISK_FUNCTION), None)
+    chosen = chosen or next((v for v in views if v.spec.topic == images_topic), None)
+    if chosen is None:
+        return [], None
+    history = [
+        {
+            "t": p["t"],
+            "replicas": p["replicas"],
+            "in_flight": p["in_flight"],
+            "end_to_end_p99_ms": p["end_to_end_p99_ms"],
+        }
+        for p in portal.sampler.history(chosen.name, time.time() - TIMELINE_SPAN_S)
+    ]
+    s = chosen.stats
+    return history, {
+        "name": chosen.name,
+        "replicas": s.replicas,
+        "in_flight": s.in_flight,
+        "rate_per_s": s.rate_per_s,
+        "latency_p99_ms": s.latency_p99_ms,
+        "end_to_end_p99_ms": s.end_to_end_p99_ms,
+    }
+
+
+def overview(portal: Portal) -> dict[str, Any]:
+    """The platform as a graph: buckets → topics → functions/routes → buckets/topics, with live rates."""
+    nodes: dict[str, dict[str, Any]] = {}
+    edges: list[dict[str, Any]] = []
+    rate = portal.log.rates.rate
+
+    def node(kind: str, name: str, **extra: Any) -> str:
+        node_id = f"{kind}:{name}"
+        nodes.setdefault(node_id, {"id": node_id, "kind": kind, "label": name, "rate": None, **extra})
+        return node_id
+
+    def edge(src: str, dst: str, value: float | None) -> None:
+        edges.append({"from": src, "to": dst, "rate": None if value is None else round(value, 2)})
+
+    for info in portal.sampler.topics:
+        node("topic", info.name, rate=round(rate(info.name), 2))
+    ok, _ = portal.store.available()
+    if ok:
+        try:
+            for bucket in portal.store.buckets():
+                b = node("bucket", bucket.name, phi_free=portal.store.phi.phi_free(bucket.name))
+                for rule in portal.store.notifications(bucket.name):
+                    edge(b, node("topic", rule.topic), rate(rule.topic))
+        except KawaError:
+            pass
+    try:
+        functions = portal.functions.functions()
+    except KawaError:
+        functions = []
+    for view in functions:
+        f = node("function", view.name, rate=view.stats.rate_per_s, replicas=view.stats.replicas)
+        edge(node("topic", view.spec.topic), f, view.stats.rate_per_s)
+        if view.spec.reply_topic:
+            edge(f, node("topic", view.spec.reply_topic), rate(view.spec.reply_topic))
+        if view.spec.dead_letter_topic:
+            edge(f, node("topic", view.spec.dead_letter_topic), rate(view.spec.dead_letter_topic))
+    settings = portal.xray.settings()
+    if settings is not None:
+        for view in functions:
+            if view.spec.name == RISK_FUNCTION:
+                edge(f"function:{view.name}", node("bucket", settings.processed_bucket), view.stats.rate_per_s)
+    try:
+        routes = portal.routes.routes()
+    except KawaError:
+        routes = []
+    for route in routes:
+        r = node("route", route.id)
+        src = _endpoint_node(route.source, node)
+        if src:
+            edge(src, r, rate(src.split(":", 1)[1]) if src.startswith("topic:") else None)
+        dst = _endpoint_node(route.target or "", node)
+        if dst:
+            edge(r, dst, None)
+    _layout(nodes, edges)
+    return {"nodes": sorted(nodes.values(), key=lambda n: (n["x"], n["y"])), "edges": edges}
+
+
+def _endpoint_node(uri: str, node: Any) -> str | None:
+    scheme, _, rest = uri.partition(":")
+    name = rest.split("?")[0].lstrip("/")
+    if scheme in ("topic", "bucket") and name:
+        return str(node(scheme, name))
+    return None
+
+
+def _layout(nodes: dict[str, dict[str, Any]], edges: list[dict[str, Any]]) -> None:
+    """Columns by longest path from the sources (cycles cut), rows in name order; 200 x 64 px cells."""
+    incoming: dict[str, set[str]] = {n: set() for n in nodes}
+    for e in edges:
+        if e["from"] != e["to"]:
+            incoming.setdefault(e["to"], set()).add(e["from"])
+    layer: dict[str, int] = {}
+
+    def depth(n: str, path: frozenset[str]) -> int:
+        if n in layer:
+            return layer[n]
+        parents = [p for p in incoming.get(n, ()) if p not in path]
+        value = 0 if not parents else 1 + max(depth(p, path | {n}) for p in parents)
+        layer[n] = value
+        return value
+
+    for n in sorted(nodes):
+        depth(n, frozenset())
+    rows: dict[int, int] = {}
+    for n in sorted(nodes, key=lambda n: (layer[n], nodes[n]["kind"], n)):
+        column = layer[n]
+        nodes[n]["x"], nodes[n]["y"] = 20 + column * 230, 20 + rows.get(column, 0) * 64
+        rows[column] = rows.get(column, 0) + 1

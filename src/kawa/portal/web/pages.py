@@ -1,0 +1,362 @@
+"""The web UI: server-rendered pages (Jinja) with light JavaScript for the live parts (server-sent events).
+
+Pages read through the same sources as the JSON API. Actions are HTML forms that post here with the
+session's CSRF token and redirect back (post/redirect/get), so they work without JavaScript.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+
+from kawa.errors import InvalidCredentials, KawaError
+from kawa.portal.api.deadletters import list_records as dead_letter_records
+from kawa.portal.api.functions import function_out
+from kawa.portal.api.jobs import job_out
+from kawa.portal.api.topics import consumers_of, topic_out
+from kawa.portal.auth import Principal, get_portal, page_user
+from kawa.portal.permissions import Action
+from kawa.portal.runtime import Portal
+from kawa.portal.security import LOGIN_CSRF_COOKIE, SESSION_COOKIE, LoginCsrf, cookie_secure
+from kawa.portal.sources.deadletters import DeadLettersSource
+from kawa.portal.views import board, overview
+
+router = APIRouter(include_in_schema=False)
+templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+templates.env.filters["when"] = lambda t: time.strftime("%H:%M:%S", time.localtime(t)) if t else "—"
+templates.env.filters["urlpart"] = lambda s: quote(str(s), safe="")
+
+NAV = [
+    ("/", "Overview"),
+    ("/xray", "X-ray"),
+    ("/functions", "Functions"),
+    ("/topics", "Topics"),
+    ("/models", "Models"),
+    ("/jobs", "Jobs"),
+    ("/deadletters", "Dead letters"),
+    ("/account", "Account"),
+]
+
+
+def render(
+    request: Request, name: str, principal: Principal | None, status_code: int = 200, **context: Any
+) -> HTMLResponse:
+    context.update(
+        request=request,
+        principal=principal,
+        nav=NAV,
+        Action=Action,
+        path=request.url.path,
+        flash=request.query_params.get("flash"),
+        flash_error=request.query_params.get("error"),
+    )
+    return templates.TemplateResponse(request, name, context, status_code=status_code)
+
+
+def error_page(request: Request, message: str, status_code: int) -> HTMLResponse:
+    principal = getattr(request.state, "principal", None)
+    return render(request, "error.html", principal, status_code=status_code, message=message)
+
+
+def back(path: str, *, flash: str | None = None, error: str | None = None) -> RedirectResponse:
+    query = f"flash={quote(flash)}" if flash else f"error={quote(error or '')}"
+    return RedirectResponse(f"{path}?{query}", status_code=303)
+
+
+def _safe_next(target: str | None) -> str:
+    return target if target and target.startswith("/") and not target.startswith("//") else "/"
+
+
+# --- login -----------------------------------------------------------------------------------------
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_form(request: Request, next: str = "/", portal: Portal = Depends(get_portal)) -> HTMLResponse:
+    cookie, token = LoginCsrf(portal.secret).issue()
+    response = render(
+        request, "login.html", None, next=_safe_next(next), csrf_token=token, error=request.query_params.get("error")
+    )
+    response.set_cookie(
+        LOGIN_CSRF_COOKIE,
+        cookie,
+        max_age=3600,
+        httponly=True,
+        samesite="strict",
+        secure=cookie_secure(request, portal.config),
+        path="/login",
+    )
+    return response
+
+
+@router.post("/login")
+def login(
+    request: Request,
+    username: str = Form(..., max_length=64),
+    password: str = Form(..., max_length=1000),
+    csrf_token: str = Form(""),
+    next: str = Form("/"),
+    portal: Portal = Depends(get_portal),
+) -> Response:
+    try:
+        LoginCsrf(portal.secret).check(request.cookies.get(LOGIN_CSRF_COOKIE), csrf_token)
+        user = portal.users.authenticate(username, password)
+    except InvalidCredentials as exc:
+        return RedirectResponse(f"/login?next={quote(_safe_next(next))}&error={quote(str(exc))}", status_code=303)
+    secret, _session = portal.users.create_session(user, portal.config.portal.session_ttl_s)
+    response = RedirectResponse(_safe_next(next), status_code=303)
+    response.set_cookie(
+        SESSION_COOKIE,
+        secret,
+        max_age=portal.config.portal.session_ttl_s,
+        httponly=True,
+        samesite="strict",
+        secure=cookie_secure(request, portal.config),
+        path="/",
+    )
+    response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
+    return response
+
+
+@router.post("/logout")
+def logout(
+    request: Request, principal: Principal = Depends(page_user(Action.VIEW)), portal: Portal = Depends(get_portal)
+) -> Response:
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie:
+        portal.users.end_session(cookie)
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+# --- pages -----------------------------------------------------------------------------------------
+
+
+@router.get("/", response_class=HTMLResponse)
+def overview_page(
+    request: Request, principal: Principal = Depends(page_user()), portal: Portal = Depends(get_portal)
+) -> HTMLResponse:
+    return render(request, "overview.html", principal, graph=overview(portal), capabilities=portal.capabilities())
+
+
+@router.get("/xray", response_class=HTMLResponse)
+def xray_page(
+    request: Request, principal: Principal = Depends(page_user()), portal: Portal = Depends(get_portal)
+) -> HTMLResponse:
+    return render(request, "xray.html", principal, board=board(portal, principal))
+
+
+@router.get("/functions", response_class=HTMLResponse)
+def functions_page(
+    request: Request, principal: Principal = Depends(page_user()), portal: Portal = Depends(get_portal)
+) -> HTMLResponse:
+    ok, reason = portal.functions.available()
+    items = [function_out(portal, v) for v in portal.functions.functions()] if ok else []
+    ok_routes, routes_reason = portal.routes.available()
+    routes = portal.routes.routes() if ok_routes else []
+    return render(
+        request, "functions.html", principal, functions=items, reason=reason, routes=routes, routes_reason=routes_reason
+    )
+
+
+@router.get("/topics", response_class=HTMLResponse)
+def topics_page(
+    request: Request, principal: Principal = Depends(page_user()), portal: Portal = Depends(get_portal)
+) -> HTMLResponse:
+    consumers = consumers_of(portal)
+    topics = [topic_out(portal, info, consumers) for info in portal.log.topics()]
+    ok, reason = portal.store.available()
+    buckets = []
+    if ok:
+        for b in portal.store.buckets():
+            buckets.append(
+                {
+                    "name": b.name,
+                    "phi_free": portal.store.phi.phi_free(b.name),
+                    "notifications": portal.store.notifications(b.name),
+                }
+            )
+    return render(request, "topics.html", principal, topics=topics, buckets=buckets, store_reason=reason)
+
+
+@router.get("/models", response_class=HTMLResponse)
+def models_page(
+    request: Request, principal: Principal = Depends(page_user()), portal: Portal = Depends(get_portal)
+) -> HTMLResponse:
+    ok, reason = portal.models.available()
+    models = []
+    if ok:
+        for model in portal.models.models():
+            models.append({"model": model, "versions": portal.models.versions(model.name)})
+    return render(request, "models.html", principal, models=models, reason=reason, csrf=principal.csrf)
+
+
+@router.post("/models/{name}/promote")
+def promote_form(
+    name: str,
+    version: int = Form(..., ge=1),
+    alias: str = Form("champion", max_length=64),
+    principal: Principal = Depends(page_user(Action.MODELS_PROMOTE)),
+    portal: Portal = Depends(get_portal),
+) -> Response:
+    try:
+        move = portal.models.promote(name, version, alias)
+    except KawaError as exc:
+        return back("/models", error=str(exc))
+    return back(
+        "/models",
+        flash=f"{move.model}@{move.alias} now points to version {move.version} (was {move.previous or 'unset'})",
+    )
+
+
+@router.post("/models/{name}/rollback")
+def rollback_form(
+    name: str,
+    alias: str = Form("champion", max_length=64),
+    principal: Principal = Depends(page_user(Action.MODELS_PROMOTE)),
+    portal: Portal = Depends(get_portal),
+) -> Response:
+    try:
+        move = portal.models.rollback(name, alias)
+    except KawaError as exc:
+        return back("/models", error=str(exc))
+    return back("/models", flash=f"{move.model}@{move.alias} rolled back to version {move.version}")
+
+
+@router.get("/jobs", response_class=HTMLResponse)
+def jobs_page(
+    request: Request, principal: Principal = Depends(page_user()), portal: Portal = Depends(get_portal)
+) -> HTMLResponse:
+    ok, reason = portal.jobs.available()
+    jobs, inventory, logs, selected = [], None, None, request.query_params.get("job")
+    if ok:
+        jobs = [job_out(j) for j in portal.jobs.jobs(100)]
+        inventory = portal.jobs.inventory()
+        if selected:
+            try:
+                logs = portal.jobs.log_tail(portal.jobs.job(selected).id)
+            except KawaError as exc:
+                logs = str(exc)
+    return render(
+        request,
+        "jobs.html",
+        principal,
+        jobs=jobs,
+        inventory=inventory,
+        reason=reason,
+        logs=logs,
+        selected=selected,
+        scheduler_here=portal.jobs.running_here() if ok else False,
+    )
+
+
+@router.post("/jobs")
+def submit_form(
+    entrypoint: str = Form(..., min_length=1, max_length=1000),
+    cpu: float = Form(1.0, gt=0),
+    memory: str = Form("", max_length=20),
+    gpu: int = Form(0, ge=0),
+    project: str = Form("default", max_length=63),
+    params: str = Form("", max_length=4000),
+    principal: Principal = Depends(page_user(Action.JOBS_SUBMIT)),
+    portal: Portal = Depends(get_portal),
+) -> Response:
+    try:
+        from kawa.ml.jobs import parse_params
+
+        spec = portal.jobs.build_spec(
+            entrypoint=entrypoint,
+            cpu=cpu,
+            mem=memory or None,
+            gpu=gpu,
+            params=parse_params(params.split()),
+            project=project or "default",
+        )
+        job = portal.jobs.submit(spec)
+    except (KawaError, ImportError) as exc:
+        return back("/jobs", error=str(exc))
+    return RedirectResponse(f"/jobs?job={job.id}&flash={quote('submitted job ' + job.id)}", status_code=303)
+
+
+@router.post("/jobs/{job_id}/cancel")
+def cancel_form(
+    job_id: str, principal: Principal = Depends(page_user(Action.JOBS_CANCEL)), portal: Portal = Depends(get_portal)
+) -> Response:
+    try:
+        job = portal.jobs.cancel(job_id)
+    except KawaError as exc:
+        return back("/jobs", error=str(exc))
+    return back("/jobs", flash=f"job {job.id}: {job.state}")
+
+
+@router.get("/deadletters", response_class=HTMLResponse)
+def deadletters_page(
+    request: Request,
+    principal: Principal = Depends(page_user(Action.DEADLETTERS_READ)),
+    portal: Portal = Depends(get_portal),
+) -> HTMLResponse:
+    source = DeadLettersSource(portal)
+    topics = source.topics()
+    selected = request.query_params.get("topic") or (topics[0].topic if topics else None)
+    records = dead_letter_records(selected, 50, principal, portal) if selected else []
+    return render(request, "deadletters.html", principal, topics=topics, selected=selected, records=records)
+
+
+@router.post("/deadletters/{topic}/redrive")
+def redrive_form(
+    topic: str,
+    partition: int = Form(..., ge=0),
+    offset: int = Form(..., ge=0),
+    principal: Principal = Depends(page_user(Action.DEADLETTERS_REDRIVE)),
+    portal: Portal = Depends(get_portal),
+) -> Response:
+    path = f"/deadletters?topic={quote(topic)}"
+    try:
+        meta = DeadLettersSource(portal).redrive(topic, partition, offset)
+    except KawaError as exc:
+        return RedirectResponse(f"{path}&error={quote(str(exc))}", status_code=303)
+    return RedirectResponse(
+        f"{path}&flash={quote(f're-driven to {meta.topic}[{meta.partition}]@{meta.offset}')}", status_code=303
+    )
+
+
+@router.get("/account", response_class=HTMLResponse)
+def account_page(
+    request: Request, principal: Principal = Depends(page_user()), portal: Portal = Depends(get_portal)
+) -> HTMLResponse:
+    return _account(request, principal, portal, None)
+
+
+def _account(request: Request, principal: Principal, portal: Portal, new_token: str | None) -> HTMLResponse:
+    from kawa.portal.permissions import PERMISSIONS, Role
+
+    return render(
+        request,
+        "account.html",
+        principal,
+        tokens=portal.users.tokens(principal.user.name),
+        roles=list(Role),
+        permissions=PERMISSIONS,
+        actions=list(Action),
+        new_token=new_token,
+    )
+
+
+@router.post("/account/tokens", response_class=HTMLResponse)
+def token_form(
+    request: Request,
+    label: str = Form("browser", max_length=100),
+    principal: Principal = Depends(page_user(Action.TOKENS_OWN)),
+    portal: Portal = Depends(get_portal),
+) -> HTMLResponse:
+    """Create a token and show it once, in this response (never in a URL or a redirect)."""
+    _info, secret = portal.users.create_token(principal.user.name, label or "browser")
+    response = _account(request, principal, portal, secret)
+    response.headers["Cache-Control"] = "no-store"
+    return response
