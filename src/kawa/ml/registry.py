@@ -120,7 +120,9 @@ class Registry:
                 if not _not_found(exc):
                     raise
                 mlf.create_registered_model(name)
-            version = mlf.create_model_version(name, model_uri, run_id=run_id)
+            # MLflow 3 logged models ("models:/m-…") are registered by id; a server checks the source is its.
+            model_id = model_uri[len("models:/") :] if model_uri.startswith("models:/m-") else None
+            version = mlf.create_model_version(name, model_uri, run_id=run_id, model_id=model_id)
             for key, value in provenance_tags(tags or {}).items():
                 mlf.set_model_version_tag(name, version.version, key, value)
         except MlflowException as exc:
@@ -282,19 +284,23 @@ class Registry:
         parsed = urlparse(uri)
         if parsed.scheme in ("", "file"):
             return Path(unquote(parsed.path))
-        dest = Path(self.config.home).absolute() / "models-cache" / name / str(version)
-        done = dest / ".complete"
-        if not done.exists():
-            import mlflow.artifacts
+        cache = Path(self.config.home).absolute() / "models-cache" / name / str(version)
+        marker = cache / ".complete"
+        if marker.exists():
+            return Path(marker.read_text())
+        import mlflow.artifacts
 
-            from kawa.ml.refs import tracking_uri
+        from kawa.ml.refs import tracking_uri
 
-            dest.mkdir(parents=True, exist_ok=True)
-            mlflow.artifacts.download_artifacts(
-                artifact_uri=uri, dst_path=str(dest), tracking_uri=tracking_uri(self.config)
+        cache.mkdir(parents=True, exist_ok=True)
+        try:
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=uri, dst_path=str(cache), tracking_uri=tracking_uri(self.config)
             )
-            done.touch()
-        return dest
+        except Exception as exc:
+            raise ModelError(f"could not download {name}/{version} from {uri}: {exc}") from exc
+        marker.write_text(str(local))
+        return Path(local)
 
     def close(self) -> None:
         if self._producer is not None:

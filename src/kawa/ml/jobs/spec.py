@@ -59,10 +59,12 @@ class Resources:
     def never_fits(self, inventory: Inventory) -> str | None:
         """Why this request can never be met on ``inventory`` (None when it can)."""
         if self.gpus > inventory.gpu_count:
+            found = "none found through NVML or nvidia-smi" if inventory.source == "none" else inventory.source
             return (
-                f"requested {self.gpus} GPU(s) but this machine has {inventory.gpu_count} "
-                f"({inventory.source}); run it where GPUs are (configure ml.inventory for this host, or "
-                "render it for a cluster with `kawa jobs render ... --gpu N`), or submit without --gpu"
+                f"requested {self.gpus} GPU(s) but this machine has {inventory.gpu_count} ({found}); "
+                "it will not run on the CPU instead. Submit it where GPUs are (configure ml.inventory for "
+                "this host, or render it for a cluster with `kawa jobs render ... --gpu N`), or submit "
+                "without --gpu"
             )
         if self.cpu > inventory.cpus:
             return (
