@@ -136,8 +136,8 @@ class KPA:
         ready_count = max(1, ready)
         max_up = math.ceil(p.max_scale_up_rate * ready_count)
         max_down = math.floor(ready_count / p.max_scale_down_rate)
-        stable_pods = min(max(math.ceil(stable / p.target - 1e-9), max_down), max_up)
-        panic_pods = min(max(math.ceil(panic / p.target - 1e-9), max_down), max_up)
+        stable_pods = min(max(_pods(stable, p.target), max_down), max_up)
+        panic_pods = min(max(_pods(panic, p.target), max_down), max_up)
         over = (panic / p.target) / ready_count >= p.panic_threshold_pct / 100.0
 
         if over:
@@ -159,3 +159,10 @@ class KPA:
         if self._panic_time is not None:
             self._max_panic = max(self._max_panic, desired)
         return Decision(desired, self._panic_time is not None, stable, panic)
+
+
+def _pods(concurrency: float, target: float) -> int:
+    """``ceil(concurrency / target)``, tolerant of float noise, and at least 1 for any demand."""
+    if concurrency <= 0:
+        return 0
+    return max(1, math.ceil(concurrency / target - 1e-9))

@@ -87,7 +87,7 @@ class Runtime:
                         self._store = self._store_factory()
                     else:
                         from kawa.config import load_config
-                        from kawa.store import open_store  # type: ignore[attr-defined]
+                        from kawa.store import open_store
 
                         config = self.config or load_config()
                         self._store = open_store(config.store.uri, config, log=self.log)

@@ -43,7 +43,7 @@ def s3_records(data: Any) -> list[Mapping[str, Any]] | None:
 
 
 def s3_events(records: list[Mapping[str, Any]]) -> list[CloudEvent]:
-    from kawa.store.records import to_cloudevent  # type: ignore[import-not-found]
+    from kawa.store.records import to_cloudevent
 
     try:
         return [to_cloudevent(record) for record in records]

@@ -155,7 +155,7 @@ class FunctionHost:
                     self._store = self._store_factory()
                 else:
                     from kawa.config import load_config
-                    from kawa.store import open_store  # type: ignore[attr-defined]
+                    from kawa.store import open_store
 
                     config = self.config or load_config()
                     self._store = open_store(config.store.uri, config, log=self.log)
@@ -197,7 +197,7 @@ def _ensure_topics(event_log: EventLog, spec: FunctionSpec) -> None:
 
 def _wire_bucket(store: Any, spec: FunctionSpec) -> None:
     """Send the bucket's object notifications to the function's topic (the store's notification API)."""
-    from kawa.store.rules import NotificationRule  # type: ignore[import-not-found]
+    from kawa.store.rules import NotificationRule
 
     assert spec.bucket is not None
     created_only = spec.filter.spec == BUCKET_CREATED_FILTER
