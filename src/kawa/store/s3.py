@@ -233,7 +233,9 @@ class S3Store:
                 bucket, key, len(first), response["ETag"].strip('"'), extra["ContentType"], extra["Metadata"],
                 _response_time(response), response.get("VersionId"),
             )
-        self._multipart(bucket, key, extra, _chain(first, second, parts))
+        ahead = [first, second]
+        del first, second  # only the list holds them now, and _drain lets go of each once sent
+        self._multipart(bucket, key, extra, _drain(ahead, parts))
         return self.head(bucket, key)
 
     def _multipart(self, bucket: str, key: str, extra: dict[str, Any], parts: Iterator[bytes]) -> None:
@@ -254,6 +256,7 @@ class S3Store:
                     if len(in_flight) >= PARTS_IN_FLIGHT:  # bound memory: wait for the oldest part
                         done.append(in_flight.popleft().result())
                     in_flight.append(pool.submit(upload, number, data))
+                    del data
                 while in_flight:
                     done.append(in_flight.popleft().result())
             with self.errors("complete multipart upload", bucket, key):
@@ -413,15 +416,17 @@ def _rechunk(chunks: Iterator[bytes], size: int) -> Iterator[bytes]:
     for chunk in chunks:
         buffer += chunk
         while len(buffer) >= size:
-            yield bytes(buffer[:size])
+            with memoryview(buffer) as view:
+                part = bytes(view[:size])  # one copy, no intermediate slice
             del buffer[:size]
+            yield part
     if buffer:
         yield bytes(buffer)
 
 
-def _chain(first: bytes, second: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
-    yield first
-    yield second
+def _drain(ahead: list[bytes], rest: Iterator[bytes]) -> Iterator[bytes]:
+    while ahead:
+        yield ahead.pop(0)
     yield from rest
 
 
