@@ -95,6 +95,12 @@ def latency_ms(log: EventLog, topic: str, rate: int, seconds: float, size: int) 
         consumer.poll(0.1)
     for tp in consumer.assignment():
         consumer.position(tp)  # pin "latest" before the first record is sent
+    producer = log.producer()
+    # Warm up: the first record pays for connections, the idempotent producer id and metadata.
+    producer.send(topic, b"warm-up")
+    deadline = time.monotonic() + 30
+    while not consumer.poll(0.1) and time.monotonic() < deadline:
+        pass
     total = int(rate * seconds)
     samples: list[float] = []
     done = threading.Event()
@@ -113,7 +119,6 @@ def latency_ms(log: EventLog, topic: str, rate: int, seconds: float, size: int) 
 
     thread = threading.Thread(target=receive, daemon=True)
     thread.start()
-    producer = log.producer()
     value = os.urandom(size)
     with progress() as bar:
         task = bar.add_task(f"{log.uri[:24]} latency @ {rate}/s", total=total)

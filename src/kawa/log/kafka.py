@@ -579,8 +579,7 @@ class KafkaProducer:
             if user is not None:
                 user(None, failure)
         elif user is not None:
-            record = _record(message)
-            user(RecordMetadata(record.topic, record.partition, record.offset, record.timestamp_ms), None)
+            user(_metadata(message), None)
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait for every queued record; :class:`ProducerError` if one is left or one failed since the
@@ -732,7 +731,7 @@ class KafkaConsumer:
             raise ValueError("max_records must be at least 1")
         try:
             # consume(n, timeout) waits for all n records; take what is buffered, else wait for one.
-            messages = self._consumer.consume(max_records, 0)
+            messages: list[Any] = self._consumer.consume(max_records, 0)  # Any: a delivered message has all fields
             if not messages:
                 first = self._consumer.poll(timeout)
                 if first is not None:
@@ -740,19 +739,34 @@ class KafkaConsumer:
         except KafkaException as exc:
             self._log._raise(exc, f"polling group {self.group!r}")
         records: list[Record] = []
-        for message in messages:
+        assigned, positions = self._assigned, self._positions
+        tp, wanted = TopicPartition("", -1), False
+        for message in messages:  # the hot loop of consuming: kept lean
             error = message.error()
             if error is not None:
                 if error.fatal() or error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
                     self._log._raise(KafkaException(error), f"polling group {self.group!r}", message.topic())
                 log.debug("Kafka consumer %s: %s", self.group, error.str())
                 continue
-            record = _record(message)
-            key = TopicPartition(record.topic, record.partition)
-            if key not in self._assigned:
-                continue  # a late record of a partition revoked in this very poll
-            self._positions[key] = record.offset + 1
-            records.append(record)
+            topic, partition, offset = message.topic(), message.partition(), message.offset()
+            if partition != tp.partition or topic != tp.topic:  # records come in runs per partition
+                tp = TopicPartition(topic, partition)
+                wanted = tp in assigned  # not: a late record of a partition revoked in this very poll
+            if not wanted:
+                continue
+            positions[tp] = offset + 1
+            headers = message.headers()
+            records.append(
+                Record(
+                    topic,
+                    partition,
+                    offset,
+                    message.key(),
+                    message.value(),
+                    _headers(headers) if headers else (),
+                    message.timestamp()[1],
+                )
+            )
         return records
 
     def commit(self, offsets: Mapping[TopicPartition, int] | None = None) -> None:
@@ -888,23 +902,15 @@ def _names(tps: Iterable[TopicPartition]) -> str:
     return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in tps)
 
 
-def _record(message: Message) -> Record:
+def _headers(headers: Any) -> tuple[tuple[str, bytes], ...]:
+    pairs = headers.items() if isinstance(headers, dict) else headers
+    return tuple((name, value.encode() if isinstance(value, str) else (value or b"")) for name, value in pairs)
+
+
+def _metadata(message: Message) -> RecordMetadata:
     topic, partition, offset = message.topic(), message.partition(), message.offset()
     assert topic is not None and partition is not None and offset is not None, "a delivered message has all three"
-    raw = message.headers() or []
-    pairs = raw.items() if isinstance(raw, dict) else raw
-    headers = tuple((name, value.encode() if isinstance(value, str) else (value or b"")) for name, value in pairs)
-    key = message.key()
-    value = message.value()
-    return Record(
-        topic=topic,
-        partition=partition,
-        offset=offset,
-        key=key.encode() if isinstance(key, str) else key,
-        value=value.encode() if isinstance(value, str) else value,
-        headers=headers,
-        timestamp_ms=message.timestamp()[1],
-    )
+    return RecordMetadata(topic, partition, offset, message.timestamp()[1])
 
 
 def _unlimited(value: str | None) -> int | None:
