@@ -43,7 +43,7 @@ def test_mix_follows_pneumonia_fraction() -> None:
 def test_anatomy_is_plausible() -> None:
     """Lungs (air) darker than the mediastinum and the abdomen under the diaphragm; values in [0, 1]."""
     pixels = render_chest(np.random.default_rng(0), 256, pneumonia=False)
-    assert pixels.dtype == np.float32 and 0.0 <= pixels.min() and pixels.max() <= 1.0
+    assert pixels.dtype == np.float32 and pixels.min() >= 0.0 and pixels.max() <= 1.0
     lung = pixels[90:150, 50:90].mean()  # patient's right lung field
     mediastinum = pixels[90:150, 122:134].mean()
     abdomen = pixels[225:240, 100:156].mean()

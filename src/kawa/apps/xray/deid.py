@@ -2,8 +2,14 @@
 
 ::
 
-    topic xray-images ─▶ fetch ─▶ dicom-deidentify (PS3.15 basic profile) ─▶ pixel-redact (burned-in box)
-                      ─▶ bucket xray-images-anonymized          failures ─▶ topic xray-deid.dlq
+    topic xray-images ─▶ fetch ─▶ choice: DICOM? ─▶ dicom-deidentify (PS3.15 basic profile)
+                      ─▶ pixel-redact (the burned-in text box, black) ─▶ bucket xray-images-anonymized
+                      failures ─▶ topic xray-deid.dlq
+
+The anonymized object keeps its key (keys carry no patient data here); DICOM stays DICOM with a de-identified
+header, PNG/JPEG are re-encoded with the box blacked out. The DICOM test is on the content (the ``DICM``
+magic), not the name or content type, which can lie: a DICOM without it is rejected by ``pixel-redact``
+(dead-lettered), never passed through.
 
 The same route as YAML, for ``kawa routes apply``, is :func:`deid_route_yaml`.
 """
@@ -31,7 +37,9 @@ def deid_route_dict(settings: XraySettings) -> dict[str, Any]:
         "from": f"topic:{s.images_topic}?group=xray-deid",
         "steps": [
             {"fetch": {}},
-            {"dicom-deidentify": {"profile": "basic"}},
+            {"choice": {"when": [
+                {"if": "body[128:132] == b'DICM'", "steps": [{"dicom-deidentify": {"profile": "basic"}}]},
+            ]}},
             {"pixel-redact": {"boxes": [list(s.redaction_box())], "mode": "black"}},
         ],
         "to": f"bucket:{s.anonymized_bucket}",
@@ -64,23 +72,17 @@ def deid_route(settings: XraySettings) -> DeidRoute:
 
 
 class RunningRoute:
-    """One route running in a thread of this process, on ``platform``'s log and store."""
+    """The route running in a thread of this process, on ``platform``'s log and store."""
 
     def __init__(self, spec: RouteSpec, platform: Platform) -> None:
-        from kawa.routes.components.base import RouteContext
-        from kawa.routes.progress import ProgressStore
-        from kawa.routes.worker import RouteWorker
+        from kawa.routes.runner import RouteRunner
 
-        self._progress = ProgressStore(platform.config.path("routes", "progress.sqlite"))
-        self.worker = RouteWorker(
-            spec, RouteContext(spec.id, platform.config, self._progress, platform=platform), idle_poll_s=0.05
-        )
-        self.worker.start()
+        self.runner = RouteRunner(platform.config, platform)
+        self.worker = self.runner.add(spec)
 
     @property
     def stats(self) -> Any:
         return self.worker.stats
 
     def stop(self) -> None:
-        self.worker.stop()
-        self._progress.close()
+        self.runner.stop()

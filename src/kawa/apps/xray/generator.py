@@ -24,12 +24,15 @@ from kawa.apps.xray.synth import CONTENT_TYPES, EXTENSIONS, Format, Radiograph, 
 
 @dataclass(frozen=True)
 class Upload:
+    """What was uploaded. ``corrupt``: damaged bytes that the pipeline must dead-letter."""
+
     key: str
     fmt: str
     pneumonia: bool
     phi: tuple[str, ...]
     size: int
     put_time: float
+    corrupt: bool = False
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,7 @@ class Prepared:
     body: bytes
     fmt: Format
     image: Radiograph
+    corrupt: bool = False
 
 
 class Generator:
@@ -80,6 +84,10 @@ class Generator:
             fmt = "dicom" if self._rng.random() < self.settings.dicom_fraction else "png"
         return Prepared(image.encode(fmt), fmt, image)
 
+    def corrupted(self, item: Prepared) -> Prepared:
+        """``item`` cut short: a transfer that broke off (headers intact, pixel data missing)."""
+        return Prepared(item.body[: max(64, len(item.body) // 3)], item.fmt, item.image, corrupt=True)
+
     def upload(self, item: Prepared | None = None) -> Upload:
         """Upload one image (a fresh one, the next of the pool, or ``item``)."""
         with self._lock:
@@ -87,6 +95,8 @@ class Generator:
             self._seq += 1
         if item is None:
             item = self._pool[seq % len(self._pool)] if self._pool else self.prepare()
+            if self.settings.corrupt_fraction and self._rng.random() < self.settings.corrupt_fraction:
+                item = self.corrupted(item)
         key = f"{self.prefix}{seq:06d}-{self._run_id}{EXTENSIONS[item.fmt]}"
         put_time = time.time()
         if self.store is not None:
@@ -99,7 +109,7 @@ class Generator:
             tmp.write_bytes(item.body)
             os.replace(tmp, target)
         done = Upload(key, item.fmt, item.image.pneumonia, tuple(item.image.patient.phi_strings()),
-                      len(item.body), put_time)
+                      len(item.body), put_time, item.corrupt)
         with self._lock:
             self.uploads.append(done)
         return done

@@ -121,10 +121,11 @@ class ResultsDB:
             last = int(chunk[-1]["id"])
             yield from (_row(r) for r in chunk)
 
-    def summary(self, since_id: int = 0) -> dict[str, Any]:
-        """Counts per label and per model version, and latency percentiles, over rows after ``since_id``."""
+    def summary(self, prefix: str = "") -> dict[str, Any]:
+        """Counts per label and per model version, and latency percentiles, of rows whose object key starts
+        with ``prefix``."""
         t = results_table
-        where = t.c.id > since_id
+        where = t.c.object_key.startswith(prefix, autoescape=True) if prefix else sa.true()
         with self.engine.connect() as conn:
             labels: dict[Any, Any] = dict(
                 conn.execute(sa.select(t.c.label, sa.func.count()).where(where).group_by(t.c.label)).all()
@@ -141,10 +142,6 @@ class ResultsDB:
             "e2e_p50_ms": percentile(e2e, 50),
             "e2e_p99_ms": percentile(e2e, 99),
         }
-
-    def max_id(self) -> int:
-        with self.engine.connect() as conn:
-            return int(conn.execute(sa.select(sa.func.max(results_table.c.id))).scalar() or 0)
 
     def close(self) -> None:
         self.engine.dispose()

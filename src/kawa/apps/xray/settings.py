@@ -52,6 +52,9 @@ class XraySettings(BaseModel):
     rate: float = Field(20.0, gt=0, description="generator: images uploaded per second")
     pneumonia_fraction: float = Field(0.2, ge=0, le=1, description="generator: share of pneumonia images")
     dicom_fraction: float = Field(0.25, ge=0, le=1, description="generator: share uploaded as DICOM")
+    corrupt_fraction: float = Field(
+        0.0, ge=0, le=1, description="generator: share of damaged uploads (to show the dead-letter path)"
+    )
     seed: int = 7
 
     train_images: int = Field(1200, ge=100, description="trainer: generated images to train and test on")

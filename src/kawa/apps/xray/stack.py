@@ -8,7 +8,6 @@ worker`` processes run the function.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,7 +37,8 @@ class Counts:
     uploaded: int
     processed: int
     anonymized: int
-    dead_lettered: int
+    dead_lettered: int  # by the risk-assessment function
+    deid_dead_lettered: int  # by the de-identification route
     results: int
     labels: dict[str, int] = field(default_factory=dict)
     versions: dict[int, int] = field(default_factory=dict)
@@ -70,7 +70,7 @@ class XrayStack:
         self.host: FunctionHost | None = None
         self.route: Any = None
         self._results: ResultsDB | None = None
-        self._lock = threading.Lock()
+        self._dlq_base: dict[str, int] = {}
 
     # --- set-up ------------------------------------------------------------------------------------
 
@@ -100,6 +100,7 @@ class XrayStack:
             NotificationRule(bucket=s.incoming_bucket, topic=s.images_topic, events=("ObjectCreated:*",))
         )
         self.results.count()  # creates the table
+        self._dlq_base = {t: self.topic_size(t) for t in (s.dead_letter_topic, s.deid_dead_letter_topic)}
 
     def model_version(self) -> int | None:
         """The version ``settings.model_ref`` points to, or None when there is none yet."""
@@ -162,8 +163,8 @@ class XrayStack:
 
     # --- reading -----------------------------------------------------------------------------------
 
-    def object_count(self, bucket: str) -> int:
-        return sum(1 for _ in iter_objects(self.store, bucket))
+    def object_count(self, bucket: str, prefix: str = "") -> int:
+        return sum(1 for _ in iter_objects(self.store, bucket, prefix))
 
     def topic_size(self, topic: str) -> int:
         try:
@@ -172,19 +173,25 @@ class XrayStack:
             return 0
         return sum(p.end_offset - p.start_offset for p in info.partitions)
 
-    def counts(self) -> Counts:
+    def dead_lettered(self, topic: str) -> int:
+        """Records on dead-letter ``topic`` since :meth:`prepare`."""
+        return self.topic_size(topic) - self._dlq_base.get(topic, 0)
+
+    def counts(self, prefix: str = "") -> Counts:
+        """Objects under ``prefix`` in each bucket, their result rows, and dead letters since :meth:`prepare`."""
         s = self.settings
-        summary = self.results.summary()
+        summary = self.results.summary(prefix)
         replicas, p99, rate = 0, None, 0.0
         if self.host is not None:
             stats = self.host.metrics().get(f"{self.app.name}.{FUNCTION}")
             if stats is not None:
                 replicas, p99, rate = stats.replicas, stats.latency_p99_ms, stats.rate_per_s
         return Counts(
-            uploaded=self.object_count(s.incoming_bucket),
-            processed=self.object_count(s.processed_bucket),
-            anonymized=self.object_count(s.anonymized_bucket),
-            dead_lettered=self.topic_size(s.dead_letter_topic) + self.topic_size(s.deid_dead_letter_topic),
+            uploaded=self.object_count(s.incoming_bucket, prefix),
+            processed=self.object_count(s.processed_bucket, prefix),
+            anonymized=self.object_count(s.anonymized_bucket, prefix),
+            dead_lettered=self.dead_lettered(s.dead_letter_topic),
+            deid_dead_lettered=self.dead_lettered(s.deid_dead_letter_topic),
             results=summary["count"],
             labels=summary["labels"],
             versions=summary["versions"],
@@ -195,11 +202,13 @@ class XrayStack:
             rate_per_s=rate,
         )
 
-    def wait_until(self, done: Callable[[Counts], bool], timeout: float, poll_s: float = 0.25) -> Counts:
+    def wait_until(
+        self, done: Callable[[Counts], bool], timeout: float, poll_s: float = 0.25, prefix: str = ""
+    ) -> Counts:
         """Poll :meth:`counts` until ``done`` holds or ``timeout`` passes; returns the last counts."""
         deadline = time.monotonic() + timeout
         while True:
-            counts = self.counts()
+            counts = self.counts(prefix)
             if done(counts) or time.monotonic() >= deadline:
                 return counts
             time.sleep(poll_s)

@@ -1,0 +1,274 @@
+"""``kawa demo xray``: the X-ray pneumonia pipeline, end to end, on this machine.
+
+Sets up buckets, topics, the bucket notification and the de-identification route; trains and promotes the
+model as a Kawa job when there is none; uploads generated radiographs at ``--rate``; shows live counts; stops
+on Ctrl-C or after ``--duration`` with a summary read back from the buckets, topics and results table.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from kawa.cli.app import console, get_config
+from kawa.cli.demo_cmds import demo_app
+
+if TYPE_CHECKING:
+    from rich.console import RenderableType
+
+    from kawa.apps.xray.stack import Counts, XrayStack
+    from kawa.config import KawaConfig
+
+
+@demo_app.command("xray")
+def demo_xray(
+    rate: Annotated[float, typer.Option(help="images uploaded per second")] = 20.0,
+    duration: Annotated[float, typer.Option(help="seconds to upload for (0: until Ctrl-C)")] = 0.0,
+    backend: Annotated[str, typer.Option(help="event log: embedded (on disk) or kafka")] = "embedded",
+    kafka: Annotated[
+        str | None, typer.Option(help="Kafka bootstrap host:port (default: the configured kafka:// log, else a "
+                                      "local broker started with scripts/kafka.sh)")
+    ] = None,
+    settings_file: Annotated[
+        Path | None, typer.Option("--settings", help="YAML with X-ray settings (buckets, thresholds, box ...)")
+    ] = None,
+    corrupt: Annotated[float, typer.Option(help="share of damaged uploads, to show dead-lettering")] = 0.01,
+    train_images: Annotated[int, typer.Option(help="generated images to train on when no model exists")] = 1200,
+    portal: Annotated[bool, typer.Option(help="serve the portal and print its URL")] = True,
+) -> None:
+    """Run the X-ray pipeline: upload → notify → assess risk → PHI-free outputs, live in the terminal."""
+    from kawa.apps.xray.settings import load_settings
+    from kawa.errors import ConfigError
+
+    if backend not in ("embedded", "kafka"):
+        raise ConfigError(f"--backend must be embedded or kafka, not {backend!r}")
+    settings = load_settings(settings_file, rate=rate, corrupt_fraction=corrupt, train_images=train_images)
+    started_broker = False
+    overrides: dict[str, Any] = {}
+    if backend == "kafka":
+        address, started_broker = _kafka_address(kafka, get_config())
+        overrides["log"] = {"uri": f"kafka://{address}"}
+    config = get_config(**overrides)
+    try:
+        _run(config, settings, duration=duration, with_portal=portal, settings_file=settings_file)
+    finally:
+        if started_broker:
+            _kafka_script("stop")
+
+
+def _run(config: KawaConfig, settings: Any, *, duration: float, with_portal: bool, settings_file: Path | None) -> None:
+    from rich.live import Live
+
+    from kawa.apps.xray.generator import Generator
+    from kawa.apps.xray.stack import XrayStack
+
+    log_file = _log_to_file(config)
+    console.print(f"[bold]Kawa X-ray demo[/] — home [bold]{config.home}[/], log [bold]{config.log.uri}[/], "
+                  f"store [bold]{config.store.uri}[/]; platform log in {log_file}")
+    stack = XrayStack(config, settings)
+    with console.status("creating buckets, topics, the bucket notification and the de-identification route"):
+        stack.prepare()
+    console.print(f"  buckets {', '.join(settings.buckets())}; topics {settings.images_topic} "
+                  f"({settings.partitions} partitions), {settings.results_topic}, {settings.dead_letter_topic}")
+    _ensure_model(stack, settings_file)
+    server = None
+    try:
+        with console.status("starting the risk-assessment function and the de-identification route"):
+            stack.start()
+            if stack.host is not None:
+                stack.platform.extras["functions"] = stack.host
+        if with_portal:
+            server = _start_portal(stack)
+        run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:4]
+        prefix = f"scans/{run_id}/"
+        generator = Generator(settings, store=stack.store, prefix=prefix)
+        thread, stop = generator.start(rate=settings.rate, duration=duration or None)
+        began = time.monotonic()
+        console.print(f"uploading to [bold]{settings.incoming_bucket}/{prefix}[/] at {settings.rate:g} images/s"
+                      + (f" for {duration:g} s" if duration else "") + " — Ctrl-C stops")
+        interrupted = False
+        try:
+            with Live(console=console, refresh_per_second=2, transient=False) as live:
+                while thread.is_alive():
+                    live.update(_view(stack.counts(prefix), settings, time.monotonic() - began, duration))
+                    thread.join(1.0)
+        except KeyboardInterrupt:
+            interrupted = True
+        console.print()
+        stop.set()
+        thread.join()
+        _drain(stack, prefix, len(generator.uploads), interrupted)
+        counts = stack.counts(prefix)
+        _summary(counts, generator.uploads, settings, time.monotonic() - began, stack)
+    finally:
+        with console.status("stopping (draining in-flight images)"):
+            if server is not None:
+                server.stop()
+            stack.stop()
+
+
+def _log_to_file(config: KawaConfig) -> Path:
+    """Send the platform's log records to a file: warnings (a dead-lettered upload) would tear the live view."""
+    import logging
+
+    path = Path(config.home) / "xray" / "demo.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("kawa")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    return path
+
+
+def _ensure_model(stack: XrayStack, settings_file: Path | None) -> None:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    version = stack.model_version()
+    ref = stack.settings.model_ref
+    if version is not None:
+        console.print(f"model [bold]{ref}[/] → version {version}")
+        return
+    console.print(f"no model at [bold]{ref}[/]: training one as a Kawa job (kawa.apps.xray.train:train)")
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+               TimeElapsedColumn())
+    with Progress(*columns, console=console) as progress:
+        tasks: dict[str, Any] = {}
+
+        def report(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = progress.add_task(stage, total=total)
+            progress.update(tasks[stage], completed=done, total=total)
+
+        from kawa.apps.xray.jobs import run_training_job
+
+        result = run_training_job(stack.config, stack.settings, progress=report,
+                                  settings_file=str(settings_file) if settings_file else None)
+    console.print(
+        f"trained [bold]{result.get('model')}[/] v{result.get('version')} in {result.get('seconds')} s "
+        f"(job {result.get('job_id')}): held-out AUC {result.get('auc', 0):.3f}, sensitivity "
+        f"{result.get('sensitivity', 0):.2f}, specificity {result.get('specificity', 0):.2f}"
+        + (f"; promoted to {stack.settings.model_alias}" if result.get("promoted") else "")
+    )
+
+
+def _start_portal(stack: XrayStack) -> Any:
+    try:
+        import kawa.portal as portal_module
+
+        server = portal_module.serve(stack.platform)
+    except (ImportError, AttributeError):
+        return None
+    except Exception as exc:  # the demo runs without its portal rather than not at all
+        console.print(f"[yellow]portal not started: {exc}[/]")
+        return None
+    login = server.ensure_admin() if hasattr(server, "ensure_admin") else None
+    console.print(f"portal: [bold link={server.url}]{server.url}[/]"
+                  + (f" (user {login.name}, password {login.password})" if login is not None else ""))
+    return server
+
+
+def _view(counts: Counts, settings: Any, elapsed: float, duration: float) -> RenderableType:
+    from rich.table import Table
+
+    table = Table(title="X-ray pipeline (live)", show_header=False, min_width=60)
+    table.add_column(style="bold")
+    table.add_column()
+    done = f"{elapsed:,.0f} s" + (f" / {duration:g} s" if duration else "")
+    table.add_row("elapsed", done)
+    table.add_row("uploaded", f"{counts.uploaded:,}")
+    table.add_row("processed", f"{counts.processed:,}  (result rows {counts.results:,})")
+    table.add_row("anonymized", f"{counts.anonymized:,}")
+    table.add_row("dead-lettered", f"{counts.dead_lettered:,} (de-identification route: {counts.deid_dead_lettered:,})")
+    total = max(1, sum(counts.labels.values()))
+    for label, color in (("Normal", "green"), ("Unsure", "yellow"), ("Pneumonia", "red")):
+        n = counts.labels.get(label, 0)
+        table.add_row(f"  {label}", f"[{color}]{'█' * round(30 * n / total)}[/] {n:,} ({n / total:.0%})")
+    table.add_row("latency p50 / p99", f"{_ms(counts.e2e_p50_ms)} / {_ms(counts.e2e_p99_ms)}  (upload → result row)")
+    table.add_row("replicas", f"{counts.replicas}  ({counts.rate_per_s:.1f} images/s)")
+    versions = ", ".join(f"v{v}: {n:,}" for v, n in sorted(counts.versions.items())) or "-"
+    table.add_row("model", f"{settings.model_ref}  ({versions})")
+    return table
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f} ms"
+
+
+def _drain(stack: XrayStack, prefix: str, uploaded: int, interrupted: bool) -> None:
+    """Wait until every upload of this run was assessed (or dead-lettered) and anonymized."""
+    def finished(c: Counts) -> bool:
+        return c.processed + c.dead_lettered >= uploaded and c.anonymized + c.deid_dead_lettered >= uploaded
+
+    try:
+        with console.status(f"finishing the {uploaded:,} uploaded images"):
+            stack.wait_until(finished, timeout=120, poll_s=0.5, prefix=prefix)
+    except KeyboardInterrupt:
+        console.print("[yellow]stopped without waiting for in-flight images[/]")
+
+
+def _summary(counts: Counts, uploads: list[Any], settings: Any, elapsed: float, stack: XrayStack) -> None:
+    from rich.table import Table
+
+    corrupt = sum(1 for u in uploads if u.corrupt)
+    images = len(uploads) - corrupt
+    table = Table(title="summary (read back from the buckets, topics and results table)", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("uploaded", f"{counts.uploaded:,} objects ({images:,} images, {corrupt:,} damaged)")
+    table.add_row("processed", f"{counts.processed:,} annotated PHI-free images, {counts.results:,} result rows")
+    table.add_row("anonymized", f"{counts.anonymized:,} de-identified images")
+    table.add_row("dead-lettered", f"{counts.dead_lettered:,} by the function (reasons on "
+                  f"{settings.dead_letter_topic}), {counts.deid_dead_lettered:,} by the route "
+                  f"({settings.deid_dead_letter_topic})")
+    table.add_row("risk", ", ".join(f"{k} {v:,}" for k, v in sorted(counts.labels.items())) or "-")
+    table.add_row("latency p50 / p99", f"{_ms(counts.e2e_p50_ms)} / {_ms(counts.e2e_p99_ms)}")
+    table.add_row("throughput", f"{counts.results / max(elapsed, 1e-9):.1f} images/s over {elapsed:,.0f} s")
+    console.print(table)
+    agree = (counts.uploaded == len(uploads) and counts.processed == counts.results == images
+             and counts.anonymized == images and counts.dead_lettered == counts.deid_dead_lettered == corrupt)
+    if agree:
+        console.print("[green]✓ counts agree[/]: every upload is in the incoming bucket; every image has one "
+                      "processed object, one result row and one anonymized object; damaged uploads were "
+                      "dead-lettered")
+    else:
+        console.print(f"[yellow]counts differ[/] (uploads {len(uploads)}, images {images}): some images were "
+                      "still in flight when the demo stopped; `kawa ls` and the results DB show the rest")
+    console.print(f"results DB: {stack.results_url}")
+    console.print(f"next: [bold]kawa ls {settings.processed_bucket}[/], [bold]kawa consume {settings.results_topic} "
+                  f"--max 3[/], [bold]kawa models versions {settings.model_name}[/]")
+
+
+def _kafka_address(explicit: str | None, config: KawaConfig) -> tuple[str, bool]:
+    """The broker to use and whether this command started it."""
+    if explicit:
+        return explicit.removeprefix("kafka://"), False
+    if config.log.uri.startswith("kafka://"):
+        return config.log.uri.removeprefix("kafka://"), False
+    with console.status("starting a local Apache Kafka broker (scripts/kafka.sh; the first run downloads it)"):
+        out = _kafka_script("start")
+    for line in out.splitlines():
+        if line.startswith("KAWA_TEST_KAFKA="):
+            return line.split("=", 1)[1].strip(), True
+    from kawa.errors import BackendUnavailable
+
+    raise BackendUnavailable("scripts/kafka.sh did not report a broker address; start Kafka and pass --kafka HOST:PORT")
+
+
+def _kafka_script(action: str) -> str:
+    from kawa.errors import BackendUnavailable
+
+    script = Path(__file__).resolve().parents[3] / "scripts" / "kafka.sh"
+    if not script.is_file():
+        raise BackendUnavailable("no Kafka broker configured: pass --kafka HOST:PORT or set log.uri to kafka://…")
+    done = subprocess.run(["bash", str(script), action], capture_output=True, text=True, timeout=600, check=False)
+    if done.returncode != 0 and action == "start":
+        raise BackendUnavailable(f"scripts/kafka.sh start failed: {done.stderr.strip()[-800:]}; "
+                                 "pass --kafka HOST:PORT to use a running broker")
+    return done.stdout
