@@ -242,3 +242,14 @@ def test_a_file_still_being_written_is_notified_only_when_complete(
         handle.write(b"b" * 1000)
     got = events(event_log, 1)
     assert got == [("ObjectCreated:Put", "xray", "slow.dcm", 2000, md5(b"a" * 1000 + b"b" * 1000))]
+
+
+def test_re_adding_a_rule_at_startup_does_not_swallow_files_that_arrived_while_down(
+    local: LocalStore, event_log: EventLog, watcher: Callable[[], LocalWatchService]
+) -> None:
+    (local.root / "xray" / "while-down.dcm").write_bytes(b"d")
+    # What a function app does on every `kawa up`: add its (unchanged) rule again, before the scan runs.
+    local.add_notification(NotificationRule("xray", TOPIC, events=("ObjectCreated:*", "ObjectRemoved:*")))
+    time.sleep(0.3)
+    watcher()
+    assert [g[2] for g in events(event_log, 1)] == ["while-down.dcm"]

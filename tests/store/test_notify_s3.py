@@ -235,3 +235,22 @@ def test_other_notification_configurations_of_the_bucket_are_kept(s3: S3Store, s
         c["Id"] for c in s3_server.client().get_bucket_notification_configuration(Bucket=bucket)["QueueConfigurations"]
     }
     assert ids == {"theirs"}
+
+
+def test_poll_mode_re_adding_a_rule_keeps_unreported_changes(
+    s3_server: S3Server, tmp_path: Any, event_log: EventLog
+) -> None:
+    config = make_config(tmp_path / ".kawa", **s3_server.store_settings(mode="poll"))
+    store = open_store("s3://", config, log=event_log)
+    assert isinstance(store, S3Store)
+    bucket = new_bucket(store)
+    rule = NotificationRule(bucket, TOPIC)
+    store.add_notification(rule)
+    s3_server.client().put_object(Bucket=bucket, Key="while-down.dcm", Body=b"d")
+    store.add_notification(rule)  # again, as at every start
+    state = PollState(config.path("store", "poll-state.sqlite"))
+    try:
+        assert PollBridge(store, state).run_once() == 1
+    finally:
+        state.close()
+        store.close()

@@ -365,7 +365,10 @@ class LocalStore:
 
     def add_notification(self, rule: NotificationRule) -> NotificationRule:
         self._existing_bucket(rule.bucket)
-        self.tracker.baseline(rule.bucket, list(self.iter_files(rule.bucket)))
+        if rule.id not in {r.id for r in self.registry.rules(rule.bucket)}:
+            # A new rule covers changes from now on. Re-adding a rule (as every `kawa up` of a function app
+            # does) must not mark files that arrived while Kawa was down as seen: reconciliation owns them.
+            self.tracker.baseline(rule.bucket, list(self.iter_files(rule.bucket)))
         self.notifier.ensure_topic(rule.topic)
         return self.registry.put(rule.with_target("local"))
 

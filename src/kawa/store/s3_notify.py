@@ -77,7 +77,8 @@ def configure(store: S3Store, rule: NotificationRule) -> NotificationRule:
 
         state = PollState(store.config.path("store", "poll-state.sqlite"))
         try:
-            state.baseline(store, rule.bucket)
+            if not state.is_baselined(rule.bucket):  # re-adding a rule must not swallow unreported changes
+                state.baseline(store, rule.bucket)
         finally:
             state.close()
         return rule.with_target("poll", None)
