@@ -80,8 +80,6 @@ def _run(config: KawaConfig, settings: Any, *, duration: float, with_portal: boo
     try:
         with console.status("starting the risk-assessment function and the de-identification route"):
             stack.start()
-            if stack.host is not None:
-                stack.platform.extras["functions"] = stack.host
         if with_portal:
             server = _start_portal(stack)
         run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:4]

@@ -128,6 +128,7 @@ class XrayStack:
     def start(self) -> None:
         """Prepare, then host the function and run the de-identification route (embedded shape)."""
         self.prepare()
+        self.platform.extras["xray"] = self  # the portal's X-ray board reads the settings from here
         if not self._host_enabled:
             return
         from kawa.functions.host import FunctionHost
@@ -137,6 +138,7 @@ class XrayStack:
             options=self._host_options,
         )
         self.host.start()
+        self.platform.extras["functions"] = self.host  # replicas and rates for the portal
         self.route = deid_route(self.settings).start(self.platform)
 
     def stop(self) -> None:
