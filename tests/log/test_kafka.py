@@ -15,7 +15,7 @@ import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource  # type: ignore[attr-defined]
 
 from kawa.config import KafkaClientConfig, KawaConfig, LogConfig
-from kawa.errors import BackendUnavailable, ConfigError, ProducerError
+from kawa.errors import BackendUnavailable, ConfigError, LogError, ProducerError
 from kawa.log import RecordMetadata, TopicSpec, open_log
 from kawa.log.kafka import KafkaLog, parse_bootstrap
 from tests.log.conftest import unique
@@ -152,3 +152,37 @@ def test_flush_raises_when_a_record_failed(kafka: KafkaLog) -> None:
     assert len(errors) == 1 and isinstance(errors[0], ProducerError)
     producer.flush(5)  # a failure is reported once
     producer.close()
+
+
+def test_an_eager_assignment_strategy_from_the_config_works(kafka_bootstrap: str) -> None:
+    config = KawaConfig(log=LogConfig(kafka=KafkaClientConfig(extra={"partition.assignment.strategy": "range"})))
+    log = open_log(f"kafka://{kafka_bootstrap}", config)
+    assert isinstance(log, KafkaLog)
+    name = unique("k")
+    log.create_topic(TopicSpec(name, 2))
+    try:
+        producer = log.producer()
+        for i in range(6):
+            producer.produce(name, str(i).encode(), partition=i % 2)
+        producer.flush(30)
+        group = unique("g")
+        first = log.consumer(group, [name], session_timeout_ms=6000)
+        second = log.consumer(group, [name], session_timeout_ms=6000)
+        deadline = time.monotonic() + 60
+        seen: list[bytes | None] = []
+        while not (len(first.assignment()) == 1 and len(second.assignment()) == 1):
+            assert time.monotonic() < deadline, "range assignment did not split two partitions"
+            seen += [r.value for r in first.poll(0.1) + second.poll(0.1)]
+        everything = {str(i).encode() for i in range(6)}
+        while set(seen) != everything:  # (a rebalance may deliver a record twice: at-least-once)
+            assert time.monotonic() < deadline, f"read only {seen}"
+            seen += [r.value for r in first.poll(0.1) + second.poll(0.1)]
+        first.close()
+        second.close()
+        with pytest.raises(LogError, match="closed"):
+            first.poll(0.1)
+        producer.close()
+        with pytest.raises(ProducerError, match="closed"):
+            producer.produce(name, b"late")
+    finally:
+        log.delete_topic(name)

@@ -10,7 +10,8 @@ Guarantees, as the contract in :mod:`kawa.log.base` states them, and how Kafka g
   production).
 - **Keys → partitions** with ``partitioner=murmur2_random``: the Java client's placement, the same as the
   embedded backend's.
-- **Consumer groups**: partitions are assigned with the ``cooperative-sticky`` strategy; offsets are committed
+- **Consumer groups**: partitions are assigned with the ``cooperative-sticky`` strategy (an eager one set in
+  ``log.kafka.extra`` works too); offsets are committed
   only by :meth:`KafkaConsumer.commit` (auto-commit is off), synchronously. Delivery is at-least-once: after a
   rebalance or a crash the new owner of a partition resumes at the last committed offset. A member cannot
   commit a partition that is not assigned to it (:class:`CommitFailed`); Kafka's classic group protocol would
@@ -393,9 +394,6 @@ class KafkaLog:
 
         return self.call(f"listing offsets of {topic!r}", topic, list_offsets)
 
-    def end_offsets(self, topic: str) -> dict[int, int]:
-        return self._list_offsets(topic, range(self.partition_count(topic)), _LATEST)
-
     def offsets_for_time(self, topic: str, timestamp_ms: int) -> dict[int, int]:
         count = self.partition_count(topic, fresh=True)
         found = self._list_offsets(topic, range(count), OffsetSpec.for_timestamp(timestamp_ms))
@@ -514,6 +512,8 @@ class KafkaProducer:
         timestamp_ms: int | None = None,
         on_delivery: DeliveryCallback | None = None,
     ) -> None:
+        if self._closed:
+            raise ProducerError("this producer is closed; create a new one")
         size = (len(value) if value else 0) + (len(key) if key else 0)
         if headers:
             size += sum(len(k.encode()) + len(v or b"") for k, v in headers)
@@ -685,7 +685,10 @@ class KafkaConsumer:
         }
         if client_id:
             overrides["client.id"] = client_id
-        self._consumer = _RdConsumer(log.client_conf(**overrides))
+        conf = log.client_conf(**overrides)
+        # A user may configure an eager strategy (range, roundrobin) in log.kafka.extra.
+        self._cooperative = conf["partition.assignment.strategy"] == "cooperative-sticky"
+        self._consumer = _RdConsumer(conf)
         self._consumer.subscribe(
             list(topics), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke
         )
@@ -704,7 +707,10 @@ class KafkaConsumer:
                 start.append(_RdTopicPartition(tp.topic, tp.partition, offset))
             else:
                 start.append(tp)  # librdkafka starts at the committed offset, else auto.offset.reset
-        consumer.incremental_assign(start)
+        if self._cooperative:
+            consumer.incremental_assign(start)
+        else:
+            consumer.assign(start)
 
     def _resolve_pending(self, tp: TopicPartition) -> int | None:
         target = self._pending.pop(tp, None)
@@ -729,6 +735,7 @@ class KafkaConsumer:
     def poll(self, timeout: float = 1.0, max_records: int = 500) -> list[Record]:
         if max_records < 1:
             raise ValueError("max_records must be at least 1")
+        self._check_open()
         try:
             # consume(n, timeout) waits for all n records; take what is buffered, else wait for one.
             messages: list[Any] = self._consumer.consume(max_records, 0)  # Any: a delivered message has all fields
@@ -770,6 +777,7 @@ class KafkaConsumer:
         return records
 
     def commit(self, offsets: Mapping[TopicPartition, int] | None = None) -> None:
+        self._check_open()
         if offsets is None:
             offsets = {tp: self._positions[tp] for tp in self._assigned if tp in self._positions}
         else:
@@ -846,6 +854,7 @@ class KafkaConsumer:
                     self._seek(tp, offsets[tp.partition])
 
     def _seek(self, tp: TopicPartition, target: int | str) -> None:
+        self._check_open()
         if tp not in self._assigned:
             self._pending[tp] = target
             return
@@ -887,6 +896,10 @@ class KafkaConsumer:
             self._closed = True
             self._assigned.clear()
             self._consumer.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise LogError("this consumer is closed; create a new one")
 
     def _watermarks(self, tp: TopicPartition) -> tuple[int, int]:
         try:
