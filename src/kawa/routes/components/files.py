@@ -166,6 +166,9 @@ class FileSink:
                     handle.flush()
                     os.fsync(handle.fileno())
             os.replace(tmp, path)
+            reason = message.headers.get("kawaerror")
+            if reason:  # a dead letter: keep the reason next to the message
+                path.with_name(path.name + ".error.txt").write_text(str(reason))
 
     def close(self) -> None:
         pass
