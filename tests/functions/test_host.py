@@ -329,21 +329,21 @@ def test_metrics_and_context(memlog: EventLog) -> None:
 def test_invalid_functions_are_refused() -> None:
     app = App("t")
     with pytest.raises(InvalidFunction, match="needs a trigger"):
-        app.function(lambda e, c: None, name="x")
+        app.function(name="x")(lambda e, c: None)
     with pytest.raises(InvalidFunction, match="concurrency"):
-        app.function(lambda e, c: None, name="y", topic="in", concurrency=0)
+        app.function(name="y", topic="in", concurrency=0)(lambda e, c: None)
     with pytest.raises(InvalidFunction, match="topic name"):
-        app.function(lambda e, c: None, name="z", topic="bad topic")
+        app.function(name="z", topic="bad topic")(lambda e, c: None)
     with pytest.raises(InvalidFunction, match="app name"):
         App("Not_Valid")
     with pytest.raises(InvalidFunction, match="already has"):
-        app.function(lambda e, c: None, name="dup", topic="in")
-        app.function(lambda e, c: None, name="dup", topic="in")
+        app.function(name="dup", topic="in")(lambda e, c: None)
+        app.function(name="dup", topic="in")(lambda e, c: None)
 
 
 def test_backoff_is_exponential_jittered_and_bounded() -> None:
     app = App("t")
-    app.function(lambda e, c: None, name="f", topic="in", backoff_s=0.1, max_backoff_s=1.0)
+    app.function(name="f", topic="in", backoff_s=0.1, max_backoff_s=1.0)(lambda e, c: None)
     spec = app.get("f")
     assert [spec.backoff(n) for n in (1, 2, 3, 4, 5, 9)] == pytest.approx([0.1, 0.2, 0.4, 0.8, 1.0, 1.0])
     low, high = spec.backoff(2, random=0.0), spec.backoff(2, random=0.999)

@@ -143,7 +143,7 @@ def test_out_of_range_knobs_are_clamped_with_a_warning() -> None:
 
 def test_names_and_durations() -> None:
     app = App("a" * 40)
-    app.function(lambda e, c: None, name="f" * 40, topic="t")
+    app.function(name="f" * 40, topic="t")(lambda e, c: None)
     name = resource_name(app.get("f" * 40))
     assert len(name) <= 50 and name[0].isalpha()
     assert (iso_duration(0.2), iso_duration(1.0), iso_duration(12.345)) == ("PT0.2S", "PT1S", "PT12.345S")

@@ -26,16 +26,28 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
-    from kawa.functions.app import App, FunctionSpec, load_app  # noqa: F401
-    from kawa.functions.autoscaler import KPA, ScalingPolicy  # noqa: F401
-    from kawa.functions.context import Context  # noqa: F401
-    from kawa.functions.filters import EventFilter  # noqa: F401
-    from kawa.functions.host import FunctionHost  # noqa: F401
-    from kawa.functions.invoke import PermanentError  # noqa: F401
-    from kawa.functions.metrics import FunctionStats  # noqa: F401
-    from kawa.functions.runner import HostOptions  # noqa: F401
+    from kawa.functions.app import App, FunctionSpec, load_app
+    from kawa.functions.autoscaler import KPA, ScalingPolicy
+    from kawa.functions.context import Context
+    from kawa.functions.filters import EventFilter
+    from kawa.functions.host import FunctionHost
+    from kawa.functions.invoke import PermanentError
+    from kawa.functions.metrics import FunctionStats
+    from kawa.functions.runner import HostOptions
 
-__all__ = sorted(_LAZY)
+__all__ = [
+    "KPA",
+    "App",
+    "Context",
+    "EventFilter",
+    "FunctionHost",
+    "FunctionSpec",
+    "FunctionStats",
+    "HostOptions",
+    "PermanentError",
+    "ScalingPolicy",
+    "load_app",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -101,7 +101,6 @@ class App:
 
     def function(
         self,
-        handler: F | None = None,
         *,
         name: str | None = None,
         topic: str | None = None,
@@ -125,10 +124,11 @@ class App:
         group: str | None = None,
         initial_offset: Literal["earliest", "latest"] = "earliest",
         config: Mapping[str, Any] | None = None,
-    ) -> Any:
-        """Register a handler. Trigger: ``topic``, or ``bucket`` (its object notifications are wired to a
-        topic named like the bucket unless ``topic`` is given; without a ``filter`` only
-        ``ObjectCreated`` events reach the handler). Returns the handler unchanged."""
+    ) -> Callable[[F], F]:
+        """A decorator that registers a handler. Trigger: ``topic``, or ``bucket`` (its object notifications
+        are wired to a topic named like the bucket unless ``topic`` is given; without a ``filter`` only
+        ``ObjectCreated`` events reach the handler). The decorated handler is returned unchanged, so it
+        stays callable in tests: ``handler(event, ctx)``."""
 
         def register(fn: F) -> F:
             fname = name or fn.__name__.replace("_", "-").lower()
@@ -159,7 +159,7 @@ class App:
             self.functions[fname] = spec
             return fn
 
-        return register(handler) if handler is not None else register
+        return register
 
     def get(self, name: str) -> FunctionSpec:
         try:
