@@ -72,6 +72,11 @@ class OffsetTracker:
             if part is not None:
                 part.committed = offset
 
+    def last(self, tp: TopicPartition) -> int | None:
+        """The last offset handed out for ``tp`` (None when untracked)."""
+        part = self._parts.get(tp)
+        return None if part is None else part.last
+
     def unfinished(self, tp: TopicPartition | None = None) -> int:
         parts = self._parts.values() if tp is None else [self._parts[tp]] if tp in self._parts else []
         return sum(len(p.pending) - len(p.done) for p in parts)

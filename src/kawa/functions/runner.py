@@ -159,9 +159,13 @@ class FunctionRunner:
             return
         revoked = self._assigned - current
         self._assigned = set(current)
-        if not revoked:
-            return
-        log.info("%s: partitions revoked: %s", self.spec.qualified_name, sorted(revoked))
+        if revoked:
+            log.info("%s: partitions revoked: %s", self.spec.qualified_name, sorted(revoked))
+            self._forget(revoked)
+
+    def _forget(self, revoked: set[TopicPartition]) -> None:
+        """Stop tracking partitions: their buffered events are dropped (the new reader gets them again) and
+        completions still running for them no longer move a commit."""
         self.tracker.reset(revoked)
         for tp in revoked:
             self._epochs[tp] = self._epochs.get(tp, 0) + 1
@@ -180,6 +184,12 @@ class FunctionRunner:
             tp = TopicPartition(record.topic, record.partition)
             if tp not in self._assigned:
                 continue
+            last = self.tracker.last(tp)
+            if last is not None and record.offset <= last:
+                # The partition was rewound (lost and regained between two polls): start its tracking over.
+                log.info("%s: %s[%d] rewound to %d", spec.qualified_name, tp.topic, tp.partition, record.offset)
+                jobs = [job for job in jobs if job.tp != tp]
+                self._forget({tp})
             self.tracker.add(tp, record.offset)
             epoch = self._epochs.get(tp, 0)
             order_key = (tp, record.key) if spec.ordered_by_key else None
