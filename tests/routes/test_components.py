@@ -28,9 +28,11 @@ def test_file_to_file_moves_and_remembers(tmp_path: Path, make_ctx: Ctx) -> None
     (inbox / "a.json").write_text('{"n": 1}')
     (inbox / "b.json").write_text('{"n": 2}')
     spec = route(
-        "files", {"uri": f"file:{inbox}", "settle": "0s", "interval": "50ms", "pattern": "*.json"},
-        [{"map": {"set": {"double": "n * 2"}}}], f"file:{outbox}",
-    )  # fmt: skip
+        "files",
+        {"uri": f"file:{inbox}", "settle": "0s", "interval": "50ms", "pattern": "*.json"},
+        [{"map": {"set": {"double": "n * 2"}}}],
+        f"file:{outbox}",
+    )
     worker = start(spec, make_ctx("files"))
     try:
         wait_for(lambda: len(list(outbox.glob("*.json"))) == 2)
@@ -59,7 +61,7 @@ def test_topic_to_topic_keeps_identity_and_commits(make_ctx: Ctx) -> None:
     ctx.log.create_topic(TopicSpec("orders", partitions=3), exist_ok=True)
     producer = ctx.log.producer()
     for i in range(30):
-        key, value, headers = to_kafka(new_event("shop.order", "/shop", {"n": i}, id=f"order-{i}"))
+        _key, value, headers = to_kafka(new_event("shop.order", "/shop", {"n": i}, id=f"order-{i}"))
         producer.produce("orders", value, key=str(i).encode(), headers=headers)
     producer.flush()
     spec = route("topics", "topic:orders", [{"filter": "n % 2 == 0"}], "topic:even-orders")
@@ -121,9 +123,12 @@ def test_webhook_source_to_http_sink_with_retry(make_ctx: Ctx) -> None:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     target = f"http://127.0.0.1:{server.server_address[1]}/in"
     spec = route(
-        "hooks", "http:/hooks/orders?port=0", [{"map": {"set": {"seen": "True"}}}], target,
+        "hooks",
+        "http:/hooks/orders?port=0",
+        [{"map": {"set": {"seen": "True"}}}],
+        target,
         errors={"delay": 0.05},
-    )  # fmt: skip
+    )
     ctx = make_ctx("hooks")
     worker = start(spec, ctx)
     try:
@@ -132,13 +137,20 @@ def test_webhook_source_to_http_sink_with_retry(make_ctx: Ctx) -> None:
 
         port = next(p for (_, p), (srv, _) in _Servers.servers.items() if "/hooks/orders" in srv.paths and p)
         reply = httpx.post(
-            f"http://127.0.0.1:{port}/hooks/orders", json={"amount": 5},
+            f"http://127.0.0.1:{port}/hooks/orders",
+            json={"amount": 5},
             headers={"ce-id": "evt-1", "ce-source": "/shop", "ce-type": "shop.order", "ce-specversion": "1.0"},
-        )  # fmt: skip
+        )
         assert reply.status_code == 202  # answered only after the sink stored it
         assert httpx.post(f"http://127.0.0.1:{port}/nowhere", json={}).status_code == 404
-        assert httpx.post(f"http://127.0.0.1:{port}/hooks/orders", content=b"{not json",
-                          headers={"content-type": "application/json"}).status_code == 400  # fmt: skip
+        assert (
+            httpx.post(
+                f"http://127.0.0.1:{port}/hooks/orders",
+                content=b"{not json",
+                headers={"content-type": "application/json"},
+            ).status_code
+            == 400
+        )
     finally:
         worker.stop()
         server.shutdown()
@@ -159,18 +171,22 @@ def _sql_roundtrip(make_ctx: Ctx, url: str, route_id: str) -> None:
     with engine.begin() as conn:
         conn.execute(insert(source), [{"id": i, "email": f"user{i}@example.org"} for i in range(1, 21)])
     spec = route(
-        route_id, f"sql:{url}?table={route_id}_orders&column=id&interval=100ms",
+        route_id,
+        f"sql:{url}?table={route_id}_orders&column=id&interval=100ms",
         [{"pii-mask": {"fields": {"email": "mask"}}}],
         f"sql:{url}?table={route_id}_masked&key=id&create=true",
-    )  # fmt: skip
+    )
     ctx = make_ctx(route_id)
     worker = start(spec, ctx)
 
     def count() -> int:
         try:
             with engine.connect() as conn:
-                return int(conn.execute(select(func.count()).select_from(Table(f"{route_id}_masked", MetaData(),
-                                                                                autoload_with=engine))).scalar_one())  # fmt: skip
+                return int(
+                    conn.execute(
+                        select(func.count()).select_from(Table(f"{route_id}_masked", MetaData(), autoload_with=engine))
+                    ).scalar_one()
+                )
         except Exception:
             return 0
 

@@ -112,8 +112,18 @@ def test_planted_phi_never_survives() -> None:
 
     study = "1.2.826.0.1.3680043.8.498.111"
     ds = _planted(study, study + ".1.1")
-    secrets = [*PLANTED.values(), "Johnathan", "Nested^Person", "PrivateNestedSecret", "PrivateSecretValue",
-               "RawPrivateBytes", "OtherPrivate", "ST_ELSEWHERE", study, "1.2.3.4.5.6.7.8.9.123"]  # fmt: skip
+    secrets = [
+        *PLANTED.values(),
+        "Johnathan",
+        "Nested^Person",
+        "PrivateNestedSecret",
+        "PrivateSecretValue",
+        "RawPrivateBytes",
+        "OtherPrivate",
+        "ST_ELSEWHERE",
+        study,
+        "1.2.3.4.5.6.7.8.9.123",
+    ]
     out, report = deidentify_dataset(ds, key=KEY)
     raw = dicom_bytes(out)
     reread = dcmread(io.BytesIO(raw))
@@ -159,9 +169,21 @@ def test_real_rg1_chest_image() -> None:
     assert path is not None
     original = dcmread(path)
     pixels = original.pixel_array.copy()
-    secrets = ["CompressedSamples", "9RG1", "26210", "Philips Medical Systems Hamburg", "Our Department",
-               "THORAVISION", "exam Number", "19400305", "gdcmconv", "92.00.003",
-               str(original.StudyInstanceUID), str(original.SOPInstanceUID), str(original.SeriesInstanceUID)]  # fmt: skip
+    secrets = [
+        "CompressedSamples",
+        "9RG1",
+        "26210",
+        "Philips Medical Systems Hamburg",
+        "Our Department",
+        "THORAVISION",
+        "exam Number",
+        "19400305",
+        "gdcmconv",
+        "92.00.003",
+        str(original.StudyInstanceUID),
+        str(original.SOPInstanceUID),
+        str(original.SeriesInstanceUID),
+    ]
     out, _ = deidentify_dataset(dcmread(path), key=KEY)
     raw = dicom_bytes(out)
     reread = dcmread(io.BytesIO(raw))

@@ -26,11 +26,18 @@ def _records(n: int) -> tuple[list[dict[str, object]], list[list[str]]]:
         name = f"Name{i}X{rng.randrange(10**6)}"
         national = f"0{rng.randrange(100, 999)}-{rng.randrange(100, 999)}-{rng.randrange(1000, 9999)}"
         planted.append([email, phone, card, name, national])
-        records.append({
-            "id": i, "name": name, "email": email, "card": card, "amount": i * 1.5, "day": "2024-03-01",
-            "notes": f"call me on {phone} or {national}, mail {email}, pay with {card.replace(' ', '-')} thanks",
-            "contact": {"email": email, "city": "Leeds"},
-        })  # fmt: skip
+        records.append(
+            {
+                "id": i,
+                "name": name,
+                "email": email,
+                "card": card,
+                "amount": i * 1.5,
+                "day": "2024-03-01",
+                "notes": f"call me on {phone} or {national}, mail {email}, pay with {card.replace(' ', '-')} thanks",
+                "contact": {"email": email, "city": "Leeds"},
+            }
+        )
     return records, planted
 
 

@@ -37,7 +37,7 @@ def _produce(ctx: RouteContext, topic: str, items: list[dict[str, object]], part
     ctx.log.create_topic(TopicSpec(topic, partitions=partitions), exist_ok=True)
     producer = ctx.log.producer()
     for i, item in enumerate(items):
-        key, value, headers = to_kafka(new_event("t", "/test", item, id=f"{topic}-{i}"))
+        _key, value, headers = to_kafka(new_event("t", "/test", item, id=f"{topic}-{i}"))
         producer.produce(topic, value, key=str(i).encode(), headers=headers)
     producer.flush()
     producer.close()
@@ -48,9 +48,12 @@ def test_redelivery_then_dead_letter_with_reason(make_ctx: Ctx) -> None:
     ctx = make_ctx("flaky")
     _produce(ctx, "flaky-in", [{"n": n} for n in range(12, 15)])
     spec = route(
-        "flaky", "topic:flaky-in", [{"map": "tests.routes.test_runtime:flaky"}], "topic:flaky-out",
+        "flaky",
+        "topic:flaky-in",
+        [{"map": "tests.routes.test_runtime:flaky"}],
+        "topic:flaky-out",
         errors={"dead-letter": "topic:flaky.dlq", "max-redeliveries": 3, "backoff": "exponential", "delay": 0.01},
-    )  # fmt: skip
+    )
     worker = start(spec, ctx)
     try:
         out = read_topic(ctx, "flaky-out", 2)
@@ -67,18 +70,20 @@ def test_redelivery_then_dead_letter_with_reason(make_ctx: Ctx) -> None:
 
 
 def test_undecodable_dicom_and_csv_rows_are_dead_lettered_and_the_route_goes_on(tmp_path: Path, make_ctx: Ctx) -> None:
-    from tests.routes.test_deid import _planted
-
     from kawa.routes.message import dicom_bytes
+    from tests.routes.test_deid import _planted
 
     inbox = tmp_path / "dicom-in"
     inbox.mkdir()
     (inbox / "a-broken.dcm").write_bytes(b"\x00" * 200 + b"garbage")
     (inbox / "b-good.dcm").write_bytes(dicom_bytes(_planted("1.2.3.55", "1.2.3.55.1")))
     spec = route(
-        "dicom", {"uri": f"file:{inbox}", "settle": "0s", "interval": "50ms"}, [{"dicom-deidentify": {}}],
-        f"file:{tmp_path / 'dicom-out'}", errors={"dead-letter": f"file:{tmp_path / 'dicom-dlq'}"},
-    )  # fmt: skip
+        "dicom",
+        {"uri": f"file:{inbox}", "settle": "0s", "interval": "50ms"},
+        [{"dicom-deidentify": {}}],
+        f"file:{tmp_path / 'dicom-out'}",
+        errors={"dead-letter": f"file:{tmp_path / 'dicom-dlq'}"},
+    )
     worker = start(spec, make_ctx("dicom"))
     try:
         wait_for(lambda: (tmp_path / "dicom-out" / "b-good.dcm").exists())
@@ -91,8 +96,13 @@ def test_undecodable_dicom_and_csv_rows_are_dead_lettered_and_the_route_goes_on(
 
     rows = tmp_path / "rows.csv"
     rows.write_bytes(b"id,amount\n1,10\n2,\xff\xfe\n3\n4,40\n")
-    spec = route("csv", f"replay:{rows}", [], f"sql:sqlite:///{tmp_path / 'rows.db'}?table=rows&key=id&create=true",
-                 errors={"dead-letter": "topic:csv.dlq"})  # fmt: skip
+    spec = route(
+        "csv",
+        f"replay:{rows}",
+        [],
+        f"sql:sqlite:///{tmp_path / 'rows.db'}?table=rows&key=id&create=true",
+        errors={"dead-letter": "topic:csv.dlq"},
+    )
     ctx = make_ctx("csv")
     worker = start(spec, ctx)
     try:
@@ -154,8 +164,10 @@ def test_killed_worker_resumes_without_loss_or_duplicates(tmp_path: Path, make_c
     def spawn(route_id: str) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
             [sys.executable, "-m", "kawa.cli", "routes", "run", route_id, "--file", str(routes_file)],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
     def rows() -> int:
         try:
@@ -186,8 +198,10 @@ def test_killed_worker_resumes_without_loss_or_duplicates(tmp_path: Path, make_c
                 proc.kill()
     with sqlite3.connect(database) as db:
         assert db.execute("select count(distinct n), count(*), sum(square) from out").fetchone() == (
-            total, total, sum(n * n for n in range(total)),
-        )  # fmt: skip
+            total,
+            total,
+            sum(n * n for n in range(total)),
+        )
     # The topic sink is at-least-once: no loss, and a redelivered message keeps its CloudEvent identity, so
     # deduplicating by source + id leaves exactly one copy per input.
     ids = [from_record(r).get_id() for r in records]

@@ -19,7 +19,10 @@ def test_malformed_yaml_names_the_line() -> None:
 
 
 def test_unknown_processor_names_line_and_known_ones() -> None:
-    text = "routes:\n  - id: a\n    from: topic:x\n    steps:\n      - fetch: {}\n      - dicom-deidentfy: {}\n    to: bucket:y\n"
+    text = (
+        "routes:\n  - id: a\n    from: topic:x\n    steps:\n      - fetch: {}\n"
+        "      - dicom-deidentfy: {}\n    to: bucket:y\n"
+    )
     (spec,) = load_routes(text, "routes.yaml")
     with pytest.raises(InvalidRoute) as info:
         validate_route(spec, "routes.yaml")
@@ -30,7 +33,9 @@ def test_unknown_processor_names_line_and_known_ones() -> None:
 
 def test_unknown_component_lists_known() -> None:
     (spec,) = load_routes("id: a\nfrom: ftp://host/dir\nto: topic:y\n", "r.yaml")
-    with pytest.raises(InvalidRoute, match=r"unknown source component 'ftp://host/dir'; known sources: .*bucket:.*topic:"):
+    with pytest.raises(
+        InvalidRoute, match=r"unknown source component 'ftp://host/dir'; known sources: .*bucket:.*topic:"
+    ):
         validate_route(spec, "r.yaml")
     (spec,) = load_routes("id: a\nfrom: topic:x\nto: mqtt:foo\n", "r.yaml")
     with pytest.raises(InvalidRoute, match=r"unknown sink component 'mqtt:foo'; known sinks: .*sql:"):
