@@ -47,7 +47,8 @@ def board(portal: Portal, principal: Principal) -> dict[str, Any]:
     timeline = tail.timeline(TIMELINE_BUCKET_S, TIMELINE_SPAN_S) if tail is not None else []
     counts = tail.counts() if tail is not None else {"label": Counter(), "version": Counter()}
     recent = [r for r in (tail.all_rows() if tail is not None else []) if r.time >= time.time() - 60]
-    latencies = [r.latency_ms for r in recent if r.latency_ms is not None]
+    e2e = [r.e2e_ms for r in recent if r.e2e_ms is not None]
+    latencies = e2e or [r.latency_ms for r in recent if r.latency_ms is not None]
     replicas, function = _risk_function(portal, settings.images_topic)
     return {
         "configured": True,
@@ -62,7 +63,12 @@ def board(portal: Portal, principal: Principal) -> dict[str, Any]:
         "timeline": timeline,
         "by_version": dict(counts["version"]),
         "by_label": dict(counts["label"]),
-        "latency": {"p50_ms": percentile(latencies, 0.5), "p99_ms": percentile(latencies, 0.99), "window_s": 60},
+        "latency": {
+            "p50_ms": percentile(latencies, 0.5),
+            "p99_ms": percentile(latencies, 0.99),
+            "window_s": 60,
+            "kind": "end-to-end" if e2e else "in-function",
+        },
         "replicas": replicas,
         "function": function,
         "refreshed_at": state.refreshed_at,

@@ -46,6 +46,7 @@ _STATUS: tuple[tuple[type[e.KawaError], int], ...] = (
     (e.UserNotFound, 404),
     (e.FunctionNotFound, 404),
     (e.OffsetOutOfRange, 404),
+    (e.RouteNotFound, 404),
     (e.NotConfigured, 409),
     (e.UserExists, 409),
     (e.TopicExists, 409),
@@ -58,6 +59,7 @@ _STATUS: tuple[tuple[type[e.KawaError], int], ...] = (
     (e.InvalidTopicSpec, 422),
     (e.InvalidPartition, 422),
     (e.ConfigError, 422),
+    (e.InvalidRoute, 422),
     (e.BackendUnavailable, 503),
 )
 
@@ -66,9 +68,6 @@ def status_for(exc: e.KawaError) -> int:
     for kind, status in _STATUS:
         if isinstance(exc, kind):
             return status
-    route_not_found = getattr(e, "RouteNotFound", None)
-    if route_not_found is not None and isinstance(exc, route_not_found):
-        return 404
     return 400
 
 

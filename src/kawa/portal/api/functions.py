@@ -62,6 +62,18 @@ class PointOut(BaseModel):
     end_to_end_p99_ms: float | None
 
 
+ROUTE_ID = Annotated[str, Path(min_length=1, max_length=100, pattern=r"^[a-z0-9][a-z0-9._-]*$")]
+
+
+class RoutesIn(BaseModel):
+    yaml: str = Field(min_length=1, max_length=200_000, description="routes YAML, as `kawa routes apply` reads")
+
+
+class AppliedOut(BaseModel):
+    id: str
+    outcome: str = Field(description="created, replaced or unchanged")
+
+
 class RouteOut(BaseModel):
     id: str
     source: str
@@ -140,22 +152,40 @@ def function_history(
     return portal.sampler.history(view.name, since)
 
 
+def _route_out(r: Any) -> RouteOut:
+    return RouteOut(
+        id=r.id, source=r.source, target=r.target, steps=list(r.steps), dead_letter=r.dead_letter, state=r.state,
+        stats=r.stats,
+    )
+
+
 @router.get("/api/routes", response_model=Section[RouteOut], tags=["routes"])
 def list_routes(_: Principal = Depends(require(Action.VIEW)), portal: Portal = Depends(get_portal)) -> dict[str, Any]:
+    """Registered routes (``kawa routes apply``) and the routes running in this process, with live stats."""
     ok, reason = portal.routes.available()
     if not ok:
         return not_configured(reason)
-    return {
-        "items": [
-            RouteOut(
-                id=r.id,
-                source=r.source,
-                target=r.target,
-                steps=list(r.steps),
-                dead_letter=r.dead_letter,
-                state=r.state,
-                stats=r.stats,
-            )
-            for r in portal.routes.routes()
-        ]
-    }
+    return {"items": [_route_out(r) for r in portal.routes.routes()]}
+
+
+@router.get("/api/routes/{route_id}", response_model=RouteOut, tags=["routes"])
+def get_route(
+    route_id: ROUTE_ID, _: Principal = Depends(require(Action.VIEW)), portal: Portal = Depends(get_portal)
+) -> RouteOut:
+    return _route_out(portal.routes.route(route_id))
+
+
+@router.post("/api/routes", response_model=list[AppliedOut], tags=["routes"])
+def apply_routes(
+    body: RoutesIn, _: Principal = Depends(require(Action.ROUTES_MANAGE)), portal: Portal = Depends(get_portal)
+) -> list[AppliedOut]:
+    """Validate and register routes (as ``kawa routes apply``); ``kawa up`` starts or restarts them."""
+    return [AppliedOut(id=route_id, outcome=outcome) for route_id, outcome in portal.routes.apply(body.yaml)]
+
+
+@router.delete("/api/routes/{route_id}", status_code=204, tags=["routes"])
+def delete_route(
+    route_id: ROUTE_ID, _: Principal = Depends(require(Action.ROUTES_MANAGE)), portal: Portal = Depends(get_portal)
+) -> None:
+    """Unregister a route; ``kawa up`` stops it (the others run on)."""
+    portal.routes.delete(route_id)

@@ -24,26 +24,33 @@ if TYPE_CHECKING:
     from kawa.portal.runtime import Portal
 
 DLQ_SUFFIXES = (".dlq", ".deadletter", "-dlq")
-REASON_HEADERS = {
-    "error_type": "kawa-error-type",
-    "error_message": "kawa-error-message",
-    "attempts": "kawa-attempts",
-    "function": "kawa-function",
-    "source_topic": "kawa-source-topic",
+# Reason headers: the function runtime's plain headers first, then the CloudEvent extensions that routes
+# (and the function runtime) write.
+REASON_HEADERS: dict[str, tuple[str, ...]] = {
+    "error_type": ("kawa-error-type", "ce_kawaerrortype"),
+    "error_message": ("kawa-error-message", "ce_kawaerrormessage", "ce_kawaerror"),
+    "attempts": ("kawa-attempts", "ce_kawaattempts"),
+    "function": ("kawa-function", "ce_kawafunction"),
+    "route": ("ce_kawaroute",),
+    "source_topic": ("kawa-source-topic", "ce_kawasourcetopic"),
 }
-_STRIP = {h for h in REASON_HEADERS.values()} | {
-    "ce_kawaerrortype",
-    "ce_kawaerrormessage",
-    "ce_kawaattempts",
-    "ce_kawafunction",
-    "ce_kawasourcetopic",
-}
+_STRIP_HEADERS = {name for names in REASON_HEADERS.values() for name in names}
+_STRIP_ATTRIBUTES = {name[3:] for name in _STRIP_HEADERS if name.startswith("ce_")}
 REDRIVE_EXTENSION = "kawaredriveof"
 
 
-def _header(record: Record, name: str) -> str | None:
-    value = record.header(name)
-    return None if value is None else value.decode("utf-8", "replace")
+def _header(record: Record, field: str) -> str | None:
+    for name in REASON_HEADERS[field]:
+        value = record.header(name)
+        if value is not None:
+            return value.decode("utf-8", "replace")
+    return None
+
+
+def _printable(data: bytes, content_type: str | None) -> Any:
+    if (content_type and not content_type.startswith(("text/", "application/json"))) or b"\x00" in data[:512]:
+        return f"<{len(data)} bytes of {content_type or 'binary data'}>"
+    return data.decode("utf-8", "replace")[:4000]
 
 
 @dataclass(frozen=True)
@@ -79,7 +86,7 @@ class DeadLetter:
 
 
 def describe_dead_letter(record: Record) -> DeadLetter:
-    attempts = _header(record, REASON_HEADERS["attempts"])
+    attempts = _header(record, "attempts")
     event_id = event_type = event_source = subject = None
     data: Any = None
     try:
@@ -92,18 +99,19 @@ def describe_dead_letter(record: Record) -> DeadLetter:
             try:
                 data = json.loads(data)
             except ValueError:
-                data = data.decode("utf-8", "replace")[:4000]
+                data = _printable(data, event.get_datacontenttype())
     except EventError:
-        data = (record.value or b"").decode("utf-8", "replace")[:4000]
+        data = _printable(record.value or b"", None)
+    route = _header(record, "route")
     return DeadLetter(
         topic=record.topic,
         partition=record.partition,
         offset=record.offset,
         time_ms=record.timestamp_ms,
-        error_type=_header(record, REASON_HEADERS["error_type"]),
-        error_message=_header(record, REASON_HEADERS["error_message"]),
+        error_type=_header(record, "error_type"),
+        error_message=_header(record, "error_message"),
         attempts=int(attempts) if attempts and attempts.isdigit() else None,
-        function=_header(record, REASON_HEADERS["function"]),
+        function=_header(record, "function") or (f"route {route}" if route else None),
         event_id=event_id,
         event_type=event_type,
         event_source=event_source,
@@ -171,7 +179,7 @@ class DeadLettersSource:
         return None
 
     def source_of(self, topic: str, record: Record | None = None) -> str | None:
-        if record is not None and (header := _header(record, REASON_HEADERS["source_topic"])):
+        if record is not None and (header := _header(record, "source_topic")):
             return header
         for entry in self.topics():
             if entry.topic == topic:
@@ -194,7 +202,7 @@ class DeadLettersSource:
                 'explicitly ({"target": "TOPIC"})'
             )
         self.portal.log.describe(destination)  # TopicNotFound when it is gone
-        headers = [(k, v) for k, v in record.headers if k.lower() not in _STRIP]
+        headers = [(k, v) for k, v in record.headers if k.lower() not in _STRIP_HEADERS]
         key, value = record.key, record.value
         try:
             event = from_record(record)
@@ -203,11 +211,7 @@ class DeadLettersSource:
         if event is not None:
             from kawa.events import CloudEvent
 
-            attributes = {
-                k: v
-                for k, v in event.get_attributes().items()
-                if k.lower() not in {h[3:] for h in _STRIP if h.startswith("ce_")}
-            }
+            attributes = {k: v for k, v in event.get_attributes().items() if k.lower() not in _STRIP_ATTRIBUTES}
             attributes[REDRIVE_EXTENSION] = str(event.get_id())
             attributes["id"] = str(uuid.uuid4())
             _key, value, headers = to_kafka(CloudEvent(attributes, event.get_data()))

@@ -30,8 +30,9 @@ class ResultRow:
     version: str | None
     risk: float | None
     label: str | None
-    latency_ms: float | None
+    latency_ms: float | None  # inside the function
     event_id: str | None = None
+    e2e_ms: float | None = None  # upload to result, when the event carries it
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -82,7 +83,7 @@ def parse_result(record: Record) -> ResultRow | None:
     if not isinstance(data, Mapping):
         return None
     fallback = record.timestamp_ms / 1000.0 if record.timestamp_ms else time.time()
-    latency = _float(_first(data, "latency_ms", "end_to_end_ms"))
+    latency = _float(_first(data, "latency_ms"))
     if latency is None:
         seconds = _float(_first(data, "latency_s", "latency"))
         latency = None if seconds is None else seconds * 1000.0
@@ -101,6 +102,7 @@ def parse_result(record: Record) -> ResultRow | None:
         label=_first(data, "label"),
         latency_ms=latency,
         event_id=str(event.get_id()),
+        e2e_ms=_float(_first(data, "e2e_ms", "end_to_end_ms")),
     )
 
 
@@ -189,6 +191,7 @@ class ResultsTail:
         while t <= now:
             group = buckets.get(t, [])
             latencies = [r.latency_ms for r in group if r.latency_ms is not None]
+            e2e = [r.e2e_ms for r in group if r.e2e_ms is not None]
             risks = [r.risk for r in group if r.risk is not None]
             out.append(
                 {
@@ -199,6 +202,8 @@ class ResultsTail:
                     "risk_histogram": risk_histogram(risks),
                     "latency_p50_ms": percentile(latencies, 0.5),
                     "latency_p99_ms": percentile(latencies, 0.99),
+                    "e2e_p50_ms": percentile(e2e, 0.5),
+                    "e2e_p99_ms": percentile(e2e, 0.99),
                 }
             )
             t += bucket_s

@@ -1,23 +1,26 @@
-"""Data routes as the portal sees them: the routes running in this process (``platform.extras["routes"]``,
-published by ``kawa up``'s route service)."""
+"""Data routes as the portal sees them: the routes registered under the Kawa home (what ``kawa routes apply``
+stores and ``kawa up`` runs), merged with the routes running in this process — those of ``kawa up``'s route
+service (``platform.extras["routes"]``, a :class:`~kawa.routes.runner.RouteRunner`) and those an app runs
+itself (``platform.extras["xray"].route.runner`` for the X-ray demo), which bring live statistics."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from kawa.errors import NotConfigured, RouteNotFound
 
 if TYPE_CHECKING:
     from kawa.platform import Platform
+    from kawa.routes.runner import RouteRunner
 
-NO_ROUTES = "no route runner runs in this process; apply routes with `kawa routes apply routes.yaml` and run `kawa up`"
+NO_ROUTES = "data routes are not available in this installation (kawa.routes is missing)"
 
 
 @dataclass(frozen=True)
 class RouteView:
     id: str
-    source: str
+    source: str  # URI with its options as a query string, e.g. topic:xray-images?group=xray-deid
     target: str | None
     steps: tuple[str, ...]
     dead_letter: str | None
@@ -25,55 +28,92 @@ class RouteView:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
-def _uri(endpoint: Any) -> str | None:
-    if endpoint is None:
-        return None
-    uri = getattr(endpoint, "uri", None)
-    return str(uri if uri is not None else endpoint)
+def _uri(endpoint: Any) -> str:
+    options = "&".join(f"{k}={v}" for k, v in sorted(endpoint.options.items()) if isinstance(v, str | int))
+    return f"{endpoint.uri}?{options}" if options else str(endpoint.uri)
 
 
 def _step_name(step: Any) -> str:
-    for attr in ("name", "processor"):
-        value = getattr(step, attr, None)
-        if isinstance(value, str):
-            return value
     if isinstance(step, dict) and step:
         return str(next(iter(step)))
     return str(step)
-
-
-def view_of(spec: Any, state: str = "running", stats: dict[str, Any] | None = None) -> RouteView:
-    errors = getattr(spec, "errors", None)
-    return RouteView(
-        id=str(spec.id),
-        source=_uri(getattr(spec, "from_", None) or getattr(spec, "source", None)) or "",
-        target=_uri(getattr(spec, "to", None)),
-        steps=tuple(_step_name(s) for s in getattr(spec, "steps", ()) or ()),
-        dead_letter=_uri(getattr(errors, "dead_letter", None)) if errors is not None else None,
-        state=state,
-        stats=dict(stats or {}),
-    )
 
 
 class RoutesSource:
     def __init__(self, platform: Platform) -> None:
         self.platform = platform
 
-    def runner(self) -> Any:
-        runner = self.platform.extras.get("routes")
-        if runner is None:
-            raise NotConfigured(NO_ROUTES)
-        return runner
+    def runners(self) -> list[RouteRunner]:
+        found = []
+        service_runner = self.platform.extras.get("routes")
+        if service_runner is not None:
+            found.append(service_runner)
+        app = self.platform.extras.get("xray")
+        app_runner = getattr(getattr(app, "route", None), "runner", None)
+        if app_runner is not None and app_runner is not service_runner:
+            found.append(app_runner)
+        return found
+
+    def registry(self) -> Any:
+        try:
+            from kawa.routes.registry import RouteRegistry
+        except ImportError as exc:
+            raise NotConfigured(NO_ROUTES) from exc
+        return RouteRegistry.for_home(self.platform.config.home)
 
     def available(self) -> tuple[bool, str | None]:
-        return (True, None) if self.platform.extras.get("routes") is not None else (False, NO_ROUTES)
+        try:
+            self.registry()
+        except NotConfigured as exc:
+            return False, str(exc)
+        return True, None
 
     def routes(self) -> list[RouteView]:
-        runner = self.runner()
-        return sorted((view_of(spec) for spec in runner.specs()), key=lambda r: r.id)
+        """Registered routes (state ``registered`` unless running here) and the routes running here."""
+        views: dict[str, RouteView] = {}
+        for spec in self.registry().list():
+            views[spec.id] = _view(spec, None, "registered")
+        for runner in self.runners():
+            for spec in runner.specs():
+                worker = runner.workers.get(spec.id)
+                views[spec.id] = _view(spec, worker, "running")
+        return sorted(views.values(), key=lambda r: r.id)
+
+    def apply(self, text: str) -> list[tuple[str, str]]:
+        """Validate and register the routes in YAML ``text`` (as ``kawa routes apply``)."""
+        from kawa.errors import InvalidRoute
+        from kawa.routes.runner import validate_route
+        from kawa.routes.spec import load_routes
+
+        specs = load_routes(text, "request body")
+        if not specs:
+            raise InvalidRoute("the body holds no routes; send YAML `routes: [{id, from, steps, to}, ...]`")
+        for spec in specs:
+            validate_route(spec, "request body")
+        results: list[tuple[str, str]] = self.registry().apply(specs)
+        return results
+
+    def delete(self, route_id: str) -> None:
+        self.registry().delete(route_id)
 
     def route(self, route_id: str) -> RouteView:
         for view in self.routes():
             if view.id == route_id:
                 return view
-        raise RouteNotFound(f"no route {route_id!r}; `kawa routes list` shows the running ones")
+        raise RouteNotFound(f"no route {route_id!r}; `kawa routes list` shows the registered ones")
+
+
+def _view(spec: Any, worker: Any, state: str) -> RouteView:
+    stats = asdict(worker.stats) if worker is not None else {}
+    if worker is not None:
+        state = str(stats.get("state", "running")) if worker.alive else "stopped"
+    dead = spec.errors.dead_letter
+    return RouteView(
+        id=spec.id,
+        source=_uri(spec.from_),
+        target=", ".join(_uri(t) for t in spec.to) or None,
+        steps=tuple(_step_name(s) for s in spec.steps),
+        dead_letter=_uri(dead) if dead is not None else f"topic:routes.{spec.id}.dlq",
+        state=state,
+        stats=stats,
+    )

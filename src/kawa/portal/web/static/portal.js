@@ -115,9 +115,12 @@ function renderBoard(b) {
 
   lines(document.getElementById("chart-replicas"), [{ points: b.replicas.map((p) => [p.t, p.replicas]) }], ["#2457c5"]);
   const lat = b.timeline.filter((r) => r.count);
+  const e2e = lat.some((r) => r.e2e_p99_ms !== null);
+  const p50 = e2e ? "e2e_p50_ms" : "latency_p50_ms", p99 = e2e ? "e2e_p99_ms" : "latency_p99_ms";
   lines(document.getElementById("chart-latency"), [
-    { points: lat.map((r) => [r.t, r.latency_p50_ms]) }, { points: lat.map((r) => [r.t, r.latency_p99_ms]) },
+    { points: lat.map((r) => [r.t, r[p50]]) }, { points: lat.map((r) => [r.t, r[p99]]) },
   ], ["#2f9e62", "#c53030"]);
+  setText("latency-kind", e2e ? "upload → result" : "inside the function (results carry no end-to-end time)");
 
   const results = document.getElementById("results");
   if (results) results.replaceChildren(...b.results.map((r) => {
