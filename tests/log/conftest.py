@@ -19,7 +19,7 @@ from kawa.errors import TopicNotFound
 from kawa.log import EventLog, TopicSpec, open_log
 from kawa.log.base import Consumer, Record
 
-BACKENDS = ["embedded", "memory", "kafka"]
+BACKENDS = ["embedded", "memory", pytest.param("kafka", marks=pytest.mark.kafka)]
 LOCAL_BACKENDS = ["embedded", "memory"]
 
 # Small segments, so that retention and compaction have closed segments to work on within a test.

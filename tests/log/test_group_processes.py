@@ -86,7 +86,7 @@ class Member:
         return self.out.with_suffix(".err").read_text()
 
 
-@pytest.fixture(params=["embedded", "kafka"])
+@pytest.fixture(params=["embedded", pytest.param("kafka", marks=pytest.mark.kafka)])
 def shared_log(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[EventLog, str]]:
     if request.param == "kafka":
         uri = f"kafka://{request.getfixturevalue('kafka_bootstrap')}"

@@ -20,7 +20,7 @@ from kawa.log import RecordMetadata, TopicSpec, open_log
 from kawa.log.kafka import KafkaLog, parse_bootstrap
 from tests.log.conftest import unique
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.kafka]
 
 
 @pytest.fixture

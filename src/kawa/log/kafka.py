@@ -628,6 +628,12 @@ class KafkaProducer:
         assert metadata is not None
         return metadata
 
+    def __enter__(self) -> KafkaProducer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
         """Flush, then stop serving delivery reports."""
         if self._closed:
@@ -873,6 +879,12 @@ class KafkaConsumer:
                     self._log._raise(exc, f"seeking {tp.topic}[{tp.partition}] to {target}", tp.topic)
                 time.sleep(0.02)
         self._positions[tp] = target
+
+    def __enter__(self) -> KafkaConsumer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _targets(self, partitions: Iterable[TopicPartition] | None) -> list[TopicPartition]:
         if partitions is None:
