@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from kawa.events import CloudEvent, new_event, to_kafka
-from kawa.functions.runner import HostOptions
+from kawa.functions.options import HostOptions
 from kawa.log.base import EventLog, Record
 
 FAST = HostOptions(tick_s=0.02, poll_timeout_s=0.02, commit_interval_s=0.05, drain_timeout_s=10.0)

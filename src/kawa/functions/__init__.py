@@ -18,7 +18,7 @@ _LAZY = {
     "Context": "kawa.functions.context",
     "PermanentError": "kawa.functions.invoke",
     "FunctionHost": "kawa.functions.host",
-    "HostOptions": "kawa.functions.runner",
+    "HostOptions": "kawa.functions.options",
     "EventFilter": "kawa.functions.filters",
     "ScalingPolicy": "kawa.functions.autoscaler",
     "KPA": "kawa.functions.autoscaler",
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from kawa.functions.host import FunctionHost
     from kawa.functions.invoke import PermanentError
     from kawa.functions.metrics import FunctionStats
-    from kawa.functions.runner import HostOptions
+    from kawa.functions.options import HostOptions
 
 __all__ = [
     "KPA",

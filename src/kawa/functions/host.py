@@ -26,7 +26,8 @@ from kawa.functions.app import BUCKET_CREATED_FILTER, App, FunctionSpec
 from kawa.functions.context import Runtime
 from kawa.functions.dedupe import DedupeStore, MemoryDedupeStore, open_dedupe
 from kawa.functions.metrics import FunctionStats
-from kawa.functions.runner import FunctionRunner, HostOptions
+from kawa.functions.options import HostOptions
+from kawa.functions.runner import FunctionRunner
 from kawa.log.base import EventLog, TopicSpec
 
 if TYPE_CHECKING:

@@ -35,24 +35,13 @@ from kawa.functions.invoke import (
     undecodable,
 )
 from kawa.functions.offsets import OffsetTracker
+from kawa.functions.options import HostOptions
 from kawa.functions.replicas import Replica, make_replica
 from kawa.log.base import Consumer, Record, TopicPartition
 
+__all__ = ["FunctionRunner", "HostOptions", "Job"]
+
 log = logging.getLogger("kawa.functions.host")
-
-
-@dataclass(frozen=True)
-class HostOptions:
-    """Host tuning. Defaults suit production; tests shorten the intervals."""
-
-    tick_s: float = 0.1  # autoscaler sample + decision period
-    poll_timeout_s: float = 0.1  # longest a poll blocks (bounds shutdown and mark latency)
-    commit_interval_s: float = 0.5
-    max_buffered: int = 0  # events read ahead per function; 0 = 4 * max capacity (at least 64)
-    drain_timeout_s: float = 30.0
-    session_timeout_ms: int | None = None
-    create_topics: bool = True
-    dedupe_retention_s: float = 7 * 24 * 3600.0
 
 
 @dataclass(slots=True)
