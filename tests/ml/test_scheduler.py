@@ -165,3 +165,21 @@ def test_inline_wait_runs_the_job(config: KawaConfig, job_module: str, tmp_path:
     assert done.state is JobState.SUCCEEDED
     assert json.loads((tmp_path / "e").read_text())["CUDA_VISIBLE_DEVICES"] == "0"
     assert json.loads((Path(os.environ["KAWA_HOME"]) / "jobs" / job.id / "result.json").read_text()) == {"ok": True}
+
+
+def test_kawa_up_runs_the_scheduler(config: KawaConfig, job_module: str, tmp_path: Path) -> None:
+    from kawa.ml.jobs import scheduler_service
+    from kawa.platform import Platform, service_factories
+
+    assert "kawa.ml.jobs:scheduler_service" in service_factories
+    cfg = make_config(config, tracking=False, inventory={"cpus": 2, "gpus": 1})
+    service = scheduler_service(Platform(cfg))
+    assert service is not None
+    # A job queued by another process (the CLI without --wait) is run by the service.
+    job = Scheduler(cfg).submit(JobSpec.build(f"{job_module}:record_env", gpu=1, params={"out": str(tmp_path / "e")}))
+    service.start()
+    try:
+        wait_for(lambda: service.get(job.id).state is JobState.SUCCEEDED)
+    finally:
+        service.stop()
+    assert scheduler_service(Platform(make_config(cfg, scheduler=False))) is None

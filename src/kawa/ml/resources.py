@@ -42,11 +42,12 @@ def parse_memory(text: str | int | None) -> int:
 
 
 def format_memory(n: int) -> str:
+    """``4G``, ``1.5G``, ``512M``: whole units where exact, else GiB with one decimal."""
     for unit, size in (("G", 1024**3), ("M", 1024**2), ("K", 1024)):
         if n >= size and n % size == 0:
             return f"{n // size}{unit}"
-    if n >= 1024**3:
-        return f"{n / 1024**3:.1f}G"
+        if n >= 1024**3:
+            return f"{n / 1024**3:.1f}G"
     return str(n)
 
 
