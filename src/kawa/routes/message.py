@@ -15,7 +15,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Hashable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -41,9 +41,16 @@ class Message:
         self, body: Any = None, *, suffix: str | None = None, headers: Mapping[str, Any] | None = None
     ) -> Message:
         """A copy with a new body (and ``headers`` added); ``suffix`` extends the id (``id#suffix``)."""
-        new_headers = {**self.headers, **(headers or {})}
-        new_id = f"{self.id}#{suffix}" if suffix is not None else self.id
-        return replace(self, body=self.body if body is None else body, id=new_id, headers=new_headers)
+        return Message(
+            body=self.body if body is None else body,
+            id=f"{self.id}#{suffix}" if suffix is not None else self.id,
+            source=self.source,
+            headers={**self.headers, **headers} if headers else dict(self.headers),
+            key=self.key,
+            time=self.time,
+            tokens=self.tokens,
+            error=self.error,
+        )
 
     @property
     def identity(self) -> str:

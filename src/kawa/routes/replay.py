@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from kawa.errors import InvalidRoute, RouteError
+
+_SURROGATES = re.compile("[\udc80-\udcff]")  # bytes that were not UTF-8 (decoded with surrogateescape)
 
 
 @dataclass(frozen=True)
@@ -89,7 +92,7 @@ def iter_rows(path: Path, start: int = 0, *, infer: bool = False) -> Iterator[tu
             if not fields:
                 continue
             raw = delimiter.join(fields)
-            if any("\udc80" <= ch <= "\udcff" for ch in raw):
+            if not raw.isascii() and _SURROGATES.search(raw):
                 yield index, BadRow(index, "row is not valid UTF-8", raw.encode("utf-8", "replace").decode())
             elif len(fields) != len(header):
                 yield index, BadRow(index, f"row has {len(fields)} fields, the header has {len(header)}", raw)
