@@ -52,7 +52,7 @@ class Validate:
             try:  # the Rust validator, when installed, answers is_valid ~10x faster; errors still come from jsonschema
                 import jsonschema_rs
 
-                self.fast: Any = jsonschema_rs.validator_for(schema)
+                self.fast = jsonschema_rs.validator_for(schema)
             except Exception:
                 self.fast = None
         else:
