@@ -253,3 +253,19 @@ def test_re_adding_a_rule_at_startup_does_not_swallow_files_that_arrived_while_d
     time.sleep(0.3)
     watcher()
     assert [g[2] for g in events(event_log, 1)] == ["while-down.dcm"]
+
+
+def test_files_moved_or_linked_in_from_outside_notify_once(
+    local: LocalStore, event_log: EventLog, watcher: Callable[[], LocalWatchService], tmp_path: Path
+) -> None:
+    watcher()
+    moved, linked = tmp_path / "moved.dcm", tmp_path / "linked.dcm"
+    moved.write_bytes(b"moved in")
+    linked.write_bytes(b"linked in")
+    subprocess.run(["mv", str(moved), str(local.root / "xray" / "moved.dcm")], check=True)
+    subprocess.run(["ln", str(linked), str(local.root / "xray" / "linked.dcm")], check=True)
+    got = events(event_log, 2, timeout=5)
+    assert sorted(got) == [
+        ("ObjectCreated:Put", "xray", "linked.dcm", 9, md5(b"linked in")),
+        ("ObjectCreated:Put", "xray", "moved.dcm", 8, md5(b"moved in")),
+    ]

@@ -16,7 +16,6 @@ regular files are objects; a key cannot be both an object and a "directory" of o
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import os
@@ -39,6 +38,7 @@ from kawa.store.naming import (
     validate_content_type,
     validate_key,
 )
+from kawa.store.paging import check_max_keys, select_page
 from kawa.store.records import Notifier
 from kawa.store.rules import NotificationRule, RuleRegistry
 from kawa.store.tracker import COPY, PUT, ChangeTracker, file_md5, next_sequencer
@@ -291,21 +291,16 @@ class LocalStore:
         continuation_token: str | None = None,
         max_keys: int = 1000,
     ) -> ObjectPage:
-        if not 1 <= max_keys <= 1000:
-            raise StoreError(f"max_keys must be between 1 and 1000, got {max_keys}")
+        check_max_keys(max_keys)
         base = self._existing_bucket(bucket)
-        after = start_after or ""
-        if continuation_token:
-            after = max(after, _decode_token(continuation_token))
-        keys = sorted(k for k, _ in self._walk(base, prefix) if k.startswith(prefix) and k > after)
-        page = keys[:max_keys]
+        page, token = select_page((k for k, _ in self._walk(base, prefix)), prefix=prefix, start_after=start_after,
+                                  continuation_token=continuation_token, max_keys=max_keys)
         objects = []
         for key in page:
             try:
                 objects.append(self.head(bucket, key))
             except ObjectNotFound:
                 continue  # deleted while listing
-        token = _encode_token(page[-1]) if len(keys) > max_keys else None
         return ObjectPage(tuple(objects), token)
 
     def iter_files(self, bucket: str) -> Iterator[tuple[str, Path]]:
@@ -389,17 +384,6 @@ class LocalStore:
 def _sidecar_matches(sidecar: Mapping[str, Any], st: os.stat_result) -> bool:
     """Whether the sidecar describes this version of the file (another program may have replaced it)."""
     return (sidecar.get("size"), sidecar.get("mtime_ns"), sidecar.get("inode")) == signature(st)
-
-
-def _encode_token(key: str) -> str:
-    return base64.urlsafe_b64encode(key.encode()).decode()
-
-
-def _decode_token(token: str) -> str:
-    try:
-        return base64.urlsafe_b64decode(token.encode()).decode()
-    except (ValueError, UnicodeDecodeError):
-        raise StoreError(f"continuation token {token!r} is not one this store issued") from None
 
 
 def build(uri: str, config: KawaConfig, log: EventLog | None = None, **_: Any) -> LocalStore:

@@ -12,7 +12,6 @@ Use it in your own tests with the in-memory log::
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import io
 import threading
@@ -21,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from kawa.errors import BucketExists, BucketNotEmpty, BucketNotFound, NotificationError, ObjectNotFound, StoreError
+from kawa.errors import BucketExists, BucketNotEmpty, BucketNotFound, NotificationError, ObjectNotFound
 from kawa.store.base import Body, BucketInfo, ObjectInfo, ObjectPage, ObjectReader, iter_body
 from kawa.store.naming import (
     default_content_type,
@@ -31,6 +30,7 @@ from kawa.store.naming import (
     validate_content_type,
     validate_key,
 )
+from kawa.store.paging import select_page
 from kawa.store.records import Notifier
 from kawa.store.rules import NotificationRule, RuleRegistry
 from kawa.store.tracker import COPY, DELETE, PUT, next_sequencer
@@ -151,15 +151,11 @@ class MemoryStore:
         continuation_token: str | None = None,
         max_keys: int = 1000,
     ) -> ObjectPage:
-        if not 1 <= max_keys <= 1000:
-            raise StoreError(f"max_keys must be between 1 and 1000, got {max_keys}")
-        after = start_after or ""
-        if continuation_token:
-            after = max(after, base64.urlsafe_b64decode(continuation_token.encode()).decode())
         with self._lock:
-            keys = sorted(k for k in self._bucket(bucket).objects if k.startswith(prefix) and k > after)
-            infos = tuple(self._bucket(bucket).objects[k][1] for k in keys[:max_keys])
-        token = base64.urlsafe_b64encode(keys[max_keys - 1].encode()).decode() if len(keys) > max_keys else None
+            objects = self._bucket(bucket).objects
+            page, token = select_page(list(objects), prefix=prefix, start_after=start_after,
+                                      continuation_token=continuation_token, max_keys=max_keys)
+            infos = tuple(objects[k][1] for k in page)
         return ObjectPage(infos, token)
 
     def delete(self, bucket: str, key: str, *, missing_ok: bool = False) -> None:

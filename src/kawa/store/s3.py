@@ -20,16 +20,7 @@ from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-from kawa.errors import (
-    BucketExists,
-    BucketNotEmpty,
-    BucketNotFound,
-    ConfigError,
-    InvalidBucketName,
-    ObjectNotFound,
-    StoreError,
-    StoreUnavailable,
-)
+from kawa.errors import BucketExists, BucketNotFound, ObjectNotFound, StoreError
 from kawa.store.base import Body, BucketInfo, ObjectInfo, ObjectPage, ObjectReader, iter_body
 from kawa.store.naming import (
     default_content_type,
@@ -41,6 +32,7 @@ from kawa.store.naming import (
 )
 from kawa.store.records import Notifier
 from kawa.store.rules import NotificationRule, RuleRegistry
+from kawa.store.s3_errors import translate
 
 if TYPE_CHECKING:
     from kawa.config import KawaConfig
@@ -111,51 +103,13 @@ class S3Store:
 
     @contextlib.contextmanager
     def errors(self, action: str, bucket: str | None = None, key: str | None = None) -> Iterator[None]:
-        """Translate botocore errors into Kawa's error tree."""
-        from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+        """Translate botocore errors raised inside the block into Kawa's error tree."""
+        from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             yield
-        except ClientError as exc:
-            raise self._client_error(exc, action, bucket, key) from exc
-        except NoCredentialsError as exc:
-            raise ConfigError(
-                "no S3 credentials: set store.access_key_id and store.secret_access_key in kawa.yaml "
-                "(or KAWA_STORE__ACCESS_KEY_ID / KAWA_STORE__SECRET_ACCESS_KEY)"
-            ) from exc
-        except BotoCoreError as exc:
-            if _is_connection_error(exc):
-                raise StoreUnavailable(
-                    f"cannot reach S3 endpoint {self.endpoint}: {exc}; gave up after "
-                    f"{self.config.store.max_attempts} attempt(s). Check store.endpoint_url and that the server "
-                    "is running"
-                ) from exc
-            raise StoreError(f"S3 {action} failed: {exc}") from exc
-
-    def _client_error(self, exc: Any, action: str, bucket: str | None, key: str | None) -> StoreError:
-        error = exc.response.get("Error", {})
-        code = str(error.get("Code", ""))
-        message = error.get("Message") or code
-        where = f"{key!r} in bucket {bucket!r}" if key is not None else f"bucket {bucket!r}"
-        missing_bucket = f"bucket {bucket!r} does not exist; create it with `kawa buckets create {bucket}`"
-        if code == "NoSuchBucket" or (code in ("404", "NotFound") and key is None):
-            return BucketNotFound(missing_bucket)
-        if code in ("NoSuchKey", "404", "NotFound"):
-            if bucket is not None and not self.bucket_exists(bucket):
-                return BucketNotFound(missing_bucket)
-            return ObjectNotFound(f"object {where} not found")
-        if code in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
-            return BucketExists(f"bucket {bucket!r} already exists ({code})")
-        if code == "BucketNotEmpty":
-            return BucketNotEmpty(f"bucket {bucket!r} is not empty; delete its objects first (`kawa rm`)")
-        if code == "InvalidBucketName":
-            return InvalidBucketName(f"S3 rejected bucket name {bucket!r}: {message}")
-        if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403"):
-            return StoreError(
-                f"S3 {action} of {where} was refused ({code}: {message}); check store.access_key_id, "
-                "store.secret_access_key and the bucket policy"
-            )
-        return StoreError(f"S3 {action} of {where} failed: {code}: {message}")
+        except (BotoCoreError, ClientError) as exc:
+            raise translate(exc, self, action, bucket, key) from exc
 
     # --- buckets ----------------------------------------------------------------------------------
 
@@ -385,13 +339,6 @@ class _Body:
 
     def close(self) -> None:
         self._raw.close()
-
-
-def _is_connection_error(exc: Exception) -> bool:
-    from botocore.exceptions import ConnectionError as BotoConnectionError
-    from botocore.exceptions import ConnectTimeoutError, ReadTimeoutError
-
-    return isinstance(exc, BotoConnectionError | ConnectTimeoutError | ReadTimeoutError)
 
 
 def _info_from_head(bucket: str, key: str, response: Mapping[str, Any]) -> ObjectInfo:

@@ -3,9 +3,10 @@
 Run by ``kawa up`` (one watcher per root: a second process waits for the first one's lock). On start it
 reconciles: every file that appeared, changed or vanished while Kawa was down is notified once (the
 :class:`~kawa.store.ledger.Ledger` remembers what was). Then watchdog reports changes: a file is handled
-when it is complete: at close-after-write or rename into place on Linux (inotify), elsewhere once its
-size and mtime were stable for ``settle_s``. A rescan every ``rescan_interval_s`` catches anything the
-watcher missed (an overflowing event queue, a hard link, a failed publish).
+when it is complete: on Linux (inotify) at close-after-write, at a rename inside the watched tree, or, for a
+file moved in from elsewhere or hard-linked (created without being written), once it was quiet for
+``settle_s``; elsewhere once its size and mtime were stable for ``settle_s``. A rescan every
+``rescan_interval_s`` catches anything the watcher missed (an overflowing event queue, a failed publish).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from kawa.store.naming import validate_bucket_name, validate_key
 log = logging.getLogger("kawa.store.watcher")
 TMP_MAX_AGE_S = 3600.0
 
-Action = tuple[str, str]  # ("file" | "gone" | "settle" | "scan" | "watch", path or bucket)
+Action = tuple[str, str]  # (what happened or what to do, a path or a bucket name)
 
 
 class LocalWatchService:
@@ -52,6 +53,7 @@ class LocalWatchService:
         self._thread: threading.Thread | None = None
         self._observer: Any = None
         self._watched: dict[str, Any] = {}
+        self._created: set[str] = set()  # created, and neither written to nor closed since
         self._lock_file: IO[str] | None = None
         self.ready = threading.Event()
         """Set once the startup reconciliation finished and the watcher runs."""
@@ -185,10 +187,23 @@ class LocalWatchService:
             return
         bucket, key, path = located
         if kind == "gone":
+            self._created.discard(arg)
             self.store.tracker.observe_missing(bucket, key, path)
+        elif kind == "created":
+            # Moved in from outside the bucket or hard-linked: inotify reports no close for these. A file a
+            # program creates and then writes sends "modified" and later "closed" instead.
+            self._created.add(arg)
+            self._later(self.settle_s, ("created-quiet", arg))
+        elif kind == "modified":
+            self._created.discard(arg)
+        elif kind == "created-quiet":
+            if arg in self._created:
+                self._created.discard(arg)
+                self._settle(bucket, key, path)
         elif kind == "settle":
             self._settle(bucket, key, path)
         else:
+            self._created.discard(arg)
             self.store.tracker.observe(bucket, key, path, sidecar=self.store.read_sidecar(bucket, key))
 
     def _settle(self, bucket: str, key: str, path: Path) -> None:
@@ -276,5 +291,5 @@ class _Handler(FileSystemEventHandler):  # type: ignore[misc]
             service.enqueue("file", dest)
         elif kind == "deleted":
             service.enqueue("gone", src)
-        elif kind in ("created", "modified") and not service.close_events:
-            service.enqueue("settle", src)
+        elif kind in ("created", "modified"):
+            service.enqueue(kind if service.close_events else "settle", src)
