@@ -350,3 +350,36 @@ def test_backoff_is_exponential_jittered_and_bounded() -> None:
     assert low == pytest.approx(0.2 * (1 - spec.jitter)) and high == pytest.approx(0.2 * (1 + spec.jitter), rel=1e-2)
     assert spec.backoff(30, random=0.999) <= 1.0
     assert replace(spec, retries=0).retries == 0
+
+
+def test_ctx_model_delegates_to_one_lazily_created_model_manager(
+    memlog: EventLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import kawa.ml.predictors as predictors
+
+    made: list[object] = []
+
+    class FakeManager:
+        def __init__(self, config: object, log: object = None) -> None:
+            made.append(config)
+
+        def get(self, ref: str) -> object:
+            return f"predictor for {ref}"
+
+        def close(self) -> None:
+            made.append("closed")
+
+    monkeypatch.setattr(predictors, "ModelManager", FakeManager)
+    app = App("t")
+    got: list[object] = []
+
+    @app.function(topic="in")
+    def score(event: CloudEvent, ctx: Context) -> None:
+        got.append(ctx.model("pneumonia@champion"))
+
+    memlog.create_topic(TopicSpec("in"))
+    produce(memlog, "in", events(3))
+    with FunctionHost(app, log=memlog, options=FAST) as host:
+        wait_for(lambda: host.metrics()["t.score"].succeeded == 3)
+    assert got == ["predictor for pneumonia@champion"] * 3
+    assert len(made) == 2 and made[-1] == "closed", "one manager, created on first use, closed with the host"
