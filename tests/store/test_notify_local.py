@@ -269,3 +269,22 @@ def test_files_moved_or_linked_in_from_outside_notify_once(
         ("ObjectCreated:Put", "xray", "linked.dcm", 9, md5(b"linked in")),
         ("ObjectCreated:Put", "xray", "moved.dcm", 8, md5(b"moved in")),
     ]
+
+
+def test_a_put_while_the_log_is_down_is_published_by_the_next_reconciliation(
+    local: LocalStore, event_log: EventLog, watcher: Callable[[], LocalWatchService], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kawa.errors import NotificationError, ProducerError
+
+    class DownProducer:
+        def send(self, *args: object, **kwargs: object) -> None:
+            raise ProducerError("broker not available")
+
+    monkeypatch.setattr(local.notifier, "_ensure", lambda topic: DownProducer())
+    with pytest.raises(NotificationError, match="is stored, but its notification was not published"):
+        local.put("xray", "late.dcm", b"late")
+    assert (local.root / "xray" / "late.dcm").read_bytes() == b"late"
+    monkeypatch.undo()
+    watcher()  # same process, log back: the startup reconciliation finishes the pending notification
+    got = events(event_log, 1)
+    assert got == [("ObjectCreated:Put", "xray", "late.dcm", 4, md5(b"late"))]

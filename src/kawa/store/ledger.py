@@ -41,12 +41,15 @@ class Entry:
     def signature(self) -> Signature:
         return (self.size, self.mtime_ns, self.inode)
 
-    def orphaned(self, stale_after_s: float) -> bool:
-        """A pending row whose writer died (or hung for ``stale_after_s``): its notification must be redone."""
+    def orphaned(self, stale_after_s: float, in_flight: bool = False) -> bool:
+        """A pending row whose writer died, failed or hung for ``stale_after_s``: its notification must be
+        redone. ``in_flight``: this process is still between the rename and the publish of this object."""
         if self.state != "pending":
             return False
         if time.time() - self.updated > stale_after_s:
             return True
+        if self.pid == os.getpid():
+            return not in_flight
         try:
             os.kill(self.pid, 0)
         except ProcessLookupError:

@@ -27,7 +27,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kawa.errors import BucketExists, BucketNotEmpty, BucketNotFound, InvalidKey, ObjectNotFound, StoreError
+from kawa.errors import (
+    BucketExists,
+    BucketNotEmpty,
+    BucketNotFound,
+    InvalidKey,
+    NotificationError,
+    ObjectNotFound,
+    StoreError,
+)
 from kawa.store.base import Body, BucketInfo, ObjectInfo, ObjectPage, ObjectReader, iter_body
 from kawa.store.ledger import Ledger, signature
 from kawa.store.naming import (
@@ -204,10 +212,21 @@ class LocalStore:
             self._write_sidecar(bucket, key, sidecar)
             self.tracker.staged(bucket, key, sig, etag)
             os.replace(tmp, path)
+        except BaseException:
+            self.tracker.unstaged(bucket, key)
+            raise
         finally:
             tmp.unlink(missing_ok=True)
         info = self._info(bucket, key, st, sidecar)
-        self.tracker.created(event, bucket, key, sig, etag=etag, sequencer=sequencer, metadata=attrs["metadata"])
+        try:
+            self.tracker.created(event, bucket, key, sig, etag=etag, sequencer=sequencer, metadata=attrs["metadata"])
+        except NotificationError as exc:
+            raise NotificationError(
+                f"{bucket}/{key} is stored, but its notification was not published ({exc}); the reconciliation "
+                "of `kawa up` publishes it once the log is reachable"
+            ) from exc
+        finally:
+            self.tracker.unstaged(bucket, key)
         return info
 
     def _make_parents(self, bucket: str, key: str, path: Path) -> None:

@@ -27,6 +27,7 @@ ORPHAN_AFTER_S = 300.0
 
 _seq_lock = threading.Lock()
 _last_seq = [0]
+_in_flight: set[tuple[str, str, str]] = set()  # (ledger, bucket, key) between rename and publish, this process
 
 
 def next_sequencer() -> str:
@@ -56,7 +57,18 @@ class ChangeTracker:
 
     def staged(self, bucket: str, key: str, sig: Signature, etag: str) -> None:
         """Called just before a put makes the file visible: the watcher will recognise and skip it."""
+        with _seq_lock:
+            _in_flight.add((str(self.ledger.path), bucket, key))
         self.ledger.mark(bucket, key, sig, etag, "pending")
+
+    def unstaged(self, bucket: str, key: str) -> None:
+        """The put ended (published, failed to publish, or never made the file visible)."""
+        with _seq_lock:
+            _in_flight.discard((str(self.ledger.path), bucket, key))
+
+    def in_flight(self, bucket: str, key: str) -> bool:
+        with _seq_lock:
+            return (str(self.ledger.path), bucket, key) in _in_flight
 
     def created(
         self,
@@ -109,7 +121,7 @@ class ChangeTracker:
         sig = signature(st)
         entry = self.ledger.get(bucket, key)
         if entry is not None and entry.signature == sig:
-            if not entry.orphaned(ORPHAN_AFTER_S):
+            if not entry.orphaned(ORPHAN_AFTER_S, self.in_flight(bucket, key)):
                 return 0
             log.warning("finishing the notification of %s/%s: its writer stopped before publishing", bucket, key)
         etag = entry.etag if entry is not None and entry.signature == sig else file_md5(path)
@@ -136,8 +148,11 @@ class ChangeTracker:
         """After a scan of ``bucket``: report every remembered object that is gone."""
         count = 0
         for entry in list(self.ledger.entries(bucket)):
-            if entry.key not in present:
-                count += self.observe_missing(bucket, entry.key, root.joinpath(*entry.key.split("/")))
+            if entry.key in present:
+                continue
+            if entry.state == "pending" and not entry.orphaned(ORPHAN_AFTER_S, self.in_flight(bucket, entry.key)):
+                continue  # a put is about to rename its file into place
+            count += self.observe_missing(bucket, entry.key, root.joinpath(*entry.key.split("/")))
         return count
 
     def baseline(self, bucket: str, files: list[tuple[str, Path]]) -> None:
