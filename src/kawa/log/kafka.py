@@ -687,6 +687,8 @@ class KafkaConsumer:
             "heartbeat.interval.ms": max(100, min(1000, session_timeout_ms // 10)),
             "partition.assignment.strategy": "cooperative-sticky",
             "enable.partition.eof": False,
+            # A seek waits for the fetch in flight; an idle fetch is held by the broker this long (default 500).
+            "fetch.wait.max.ms": 100,
             "error_cb": self._on_error,
         }
         if client_id:
