@@ -55,7 +55,9 @@ def demo_log(
             batch = consumer.poll(timeout=0.25, max_records=2000)
             idle = 0 if batch else idle + 1
             for record in batch:
-                sensors.add(from_record(record).get_data()["sensor"])  # type: ignore[index]
+                data = from_record(record).get_data()
+                if isinstance(data, dict):
+                    sensors.add(int(data["sensor"]))
             read += len(batch)
             consumer.commit()
             progress.update(task2, completed=min(read, records))

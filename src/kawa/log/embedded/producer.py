@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from kawa.errors import InvalidPartition, ProducerError, RecordTooLarge, TopicNotFound
@@ -115,15 +114,13 @@ class EmbeddedProducer(SendMixin):
                         if isinstance(exc, TopicNotFound)
                         else ProducerError(f"writing {tp.topic}[{tp.partition}] failed: {exc}")
                     )
-                    _notify(cbs, lambda _i: None, error)
+                    for callback in cbs:
+                        if callback is not None:
+                            callback(None, error)
                     continue
-                _notify(
-                    cbs,
-                    lambda i, tp=tp, first=first, batch=batch: RecordMetadata(
-                        tp.topic, tp.partition, first + i, batch[i][3]
-                    ),
-                    None,
-                )
+                for i, callback in enumerate(cbs):
+                    if callback is not None:
+                        callback(RecordMetadata(tp.topic, tp.partition, first + i, batch[i][3]), None)
 
     def flush(self, timeout: float | None = None) -> None:
         self._write_pending()
@@ -136,10 +133,3 @@ class EmbeddedProducer(SendMixin):
         if self._thread is not None:
             self._thread.join(timeout=5)
 
-
-def _notify(
-    callbacks: list[DeliveryCallback | None], metadata: Callable[[int], RecordMetadata | None], error: Exception | None
-) -> None:
-    for i, callback in enumerate(callbacks):
-        if callback is not None:
-            callback(metadata(i), error)
