@@ -82,8 +82,14 @@ def run(store: ObjectStore, log: EventLog, bucket: str, objects: int, size: int,
     arrivals = Arrivals(log)
     arrivals.start()
     started: dict[str, float] = {}
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=True) as bar:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
         task = bar.add_task(f"{label}: put", total=objects)
         begin = time.perf_counter()
         for i in range(objects):
@@ -129,8 +135,9 @@ def moto_server(endpoint: str | None) -> Iterator[str]:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     binary = Path(sys.executable).parent / "moto_server"
-    proc = subprocess.Popen([str(binary), "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [str(binary), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -153,9 +160,16 @@ def bench_s3(home: Path, objects: int, size: int, endpoint: str | None) -> dict[
 
     with moto_server(endpoint) as url:
         settings: dict[str, Any] = {
-            "uri": "s3://", "endpoint_url": url, "access_key_id": "test", "secret_access_key": "test",
-            "notify": {"mode": "sqs", "queue_name": f"kawa-bench-{uuid.uuid4().hex[:8]}", "sqs_wait_s": 1,
-                       "poll_interval_s": 0.2},
+            "uri": "s3://",
+            "endpoint_url": url,
+            "access_key_id": "test",
+            "secret_access_key": "test",
+            "notify": {
+                "mode": "sqs",
+                "queue_name": f"kawa-bench-{uuid.uuid4().hex[:8]}",
+                "sqs_wait_s": 1,
+                "poll_interval_s": 0.2,
+            },
         }
         config = KawaConfig.model_validate({"home": str(home), "store": settings})
         log = open_log("embedded:", config)
@@ -185,8 +199,13 @@ def main() -> None:
         s3 = bench_s3(Path(tmp) / "s3", args.objects, args.size, args.s3_endpoint)
     table = Table("backend", "puts/s", "notify p50 ms", "notify p99 ms", "events")
     for name, result in (("local", local), ("s3 (moto + SQS bridge)", s3)):
-        table.add_row(name, str(result["puts_per_s"]), str(result["notify_p50_ms"]), str(result["notify_p99_ms"]),
-                      f"{int(result['events'])}/{args.objects}")
+        table.add_row(
+            name,
+            str(result["puts_per_s"]),
+            str(result["notify_p50_ms"]),
+            str(result["notify_p99_ms"]),
+            f"{int(result['events'])}/{args.objects}",
+        )
     console.print(f"{args.objects} objects of {args.size} bytes")
     console.print(table)
     summary = {
