@@ -137,44 +137,6 @@ class PortalConfig(_Frozen):
     metrics_auth: bool = Field(True, description="require a token (portal.view) for /metrics")
 
 
-class FunctionsConfig(_Frozen):
-    """Function hosting: which apps ``kawa up`` runs and where finished events are remembered."""
-
-    apps: list[str] = Field(default_factory=list, description="module:app references that `kawa up` hosts")
-    dedupe: str = Field(
-        "sqlite:",
-        description="dedupe store: 'sqlite:' (under the home) or sqlite:PATH, 'memory:', 'none:' (docs/functions.md)",
-    )
-
-
-class KawaConfig(_Frozen):
-    """The whole configuration."""
-
-    home: Path = Path(".kawa")
-    log: LogConfig = Field(default_factory=LogConfig)
-    store: StoreConfig = Field(default_factory=StoreConfig)
-    portal: PortalConfig = Field(default_factory=PortalConfig)
-    functions: FunctionsConfig = Field(default_factory=FunctionsConfig)
-
-    def path(self, *parts: str) -> Path:
-        """A path under the Kawa home."""
-        return self.home.joinpath(*parts)
-
-
-_SHORTCUTS = {"KAWA_HOME": ("home",), "KAWA_LOG": ("log", "uri"), "KAWA_STORE": ("store", "uri")}
-_NOT_SETTINGS = {"KAWA_CONFIG"}
-
-
-def _set_nested(target: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
-    for part in path[:-1]:
-        node = target.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"cannot set {'.'.join(path)}: {part} is not a section")
-        target = node
-    target[path[-1]] = value
-
-
-def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
 class InventoryConfig(_Frozen):
     """Override what the job scheduler believes the machine has (tests, or to reserve part of a host).
 
@@ -204,6 +166,45 @@ class MLConfig(_Frozen):
     predictions_topic: str = "predictions"
 
 
+class FunctionsConfig(_Frozen):
+    """Function hosting: which apps ``kawa up`` runs and where finished events are remembered."""
+
+    apps: list[str] = Field(default_factory=list, description="module:app references that `kawa up` hosts")
+    dedupe: str = Field(
+        "sqlite:",
+        description="dedupe store: 'sqlite:' (under the home) or sqlite:PATH, 'memory:', 'none:' (docs/functions.md)",
+    )
+
+
+class KawaConfig(_Frozen):
+    """The whole configuration."""
+
+    home: Path = Path(".kawa")
+    log: LogConfig = Field(default_factory=LogConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    portal: PortalConfig = Field(default_factory=PortalConfig)
+    functions: FunctionsConfig = Field(default_factory=FunctionsConfig)
+    ml: MLConfig = Field(default_factory=MLConfig)
+
+    def path(self, *parts: str) -> Path:
+        """A path under the Kawa home."""
+        return self.home.joinpath(*parts)
+
+
+_SHORTCUTS = {"KAWA_HOME": ("home",), "KAWA_LOG": ("log", "uri"), "KAWA_STORE": ("store", "uri")}
+_NOT_SETTINGS = {"KAWA_CONFIG"}
+
+
+def _set_nested(target: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    for part in path[:-1]:
+        node = target.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"cannot set {'.'.join(path)}: {part} is not a section")
+        target = node
+    target[path[-1]] = value
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, value in env.items():
         if not name.startswith("KAWA_") or name in _NOT_SETTINGS or name.startswith("KAWA_TEST_"):
@@ -211,7 +212,6 @@ class MLConfig(_Frozen):
         if name in _SHORTCUTS:
             _set_nested(out, _SHORTCUTS[name], value)
         elif "__" in name:
-    ml: MLConfig = Field(default_factory=MLConfig)
             path = tuple(p.lower() for p in name[len("KAWA_") :].split("__") if p)
             if path:
                 _set_nested(out, path, value)
