@@ -31,8 +31,11 @@ def demo_xray(
     duration: Annotated[float, typer.Option(help="seconds to upload for (0: until Ctrl-C)")] = 0.0,
     backend: Annotated[str, typer.Option(help="event log: embedded (on disk) or kafka")] = "embedded",
     kafka: Annotated[
-        str | None, typer.Option(help="Kafka bootstrap host:port (default: the configured kafka:// log, else a "
-                                      "local broker started with scripts/kafka.sh)")
+        str | None,
+        typer.Option(
+            help="Kafka bootstrap host:port (default: the configured kafka:// log, else a "
+            "local broker started with scripts/kafka.sh)"
+        ),
     ] = None,
     settings_file: Annotated[
         Path | None, typer.Option("--settings", help="YAML with X-ray settings (buckets, thresholds, box ...)")
@@ -68,13 +71,17 @@ def _run(config: KawaConfig, settings: Any, *, duration: float, with_portal: boo
     from kawa.apps.xray.stack import XrayStack
 
     log_file = _log_to_file(config)
-    console.print(f"[bold]Kawa X-ray demo[/] — home [bold]{config.home}[/], log [bold]{config.log.uri}[/], "
-                  f"store [bold]{config.store.uri}[/]; platform log in {log_file}")
+    console.print(
+        f"[bold]Kawa X-ray demo[/] — home [bold]{config.home}[/], log [bold]{config.log.uri}[/], "
+        f"store [bold]{config.store.uri}[/]; platform log in {log_file}"
+    )
     stack = XrayStack(config, settings)
     with console.status("creating buckets, topics, the bucket notification and the de-identification route"):
         stack.prepare()
-    console.print(f"  buckets {', '.join(settings.buckets())}; topics {settings.images_topic} "
-                  f"({settings.partitions} partitions), {settings.results_topic}, {settings.dead_letter_topic}")
+    console.print(
+        f"  buckets {', '.join(settings.buckets())}; topics {settings.images_topic} "
+        f"({settings.partitions} partitions), {settings.results_topic}, {settings.dead_letter_topic}"
+    )
     _ensure_model(stack, settings_file)
     server = None
     try:
@@ -87,8 +94,11 @@ def _run(config: KawaConfig, settings: Any, *, duration: float, with_portal: boo
         generator = Generator(settings, store=stack.store, prefix=prefix)
         thread, stop = generator.start(rate=settings.rate, duration=duration or None)
         began = time.monotonic()
-        console.print(f"uploading to [bold]{settings.incoming_bucket}/{prefix}[/] at {settings.rate:g} images/s"
-                      + (f" for {duration:g} s" if duration else "") + " — Ctrl-C stops")
+        console.print(
+            f"uploading to [bold]{settings.incoming_bucket}/{prefix}[/] at {settings.rate:g} images/s"
+            + (f" for {duration:g} s" if duration else "")
+            + " — Ctrl-C stops"
+        )
         interrupted = False
         try:
             with Live(console=console, refresh_per_second=2, transient=False) as live:
@@ -134,8 +144,12 @@ def _ensure_model(stack: XrayStack, settings_file: Path | None) -> None:
         console.print(f"model [bold]{ref}[/] → version {version}")
         return
     console.print(f"no model at [bold]{ref}[/]: training one as a Kawa job (kawa.apps.xray.train:train)")
-    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-               TimeElapsedColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=console) as progress:
         tasks: dict[str, Any] = {}
 
@@ -146,8 +160,9 @@ def _ensure_model(stack: XrayStack, settings_file: Path | None) -> None:
 
         from kawa.apps.xray.jobs import run_training_job
 
-        result = run_training_job(stack.config, stack.settings, progress=report,
-                                  settings_file=str(settings_file) if settings_file else None)
+        result = run_training_job(
+            stack.config, stack.settings, progress=report, settings_file=str(settings_file) if settings_file else None
+        )
     console.print(
         f"trained [bold]{result.get('model')}[/] v{result.get('version')} in {result.get('seconds')} s "
         f"(job {result.get('job_id')}): held-out AUC {result.get('auc', 0):.3f}, sensitivity "
@@ -167,8 +182,10 @@ def _start_portal(stack: XrayStack) -> Any:
         console.print(f"[yellow]portal not started: {exc}[/]")
         return None
     login = server.ensure_admin() if hasattr(server, "ensure_admin") else None
-    console.print(f"portal: [bold link={server.url}]{server.url}[/]"
-                  + (f" (user {login.name}, password {login.password})" if login is not None else ""))
+    console.print(
+        f"portal: [bold link={server.url}]{server.url}[/]"
+        + (f" (user {login.name}, password {login.password})" if login is not None else "")
+    )
     return server
 
 
@@ -201,6 +218,7 @@ def _ms(value: float | None) -> str:
 
 def _drain(stack: XrayStack, prefix: str, uploaded: int, interrupted: bool) -> None:
     """Wait until every upload of this run was assessed (or dead-lettered) and anonymized."""
+
     def finished(c: Counts) -> bool:
         return c.processed + c.dead_lettered >= uploaded and c.anonymized + c.deid_dead_lettered >= uploaded
 
@@ -222,25 +240,38 @@ def _summary(counts: Counts, uploads: list[Any], settings: Any, elapsed: float, 
     table.add_row("uploaded", f"{counts.uploaded:,} objects ({images:,} images, {corrupt:,} damaged)")
     table.add_row("processed", f"{counts.processed:,} annotated PHI-free images, {counts.results:,} result rows")
     table.add_row("anonymized", f"{counts.anonymized:,} de-identified images")
-    table.add_row("dead-lettered", f"{counts.dead_lettered:,} by the function (reasons on "
-                  f"{settings.dead_letter_topic}), {counts.deid_dead_lettered:,} by the route "
-                  f"({settings.deid_dead_letter_topic})")
+    table.add_row(
+        "dead-lettered",
+        f"{counts.dead_lettered:,} by the function (reasons on "
+        f"{settings.dead_letter_topic}), {counts.deid_dead_lettered:,} by the route "
+        f"({settings.deid_dead_letter_topic})",
+    )
     table.add_row("risk", ", ".join(f"{k} {v:,}" for k, v in sorted(counts.labels.items())) or "-")
     table.add_row("latency p50 / p99", f"{_ms(counts.e2e_p50_ms)} / {_ms(counts.e2e_p99_ms)}")
     table.add_row("throughput", f"{counts.results / max(elapsed, 1e-9):.1f} images/s over {elapsed:,.0f} s")
     console.print(table)
-    agree = (counts.uploaded == len(uploads) and counts.processed == counts.results == images
-             and counts.anonymized == images and counts.dead_lettered == counts.deid_dead_lettered == corrupt)
+    agree = (
+        counts.uploaded == len(uploads)
+        and counts.processed == counts.results == images
+        and counts.anonymized == images
+        and counts.dead_lettered == counts.deid_dead_lettered == corrupt
+    )
     if agree:
-        console.print("[green]✓ counts agree[/]: every upload is in the incoming bucket; every image has one "
-                      "processed object, one result row and one anonymized object; damaged uploads were "
-                      "dead-lettered")
+        console.print(
+            "[green]✓ counts agree[/]: every upload is in the incoming bucket; every image has one "
+            "processed object, one result row and one anonymized object; damaged uploads were "
+            "dead-lettered"
+        )
     else:
-        console.print(f"[yellow]counts differ[/] (uploads {len(uploads)}, images {images}): some images were "
-                      "still in flight when the demo stopped; `kawa ls` and the results DB show the rest")
+        console.print(
+            f"[yellow]counts differ[/] (uploads {len(uploads)}, images {images}): some images were "
+            "still in flight when the demo stopped; `kawa ls` and the results DB show the rest"
+        )
     console.print(f"results DB: {stack.results_url}")
-    console.print(f"next: [bold]kawa ls {settings.processed_bucket}[/], [bold]kawa consume {settings.results_topic} "
-                  f"--max 3[/], [bold]kawa models versions {settings.model_name}[/]")
+    console.print(
+        f"next: [bold]kawa ls {settings.processed_bucket}[/], [bold]kawa consume {settings.results_topic} "
+        f"--max 3[/], [bold]kawa models versions {settings.model_name}[/]"
+    )
 
 
 def _kafka_address(explicit: str | None, config: KawaConfig) -> tuple[str, bool]:
@@ -267,6 +298,8 @@ def _kafka_script(action: str) -> str:
         raise BackendUnavailable("no Kafka broker configured: pass --kafka HOST:PORT or set log.uri to kafka://…")
     done = subprocess.run(["bash", str(script), action], capture_output=True, text=True, timeout=600, check=False)
     if done.returncode != 0 and action == "start":
-        raise BackendUnavailable(f"scripts/kafka.sh start failed: {done.stderr.strip()[-800:]}; "
-                                 "pass --kafka HOST:PORT to use a running broker")
+        raise BackendUnavailable(
+            f"scripts/kafka.sh start failed: {done.stderr.strip()[-800:]}; "
+            "pass --kafka HOST:PORT to use a running broker"
+        )
     return done.stdout

@@ -46,8 +46,10 @@ def scan_dataset(root: str | Path) -> list[DatasetItem]:
     (any case) and split by the nearest ``train``/``test``/``val`` folder."""
     base = Path(root)
     if not base.is_dir():
-        raise KawaError(f"dataset folder {base} does not exist; pass a folder with train/test/NORMAL|PNEUMONIA "
-                        "subfolders or one holding DICOM files")
+        raise KawaError(
+            f"dataset folder {base} does not exist; pass a folder with train/test/NORMAL|PNEUMONIA "
+            "subfolders or one holding DICOM files"
+        )
     items = []
     for path in sorted(p for p in base.rglob("*") if p.is_file() and not p.name.startswith(".")):
         if not _looks_like_image(path):

@@ -37,9 +37,13 @@ def deid_route_dict(settings: XraySettings) -> dict[str, Any]:
         "from": f"topic:{s.images_topic}?group=xray-deid",
         "steps": [
             {"fetch": {}},
-            {"choice": {"when": [
-                {"if": "body[128:132] == b'DICM'", "steps": [{"dicom-deidentify": {"profile": "basic"}}]},
-            ]}},
+            {
+                "choice": {
+                    "when": [
+                        {"if": "body[128:132] == b'DICM'", "steps": [{"dicom-deidentify": {"profile": "basic"}}]},
+                    ]
+                }
+            },
             {"pixel-redact": {"boxes": [list(s.redaction_box())], "mode": "black"}},
         ],
         "to": f"bucket:{s.anonymized_bucket}",
@@ -52,19 +56,30 @@ def deid_route_yaml(settings: XraySettings) -> str:
 
 
 class DeidRoute:
-    """The route for ``settings``, ready to run on a platform."""
+    """The route for ``settings``, ready to run on a platform.
+
+    A route handles its messages one at a time; ``settings.route_workers`` copies (ids ``xray-deidentify``,
+    ``xray-deidentify-2`` …) share the consumer group ``xray-deid``, so the topic's partitions are divided
+    among them and images are de-identified in parallel. Delivery stays at-least-once: around a rebalance
+    (workers joining) an image can be handled twice — its anonymized object is simply written again, but a
+    damaged upload is then dead-lettered twice.
+    """
 
     def __init__(self, settings: XraySettings) -> None:
         self.settings = settings
 
-    @property
-    def spec(self) -> RouteSpec:
+    def specs(self) -> list[RouteSpec]:
         from kawa.routes.spec import parse_route
 
-        return parse_route(deid_route_dict(self.settings), origin="kawa.apps.xray.deid")
+        base = deid_route_dict(self.settings)
+        out = []
+        for n in range(1, self.settings.route_workers + 1):
+            data = {**base, "id": ROUTE_ID if n == 1 else f"{ROUTE_ID}-{n}"}
+            out.append(parse_route(data, origin="kawa.apps.xray.deid"))
+        return out
 
     def start(self, platform: Platform) -> RunningRoute:
-        return RunningRoute(self.spec, platform)
+        return RunningRoute(self.specs(), platform)
 
 
 def deid_route(settings: XraySettings) -> DeidRoute:
@@ -72,17 +87,16 @@ def deid_route(settings: XraySettings) -> DeidRoute:
 
 
 class RunningRoute:
-    """The route running in a thread of this process, on ``platform``'s log and store."""
+    """The route's workers running as threads of this process, on ``platform``'s log and store."""
 
-    def __init__(self, spec: RouteSpec, platform: Platform) -> None:
+    def __init__(self, specs: list[RouteSpec], platform: Platform) -> None:
         from kawa.routes.runner import RouteRunner
 
         self.runner = RouteRunner(platform.config, platform)
-        self.worker = self.runner.add(spec)
+        self.workers = [self.runner.add(spec) for spec in specs]
 
-    @property
-    def stats(self) -> Any:
-        return self.worker.stats
+    def dead_lettered(self) -> int:
+        return sum(w.stats.dead_lettered for w in self.workers)
 
     def stop(self) -> None:
         self.runner.stop()

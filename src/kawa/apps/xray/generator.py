@@ -67,7 +67,9 @@ class Generator:
         self.prefix = prefix
         seed = settings.seed if seed is None else seed
         self._images = RadiographGenerator(
-            seed, size=settings.image_size, phi_box=settings.phi_box,
+            seed,
+            size=settings.image_size,
+            phi_box=settings.phi_box,
             pneumonia_fraction=settings.pneumonia_fraction,
         )
         self._rng = np.random.default_rng(seed + 1)
@@ -108,8 +110,15 @@ class Generator:
             tmp = target.with_name(f".{target.name}.part")
             tmp.write_bytes(item.body)
             os.replace(tmp, target)
-        done = Upload(key, item.fmt, item.image.pneumonia, tuple(item.image.patient.phi_strings()),
-                      len(item.body), put_time, item.corrupt)
+        done = Upload(
+            key,
+            item.fmt,
+            item.image.pneumonia,
+            tuple(item.image.patient.phi_strings()),
+            len(item.body),
+            put_time,
+            item.corrupt,
+        )
         with self._lock:
             self.uploads.append(done)
         return done
@@ -147,7 +156,6 @@ class Generator:
     def start(self, **kwargs: Any) -> tuple[threading.Thread, threading.Event]:
         """:meth:`run` in a daemon thread; set the returned event to stop it."""
         stop = threading.Event()
-        thread = threading.Thread(target=self.run, kwargs={**kwargs, "stop": stop}, name="xray-generator",
-                                  daemon=True)
+        thread = threading.Thread(target=self.run, kwargs={**kwargs, "stop": stop}, name="xray-generator", daemon=True)
         thread.start()
         return thread, stop

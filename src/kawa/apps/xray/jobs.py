@@ -43,8 +43,9 @@ def run_training_job(
     if settings_file:
         params["settings_file"] = settings_file
     env = {"KAWA_LOG": config.log.uri, "KAWA_STORE": config.store.uri}
-    spec = JobSpec.build(ENTRYPOINT, cpu=1, params=params, project="xray", timeout_s=timeout_s, env=env,
-                         name="xray-train")
+    spec = JobSpec.build(
+        ENTRYPOINT, cpu=1, params=params, project="xray", timeout_s=timeout_s, env=env, name="xray-train"
+    )
     scheduler = Scheduler(config)
     try:
         job = scheduler.submit(spec)

@@ -23,9 +23,7 @@ from kawa.apps.xray.imaging import UndecodableImage, annotate, decode, encode_pn
 from kawa.apps.xray.results import ResultRow, shared_results_db
 from kawa.apps.xray.settings import XraySettings
 from kawa.events import CloudEvent
-from kawa.functions.app import App
-from kawa.functions.context import Context
-from kawa.functions.invoke import PermanentError
+from kawa.functions import App, Context, PermanentError
 from kawa.store import ObjectEvent, parse_records
 
 RESULT_TYPE = "dev.kawa.xray.assessed"
@@ -47,16 +45,7 @@ def build_app(settings: XraySettings | None = None, *, results_db: str | None = 
     app = App(name, config={"xray": s.model_dump(mode="json")})
     db_url = results_db or s.results_db
 
-    def risk_assessment(event: CloudEvent, ctx: Context) -> list[CloudEvent]:
-        nonlocal db_url
-        if db_url is None:
-            from kawa.config import load_config
-
-            db_url = s.results_url(load_config().home)
-        return assess(event, ctx, s, db_url)
-
-    app.function(
-        risk_assessment,
+    @app.function(
         name=FUNCTION,
         bucket=s.incoming_bucket,
         topic=s.images_topic,
@@ -68,6 +57,13 @@ def build_app(settings: XraySettings | None = None, *, results_db: str | None = 
         reply_topic=s.results_topic,
         dead_letter_topic=s.dead_letter_topic,
     )
+    def risk_assessment(event: CloudEvent, ctx: Context) -> list[CloudEvent]:
+        nonlocal db_url
+        if db_url is None:
+            from kawa.config import load_config
+
+            db_url = s.results_url(load_config().home)
+        return assess(event, ctx, s, db_url)
 
     return app
 
@@ -97,16 +93,26 @@ def _assess_one(record: ObjectEvent, event: CloudEvent, ctx: Context, s: XraySet
     label = s.label_for(risk)
     out_key = processed_key(record.key)
     ctx.store.put(
-        s.processed_bucket, out_key, encode_png(annotate(clean, label, risk)), content_type="image/png",
+        s.processed_bucket,
+        out_key,
+        encode_png(annotate(clean, label, risk)),
+        content_type="image/png",
         metadata={"risk": f"{risk:.4f}", "label": label, "model": f"{predictor.name}/{predictor.version}"},
     )
     now = time.time()
     latency_ms = (time.perf_counter() - started) * 1000
     uploaded = record.time.timestamp() if record.time is not None else None
     row = ResultRow(
-        time=now, bucket=record.bucket, object_key=record.key, processed_key=out_key,
-        model_name=predictor.name, model_version=int(predictor.version), risk=risk, label=label,
-        latency_ms=latency_ms, e2e_ms=(now - uploaded) * 1000 if uploaded is not None else None,
+        time=now,
+        bucket=record.bucket,
+        object_key=record.key,
+        processed_key=out_key,
+        model_name=predictor.name,
+        model_version=int(predictor.version),
+        risk=risk,
+        label=label,
+        latency_ms=latency_ms,
+        e2e_ms=(now - uploaded) * 1000 if uploaded is not None else None,
         event_id=f"{event.get_source()}#{event.get_id()}",
     )
     shared_results_db(db_url).record(row)
@@ -114,9 +120,16 @@ def _assess_one(record: ObjectEvent, event: CloudEvent, ctx: Context, s: XraySet
     return ctx.new_event(
         RESULT_TYPE,
         {
-            "bucket": record.bucket, "key": record.key, "processed_bucket": s.processed_bucket,
-            "processed_key": out_key, "model": predictor.name, "model_version": int(predictor.version),
-            "risk": risk, "label": label, "latency_ms": round(latency_ms, 3), "time": now,
+            "bucket": record.bucket,
+            "key": record.key,
+            "processed_bucket": s.processed_bucket,
+            "processed_key": out_key,
+            "model": predictor.name,
+            "model_version": int(predictor.version),
+            "risk": risk,
+            "label": label,
+            "latency_ms": round(latency_ms, 3),
+            "time": now,
         },
         subject=posixpath.join(record.bucket, record.key),
     )

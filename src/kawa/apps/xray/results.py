@@ -73,7 +73,7 @@ class ResultsDB:
     def __init__(self, url: str) -> None:
         self.url = url
         if url.startswith("sqlite:///"):
-            Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+            Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
         try:
             self.engine = sa.create_engine(url, future=True)
         except (sa.exc.ArgumentError, ImportError) as exc:
@@ -97,14 +97,16 @@ class ResultsDB:
             return False
         return True
 
-    def count(self) -> int:
+    def count(self, prefix: str = "") -> int:
+        """Rows whose object key starts with ``prefix``."""
+        query = sa.select(sa.func.count()).select_from(results_table)
+        if prefix:
+            query = query.where(results_table.c.object_key.startswith(prefix, autoescape=True))
         with self.engine.connect() as conn:
-            return int(conn.execute(sa.select(sa.func.count()).select_from(results_table)).scalar_one())
+            return int(conn.execute(query).scalar_one())
 
     def rows(self, *, limit: int | None = None, newest_first: bool = False) -> list[ResultRow]:
-        query = sa.select(results_table).order_by(
-            results_table.c.id.desc() if newest_first else results_table.c.id
-        )
+        query = sa.select(results_table).order_by(results_table.c.id.desc() if newest_first else results_table.c.id)
         if limit is not None:
             query = query.limit(limit)
         with self.engine.connect() as conn:
@@ -131,8 +133,9 @@ class ResultsDB:
                 conn.execute(sa.select(t.c.label, sa.func.count()).where(where).group_by(t.c.label)).all()
             )
             versions: dict[Any, Any] = dict(
-                conn.execute(sa.select(t.c.model_version, sa.func.count()).where(where).group_by(t.c.model_version))
-                .all()
+                conn.execute(
+                    sa.select(t.c.model_version, sa.func.count()).where(where).group_by(t.c.model_version)
+                ).all()
             )
             e2e = sorted(v for (v,) in conn.execute(sa.select(t.c.e2e_ms).where(where)) if v is not None)
         return {

@@ -32,6 +32,7 @@ class XraySettings(BaseModel):
     dead_letter_topic: str = "xray-images.dlq"
     deid_dead_letter_topic: str = "xray-deid.dlq"
     partitions: int = Field(4, ge=1, description="partitions of the images topic (bounds parallelism)")
+    route_workers: int = Field(1, ge=1, le=16, description="parallel copies of the de-identification route")
 
     model_name: str = "pneumonia"
     model_alias: str = "champion"

@@ -24,8 +24,7 @@ from kawa.store import NotificationRule, iter_objects
 
 if TYPE_CHECKING:
     from kawa.config import KawaConfig
-    from kawa.functions.host import FunctionHost
-    from kawa.functions.runner import HostOptions
+    from kawa.functions import FunctionHost, HostOptions
 
 Progress = Callable[[str, int, int], None]
 
@@ -131,10 +130,13 @@ class XrayStack:
         self.platform.extras["xray"] = self  # the portal's X-ray board reads the settings from here
         if not self._host_enabled:
             return
-        from kawa.functions.host import FunctionHost
+        from kawa.functions import FunctionHost
 
         self.host = FunctionHost(
-            self.app, log=self.log, config=self.config, store_factory=lambda: self.store,
+            self.app,
+            log=self.log,
+            config=self.config,
+            store_factory=lambda: self.store,
             options=self._host_options,
         )
         self.host.start()

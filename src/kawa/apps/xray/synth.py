@@ -29,15 +29,53 @@ def f32(values: Any) -> FloatImage:
     """``values`` as a float32 array (and typed as one)."""
     return np.asarray(values, dtype=np.float32)
 
+
 CONTENT_TYPES: dict[str, str] = {"png": "image/png", "jpeg": "image/jpeg", "dicom": "application/dicom"}
 EXTENSIONS: dict[str, str] = {"png": ".png", "jpeg": ".jpg", "dicom": ".dcm"}
 
 # Distinctive fake names (none shorter than 6 letters) so a search for them in outputs has no false hits.
-_GIVEN = ("ALBERTINE", "BARNABY", "CORDELIA", "DESMOND", "EVANGELINE", "FITZGERALD", "GWENDOLYN", "HORATIO",
-          "ISADORA", "JOSEPHINE", "LEOPOLD", "MARGUERITE", "NATHANIEL", "OCTAVIA", "PERCIVAL", "ROSALIND")
-_FAMILY = ("ABERNATHY", "BLACKWOOD", "CALLOWAY", "DUNSMORE", "ELLINGTON", "FAIRWEATHER", "GRIMSHAW",
-           "HOLLOWAY", "INGLEWOOD", "JARDINE", "KILBRIDE", "LOCKHART", "MERRIWEATHER", "NORTHCOTT", "PEMBERTON",
-           "QUINCEY", "ROCHEFORT", "SPRINGFIELD", "THORNBURY", "UNDERHILL", "VANDERMEER", "WHITAKER")
+_GIVEN = (
+    "ALBERTINE",
+    "BARNABY",
+    "CORDELIA",
+    "DESMOND",
+    "EVANGELINE",
+    "FITZGERALD",
+    "GWENDOLYN",
+    "HORATIO",
+    "ISADORA",
+    "JOSEPHINE",
+    "LEOPOLD",
+    "MARGUERITE",
+    "NATHANIEL",
+    "OCTAVIA",
+    "PERCIVAL",
+    "ROSALIND",
+)
+_FAMILY = (
+    "ABERNATHY",
+    "BLACKWOOD",
+    "CALLOWAY",
+    "DUNSMORE",
+    "ELLINGTON",
+    "FAIRWEATHER",
+    "GRIMSHAW",
+    "HOLLOWAY",
+    "INGLEWOOD",
+    "JARDINE",
+    "KILBRIDE",
+    "LOCKHART",
+    "MERRIWEATHER",
+    "NORTHCOTT",
+    "PEMBERTON",
+    "QUINCEY",
+    "ROCHEFORT",
+    "SPRINGFIELD",
+    "THORNBURY",
+    "UNDERHILL",
+    "VANDERMEER",
+    "WHITAKER",
+)
 
 
 @dataclass(frozen=True)
@@ -66,9 +104,14 @@ class FakePatient:
     def phi_strings(self) -> list[str]:
         """Every planted value, in the spellings it is written with (text and DICOM forms)."""
         return [
-            self.given_name, self.family_name, self.dicom_name, self.patient_id,
-            self.birth_date.isoformat(), self.birth_date.strftime("%Y%m%d"),
-            self.study_date.isoformat(), self.study_date.strftime("%Y%m%d"),
+            self.given_name,
+            self.family_name,
+            self.dicom_name,
+            self.patient_id,
+            self.birth_date.isoformat(),
+            self.birth_date.strftime("%Y%m%d"),
+            self.study_date.isoformat(),
+            self.study_date.strftime("%Y%m%d"),
         ]
 
 
@@ -260,9 +303,7 @@ def render_chest(rng: np.random.Generator, size: int, pneumonia: bool) -> FloatI
     return f32(np.clip(img, 0.0, 1.0))
 
 
-def _opacities(
-    rng: np.random.Generator, size: int, xx: FloatImage, yy: FloatImage, lungs: FloatImage
-) -> FloatImage:
+def _opacities(rng: np.random.Generator, size: int, xx: FloatImage, yy: FloatImage, lungs: FloatImage) -> FloatImage:
     """One to three consolidations inside the lung fields: patchy blobs of random size, density, lobe."""
     inside = np.argwhere(lungs > 0.85)
     if len(inside) == 0:
@@ -299,8 +340,9 @@ def burn_in_text(pixels: FloatImage, lines: list[str], box: Box) -> FloatImage:
     # Fit the rendered block into the box with a small inner margin, keeping its aspect ratio.
     inner_w, inner_h = max(4, int(bw * 0.92)), max(4, int(bh * 0.86))
     ratio = min(inner_w / canvas.width, inner_h / canvas.height)
-    block = canvas.resize((max(1, int(canvas.width * ratio)), max(1, int(canvas.height * ratio))),
-                          Image.Resampling.LANCZOS)
+    block = canvas.resize(
+        (max(1, int(canvas.width * ratio)), max(1, int(canvas.height * ratio))), Image.Resampling.LANCZOS
+    )
     mask = np.zeros_like(pixels)
     ty, tx = y0 + (bh - block.height) // 2, x0 + (bw - block.width) // 10
     th, tw = min(block.height, h - ty), min(block.width, w - tx)

@@ -172,8 +172,14 @@ def train(
 
 
 def _track(
-    settings: XraySettings, config: KawaConfig | None, onnx_bytes: bytes, data: TrainData,
-    metrics: dict[str, float], seed: int, shuffled: bool, promote: str,
+    settings: XraySettings,
+    config: KawaConfig | None,
+    onnx_bytes: bytes,
+    data: TrainData,
+    metrics: dict[str, float],
+    seed: int,
+    shuffled: bool,
+    promote: str,
 ) -> dict[str, Any]:
     from kawa.config import load_config
     from kawa.ml import tracking
@@ -181,8 +187,12 @@ def _track(
 
     config = config or load_config()
     params = {
-        "model": "standardize+logistic_regression", "input_size": settings.model_input_size,
-        "image_size": settings.image_size, "seed": seed, "data": data.source, "shuffled_labels": shuffled,
+        "model": "standardize+logistic_regression",
+        "input_size": settings.model_input_size,
+        "image_size": settings.image_size,
+        "seed": seed,
+        "data": data.source,
+        "shuffled_labels": shuffled,
         "images": len(data.y),
     }
     with tracking.run("xray-pneumonia", run_name="pneumonia-logreg", params=params, config=config) as run:

@@ -1,0 +1,194 @@
+"""X-ray pipeline benchmark, embedded shape, on this machine.
+
+    .venv/bin/python bench/xray_pipeline.py [--images N] [--rate R] [--latency-seconds S] [--size PX]
+
+1. **Saturation**: N generated images (80% normal / 20% pneumonia, a quarter of them DICOM, the rest PNG)
+   are put into ``xray-images`` as fast as one uploader can; the clock stops when every image has its result
+   row *and* its anonymized object — the whole pipeline (notification, risk-assessment function, results DB,
+   result event, de-identification route), not the function alone.
+2. **Latency** at a fixed lower rate R for S seconds: put → result row, p50 and p99.
+3. **Raw model**: the same ONNX model through onnxruntime on the same decoded images, batched (64), including
+   the model input (downsample + standardize) — the physical limit of the model here.
+
+A model is trained first (``kawa.apps.xray.train``, 600 images) into a temporary home. Progress goes to stderr;
+the last line of stdout is JSON: ``pipeline_images_per_s``, ``raw_model_images_per_s``, ``overhead_ratio``
+(raw / pipeline), ``p50_ms``, ``p99_ms`` and ``cpu_ms_per_image`` (CPU time of this process per image during
+the saturation run: what the throughput would be bounded by on idle cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import resource
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+
+from kawa.apps.xray.generator import Generator, Prepared
+from kawa.apps.xray.imaging import decode, model_input
+from kawa.apps.xray.results import percentile
+from kawa.apps.xray.settings import XraySettings
+from kawa.apps.xray.stack import XrayStack
+from kawa.config import KawaConfig, load_config
+from kawa.store import iter_objects
+
+console = Console(stderr=True)
+
+
+def pool(settings: XraySettings, n: int, seed: int) -> list[Prepared]:
+    generator = Generator(settings, folder="/nonexistent", seed=seed)
+    return [generator.prepare() for _ in range(n)]
+
+
+def cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def saturation(stack: XrayStack, items: list[Prepared], images: int, uploaders: int) -> tuple[float, float, float]:
+    """(images/s until every result row and anonymized object exists, put-side images/s, CPU ms per image).
+    ``uploaders`` threads put concurrently, as several scanners would."""
+    generator = Generator(stack.settings, store=stack.store, prefix="sat/")
+    start, wall_start, cpu_start = time.perf_counter(), time.time(), cpu_s()
+
+    def upload(worker: int) -> None:
+        for i in range(worker, images, uploaders):
+            generator.upload(items[i % len(items)])
+
+    threads = [threading.Thread(target=upload, args=(w,)) for w in range(uploaders)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    put_s = time.perf_counter() - start
+    finished_at = wait_finished(stack, "sat/", images)
+    return images / (finished_at - wall_start), images / put_s, (cpu_s() - cpu_start) * 1000 / images
+
+
+def wait_finished(stack: XrayStack, prefix: str, images: int, timeout: float = 600.0) -> float:
+    """Wall-clock time at which the last of ``images`` got its result row and anonymized object (read from
+    the row times and object modification times, so the polling here adds no error and little load)."""
+    s = stack.settings
+    deadline = time.monotonic() + timeout
+    while stack.results.count(prefix) < images or stack.object_count(s.anonymized_bucket, prefix) < images:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"pipeline did not finish in {timeout:g} s: {stack.counts(prefix)}")
+        time.sleep(0.5)
+    last_row = max(r.time for r in stack.results.rows() if r.object_key.startswith(prefix))
+    last_anon = max(
+        o.last_modified.timestamp() for o in iter_objects(stack.store, s.anonymized_bucket, prefix) if o.last_modified
+    )
+    return max(last_row, last_anon)
+
+
+def latency(stack: XrayStack, items: list[Prepared], rate: float, seconds: float) -> tuple[float, float, int]:
+    """p50, p99 (ms) of put → result row at ``rate`` images/s."""
+    generator = Generator(stack.settings, store=stack.store, prefix="lat/")
+    stop = threading.Event()
+    sent = 0
+    start = time.monotonic()
+    while time.monotonic() - start < seconds:
+        due = start + sent / rate
+        if due > time.monotonic():
+            stop.wait(due - time.monotonic())
+        generator.upload(items[sent % len(items)])
+        sent += 1
+    wait_finished(stack, "lat/", sent)
+    put_time = {u.key: u.put_time for u in generator.uploads}
+    delays = sorted((r.time - put_time[r.object_key]) * 1000 for r in stack.results.rows() if r.object_key in put_time)
+    return percentile(delays, 50) or 0.0, percentile(delays, 99) or 0.0, sent
+
+
+def raw_model(config: KawaConfig, settings: XraySettings, items: list[Prepared], seconds: float = 3.0) -> float:
+    """Batched onnxruntime images/s on the decoded images (model input included)."""
+    import onnxruntime as ort
+
+    from kawa.ml.registry import Registry
+
+    registry = Registry(config, publish=False)
+    try:
+        version = registry.resolve(settings.model_ref)
+        onnx_file = next(registry.local_path(settings.model_name, version).rglob("*.onnx"))
+    finally:
+        registry.close()
+    session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+    decoded = [decode(item.body) for item in items]
+    batch = 64
+    done = 0
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        chunk = [decoded[(done + i) % len(decoded)] for i in range(batch)]
+        x = np.stack([model_input(p, settings.model_input_size) for p in chunk])
+        session.run(None, {"input": x})
+        done += batch
+    return done / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=1000, help="images for the saturation run")
+    parser.add_argument("--rate", type=float, default=20.0, help="images/s for the latency run")
+    parser.add_argument("--latency-seconds", type=float, default=10.0)
+    parser.add_argument("--size", type=int, default=256, help="image side in pixels")
+    parser.add_argument("--pool", type=int, default=64, help="distinct generated images, cycled")
+    parser.add_argument("--uploaders", type=int, default=4, help="threads putting images in the saturation run")
+    parser.add_argument("--no-fsync", action="store_true", help="store.fsync off (default config: on)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.ERROR)
+
+    settings = XraySettings(image_size=args.size, partitions=4)
+    with tempfile.TemporaryDirectory(prefix="kawa-xray-bench-") as tmp:
+        store = {"fsync": False} if args.no_fsync else {}
+        config = load_config(env={}, home=str(Path(tmp) / ".kawa"), store=store)
+        from kawa.apps.xray.train import train
+
+        with console.status("training the model (600 generated images)"):
+            trained = train(images=600, config=config, progress=None)
+        console.print(f"model v{trained['version']}: held-out AUC {trained['auc']:.3f}")
+        with console.status(f"generating {args.pool} images ({args.size} px)"):
+            items = pool(settings, args.pool, seed=99)
+        sizes = [len(i.body) for i in items]
+        console.print(
+            f"{sum(i.fmt == 'dicom' for i in items)} DICOM / {sum(i.fmt == 'png' for i in items)} PNG, "
+            f"mean {np.mean(sizes) / 1024:.0f} KiB"
+        )
+        with XrayStack(config, settings) as stack:
+            with console.status("warming up (model load, first events)"):
+                warm = Generator(settings, store=stack.store, prefix="warm/")
+                for item in items[:8]:
+                    warm.upload(item)
+                wait_finished(stack, "warm/", 8)
+            with console.status(f"saturation: {args.images} images"):
+                pipeline_ips, put_ips, cpu_ms = saturation(stack, items, args.images, args.uploaders)
+            console.print(
+                f"pipeline: {pipeline_ips:.1f} images/s at saturation (puts alone {put_ips:.0f}/s); "
+                f"{cpu_ms:.1f} ms of CPU per image (upload, function, route, notifications; this process) — "
+                f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}"
+            )
+            with console.status(f"latency at {args.rate:g} images/s for {args.latency_seconds:g} s"):
+                p50, p99, sent = latency(stack, items, args.rate, args.latency_seconds)
+            console.print(f"latency at {args.rate:g}/s ({sent} images): p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+        with console.status("raw model throughput"):
+            raw_ips = raw_model(config, settings, items)
+        console.print(f"raw model (onnxruntime, batch 64, model input included): {raw_ips:.0f} images/s")
+    result: dict[str, Any] = {
+        "pipeline_images_per_s": round(pipeline_ips, 1),
+        "raw_model_images_per_s": round(raw_ips, 1),
+        "overhead_ratio": round(raw_ips / pipeline_ips, 2),
+        "p50_ms": round(p50, 1),
+        "p99_ms": round(p99, 1),
+        "cpu_ms_per_image": round(cpu_ms, 1),
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
