@@ -93,3 +93,31 @@ def test_a_busy_port_says_what_to_do(tmp_path: Path) -> None:
         with pytest.raises(PortalError, match="KAWA_PORTAL__PORT"):
             serve(platform, port=port)
         platform.stop()
+
+
+def test_kawa_portal_command_serves_alone(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    env = {**os.environ, "KAWA_HOME": str(tmp_path / ".kawa"), "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
+    kawa = Path(sys.executable).with_name("kawa")
+    process = subprocess.Popen([str(kawa), "portal", "--port", "0"], cwd=tmp_path, env=env, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        assert process.stdout is not None
+        lines = []
+        for line in process.stdout:
+            lines.append(line)
+            if "portal on http" in line:
+                break
+        assert "no portal users yet" in "".join(lines)
+        url = lines[-1].split("portal on ")[1].split()[0]
+        assert httpx.get(f"{url}/login", timeout=10).status_code == 200
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(20) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

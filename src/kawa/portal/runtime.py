@@ -6,6 +6,7 @@ One :class:`Portal` per served application; routers reach it as ``request.app.st
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -57,6 +58,8 @@ class Portal:
         self.models = ModelsSource(platform)
         self.xray = XraySource(self)
         self.sampler: Sampler = Sampler(self, self.config.portal.sample_interval_s)
+        self.board_cache: dict[tuple[int, bool], dict[str, Any]] = {}  # (sample, PHI view) -> board
+        self.board_lock = threading.Lock()
 
     def _app_phi_free(self) -> Iterable[str]:
         """PHI-free buckets declared by the apps running here (``platform.extras["phi_free_buckets"]``)."""

@@ -16,8 +16,8 @@ if TYPE_CHECKING:
     from kawa.portal.auth import Principal
     from kawa.portal.runtime import Portal
 
-TIMELINE_BUCKET_S = 10.0
 TIMELINE_SPAN_S = 600.0
+TIMELINE_BUCKETS_S = (2.0, 5.0, 10.0, 20.0, 30.0)  # the smallest giving at most ~40 bars is used
 RISK_FUNCTION = "risk-assessment"
 
 
@@ -26,7 +26,24 @@ def thumb_url(bucket: str, key: str, size: int = 160) -> str:
 
 
 def board(portal: Portal, principal: Principal) -> dict[str, Any]:
-    """The X-ray board: counts, newest objects with thumbnails, dead letters, results over time."""
+    """The X-ray board: counts, newest objects with thumbnails, dead letters, results over time.
+
+    Built once per sample and PHI view, however many browsers watch."""
+    key = (portal.sampler.version, principal.can(Action.PHI_READ))
+    cache = portal.board_cache
+    with portal.board_lock:
+        cached = cache.get(key)
+    if cached is not None:
+        return cached
+    built = _board(portal, principal)
+    with portal.board_lock:
+        for stale in [k for k in cache if k[0] < key[0]]:
+            del cache[stale]
+        cache[key] = built
+    return built
+
+
+def _board(portal: Portal, principal: Principal) -> dict[str, Any]:
     settings = portal.xray.settings()
     if settings is None:
         _ok, reason = portal.xray.available()
@@ -44,7 +61,7 @@ def board(portal: Portal, principal: Principal) -> dict[str, Any]:
         visible = phi or portal.store.phi.phi_free(bucket)
         newest[panel] = [dict(item, thumbnail=thumb_url(bucket, item["key"])) for item in items] if visible else []
     tail = portal.xray.tail()
-    timeline = tail.timeline(TIMELINE_BUCKET_S, TIMELINE_SPAN_S) if tail is not None else []
+    timeline = tail.timeline(_bucket_for(tail), TIMELINE_SPAN_S) if tail is not None else []
     counts = tail.counts() if tail is not None else {"label": Counter(), "version": Counter()}
     recent = [r for r in (tail.all_rows() if tail is not None else []) if r.time >= time.time() - 60]
     e2e = [r.e2e_ms for r in recent if r.e2e_ms is not None]
@@ -73,6 +90,13 @@ def board(portal: Portal, principal: Principal) -> dict[str, Any]:
         "function": function,
         "refreshed_at": state.refreshed_at,
     }
+
+
+def _bucket_for(tail: Any) -> float:
+    now = time.time()
+    first = tail.first_time(now - TIMELINE_SPAN_S)
+    span = now - first if first is not None else 0.0
+    return next((b for b in TIMELINE_BUCKETS_S if span / b <= 40), TIMELINE_BUCKETS_S[-1])
 
 
 def _risk_function(portal: Portal, images_topic: str) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:

@@ -177,11 +177,18 @@ class ResultsTail:
             "version": Counter(version_label(r) for r in rows),
         }
 
+    def first_time(self, since: float) -> float | None:
+        """The time of the oldest kept result at or after ``since``."""
+        with self._lock:
+            return next((r.time for r in self._rows if r.time >= since), None)
+
     def timeline(self, bucket_s: float = 10.0, span_s: float = 600.0, now: float | None = None) -> list[dict[str, Any]]:
         """Per time bucket (oldest first): counts by label and by model version, risk histogram, latency."""
         now = time.time() if now is None else now
-        start = math.floor((now - span_s) / bucket_s) * bucket_s
         with self._lock:
+            first = next((r.time for r in self._rows if r.time >= now - span_s), now)
+            # Start at the first result of the span (not span_s ago): a young pipeline fills the chart.
+            start = math.floor(max(now - span_s, first - 2 * bucket_s) / bucket_s) * bucket_s
             rows = [r for r in self._rows if r.time >= start]
         buckets: dict[float, list[ResultRow]] = {}
         for row in rows:

@@ -57,13 +57,13 @@ function lines(svg, series, colors) {
   const all = series.flatMap((s) => s.points.map((p) => p[1])).filter((v) => v !== null && v !== undefined);
   const ts = series.flatMap((s) => s.points.map((p) => p[0]));
   if (!all.length || !ts.length) { svg.appendChild(el("svg:text", { x: 8, y: 20, class: "axis" }, "no data yet")); return; }
-  const max = Math.max(1, ...all), t0 = Math.min(...ts), t1 = Math.max(t0 + 1, ...ts);
+  const max = Math.max(1, ...all) * 1.15, t0 = Math.min(...ts), t1 = Math.max(t0 + 1, ...ts);
   series.forEach((s, i) => {
     const pts = s.points.filter((p) => p[1] !== null && p[1] !== undefined)
       .map((p) => `${(((p[0] - t0) / (t1 - t0)) * W).toFixed(1)},${(H - (p[1] / max) * (H - 10)).toFixed(1)}`);
     if (pts.length) svg.appendChild(el("svg:polyline", { points: pts.join(" "), fill: "none", stroke: colors[i], "stroke-width": 2 }));
   });
-  svg.appendChild(el("svg:text", { x: 4, y: 12, class: "axis" }, `max ${fmt(max, max < 10 ? 1 : 0)}`));
+  svg.appendChild(el("svg:text", { x: 4, y: 12, class: "axis" }, `max ${fmt(max / 1.15, max < 10 ? 1 : 0)}`));
   svg.appendChild(el("svg:text", { x: 4, y: 196, class: "axis" }, clock(t0)));
 }
 
@@ -83,11 +83,15 @@ function thumbs(panel, items) {
   const box = document.getElementById(`newest-${panel}`);
   if (!box) return;
   const signature = items.map((i) => `${i.key}@${i.time}`).join("|");
-  if (shown[panel] === signature) return;  // unchanged: keep the loaded images
+  if (shown[panel] === signature) return;  // unchanged
   shown[panel] = signature;
+  // Keep the figures (and their loaded images) of keys still shown; create only the new ones.
+  const existing = new Map([...box.querySelectorAll("figure")].map((f) => [f.dataset.key, f]));
   box.replaceChildren(...items.map((item) => {
-    const fig = el("figure");
-    fig.append(el("img", { src: item.thumbnail, alt: item.key, loading: "lazy" }), el("figcaption", {}, item.key.slice(-28)));
+    const kept = existing.get(item.key);
+    if (kept) return kept;
+    const fig = el("figure", { "data-key": item.key });
+    fig.append(el("img", { src: item.thumbnail, alt: item.key }), el("figcaption", {}, item.key.slice(-28)));
     return fig;
   }));
 }
