@@ -15,6 +15,7 @@ import asyncio
 import itertools
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -146,9 +147,10 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--max-batch", type=int, default=32)
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
+    parser.add_argument("--keep", action="store_true", help="keep the temporary home (server logs) afterwards")
     args = parser.parse_args()
 
-    tmp = Path(tempfile.mkdtemp(prefix="kawa-bench-"))
+    tmp = Path(tempfile.mkdtemp(prefix="kawa-bench-serving-"))
     env = {
         **os.environ,
         "HOME": str(tmp / "home"),
@@ -225,6 +227,8 @@ def main() -> None:
     finally:
         stop(kawa_proc)
         stop(mlflow_proc)
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
     result = {
         "kawa_rps": k["rps"],
         "mlflow_rps": m["rps"],
@@ -240,10 +244,19 @@ def main() -> None:
 
 
 def swap_pause(url: str, bodies: list[bytes], concurrency: int, env: dict[str, str]) -> dict[str, Any]:
-    """Load kawa while the alias moves 1 → 2 → 3; the longest completion gap around the moves."""
+    """Load kawa while the alias moves 1 → 2 → 3 (promoted from this process, as a deploy tool would);
+    the swap pause is the longest gap between completions from each move until 200 ms after the first response
+    of the new version."""
+    sys.path.insert(0, str(ROOT / "src"))
+    from kawa.config import load_config
+    from kawa.ml.registry import Registry
+
+    registry = Registry(load_config(env=env))
+    registry.versions("bench")  # warm: MLflow imported, registry and log opened before the clock runs
     done: list[tuple[float, str]] = []
     on_done = lambda t, payload: done.append((t, json.loads(payload)["model_version"]))  # noqa: E731
     moves: list[float] = []
+    promote_s: list[float] = []
 
     async def run() -> tuple[list[float], float, int]:
         stop = asyncio.Event()
@@ -251,13 +264,8 @@ def swap_pause(url: str, bodies: list[bytes], concurrency: int, env: dict[str, s
         for version in (2, 3):
             await asyncio.sleep(1.0)
             moves.append(time.perf_counter())
-            await asyncio.to_thread(
-                subprocess.run,
-                [sys.executable, "-m", "kawa.cli", "models", "promote", "bench", str(version)],
-                env=env,
-                check=True,
-                capture_output=True,
-            )
+            await asyncio.to_thread(registry.promote, "bench", version)
+            promote_s.append(time.perf_counter() - moves[-1])
             deadline = time.perf_counter() + 15
             while not (done and done[-1][1] == str(version)) and time.perf_counter() < deadline:
                 await asyncio.sleep(0.05)
@@ -266,27 +274,28 @@ def swap_pause(url: str, bodies: list[bytes], concurrency: int, env: dict[str, s
         return await task
 
     _, _, failures = asyncio.run(run())
+    registry.close()
     times = [t for t, _ in done]
-    gaps_all = [b - a for a, b in itertools.pairwise(times)]
-    steady = [g for (a, _), g in zip(done, gaps_all, strict=False) if a < moves[0] - 0.1]
-    pauses = []
+    gaps = list(zip(times, [b - a for a, b in itertools.pairwise(times)], strict=False))
+    steady = [g for a, g in gaps if a < moves[0] - 0.1]
+    pauses, lags = [], []
     for i, moved in enumerate(moves):
         target = str(i + 2)
-        switched = next((t for t, v in done if t > moved and v == target), None)
-        window = [
-            g for (a, _), g in zip(done, gaps_all, strict=False) if moved - 0.05 <= a <= (switched or moved) + 0.5
-        ]
-        pauses.append(max(window, default=0.0))
-    versions = [v for _, v in done]
+        switched = next((t for t, v in done if t > moved and v == target), moved)
+        lags.append(switched - moved)
+        pauses.append(max((g for a, g in gaps if moved - 0.01 <= a <= switched + 0.2), default=0.0))
     out = {
         "swap_pause_ms": round(max(pauses) * 1000, 2),
         "steady_max_gap_ms": round(max(steady, default=0.0) * 1000, 2),
+        "swap_lag_ms": round(max(lags) * 1000, 1),
+        "promote_ms": round(max(promote_s) * 1000, 1),
         "swap_failures": failures,
-        "versions_served": sorted(set(versions)),
+        "versions_served": sorted(set(v for _, v in done)),
     }
     print(
         f"hot swap: longest completion gap around the moves {out['swap_pause_ms']} ms "
-        f"(steady-state max gap {out['steady_max_gap_ms']} ms), failures {failures}, "
+        f"(steady-state max gap {out['steady_max_gap_ms']} ms), move→first new-version response "
+        f"{out['swap_lag_ms']} ms (registry update {out['promote_ms']} ms), failures {failures}, "
         f"versions served {out['versions_served']}",
         flush=True,
     )

@@ -274,7 +274,12 @@ def serve_model(
     no_log: Annotated[bool, typer.Option("--no-log", help="neither log predictions nor follow kawa.models")] = False,
 ) -> None:
     """Serve a registered model over Open Inference Protocol v2 (REST) with micro-batching."""
+    import logging
+
     from kawa.ml.serving import ModelServer
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kawa.ml").setLevel(logging.INFO)  # loads and swaps
 
     config = get_config()
     event_log = None

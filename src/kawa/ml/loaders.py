@@ -53,7 +53,8 @@ def _read_mlmodel(path: Path) -> dict[str, Any]:
     file = path / "MLmodel"
     if not file.exists():
         return {}
-    data = yaml.safe_load(file.read_text()) or {}
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~10x faster, less GIL during a swap
+    data = yaml.load(file.read_text(), Loader=loader) or {}
     return data if isinstance(data, dict) else {}
 
 

@@ -18,6 +18,7 @@ Guarantees of :class:`ModelManager`:
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 import uuid
@@ -37,6 +38,30 @@ if TYPE_CHECKING:
     from kawa.ml.registry import Registry
 
 log = logging.getLogger("kawa.ml.predictors")
+
+
+_switch_lock = threading.Lock()
+_switch_users = 0
+_switch_saved = 0.005
+
+
+@contextmanager
+def _yielding_gil(interval_s: float = 0.0005) -> Iterator[None]:
+    """While a background load runs (pure-Python parsing, registry queries), hand the GIL back to serving
+    threads every ``interval_s`` instead of every 5 ms, so a swap does not stall requests."""
+    global _switch_users, _switch_saved
+    with _switch_lock:
+        if _switch_users == 0:
+            _switch_saved = sys.getswitchinterval()
+            sys.setswitchinterval(min(interval_s, _switch_saved))
+        _switch_users += 1
+    try:
+        yield
+    finally:
+        with _switch_lock:
+            _switch_users -= 1
+            if _switch_users == 0:
+                sys.setswitchinterval(_switch_saved)
 
 
 class Predictor:
@@ -167,7 +192,7 @@ class ModelManager:
                     continue
                 handle._swap(self._load(ref.name, target))
                 swaps += 1
-                log.info("%s now serves version %d", ref, target)
+                log.info("%s now serves version %d (alias moved to it)", ref, target)
             except Exception:
                 log.exception("could not follow %s; keeping version %d", ref, handle.version)
         if swaps:
@@ -218,9 +243,10 @@ class ModelManager:
         cached = self._loaded.get((name, version))
         if cached is not None:
             return cached
-        path = self.registry.local_path(name, version)
         started = time.perf_counter()
-        predictor = Predictor(name, version, load_model_dir(path), self._prediction_logger())
+        with _yielding_gil():
+            path = self.registry.local_path(name, version)
+            predictor = Predictor(name, version, load_model_dir(path), self._prediction_logger())
         log.info(
             "loaded %s/%d (%s) in %.0f ms", name, version, predictor.flavor, (time.perf_counter() - started) * 1000
         )
