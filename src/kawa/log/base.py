@@ -149,7 +149,9 @@ class Producer(Protocol):
         timestamp_ms: int | None = None,
         on_delivery: DeliveryCallback | None = None,
     ) -> None:
-        """Queue one record. Raises at once for an unknown topic, a bad partition or an oversize record;
+        """Queue one record (``timestamp_ms`` None or 0: now).
+
+        Raises at once for an unknown topic, a bad partition or an oversize record;
         ``on_delivery`` is called with the stored record's metadata (or the error) once it is acknowledged."""
         ...
 
@@ -202,7 +204,10 @@ class Consumer(Protocol):
         """The offset of the next record :meth:`poll` returns for ``tp``."""
         ...
 
-    def seek(self, tp: TopicPartition, offset: int) -> None: ...
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        """Read ``tp`` from ``offset`` next. An offset outside the partition's [start, end] is reset by
+        ``auto_offset_reset`` (earliest → start, latest → end), as Kafka does."""
+        ...
 
     def seek_to_beginning(self, partitions: Iterable[TopicPartition] | None = None) -> None: ...
 

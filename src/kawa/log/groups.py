@@ -426,7 +426,10 @@ class GroupConsumer:
             assert isinstance(target, int)
             if target < 0:
                 raise InvalidPartition(f"cannot seek {tp.topic}[{tp.partition}] to negative offset {target}")
-            self._positions[tp] = min(max(target, start), end)
+            if start <= target <= end:
+                self._positions[tp] = target
+            else:  # out of range: the reset policy decides, as Kafka's fetcher does
+                self._positions[tp] = start if self._reset == "earliest" else end
 
     def _check_open(self) -> None:
         if self._closed:

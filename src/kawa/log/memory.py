@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from kawa.errors import InvalidPartition, RecordTooLarge, TopicExists, TopicNotFound
+from kawa.errors import InvalidPartition, ProducerError, RecordTooLarge, TopicExists, TopicNotFound
 from kawa.log.base import (
     DEFAULT_MAX_RECORD_BYTES,
     DeliveryCallback,
@@ -201,7 +201,10 @@ class MemoryProducer(SendMixin):
         on_delivery: DeliveryCallback | None = None,
     ) -> None:
         with self._log._cond:
-            count = len(self._log._topic(topic).partitions)
+            spec = self._log._topic(topic).spec
+        count = spec.partitions
+        if key is None and "compact" in spec.cleanup_policy:
+            raise ProducerError(f"topic {topic!r} is compacted: every record needs a key")
         size = len(key or b"") + len(value or b"") + sum(len(k) + len(v) for k, v in headers)
         if size > self._max:
             raise RecordTooLarge(

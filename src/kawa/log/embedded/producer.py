@@ -66,7 +66,7 @@ class EmbeddedProducer(SendMixin):
         elif not 0 <= partition < count:
             raise InvalidPartition(f"topic {topic!r} has partitions 0..{count - 1}, not {partition}")
         tp = TopicPartition(topic, partition)
-        item = (key, value, tuple(headers), timestamp_ms if timestamp_ms is not None else now_ms())
+        item = (key, value, tuple(headers), timestamp_ms or now_ms())
         with self._lock:
             queue = self._pending.get(tp)
             if queue is None:
