@@ -2,8 +2,8 @@
 
 :class:`XrayStack` is what ``kawa demo xray``, the tests and the benchmark drive. Embedded shape: it hosts
 the ``risk-assessment`` function and the de-identification route in this process. Distributed shape
-(``host=False``): it only prepares buckets, topics and notifications and reads the counts, while ``kawa
-worker`` processes run the function.
+(``host=False``): ``kawa worker`` processes run the function on Kafka while this process prepares buckets,
+topics and notifications, runs the route (unless ``route=False``) and reads the counts.
 """
 
 from __future__ import annotations
@@ -57,6 +57,7 @@ class XrayStack:
         settings: XraySettings | None = None,
         *,
         host: bool = True,
+        route: bool = True,
         host_options: HostOptions | None = None,
     ) -> None:
         self.config = config
@@ -65,6 +66,7 @@ class XrayStack:
         self.results_url = s.results_url(config.home)
         self.app = build_app(s, results_db=self.results_url)
         self._host_enabled = host
+        self._route_enabled = route
         self._host_options = host_options
         self.host: FunctionHost | None = None
         self.route: Any = None
@@ -125,23 +127,24 @@ class XrayStack:
     # --- running -----------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Prepare, then host the function and run the de-identification route (embedded shape)."""
+        """Prepare, then host the function and run the de-identification route (each unless switched off:
+        in the distributed shape ``kawa worker`` processes host the function)."""
         self.prepare()
         self.platform.extras["xray"] = self  # the portal's X-ray board reads the settings from here
-        if not self._host_enabled:
-            return
-        from kawa.functions import FunctionHost
+        if self._host_enabled:
+            from kawa.functions import FunctionHost
 
-        self.host = FunctionHost(
-            self.app,
-            log=self.log,
-            config=self.config,
-            store_factory=lambda: self.store,
-            options=self._host_options,
-        )
-        self.host.start()
-        self.platform.extras["functions"] = self.host  # replicas and rates for the portal
-        self.route = deid_route(self.settings).start(self.platform)
+            self.host = FunctionHost(
+                self.app,
+                log=self.log,
+                config=self.config,
+                store_factory=lambda: self.store,
+                options=self._host_options,
+            )
+            self.host.start()
+            self.platform.extras["functions"] = self.host  # replicas and rates for the portal
+        if self._route_enabled:
+            self.route = deid_route(self.settings).start(self.platform)
 
     def stop(self) -> None:
         if self.route is not None:
