@@ -61,7 +61,7 @@ def demo_xray(
         _run(config, settings, duration=duration, with_portal=portal, settings_file=settings_file)
     finally:
         if started_broker:
-            _kafka_script("stop")
+            _kafka_script("stop", check=False)
 
 
 def _run(config: KawaConfig, settings: Any, *, duration: float, with_portal: bool, settings_file: Path | None) -> None:
@@ -280,6 +280,9 @@ def _kafka_address(explicit: str | None, config: KawaConfig) -> tuple[str, bool]
         return explicit.removeprefix("kafka://"), False
     if config.log.uri.startswith("kafka://"):
         return config.log.uri.removeprefix("kafka://"), False
+    running = _kafka_script("status", check=False)  # "running pid N KAWA_TEST_KAFKA=host:port"
+    if "KAWA_TEST_KAFKA=" in running:  # a broker scripts/kafka.sh started earlier: use it, leave it running
+        return running.split("KAWA_TEST_KAFKA=", 1)[1].split()[0], False
     with console.status("starting a local Apache Kafka broker (scripts/kafka.sh; the first run downloads it)"):
         out = _kafka_script("start")
     for line in out.splitlines():
@@ -290,16 +293,19 @@ def _kafka_address(explicit: str | None, config: KawaConfig) -> tuple[str, bool]
     raise BackendUnavailable("scripts/kafka.sh did not report a broker address; start Kafka and pass --kafka HOST:PORT")
 
 
-def _kafka_script(action: str) -> str:
+def _kafka_script(action: str, *, check: bool = True) -> str:
+    """Run ``scripts/kafka.sh ACTION``; its stdout ('' when ``check`` is off and it failed)."""
     from kawa.errors import BackendUnavailable
 
     script = Path(__file__).resolve().parents[3] / "scripts" / "kafka.sh"
     if not script.is_file():
         raise BackendUnavailable("no Kafka broker configured: pass --kafka HOST:PORT or set log.uri to kafka://…")
     done = subprocess.run(["bash", str(script), action], capture_output=True, text=True, timeout=600, check=False)
-    if done.returncode != 0 and action == "start":
+    if done.returncode != 0:
+        if not check:
+            return ""
         raise BackendUnavailable(
-            f"scripts/kafka.sh start failed: {done.stderr.strip()[-800:]}; "
+            f"scripts/kafka.sh {action} failed: {done.stderr.strip()[-800:]}; "
             "pass --kafka HOST:PORT to use a running broker"
         )
     return done.stdout
