@@ -178,3 +178,27 @@ def test_unknown_refs(config: KawaConfig, memory_log: Any, model_name: str) -> N
 
     with ModelManager(config, memory_log) as manager, pytest.raises(ModelNotFound):
         manager.get(f"{model_name}@champion")
+
+
+def test_pinned_block_keeps_one_version_across_a_swap(config: KawaConfig, memory_log: Any, model_name: str) -> None:
+    """What a function host wraps around one event: repeated ctx.model(ref).predict calls never mix versions."""
+    from kawa.ml.predictors import pinned
+
+    v1, v2 = register_versions(model_name, 2)
+    registry = Registry(config, memory_log)
+    registry.promote(model_name, v1)
+    with ModelManager(config, memory_log, poll_interval_s=60) as manager:
+        ref = f"{model_name}@champion"
+        with pinned():
+            manager.get(ref).predict(X, event_id="e1")
+            registry.promote(model_name, v2)
+            assert manager.refresh() == 1  # swapped while the event is in flight
+            assert manager.get(ref).version == v1
+            manager.get(ref).predict(X, event_id="e1")
+            with pinned():  # a nested block (another event) sees the new version
+                assert manager.get(ref).version == v2
+        assert manager.get(ref).version == v2
+        manager.flush()
+        versions = {e["version"] for e in _predictions(memory_log) if e["event_id"] == "e1"}
+    assert versions == {v1}
+    registry.close()

@@ -11,7 +11,9 @@ Guarantees of :class:`ModelManager`:
 - Swap lag: between the alias move and the swap, calls still use the previous version — at most the time
   to notice (one poll interval, typically milliseconds with the topic) plus the load time.
 - ``with manager.use(ref) as model:`` pins one version for a block (one event): every call inside it uses
-  the same version even if a swap happens meanwhile.
+  the same version even if a swap happens meanwhile. ``with pinned():`` (``manager.pinned()``) does the same for
+  every handle used inside the block, so code that calls ``ctx.model(ref).predict`` repeatedly in one event
+  never mixes versions.
 - Every prediction is logged to the ``predictions`` topic (when a log is given) through a batched producer.
 """
 
@@ -24,6 +26,7 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -107,8 +110,26 @@ class Predictor:
         return parts
 
 
+_pins: ContextVar[dict[str, Predictor] | None] = ContextVar("kawa_model_pins", default=None)
+
+
+@contextmanager
+def pinned() -> Iterator[None]:
+    """Within this block (this thread or asyncio task), every handle keeps the version it first used.
+
+    Wrap one event's processing in it and ``ctx.model(ref).predict(...)`` called several times never mixes
+    versions, even when a swap happens in the middle. Blocks nest; the innermost wins.
+    """
+    token = _pins.set({})
+    try:
+        yield
+    finally:
+        _pins.reset(token)
+
+
 class ModelHandle:
-    """A live reference: always the version its alias points to now (swapped atomically)."""
+    """A live reference: the version its alias points to now (swapped atomically), or — inside
+    :func:`pinned` — the version it first served in that block."""
 
     def __init__(self, ref: ModelRef, current: Predictor) -> None:
         self.ref = ref
@@ -122,14 +143,21 @@ class ModelHandle:
 
     @property
     def version(self) -> int:
-        return self._current.version
+        return self.current().version
 
     def current(self) -> Predictor:
-        """The version serving now; keep it to pin one version across several calls."""
-        return self._current
+        """The version serving now (or pinned in this block); keep it to pin one version across calls."""
+        pins = _pins.get()
+        if pins is None:
+            return self._current
+        key = str(self.ref)
+        predictor = pins.get(key)
+        if predictor is None:
+            predictor = pins[key] = self._current
+        return predictor
 
     def predict(self, inputs: Any, *, event_id: str | None = None, input_ref: str | None = None) -> np.ndarray:
-        return self._current.predict(inputs, event_id=event_id, input_ref=input_ref)
+        return self.current().predict(inputs, event_id=event_id, input_ref=input_ref)
 
     def _swap(self, new: Predictor) -> None:
         self._current = new  # one reference assignment: atomic for readers
@@ -179,6 +207,8 @@ class ModelManager:
         """Pin the version ``ref`` points to now for the duration of the block (one event)."""
         yield self.get(ref).current()
 
+    pinned = staticmethod(pinned)
+
     def refresh(self, names: set[str] | None = None) -> int:
         """Check alias targets now (of ``names``, or all) and swap in moved versions; returns swaps done."""
         swaps = 0
@@ -188,13 +218,13 @@ class ModelManager:
                 continue
             try:
                 target = self.registry.alias_target(ref.name, ref.alias)
-                if target is None or target == handle.version:
+                if target is None or target == handle._current.version:
                     continue
                 handle._swap(self._load(ref.name, target))
                 swaps += 1
                 log.info("%s now serves version %d (alias moved to it)", ref, target)
             except Exception:
-                log.exception("could not follow %s; keeping version %d", ref, handle.version)
+                log.exception("could not follow %s; keeping version %d", ref, handle._current.version)
         if swaps:
             self._evict()
         return swaps
@@ -202,7 +232,7 @@ class ModelManager:
     def stats(self) -> dict[str, Any]:
         logger = self._logger
         return {
-            "models": {k: {"version": h.version, "swaps": h.swaps} for k, h in self._handles.items()},
+            "models": {k: {"version": h._current.version, "swaps": h.swaps} for k, h in self._handles.items()},
             "predictions_logged": logger.logged if logger else 0,
             "predictions_dropped": logger.dropped if logger else 0,
         }
@@ -255,7 +285,7 @@ class ModelManager:
 
     def _evict(self) -> None:
         with self._lock:
-            live = {(h.name, h.version) for h in self._handles.values()}
+            live = {(h.name, h._current.version) for h in self._handles.values()}
             for key in list(self._loaded):
                 if key not in live:
                     del self._loaded[key]  # in-flight calls keep their reference until they finish
