@@ -122,3 +122,19 @@ def test_offline_tracking_needs_no_mlflow(config: KawaConfig, tmp_path: Path, mo
     assert kinds == ["tags", "params", "metrics", "tags", "model"]
     assert lines[0]["data"]["kawa.job_id"] == "j-offline"
     assert lines[2]["data"] == {"loss": 0.5} and lines[2]["step"] == 1
+
+
+def test_a_move_survives_an_unreachable_log(config: KawaConfig, model_name: str) -> None:
+    from kawa.errors import BackendUnavailable
+
+    class DownLog:
+        uri = "kafka://down:9092"
+
+        def create_topic(self, *_: Any, **__: Any) -> None:
+            raise BackendUnavailable("broker down:9092 unreachable")
+
+    (v1,) = register_versions(model_name, 1)
+    reg = Registry(config, DownLog())  # type: ignore[arg-type]
+    move = reg.promote(model_name, v1)
+    assert move.published is False
+    assert reg.resolve(f"{model_name}@champion") == v1

@@ -14,7 +14,7 @@ from kawa.cli.app import app, console, get_config
 
 if TYPE_CHECKING:
     from kawa.ml.jobs import Job, JobSpec
-    from kawa.ml.registry import Registry
+    from kawa.ml.registry import AliasMove, Registry
 
 jobs_app = typer.Typer(help="Submit, list, follow and cancel training jobs.", no_args_is_help=True)
 models_app = typer.Typer(help="Registered models, versions and aliases.", no_args_is_help=True)
@@ -247,6 +247,7 @@ def models_promote(
     finally:
         registry.close()
     console.print(f"{name}@{alias}: {move.previous or '-'} → [bold]{move.version}[/]", highlight=False)
+    _warn_unpublished(move)
 
 
 @models_app.command("rollback")
@@ -261,6 +262,17 @@ def models_rollback(
     finally:
         registry.close()
     console.print(f"{name}@{alias}: {move.previous} → [bold]{move.version}[/] (rolled back)", highlight=False)
+    _warn_unpublished(move)
+
+
+def _warn_unpublished(move: AliasMove) -> None:
+    if not move.published:
+        from kawa.cli.app import err_console
+
+        err_console.print(
+            "[yellow]warning:[/] the registry moved, but the event on the kawa.models topic could not be "
+            "written (is the event log reachable?); running models follow at their next registry poll"
+        )
 
 
 @app.command("serve-model")

@@ -16,7 +16,9 @@ Guarantees:
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
     from kawa.config import KawaConfig
     from kawa.log.base import EventLog, Producer
 
+log = logging.getLogger("kawa.ml.registry")
 HISTORY_TAG = "kawa.alias_history."
 HISTORY_LIMIT = 100
 ALIAS_EVENT = "kawa.model.alias.moved"
@@ -63,6 +66,7 @@ class AliasMove:
     version: int
     previous: int | None
     action: str
+    published: bool = True  # False: the registry moved but the kawa.models event could not be written
 
     def as_data(self) -> dict[str, Any]:
         return {
@@ -251,29 +255,42 @@ class Registry:
         self.client.set_registered_model_tag(name, HISTORY_TAG + alias, json.dumps(history[-HISTORY_LIMIT:]))
 
     def _announce(self, move: AliasMove) -> AliasMove:
+        """Publish the move. The registry already holds it, so a log failure does not undo it: the move is
+        returned with ``published=False`` (followers still see it at their next registry poll)."""
         if not self._publish:
             return move
         from kawa.events import new_event, to_kafka
         from kawa.log.base import TopicSpec
 
         topic = self.config.ml.models_topic
-        if self._log is None:
-            from kawa.log import open_log
+        try:
+            if self._log is None:
+                from kawa.log import open_log
 
-            self._log = open_log(self.config.log.uri, self.config)
-            self._own_log = True
-        if self._producer is None:
-            self._log.create_topic(TopicSpec(topic), exist_ok=True)
-            self._producer = self._log.producer()
-        event = new_event(
-            ALIAS_EVENT,
-            "kawa/registry",
-            {**move.as_data(), "time_ms": int(time.time() * 1000)},
-            subject=f"{move.model}@{move.alias}",
-            extensions={"partitionkey": move.model},
-        )
-        key, value, headers = to_kafka(event)
-        self._producer.send(topic, value, key=key, headers=headers)
+                self._log = open_log(self.config.log.uri, self.config)
+                self._own_log = True
+            if self._producer is None:
+                self._log.create_topic(TopicSpec(topic), exist_ok=True)
+                self._producer = self._log.producer()
+            event = new_event(
+                ALIAS_EVENT,
+                "kawa/registry",
+                {**move.as_data(), "time_ms": int(time.time() * 1000)},
+                subject=f"{move.model}@{move.alias}",
+                extensions={"partitionkey": move.model},
+            )
+            key, value, headers = to_kafka(event)
+            self._producer.send(topic, value, key=key, headers=headers)
+        except Exception as exc:
+            log.warning(
+                "%s@%s moved to %d but the %s event was not published: %s",
+                move.model,
+                move.alias,
+                move.version,
+                topic,
+                exc,
+            )
+            return dataclasses.replace(move, published=False)
         return move
 
     # --- artifacts -----------------------------------------------------------------------------------
