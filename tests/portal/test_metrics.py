@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +87,17 @@ def test_metrics_agree_with_the_api(
     board = client.get("/api/xray/board", headers=admin).json()
     for stage, count in board["counts"].items():
         assert value(metrics, "kawa_xray_objects", stage=stage) == count
+
+    # The Grafana dashboard queries only metrics that /metrics serves.
+    served = {name for name, _labels in metrics}
+    dashboard = json.loads((Path(__file__).resolve().parents[2] / "deploy/grafana/kawa-portal.json").read_text())
+    queried = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel.get("targets", [])
+        for name in re.findall(r"\bkawa_[a-z0-9_]+", target["expr"])
+    }
+    assert len(queried) >= 15 and queried <= served, queried - served
 
 
 def test_metrics_need_a_token_unless_configured_open(client: Any, tokens: dict[Role, str], tmp_path: Path) -> None:

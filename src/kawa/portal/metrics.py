@@ -128,11 +128,17 @@ class PlatformCollector(Collector):
         if tail is None:
             return
         counts = tail.counts()
-        by_label = CounterMetricFamily("kawa_results", "Results by label (recent window)", labels=["app", "label"])
+        by_label = CounterMetricFamily(
+            "kawa_results",
+            "Results by label, counted since the portal started following them (from an hour back)",
+            labels=["app", "label"],
+        )
         for label, count in sorted(counts["label"].items()):
             by_label.add_metric(["xray", label], count)
         by_version = CounterMetricFamily(
-            "kawa_results_by_model_version", "Results by model version (recent window)", labels=["app", "model_version"]
+            "kawa_results_by_model_version",
+            "Results by model version, counted like kawa_results",
+            labels=["app", "model_version"],
         )
         for version, count in sorted(counts["version"].items()):
             by_version.add_metric(["xray", version], count)

@@ -154,7 +154,12 @@ def function_history(
 
 def _route_out(r: Any) -> RouteOut:
     return RouteOut(
-        id=r.id, source=r.source, target=r.target, steps=list(r.steps), dead_letter=r.dead_letter, state=r.state,
+        id=r.id,
+        source=r.source,
+        target=r.target,
+        steps=list(r.steps),
+        dead_letter=r.dead_letter,
+        state=r.state,
         stats=r.stats,
     )
 

@@ -120,6 +120,8 @@ class ResultsTail:
         self.log, self.topic, self.group = log, topic, group
         self.history_s = history_s
         self._rows: deque[ResultRow] = deque(maxlen=keep)
+        self._by_label: Counter[str] = Counter()  # every row seen since the tail started (monotonic)
+        self._by_version: Counter[str] = Counter()
         self._consumer: Consumer | None = None
         self._lock = threading.Lock()
         self.error: str | None = None
@@ -137,6 +139,8 @@ class ResultsTail:
                 if rows:
                     with self._lock:
                         self._rows.extend(rows)
+                        self._by_label.update(r.label or "unknown" for r in rows)
+                        self._by_version.update(version_label(r) for r in rows)
                     added += len(rows)
                 if len(batch) < max_records:
                     break
@@ -170,12 +174,9 @@ class ResultsTail:
             return list(self._rows)
 
     def counts(self) -> dict[str, Counter[str]]:
+        """Rows per label and per model version since the tail started (it starts ``history_s`` back)."""
         with self._lock:
-            rows = list(self._rows)
-        return {
-            "label": Counter(r.label or "unknown" for r in rows),
-            "version": Counter(version_label(r) for r in rows),
-        }
+            return {"label": Counter(self._by_label), "version": Counter(self._by_version)}
 
     def first_time(self, since: float) -> float | None:
         """The time of the oldest kept result at or after ``since``."""

@@ -112,6 +112,7 @@ function renderBoard(b) {
   const versions = [...new Set(b.timeline.flatMap((r) => Object.keys(r.versions)))].sort();
   const vColor = (k, j) => PALETTE[(j + 3) % PALETTE.length];
   stackedBars(document.getElementById("chart-versions"), b.timeline.map((r) => ({ t: r.t, values: r.versions })), versions, vColor);
+  legend("legend-versions", versions, vColor);
   const tbody = document.getElementById("by-version");
   if (tbody) tbody.replaceChildren(...Object.entries(b.by_version).sort().map(([v, c]) => {
     const tr = el("tr"); tr.append(el("td", {}, v), el("td", {}, String(c))); return tr;
@@ -135,7 +136,10 @@ function renderBoard(b) {
   }));
   const dl = document.getElementById("dead-letters");
   if (dl) dl.replaceChildren(...b.dead_letters.map((d) => {
-    const li = el("li"); li.append(el("strong", {}, `${d.error_type || "?"} `), `${d.error_message || ""} · ${clock(d.time)}`); return li;
+    const li = el("li");
+    if (d.error_type) li.append(el("strong", {}, `${d.error_type} `));
+    li.append(`${d.error_message || ""} · ${d.function || ""} · ${clock(d.time)}`);
+    return li;
   }));
 }
 
