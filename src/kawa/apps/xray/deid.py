@@ -100,3 +100,11 @@ class RunningRoute:
 
     def stop(self) -> None:
         self.runner.stop()
+
+
+if __name__ == "__main__":  # python -m kawa.apps.xray.deid [xray.yaml] > routes.yaml; kawa routes apply routes.yaml
+    import sys
+
+    from kawa.apps.xray.settings import load_settings
+
+    print(deid_route_yaml(load_settings(sys.argv[1] if len(sys.argv) > 1 else None)), end="")
