@@ -91,10 +91,21 @@ def jobs_submit(
         )
         return
     console.print(f"job [bold]{job.id}[/] queued on {scheduler.inventory.describe()}", highlight=False)
-    job = scheduler.wait(job.id)
     log_file = scheduler.log_path(job.id)
-    if log_file.exists():
-        typer.echo(log_file.read_text(errors="replace"), nl=False)
+    printed = 0
+
+    def follow(_: Job) -> None:  # stream the job's output while it runs
+        nonlocal printed
+        if log_file.exists():
+            with open(log_file, "rb") as f:
+                f.seek(printed)
+                chunk = f.read()
+            printed += len(chunk)
+            if chunk:
+                typer.echo(chunk.decode(errors="replace"), nl=False)
+
+    job = scheduler.wait(job.id, on_tick=follow)
+    follow(job)
     _show(job)
     if job.state is not JobState.SUCCEEDED:
         raise typer.Exit(1)

@@ -25,6 +25,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
@@ -98,13 +99,15 @@ class Scheduler:
     def log_path(self, job_id: str) -> Path:
         return self.store.log_path(self.store.get(job_id).id)
 
-    def wait(self, job_id: str, timeout: float | None = None) -> Job:
+    def wait(self, job_id: str, timeout: float | None = None, on_tick: Callable[[Job], None] | None = None) -> Job:
         """Drive the scheduler in this thread until ``job_id`` is finished, then until every job this process
-        started is finished too (none is orphaned)."""
+        started is finished too (none is orphaned). ``on_tick`` sees the job after every round."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             self.tick()
             job = self.store.get(job_id)
+            if on_tick is not None:
+                on_tick(job)
             with self._lock:
                 idle = not self._running
             if job.state.finished and idle:
