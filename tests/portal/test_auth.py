@@ -91,7 +91,7 @@ def test_logout_ends_the_session(client: Any, tokens: dict[Role, str]) -> None:
     assert client.get("/api/me").status_code == 401
 
 
-@pytest.mark.parametrize("target", ["//evil.example/", "https://evil.example/"])
+@pytest.mark.parametrize("target", ["//evil.example/", "https://evil.example/", "/\\evil.example/"])
 def test_login_never_redirects_off_site(client: Any, tokens: dict[Role, str], target: str) -> None:
     form = client.get("/login")
     token = re.search(r'name="csrf_token" value="([^"]+)"', form.text).group(1)  # type: ignore[union-attr]

@@ -3,6 +3,8 @@ records. Only :class:`kawa.log.base.EventLog`'s public contract is used, so ever
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
 import time
 from collections import deque
@@ -13,6 +15,12 @@ from kawa.errors import TopicNotFound
 from kawa.log.base import EventLog, PartitionLag, Record, TopicInfo, TopicPartition
 
 READER_GROUP = "kawa.portal.reader"
+
+
+def private_group(prefix: str) -> str:
+    """A consumer group of this process alone (it never commits): two portals on one log must not split
+    a topic's partitions between them."""
+    return f"{prefix}.{socket.gethostname()}.{os.getpid()}"
 
 
 @dataclass(frozen=True)
@@ -131,7 +139,7 @@ class LogSource:
             return []
         records: list[Record] = []
         with self._reader_lock:
-            consumer = self.log.consumer(READER_GROUP, [topic], auto_offset_reset="latest")
+            consumer = self.log.consumer(private_group(READER_GROUP), [topic], auto_offset_reset="latest")
             try:
                 deadline = time.monotonic() + timeout_s
                 while not set(targets) <= consumer.assignment() and time.monotonic() < deadline:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from kawa.errors import KawaError, NotConfigured, TopicNotFound
-from kawa.portal.sources.log import total_records
+from kawa.portal.sources.log import private_group, total_records
 from kawa.portal.sources.results import ResultRow, ResultsTail
 
 if TYPE_CHECKING:
@@ -88,7 +88,7 @@ class XraySource:
         if tail is None or tail.topic != settings.results_topic:
             if tail is not None:
                 tail.close()
-            group = f"kawa.portal.results.{self.portal.config.portal.port}"
+            group = private_group("kawa.portal.results")
             tail = self._tail = ResultsTail(self.portal.platform.log, settings.results_topic, group)
         tail.poll()
         state = BoardState(refreshed_at=time.time())

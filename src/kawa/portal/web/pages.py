@@ -70,7 +70,10 @@ def back(path: str, *, flash: str | None = None, error: str | None = None) -> Re
 
 
 def _safe_next(target: str | None) -> str:
-    return target if target and target.startswith("/") and not target.startswith("//") else "/"
+    # Only paths on this site: not //host, /\\host (browsers read it as //host) or a scheme.
+    if not target or not target.startswith("/") or target.startswith(("//", "/\\")):
+        return "/"
+    return "/" if ":" in target.split("?")[0] else target
 
 
 # --- login -----------------------------------------------------------------------------------------
