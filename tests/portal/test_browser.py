@@ -162,6 +162,14 @@ def test_live_board_and_promotion_in_a_real_browser(demo: Demo, browser: Any) ->
     page.wait_for_timeout(3000)  # let the charts fill a few ticks for the screenshot
     page.screenshot(path=str(ARTIFACTS / "xray-board.png"), full_page=True)
 
+    # The overview draws the pipeline as a graph: bucket -> topic -> function / route -> buckets.
+    page.goto(f"{demo.url}/")
+    until(page, lambda p: "xray-deidentify" in (p.text_content("#graph") or ""), 20, "the route appears")
+    graph = page.text_content("#graph") or ""
+    for name in ("xray-images", "xray.risk-assessment", "xray-images-processed", "xray-images-anonymized"):
+        assert name in graph
+    page.screenshot(path=str(ARTIFACTS / "overview.png"), full_page=True)
+
     # Promote a new version from the Models page.
     version = register_copy_of_champion(demo.home)
     page.goto(f"{demo.url}/models")

@@ -178,9 +178,13 @@ def overview(portal: Portal) -> dict[str, Any]:
         src = _endpoint_node(route.source, node)
         if src:
             edge(src, r, rate(src.split(":", 1)[1]) if src.startswith("topic:") else None)
-        dst = _endpoint_node(route.target or "", node)
-        if dst:
-            edge(r, dst, None)
+        for target in (route.target or "").split(", "):
+            dst = _endpoint_node(target, node)
+            if dst:
+                edge(r, dst, None)
+        dead = _endpoint_node(route.dead_letter or "", node)
+        if dead:
+            edge(r, dead, rate(dead.split(":", 1)[1]))
     _layout(nodes, edges)
     return {"nodes": sorted(nodes.values(), key=lambda n: (n["x"], n["y"])), "edges": edges}
 
