@@ -60,7 +60,9 @@ def test_topics_commands_and_clear_errors(tmp_path: Path) -> None:
 
 def test_produce_with_key_and_consume_from_time_full_view() -> None:
     assert kawa("produce", "keyed", "--key", "user-1", stdin="a\nb\n").returncode == 0
-    out = kawa("consume", "keyed", "--group", "g2", "--from-time", "2000-01-01T00:00:00Z", "--max", "2", "--show", "full")
+    out = kawa(
+        "consume", "keyed", "--group", "g2", "--from-time", "2000-01-01T00:00:00Z", "--max", "2", "--show", "full"
+    )
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert [line.split("\t")[2] for line in lines] == ["user-1", "user-1"]

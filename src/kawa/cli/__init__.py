@@ -11,7 +11,10 @@ def _register() -> None:
     # Each module adds its commands to ``app`` on import; they are light (typer only).
     from kawa.cli import log_cmds, platform_cmds  # noqa: F401
 
-    for optional in ("store_cmds", "function_cmds", "model_cmds", "route_cmds", "demo_cmds", "xray_cmds", "portal_cmds"):
+    optional_modules = (
+        "store_cmds", "function_cmds", "model_cmds", "route_cmds", "demo_cmds", "xray_cmds", "portal_cmds",
+    )
+    for optional in optional_modules:
         try:
             __import__(f"kawa.cli.{optional}")
         except ModuleNotFoundError as exc:
