@@ -14,6 +14,7 @@ import math
 import struct
 import warnings
 import zlib
+from functools import lru_cache
 
 import numpy as np
 from numpy.typing import NDArray
@@ -127,18 +128,24 @@ def model_input(pixels: FloatImage, size: int = 32) -> NDArray[np.float32]:
 
 def annotate(pixels: FloatImage, label: str, risk: float) -> NDArray[np.uint8]:
     """8-bit image with ``"<label>, risk=NN%"`` on a dark plate at the top left."""
+    gray = np.round(np.clip(pixels, 0, 1) * 255).astype(np.uint8)
+    plate = _label_plate(f"{label}, risk={risk:.0%}", gray.shape[0])
+    ph, pw = min(plate.shape[0], gray.shape[0]), min(plate.shape[1], gray.shape[1])
+    gray[:ph, :pw] = plate[:ph, :pw]
+    return gray
+
+
+@lru_cache(maxsize=1024)
+def _label_plate(text: str, height: int) -> NDArray[np.uint8]:
+    """The text, white on black, sized for an image ``height`` pixels tall (cached: labels repeat)."""
     from PIL import Image, ImageDraw, ImageFont
 
-    image = Image.fromarray(np.round(np.clip(pixels, 0, 1) * 255).astype(np.uint8), mode="L")
-    h = image.height
-    font = ImageFont.load_default(size=max(10, h // 22))
-    text = f"{label}, risk={risk:.0%}"
-    draw = ImageDraw.Draw(image)
-    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
-    pad = max(2, h // 100)
-    draw.rectangle((0, 0, right - left + 3 * pad, bottom - top + 3 * pad), fill=0)
-    draw.text((pad - left, pad - top), text, fill=255, font=font)
-    return np.asarray(image, dtype=np.uint8)
+    font = ImageFont.load_default(size=max(10, height // 22))  # Pillow's built-in font: nothing is downloaded
+    pad = max(2, height // 100)
+    left, top, right, bottom = font.getbbox(text)
+    plate = Image.new("L", (math.ceil(right - left) + 3 * pad, math.ceil(bottom - top) + 3 * pad), 0)
+    ImageDraw.Draw(plate).text((pad - left, pad - top), text, fill=255, font=font)
+    return np.asarray(plate, dtype=np.uint8)
 
 
 def encode_png(gray: NDArray[np.uint8], level: int = 1) -> bytes:

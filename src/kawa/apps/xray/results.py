@@ -59,6 +59,9 @@ results_table = sa.Table(
 )
 
 
+_INSERT = results_table.insert()  # built once: values travel as bound parameters
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -92,7 +95,7 @@ class ResultsDB:
         """Insert ``row``; False when this event's row for this object is already there."""
         try:
             with self.engine.begin() as conn:
-                conn.execute(results_table.insert().values(**asdict(row)))
+                conn.execute(_INSERT, asdict(row))
         except sa.exc.IntegrityError:
             return False
         return True
