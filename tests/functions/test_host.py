@@ -383,3 +383,46 @@ def test_ctx_model_delegates_to_one_lazily_created_model_manager(
         wait_for(lambda: host.metrics()["t.score"].succeeded == 3)
     assert got == ["predictor for pneumonia@champion"] * 3
     assert len(made) == 2 and made[-1] == "closed", "one manager, created on first use, closed with the host"
+
+
+def test_ctx_model_keeps_one_version_per_event_while_the_alias_moves(
+    memlog: EventLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kawa.ml import predictors
+
+    class Handle:
+        """Like ModelHandle: ``current()`` is the version serving now; it moves on every call here."""
+
+        def __init__(self) -> None:
+            self.version = 0
+
+        def current(self) -> str:
+            self.version += 1
+            return f"v{self.version}"
+
+    handle = Handle()
+
+    class FakeManager:
+        def __init__(self, config: object, log: object = None) -> None:
+            pass
+
+        def get(self, ref: str) -> Handle:
+            return handle
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(predictors, "ModelManager", FakeManager)
+    app = App("pin")
+    seen: list[tuple[object, object]] = []
+
+    @app.function(topic="in")
+    def score(event: CloudEvent, ctx: Context) -> None:
+        seen.append((ctx.model("m@champion"), ctx.model("m@champion")))
+
+    memlog.create_topic(TopicSpec("in"))
+    produce(memlog, "in", events(3))
+    with FunctionHost(app, log=memlog, options=FAST) as host:
+        wait_for(lambda: host.metrics()["pin.score"].succeeded == 3)
+    assert all(first == second for first, second in seen), seen
+    assert len({first for first, _ in seen}) == 3, "each event resolves the alias afresh"

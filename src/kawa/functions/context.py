@@ -130,7 +130,7 @@ class Context:
       ``ctx.function`` (its :class:`~kawa.functions.app.FunctionSpec`), ``ctx.attempt`` (1 = first try).
     """
 
-    __slots__ = ("_emitted", "_runtime", "_seq", "attempt", "event")
+    __slots__ = ("_emitted", "_models", "_runtime", "_seq", "attempt", "event")
 
     def __init__(self, runtime: Runtime, event: CloudEvent, attempt: int = 1) -> None:
         self._runtime = runtime
@@ -138,6 +138,7 @@ class Context:
         self.attempt = attempt
         self._seq = 0
         self._emitted = 0
+        self._models: dict[str, Any] = {}
 
     @property
     def function(self) -> FunctionSpec:
@@ -164,8 +165,16 @@ class Context:
         return self._runtime.log
 
     def model(self, ref: str) -> Any:
-        """The predictor ``ref`` names (``"pneumonia@champion"``); ``.predict(x)``, ``.name``, ``.version``."""
-        return self._runtime.model(ref)
+        """The predictor ``ref`` names (``"pneumonia@champion"``); ``.predict(x)``, ``.name``, ``.version``.
+
+        Pinned for this event: every call with the same ``ref`` while handling one event returns the same
+        model version, even when the alias moves meanwhile (the next event gets the new version)."""
+        pinned = self._models.get(ref)
+        if pinned is None:
+            handle = self._runtime.model(ref)
+            current = getattr(handle, "current", None)
+            pinned = self._models[ref] = current() if callable(current) else handle
+        return pinned
 
     def emit(self, topic: str, event: CloudEvent, *, key: bytes | None = None) -> None:
         """Publish ``event`` to ``topic`` (binary mode). The host flushes before it marks the input done."""
