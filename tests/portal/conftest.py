@@ -13,8 +13,6 @@ from kawa.config import KawaConfig, load_config
 from kawa.platform import Platform
 from kawa.portal.permissions import Role
 
-fastapi = pytest.importorskip("fastapi", reason="the portal extra is not installed: pip install 'kawa[portal]'")
-
 PASSWORD = "correct horse battery"
 
 

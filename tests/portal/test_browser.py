@@ -86,6 +86,11 @@ def demo(tmp_path: Path) -> Iterator[Demo]:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait(10)
         reader.join(5)
+        # Shown by pytest only when the test failed: what the demo printed and logged.
+        print("--- kawa demo xray output (tail) ---\n" + "".join(output)[-4000:])
+        demo_log = home / "xray" / "demo.log"
+        if demo_log.exists():
+            print("--- demo.log (tail) ---\n" + demo_log.read_text(errors="replace")[-6000:])
 
 
 @pytest.fixture
