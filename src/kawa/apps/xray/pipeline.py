@@ -88,7 +88,7 @@ def _assess_one(record: ObjectEvent, event: CloudEvent, ctx: Context, s: XraySet
         # No retry can fix the bytes; the reason names the object key and what is wrong, never the content.
         raise PermanentError(f"{record.bucket}/{record.key}: {exc}") from None
     clean = redact(pixels, s.redaction_box())
-    predictor = ctx.model(s.model_ref).current()  # one version for this whole image
+    predictor = ctx.model(s.model_ref)  # pinned: one version for this whole event
     risk = float(predictor.predict(model_input(clean, s.model_input_size)[None, :], event_id=event.get_id())[0])
     label = s.label_for(risk)
     out_key = processed_key(record.key)
