@@ -185,9 +185,14 @@ class XrayStack:
         return self.topic_size(topic) - self._dlq_base.get(topic, 0)
 
     def counts(self, prefix: str = "") -> Counts:
-        """Objects under ``prefix`` in each bucket, their result rows, and dead letters since :meth:`prepare`."""
+        """Objects under ``prefix`` in each bucket, their result rows, and dead letters since :meth:`prepare`.
+
+        Read downstream first (rows, then outputs, then uploads), so that a snapshot taken while images flow
+        shows uploaded >= processed >= rows rather than the reverse."""
         s = self.settings
         summary = self.results.summary(prefix)
+        processed = self.object_count(s.processed_bucket, prefix)
+        anonymized = self.object_count(s.anonymized_bucket, prefix)
         replicas, p99, rate = 0, None, 0.0
         if self.host is not None:
             stats = self.host.metrics().get(f"{self.app.name}.{FUNCTION}")
@@ -195,8 +200,8 @@ class XrayStack:
                 replicas, p99, rate = stats.replicas, stats.latency_p99_ms, stats.rate_per_s
         return Counts(
             uploaded=self.object_count(s.incoming_bucket, prefix),
-            processed=self.object_count(s.processed_bucket, prefix),
-            anonymized=self.object_count(s.anonymized_bucket, prefix),
+            processed=processed,
+            anonymized=anonymized,
             dead_lettered=self.dead_lettered(s.dead_letter_topic),
             deid_dead_lettered=self.dead_lettered(s.deid_dead_letter_topic),
             results=summary["count"],
