@@ -7,13 +7,13 @@ import time
 from pathlib import Path
 
 from kawa.apps.xray.generator import Generator
-from kawa.apps.xray.results import ResultRow, ResultsDB
 from kawa.apps.xray.settings import XraySettings
 from kawa.apps.xray.stack import XrayStack
 from kawa.config import KawaConfig
 from kawa.ml.registry import Registry
 
 from .conftest import TrainedModel
+from .xray_checks import result_rows
 
 MODEL = "pneumonia-swap"
 RATE, SECONDS = 25.0, 4.0
@@ -58,7 +58,7 @@ def test_promotion_mid_run_switches_versions_without_failures(tmp_path: Path, tr
 
     assert counts.results == counts.processed == n and counts.dead_lettered == 0, counts
     assert stats is not None and stats.failed_attempts == 0 and stats.dead_lettered == 0, stats
-    rows = {r.object_key: r for r in stack_rows(stack)}
+    rows = {r.object_key: r for r in result_rows(stack.results_url)}
     put_time = {u.key: u.put_time for u in generator.uploads}
     before = [rows[k] for k, t in put_time.items() if t < promoted_at and rows[k].time < promoted_at]
     after = [rows[k] for k, t in put_time.items() if t > promoted_at + SWAP_LAG_S]
@@ -66,12 +66,3 @@ def test_promotion_mid_run_switches_versions_without_failures(tmp_path: Path, tr
     assert {r.model_version for r in before} == {1}
     assert {r.model_version for r in after} == {2}
     assert set(counts.versions) == {1, 2}
-
-
-def stack_rows(stack: XrayStack) -> list[ResultRow]:
-    """Rows are read after the stack stopped: open the results DB again."""
-    db = ResultsDB(stack.results_url)
-    try:
-        return db.rows()
-    finally:
-        db.close()

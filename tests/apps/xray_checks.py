@@ -12,6 +12,7 @@ import numpy as np
 
 from kawa.apps.xray.generator import Generator, Prepared, Upload
 from kawa.apps.xray.imaging import box_pixels, decode
+from kawa.apps.xray.results import ResultRow, ResultsDB
 from kawa.apps.xray.settings import XraySettings
 from kawa.apps.xray.synth import RadiographGenerator
 from kawa.log.base import EventLog, Record
@@ -80,6 +81,15 @@ def box_has_text(settings: XraySettings) -> float:
 def _slices(pixels: np.ndarray, settings: XraySettings) -> tuple[slice, slice]:
     x0, y0, x1, y1 = box_pixels(pixels.shape, settings.phi_box)
     return slice(y0, y1), slice(x0, x1)
+
+
+def result_rows(url: str) -> list[ResultRow]:
+    """The results table's rows (after the stack stopped: opens the DB again)."""
+    db = ResultsDB(url)
+    try:
+        return db.rows()
+    finally:
+        db.close()
 
 
 def read_topic(log: EventLog, topic: str, expect: int, timeout: float = 30.0) -> list[Record]:
