@@ -7,6 +7,7 @@ SQLite runs in WAL mode with a busy timeout so several workers (threads or proce
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -161,7 +162,7 @@ def percentile(sorted_values: list[float], pct: float) -> float | None:
     """Nearest-rank percentile of already sorted values (None when empty)."""
     if not sorted_values:
         return None
-    rank = max(0, min(len(sorted_values) - 1, round(pct / 100 * len(sorted_values) + 0.5) - 1))
+    rank = max(0, min(len(sorted_values) - 1, math.ceil(pct / 100 * len(sorted_values)) - 1))
     return float(sorted_values[rank])
 
 
