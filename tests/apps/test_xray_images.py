@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kawa.apps.xray.datasets import load_dataset, scan_dataset, write_dataset
 from kawa.apps.xray.imaging import (
@@ -173,3 +175,25 @@ def test_dicom_folder_without_extensions_is_found(tmp_path: Path) -> None:
     items = scan_dataset(tmp_path)
     assert len(items) == 3 and all(i.label is None for i in items)
     assert len(list(load_dataset(tmp_path, labeled_only=False))) == 3
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    size=st.sampled_from([64, 100, 128, 200]),
+    x0=st.floats(0.0, 0.5),
+    y0=st.floats(0.0, 0.8),
+    width=st.floats(0.2, 0.5),
+    height=st.floats(0.1, 0.2),
+)
+def test_redaction_removes_everything_the_burn_in_added(
+    seed: int, size: int, x0: float, y0: float, width: float, height: float
+) -> None:
+    """For any box, seed and size (multiples of the model grid or not): redacting the configured box of the
+    annotated image gives exactly the redacted clean image — no trace of the text survives."""
+    box = (x0, y0, min(1.0, x0 + width), min(1.0, y0 + height))
+    s = XraySettings(phi_box=box)
+    clean = render_chest(np.random.default_rng(seed), size, pneumonia=bool(seed % 2))
+    burned = burn_in_text(clean, ["ABERNATHY, HORATIO", "ID KW12345678", "DOB 1950-01-02"], box)
+    assert not np.array_equal(burned, clean)
+    assert np.array_equal(redact(burned, s.redaction_box()), redact(clean, s.redaction_box()))

@@ -329,7 +329,7 @@ def burn_in_text(pixels: FloatImage, lines: list[str], box: Box) -> FloatImage:
 
     h, w = pixels.shape
     x0, y0, x1, y1 = int(box[0] * w), int(box[1] * h), int(box[2] * w), int(box[3] * h)
-    bw, bh = max(8, x1 - x0), max(8, y1 - y0)
+    bw, bh = max(1, x1 - x0), max(1, y1 - y0)  # never past the box: redaction must cover all of it
     font = ImageFont.load_default(size=24)
     line_h = 28
     width = max(int(font.getlength(s)) for s in lines)
@@ -338,7 +338,7 @@ def burn_in_text(pixels: FloatImage, lines: list[str], box: Box) -> FloatImage:
     for i, text in enumerate(lines):
         draw.text((8, 6 + i * line_h), text, fill=255, font=font)
     # Fit the rendered block into the box with a small inner margin, keeping its aspect ratio.
-    inner_w, inner_h = max(4, int(bw * 0.92)), max(4, int(bh * 0.86))
+    inner_w, inner_h = max(1, int(bw * 0.92)), max(1, int(bh * 0.86))
     ratio = min(inner_w / canvas.width, inner_h / canvas.height)
     block = canvas.resize(
         (max(1, int(canvas.width * ratio)), max(1, int(canvas.height * ratio))), Image.Resampling.LANCZOS
