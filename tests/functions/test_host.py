@@ -72,6 +72,7 @@ def test_retries_then_dead_letter_with_the_reason(memlog: EventLog) -> None:
     assert dead.header("kawa-error-message") == b"cannot read img1.dcm"
     assert dead.header("kawa-attempts") == b"3"
     assert dead.header("kawa-function") == b"t.broken"
+    assert dead.header("kawa-source-topic") == b"in"
     event = from_record(dead)  # still the original CloudEvent, with the reason as extensions
     assert (event.get_id(), event.get_source(), event.get_data()) == ("poison-1", "/src", {"a": 1})
     assert event.get_extension("kawaerrortype") == "ValueError"

@@ -25,6 +25,7 @@ DLQ_HEADERS = {
     "error_message": ("kawa-error-message", "ce_kawaerrormessage"),
     "attempts": ("kawa-attempts", "ce_kawaattempts"),
     "function": ("kawa-function", "ce_kawafunction"),
+    "source_topic": ("kawa-source-topic", "ce_kawasourcetopic"),
 }
 _MAX_MESSAGE = 2000
 
@@ -177,14 +178,20 @@ def send_replies(runtime: Runtime, replies: Sequence[CloudEvent], key: bytes | N
 
 
 def dead_letter_headers(
-    headers: Sequence[tuple[str, bytes]], error: BaseException | None, attempts: int, function: str
+    headers: Sequence[tuple[str, bytes]],
+    error: BaseException | None,
+    attempts: int,
+    function: str,
+    source_topic: str = "",
 ) -> list[tuple[str, bytes]]:
-    """The original headers plus the reason (error type, message, attempts, function)."""
+    """The original headers plus the reason (error type, message, attempts, function) and the topic the
+    event came from, so a re-drive knows where to send it."""
     reason = {
         "error_type": type(error).__name__ if error is not None else "Unknown",
         "error_message": (str(error) if error is not None else "")[:_MAX_MESSAGE],
         "attempts": str(attempts),
         "function": function,
+        "source_topic": source_topic,
     }
     ours = {name.lower() for pair in DLQ_HEADERS.values() for name in pair}
     out = [(k, v) for k, v in headers if k.lower() not in ours]

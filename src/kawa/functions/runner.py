@@ -306,7 +306,7 @@ class FunctionRunner:
             record = job.record
             try:
                 headers = dead_letter_headers(
-                    record.headers, outcome.error, outcome.attempts, self.spec.qualified_name
+                    record.headers, outcome.error, outcome.attempts, self.spec.qualified_name, record.topic
                 )
                 self.runtime.producer.produce(
                     self.spec.dead_letter_topic, record.value, key=record.key, headers=headers
