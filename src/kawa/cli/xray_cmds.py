@@ -7,6 +7,7 @@ on Ctrl-C or after ``--duration`` with a summary read back from the buckets, top
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import time
 import uuid
@@ -100,6 +101,7 @@ def _run(config: KawaConfig, settings: Any, *, duration: float, with_portal: boo
             + " — Ctrl-C stops"
         )
         interrupted = False
+        previous = signal.signal(signal.SIGTERM, _interrupt)  # `kill` and service managers stop it like Ctrl-C
         try:
             with Live(console=console, refresh_per_second=2, transient=False) as live:
                 while thread.is_alive():
@@ -107,6 +109,8 @@ def _run(config: KawaConfig, settings: Any, *, duration: float, with_portal: boo
                     thread.join(1.0)
         except KeyboardInterrupt:
             interrupted = True
+        finally:
+            signal.signal(signal.SIGTERM, previous)
         console.print()
         stop.set()
         thread.join()
@@ -118,6 +122,10 @@ def _run(config: KawaConfig, settings: Any, *, duration: float, with_portal: boo
             if server is not None:
                 server.stop()
             stack.stop()
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _log_to_file(config: KawaConfig) -> Path:
