@@ -93,8 +93,16 @@ class Tally:
 
 
 def run_host(
-    log: EventLog, n: int, work: Callable[[], None], *, concurrency: int, max_scale: int, stamp: bool = False,
-    rate: float | None = None, progress: Progress | None = None, label: str = "",
+    log: EventLog,
+    n: int,
+    work: Callable[[], None],
+    *,
+    concurrency: int,
+    max_scale: int,
+    stamp: bool = False,
+    rate: float | None = None,
+    progress: Progress | None = None,
+    label: str = "",
 ) -> Tally:
     """Run one function over ``n`` events on ``log``; events are pre-produced unless ``rate`` is given."""
     topic = f"bench-{uuid.uuid4().hex[:8]}"
@@ -120,8 +128,9 @@ def run_host(
             for i in range(n):
                 while time.perf_counter() < next_at:
                     time.sleep(max(0.0, next_at - time.perf_counter()) / 2)
-                key, value, headers = to_kafka(new_event("bench.event", "/bench", {"i": i, "t": time.perf_counter()},
-                                                         id=f"r{i}"))
+                key, value, headers = to_kafka(
+                    new_event("bench.event", "/bench", {"i": i, "t": time.perf_counter()}, id=f"r{i}")
+                )
                 producer.produce(topic, value, key=key, headers=headers)
                 next_at += interval
             producer.flush()
@@ -191,11 +200,22 @@ def kafka_worker_eps(bootstrap: str, n: int, progress: Progress) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "benchworker.py").write_text(WORKER_APP)
         out = Path(tmp) / "out.txt"
-        env = {**os.environ, "BENCH_N": str(n), "BENCH_TOPIC": topic, "BENCH_GROUP": f"bench-{topic}",
-               "BENCH_OUT": str(out), "KAWA_HOME": str(Path(tmp) / ".kawa")}
+        env = {
+            **os.environ,
+            "BENCH_N": str(n),
+            "BENCH_TOPIC": topic,
+            "BENCH_GROUP": f"bench-{topic}",
+            "BENCH_OUT": str(out),
+            "KAWA_HOME": str(Path(tmp) / ".kawa"),
+        }
         kawa = str(Path(sys.executable).parent / "kawa")
-        worker = subprocess.Popen([kawa, "--log", uri, "worker", "--app", "benchworker:app"], cwd=tmp, env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        worker = subprocess.Popen(
+            [kawa, "--log", uri, "worker", "--app", "benchworker:app"],
+            cwd=tmp,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             deadline = time.monotonic() + 300
             while not out.exists() and time.monotonic() < deadline:
@@ -238,33 +258,76 @@ def main() -> None:
     os.environ["KAWA_HOME"] = tmp.name
     config = load_config()
     results: dict[str, Any] = {}
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeElapsedColumn(), console=console) as progress:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
         log = open_log("embedded:", config)
-        noop = run_host(log, n, lambda: None, concurrency=4, max_scale=4, progress=progress,
-                        label="embedded host, no-op")
+        noop = run_host(
+            log, n, lambda: None, concurrency=4, max_scale=4, progress=progress, label="embedded host, no-op"
+        )
         results["noop_eps_embedded"] = (n - 1) / (noop.last - noop.first)
         cpu_n = max(200, n // 10)
-        cpu = run_host(log, cpu_n, lambda: busy(0.002), concurrency=1, max_scale=2, progress=progress,
-                       label="embedded host, 2 ms CPU")
+        cpu = run_host(
+            log,
+            cpu_n,
+            lambda: busy(0.002),
+            concurrency=1,
+            max_scale=2,
+            progress=progress,
+            label="embedded host, 2 ms CPU",
+        )
         results["cpu2ms_eps_embedded"] = (cpu_n - 1) / (cpu.last - cpu.first)
-        serial = run_host(log, n, lambda: None, concurrency=1, max_scale=1, progress=progress,
-                          label="embedded host, no-op, one at a time")
+        serial = run_host(
+            log,
+            n,
+            lambda: None,
+            concurrency=1,
+            max_scale=1,
+            progress=progress,
+            label="embedded host, no-op, one at a time",
+        )
         per_event = (serial.last - serial.first) / (n - 1)
         results["overhead_us_embedded"] = (per_event - serial.handler_s / serial.count) * 1e6
         memory = open_log("memory:", config)
-        mem = run_host(memory, n, lambda: None, concurrency=1, max_scale=1, progress=progress,
-                       label="in-memory log, no-op, one at a time (host alone)")
+        mem = run_host(
+            memory,
+            n,
+            lambda: None,
+            concurrency=1,
+            max_scale=1,
+            progress=progress,
+            label="in-memory log, no-op, one at a time (host alone)",
+        )
         results["overhead_us_memory_log"] = ((mem.last - mem.first) / (n - 1) - mem.handler_s / mem.count) * 1e6
         memory.close()
-        serial_cpu = run_host(log, cpu_n, lambda: busy(0.002), concurrency=1, max_scale=1, progress=progress,
-                              label="embedded host, 2 ms CPU, one at a time")
+        serial_cpu = run_host(
+            log,
+            cpu_n,
+            lambda: busy(0.002),
+            concurrency=1,
+            max_scale=1,
+            progress=progress,
+            label="embedded host, 2 ms CPU, one at a time",
+        )
         per_cpu = (serial_cpu.last - serial_cpu.first) / (cpu_n - 1)
         results["overhead_us_embedded_cpu2ms"] = (per_cpu - serial_cpu.handler_s / serial_cpu.count) * 1e6
         rate = min(1000.0, results["noop_eps_embedded"] / 4)
         e2e_n = max(500, min(n, int(rate * 5)))
-        steady = run_host(log, e2e_n, lambda: None, concurrency=4, max_scale=4, stamp=True, rate=rate,
-                          progress=progress, label=f"embedded host, end-to-end at {rate:.0f} ev/s")
+        steady = run_host(
+            log,
+            e2e_n,
+            lambda: None,
+            concurrency=4,
+            max_scale=4,
+            stamp=True,
+            rate=rate,
+            progress=progress,
+            label=f"embedded host, end-to-end at {rate:.0f} ev/s",
+        )
         results["p50_ms_embedded"] = pct(steady.latencies, 0.50) * 1000
         results["p99_ms_embedded"] = pct(steady.latencies, 0.99) * 1000
         results["e2e_rate_eps"] = rate
@@ -282,8 +345,11 @@ def main() -> None:
             else:
                 results["noop_eps_kafka"] = kafka_worker_eps(address, n, progress)
     tmp.cleanup()
-    table = Table("measure", "value", title=f"functions benchmark ({n} events, {platform.processor() or 'cpu'}, "
-                  f"{os.cpu_count()} cores)")
+    table = Table(
+        "measure",
+        "value",
+        title=f"functions benchmark ({n} events, {platform.processor() or 'cpu'}, {os.cpu_count()} cores)",
+    )
     for key, value in results.items():
         table.add_row(key, "-" if value is None else f"{value:,.1f}")
     console.print(table)
