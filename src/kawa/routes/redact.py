@@ -119,7 +119,7 @@ def redact_image_bytes(data: bytes, boxes: Sequence[Box], mode: Mode = "black") 
     if fmt == "JPEG":
         result.save(buffer, format="JPEG", quality=95)
         return buffer.getvalue(), "image/jpeg"
-    result.save(buffer, format="PNG")
+    result.save(buffer, format="PNG", compress_level=1)  # speed over size: ~2x less CPU per image
     return buffer.getvalue(), "image/png"
 
 
