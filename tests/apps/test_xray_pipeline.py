@@ -105,6 +105,9 @@ def test_result_events_match_the_rows(run: Run) -> None:
         assert isinstance(data, dict)
         row = rows[data["key"]]
         assert (data["risk"], data["label"], data["model_version"]) == (row.risk, row.label, row.model_version)
+        # Upload → result time travels with the event (the portal's latency panel reads it).
+        assert row.e2e_ms is not None and data["e2e_ms"] == round(row.e2e_ms, 3)
+        assert data["e2e_ms"] >= data["latency_ms"] > 0
 
 
 def test_damaged_uploads_are_dead_lettered_with_a_reason(run: Run) -> None:

@@ -129,6 +129,7 @@ def _assess_one(record: ObjectEvent, event: CloudEvent, ctx: Context, s: XraySet
             "risk": risk,
             "label": label,
             "latency_ms": round(latency_ms, 3),
+            "e2e_ms": round(row.e2e_ms, 3) if row.e2e_ms is not None else None,
             "time": now,
         },
         subject=posixpath.join(record.bucket, record.key),
