@@ -37,6 +37,8 @@ service_factories: list[str] = [
     "kawa.ml.jobs:scheduler_service",
     "kawa.store.service:build_service",
     "kawa.routes.service:build_service",
+    "kawa.functions.service:factory",
+    "kawa.portal.server:build_service",  # last: it shows what the others run
 ]
 """Import strings of ``factory(platform) -> Service | None``, in start order."""
 
@@ -44,10 +46,6 @@ service_factories: list[str] = [
 def register_service(factory: str) -> None:
     if factory not in service_factories:
         service_factories.append(factory)
-
-
-register_service("kawa.functions.service:factory")
-register_service("kawa.portal.server:build_service")  # last: it shows what the others run
 
 
 class Platform:
