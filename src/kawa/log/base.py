@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple, Protocol, runtime_checkable
 
-from kawa.errors import InvalidTopicSpec, ProducerError
+from kawa.errors import InvalidTopicSpec, ProducerError, RecordTooLarge
 
 CleanupPolicy = Literal["delete", "compact", "compact,delete"]
 OffsetReset = Literal["earliest", "latest"]
@@ -306,6 +306,20 @@ class SendMixin:
         if box.metadata is None:
             raise ProducerError(f"record to {topic!r} was not acknowledged")
         return box.metadata
+
+
+def check_record_size(topic: str, key: bytes | None, value: bytes | None, headers: Headers, limit: int) -> int:
+    """The record's size (key + value + header names and values, in bytes); :class:`RecordTooLarge` above
+    ``limit``. Every producer applies it before queueing, so the limit means the same on every backend."""
+    size = (len(value) if value else 0) + (len(key) if key else 0)
+    if headers:
+        size += sum(len(k.encode()) + len(v or b"") for k, v in headers)
+    if size > limit:
+        raise RecordTooLarge(
+            f"record for {topic!r} is {size} bytes (key + value + headers), above the limit of {limit} bytes; "
+            "store large payloads in the object store and send a reference, or raise log.max_record_bytes"
+        )
+    return size
 
 
 def now_ms() -> int:

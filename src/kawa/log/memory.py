@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from kawa.errors import InvalidPartition, ProducerError, RecordTooLarge, TopicExists, TopicNotFound
+from kawa.errors import InvalidPartition, ProducerError, TopicExists, TopicNotFound
 from kawa.log.base import (
     DEFAULT_MAX_RECORD_BYTES,
     DeliveryCallback,
@@ -25,6 +25,7 @@ from kawa.log.base import (
     TopicInfo,
     TopicPartition,
     TopicSpec,
+    check_record_size,
     now_ms,
 )
 from kawa.log.groups import (
@@ -205,12 +206,7 @@ class MemoryProducer(SendMixin):
         count = spec.partitions
         if key is None and "compact" in spec.cleanup_policy:
             raise ProducerError(f"topic {topic!r} is compacted: every record needs a key")
-        size = len(key or b"") + len(value or b"") + sum(len(k) + len(v) for k, v in headers)
-        if size > self._max:
-            raise RecordTooLarge(
-                f"record of {size} bytes exceeds the {self._max}-byte limit for {topic!r}; "
-                "store large payloads in the object store and send a reference"
-            )
+        check_record_size(topic, key, value, headers, self._max)
         if partition is None:
             partition = partition_for_key(key, count) if key is not None else self._spread.next(count)
         elif not 0 <= partition < count:

@@ -5,8 +5,16 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING
 
-from kawa.errors import InvalidPartition, ProducerError, RecordTooLarge, TopicNotFound
-from kawa.log.base import DeliveryCallback, Headers, RecordMetadata, SendMixin, TopicPartition, now_ms
+from kawa.errors import InvalidPartition, ProducerError, TopicNotFound
+from kawa.log.base import (
+    DeliveryCallback,
+    Headers,
+    RecordMetadata,
+    SendMixin,
+    TopicPartition,
+    check_record_size,
+    now_ms,
+)
 from kawa.log.partitioner import NullKeySpreader, partition_for_key
 
 if TYPE_CHECKING:
@@ -51,14 +59,7 @@ class EmbeddedProducer(SendMixin):
             raise ProducerError("this producer is closed; create a new one")
         spec = self._log.spec(topic)
         count = spec.partitions
-        size = (len(key) if key else 0) + (len(value) if value else 0)
-        if headers:
-            size += sum(len(k) + len(v) for k, v in headers)
-        if size > self._max:
-            raise RecordTooLarge(
-                f"record of {size} bytes exceeds the {self._max}-byte limit for {topic!r}; store large payloads "
-                "in the object store and send a reference, or raise log.max_record_bytes"
-            )
+        size = check_record_size(topic, key, value, headers, self._max)
         if key is None and "compact" in spec.cleanup_policy:
             raise ProducerError(f"topic {topic!r} is compacted: every record needs a key")
         if partition is None:
@@ -132,4 +133,3 @@ class EmbeddedProducer(SendMixin):
             self._wake.notify_all()
         if self._thread is not None:
             self._thread.join(timeout=5)
-

@@ -26,6 +26,7 @@ from kawa.log.base import (
     DeliveryCallback,
     Headers,
     RecordMetadata,
+    check_record_size,
 )
 
 if TYPE_CHECKING:
@@ -78,14 +79,7 @@ class KafkaProducer:
     ) -> None:
         if self._closed:
             raise ProducerError("this producer is closed; create a new one")
-        size = (len(value) if value else 0) + (len(key) if key else 0)
-        if headers:
-            size += sum(len(k.encode()) + len(v or b"") for k, v in headers)
-        if size > self.max_record_bytes:
-            raise RecordTooLarge(
-                f"record for {topic!r} is {size} bytes (key + value + headers), above the limit of "
-                f"{self.max_record_bytes} bytes; store large payloads in the object store and send a reference"
-            )
+        check_record_size(topic, key, value, headers, self.max_record_bytes)
         count = self._log.partition_count(topic)
         if partition is not None and not 0 <= partition < count:
             count = self._log.partition_count(topic, fresh=True)
