@@ -161,9 +161,11 @@ def test_killed_worker_resumes_without_loss_or_duplicates(tmp_path: Path, make_c
     )
     env = {**os.environ, "KAWA_HOME": str(ctx.config.home), "KAWA_STORE": str(tmp_path / "buckets")}
 
-    def spawn(route_id: str) -> subprocess.Popen[bytes]:
+    def spawn(route_id: str, command: tuple[str, ...] = ("routes", "run")) -> subprocess.Popen[bytes]:
+        # `kawa routes run ID` and `kawa worker --route ID` are the two ways to run a route alone.
+        args = [*command, route_id, "--file" if command[0] == "routes" else "--route-file", str(routes_file)]
         return subprocess.Popen(
-            [sys.executable, "-m", "kawa.cli", "routes", "run", route_id, "--file", str(routes_file)],
+            [sys.executable, "-m", "kawa.cli", *args],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -184,7 +186,7 @@ def test_killed_worker_resumes_without_loss_or_duplicates(tmp_path: Path, make_c
         first.wait(10)
         first_log.wait(10)
         assert rows() < total, "the worker finished before it was killed; raise the record count"
-        second, second_log = spawn("killed"), spawn("killed-log")
+        second, second_log = spawn("killed", ("worker", "--route")), spawn("killed-log", ("worker", "--route"))
         try:
             wait_for(lambda: rows() == total, timeout=120)
             records = read_topic(ctx, "kill-out", total, timeout=60)

@@ -33,7 +33,9 @@ def _stop_on_signals() -> threading.Event:
 
 @app.command()
 def worker(
-    app_ref: Annotated[list[str], typer.Option("--app", help="module:app whose functions to run (repeatable)")],
+    app_ref: Annotated[
+        list[str] | None, typer.Option("--app", help="module:app whose functions to run (repeatable)")
+    ] = None,
     function: Annotated[
         list[str] | None, typer.Option("--function", "-f", help="run only this function (repeatable)")
     ] = None,
@@ -44,12 +46,31 @@ def worker(
     session_timeout_ms: Annotated[
         int | None, typer.Option(help="consumer-group session timeout (default: the log backend's)")
     ] = None,
+    route: Annotated[
+        str | None, typer.Option("--route", help="run this data route alone instead of functions (see kawa routes)")
+    ] = None,
+    route_file: Annotated[
+        Path | None, typer.Option("--route-file", help="with --route: take the route from this YAML file")
+    ] = None,
 ) -> None:
-    """Run functions as a member of their consumer groups on the configured log (e.g. --log kafka://h:9092).
+    """Run functions as a member of their consumer groups on the configured log (e.g. --log kafka://h:9092),
+    or with --route one data route as its own worker process.
 
     Start more workers for more parallelism: the topic's partitions are shared among them."""
     import json
     import logging
+
+    from kawa.errors import KawaError
+
+    if route is not None:
+        if app_ref:
+            raise KawaError("give either --app (functions) or --route (a data route) to one kawa worker, not both")
+        from kawa.cli.route_cmds import routes_run
+
+        routes_run(route, route_file)
+        return
+    if not app_ref:
+        raise KawaError("kawa worker needs --app module:app (functions) or --route ID (a data route)")
 
     from kawa.functions.app import load_app
     from kawa.functions.host import FunctionHost, HostOptions
