@@ -188,3 +188,22 @@ def test_two_logs_on_one_directory_see_each_others_records(tmp_path: Path) -> No
     records = consumer.poll(2.0)
     assert [r.value for r in records] == [b"hello"]
     consumer.close()
+
+
+def test_a_group_that_never_committed_leaves_no_state_behind(tmp_path: Path) -> None:
+    log = EmbeddedLog(tmp_path / "log")
+    log.create_topic(TopicSpec("t"))
+    log.producer().send("t", b"x")
+    watcher = log.consumer("watch-1", ["t"], auto_offset_reset="latest")
+    assert (tmp_path / "log" / "groups" / "watch-1.json").exists()
+    watcher.close()
+    assert not (tmp_path / "log" / "groups" / "watch-1.json").exists()
+    # A group with committed offsets keeps them after its last member leaves.
+    reader = log.consumer("keeper", ["t"])
+    assert [r.value for r in reader.poll(1.0)] == [b"x"]
+    reader.commit()
+    reader.close()
+    assert log.lag("keeper")[0].committed == 1
+    again = log.consumer("keeper", ["t"])
+    assert again.poll(0.2) == []
+    again.close()

@@ -276,7 +276,9 @@ class GroupConsumer:
     def _sync_assignment(self) -> None:
         with self._lock:
             membership = self._membership
-        if membership.generation == self._applied_generation:
+        if membership.generation == self._applied_generation and membership.partitions == self._positions.keys():
+            # Compare the partitions too: a group whose state was dropped (empty, never committed) restarts
+            # its generations, so a returning member may see a number it has already applied.
             return
         self._applied_generation = membership.generation
         committed: dict[TopicPartition, int] | None = None

@@ -300,7 +300,11 @@ class _FileCoordinator:
                 raise LogError(f"group state {path} is damaged ({exc}); delete it to reset the group") from exc
             before = state.to_dict()
             yield state
-            if write and state.to_dict() != before:
+            if write and not state.members and not state.offsets:
+                # An empty group that never committed is no group at all (Kafka drops such groups too):
+                # nothing is left behind by short-lived readers such as model watchers.
+                path.unlink(missing_ok=True)
+            elif write and state.to_dict() != before:
                 tmp = path.with_suffix(f".{os.getpid()}.tmp")
                 tmp.write_text(json.dumps(state.to_dict()))
                 os.replace(tmp, path)
