@@ -18,6 +18,7 @@ from kawa.config import KawaConfig, load_config
 
 if TYPE_CHECKING:
     from kawa.log.base import EventLog
+    from kawa.store.base import ObjectStore
 
 log = logging.getLogger("kawa.platform")
 
@@ -53,9 +54,9 @@ class Platform:
 
     def __init__(self, config: KawaConfig | None = None) -> None:
         self.config = config or load_config()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # store → log: one property opens the other
         self._log: EventLog | None = None
-        self._store: Any = None
+        self._store: ObjectStore | None = None
         self.services: list[Service] = []
         self.extras: dict[str, Any] = {}
 
@@ -69,20 +70,13 @@ class Platform:
             return self._log
 
     @property
-    def store(self) -> Any:
+    def store(self) -> ObjectStore:
         with self._lock:
             if self._store is None:
                 from kawa.store import open_store
 
-                self._store = open_store(self.config.store.uri, self.config, log=self.log_unlocked())
+                self._store = open_store(self.config.store.uri, self.config, log=self.log)
             return self._store
-
-    def log_unlocked(self) -> EventLog:
-        if self._log is None:
-            from kawa.log import open_log
-
-            self._log = open_log(self.config.log.uri, self.config)
-        return self._log
 
     def start(self, extra: list[Callable[[Platform], Service | None]] | None = None) -> None:
         """Build and start every registered service (and ``extra`` ones); stop the started on failure."""
