@@ -52,6 +52,17 @@ def read_all(log: EventLog, topic: str, count: int) -> list[Record]:
         c.close()
 
 
+def read_kept(log: EventLog, topic: str) -> list[Record]:
+    """What retention left of a one-partition topic: everything a fresh group reads before it goes idle."""
+    c = consumer(log, topic)
+    try:
+        wait_assigned(c)
+        c.seek_to_beginning()
+        return consume_idle(c, idle=2.0)
+    finally:
+        c.close()
+
+
 def ends(log: EventLog, topic: str) -> list[int]:
     return [p.end_offset for p in log.describe_topic(topic).partitions]
 
@@ -543,8 +554,10 @@ def test_retention_by_bytes_drops_the_oldest_records(log: EventLog, new_topic: N
     info = log.describe_topic(name).partitions[0]
     assert info.end_offset == 100
     assert 0 < info.start_offset < 100
-    kept = read_all(log, name, 100 - info.start_offset)
-    assert [r.offset for r in kept] == list(range(info.start_offset, 100))  # the newest records stay
+    kept = read_kept(log, name)
+    # The newest records stay. A broker may trim once more between describe and read, never less.
+    assert kept[0].offset >= info.start_offset
+    assert [r.offset for r in kept] == list(range(kept[0].offset, 100))
     assert log.producer().send(name, b"next", key=b"n").offset == 100  # offsets continue
 
 
@@ -564,8 +577,9 @@ def test_retention_by_time_drops_expired_records(log: EventLog, new_topic: NewTo
     info = log.describe_topic(name).partitions[0]
     assert 0 < info.start_offset <= 30
     assert info.end_offset == 35
-    kept = read_all(log, name, 35 - info.start_offset)
-    assert [r.offset for r in kept] == list(range(info.start_offset, 35))
+    kept = read_kept(log, name)
+    assert info.start_offset <= kept[0].offset <= 30
+    assert [r.offset for r in kept] == list(range(kept[0].offset, 35))
     assert [r.key for r in kept[-5:]] == [f"new-{i}".encode() for i in range(5)]
 
 
