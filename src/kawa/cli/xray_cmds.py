@@ -228,7 +228,10 @@ def _drain(stack: XrayStack, prefix: str, uploaded: int, interrupted: bool) -> N
     """Wait until every upload of this run was assessed (or dead-lettered) and anonymized."""
 
     def finished(c: Counts) -> bool:
-        return c.processed + c.dead_lettered >= uploaded and c.anonymized + c.deid_dead_lettered >= uploaded
+        # The bucket may hold one more object than the generator recorded: a put that Ctrl-C interrupted
+        # after the object was stored. It is in flight like the others, so wait for it too.
+        target = max(uploaded, c.uploaded)
+        return c.processed + c.dead_lettered >= target and c.anonymized + c.deid_dead_lettered >= target
 
     try:
         with console.status(f"finishing the {uploaded:,} uploaded images"):
