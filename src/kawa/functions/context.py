@@ -32,6 +32,15 @@ def derived_id(spec: FunctionSpec, event: CloudEvent, tag: str) -> str:
     return str(uuid.uuid5(_NAMESPACE, f"{spec.qualified_name}\x1f{event_key(event)}\x1f{tag}"))
 
 
+def open_configured_store(config: KawaConfig | None, log: EventLog | None) -> Any:
+    """The object store the configuration names (``store.uri``), publishing notifications to ``log``."""
+    from kawa.config import load_config
+    from kawa.store import open_store
+
+    config = config or load_config()
+    return open_store(config.store.uri, config, log=log)
+
+
 class Runtime:
     """The shared resources of one function in one process."""
 
@@ -83,14 +92,8 @@ class Runtime:
         if self._store is None:
             with self._lock:
                 if self._store is None:
-                    if self._store_factory is not None:
-                        self._store = self._store_factory()
-                    else:
-                        from kawa.config import load_config
-                        from kawa.store import open_store
-
-                        config = self.config or load_config()
-                        self._store = open_store(config.store.uri, config, log=self.log)
+                    factory = self._store_factory
+                    self._store = factory() if factory is not None else open_configured_store(self.config, self.log)
         return self._store
 
     def model(self, ref: str) -> Any:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from kawa.errors import TopicNotFound
 from kawa.functions.app import BUCKET_CREATED_FILTER, App, FunctionSpec
-from kawa.functions.context import Runtime
+from kawa.functions.context import Runtime, open_configured_store
 from kawa.functions.dedupe import DedupeStore, MemoryDedupeStore, open_dedupe
 from kawa.functions.metrics import FunctionStats
 from kawa.functions.options import HostOptions
@@ -152,14 +152,8 @@ class FunctionHost:
     def _shared_store(self) -> Any:
         with self._store_lock:
             if self._store is None:
-                if self._store_factory is not None:
-                    self._store = self._store_factory()
-                else:
-                    from kawa.config import load_config
-                    from kawa.store import open_store
-
-                    config = self.config or load_config()
-                    self._store = open_store(config.store.uri, config, log=self.log)
+                factory = self._store_factory
+                self._store = factory() if factory is not None else open_configured_store(self.config, self.log)
             return self._store
 
 
