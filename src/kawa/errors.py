@@ -67,6 +67,11 @@ class ProducerError(LogError):
     """A record could not be delivered."""
 
 
+class PredictionLogFull(ProducerError):
+    """The prediction log's bounded queue stayed full (the event log is down or slow): the prediction was not
+    recorded, and the caller's event fails so that it is tried again."""
+
+
 # --- events ----------------------------------------------------------------------------------------
 
 

@@ -367,6 +367,9 @@ def test_ctx_model_delegates_to_one_lazily_created_model_manager(
         def get(self, ref: str) -> object:
             return f"predictor for {ref}"
 
+        def flush(self, timeout: float | None = None) -> None:
+            pass
+
         def close(self) -> None:
             made.append("closed")
 
@@ -409,6 +412,9 @@ def test_ctx_model_keeps_one_version_per_event_while_the_alias_moves(
 
         def get(self, ref: str) -> Handle:
             return handle
+
+        def flush(self, timeout: float | None = None) -> None:
+            pass
 
         def close(self) -> None:
             pass

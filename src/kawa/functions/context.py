@@ -110,6 +110,15 @@ class Runtime:
         record_key, value, headers = to_kafka(event)
         self.producer.produce(topic, value, key=record_key if record_key is not None else key, headers=headers)
 
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until the log acknowledged everything the invocations so far caused: replies, emitted
+        events, dead letters and prediction records. Raises (:class:`~kawa.errors.ProducerError`) when it
+        did not within ``timeout``; nothing is dropped, so a later flush waits for the same records."""
+        if self._models is not None:
+            self._models.flush(timeout)
+        if self._producer is not None:
+            self._producer.flush(timeout)
+
     def close(self) -> None:
         if self._producer is not None:
             self._producer.close()

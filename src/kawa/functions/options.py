@@ -14,6 +14,7 @@ class HostOptions:
     commit_interval_s: float = 0.5
     max_buffered: int = 0  # events read ahead per function; 0 = 4 * max capacity (at least 64)
     drain_timeout_s: float = 30.0
+    flush_timeout_s: float = 10.0  # longest a batch waits for the log's acknowledgement before trying again
     session_timeout_ms: int | None = None
     create_topics: bool = True
     dedupe_retention_s: float = 7 * 24 * 3600.0

@@ -16,11 +16,11 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from kawa.errors import CommitFailed, EventError
+from kawa.errors import BackendUnavailable, CommitFailed, EventError, ProducerError
 from kawa.events import CloudEvent, event_key, from_record, is_cloudevent
 from kawa.functions.autoscaler import KPA
 from kawa.functions.context import Runtime
@@ -42,6 +42,10 @@ from kawa.log.base import Consumer, Record, TopicPartition
 __all__ = ["FunctionRunner", "HostOptions", "Job"]
 
 log = logging.getLogger("kawa.functions.host")
+
+
+class _LogDown(Exception):
+    """The log did not acknowledge a batch's records in time; the batch stays unmarked."""
 
 
 @dataclass(slots=True)
@@ -121,6 +125,12 @@ class FunctionRunner:
                     self._commit()
                     next_commit = now + self.options.commit_interval_s
                 backoff = 0.1
+            except _LogDown as exc:  # the log did not acknowledge in time: nothing is marked, try again
+                self.error = exc
+                log.warning("%s: waiting for the event log to acknowledge (%s); retrying in %.1f s",
+                            self.spec.qualified_name, exc, backoff)
+                self._stopping.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
             except Exception as exc:  # a backend hiccup: keep the host alive, retry with backoff
                 self.error = exc
                 log.exception("%s: poll loop error; retrying in %.1f s", self.spec.qualified_name, backoff)
@@ -296,26 +306,49 @@ class FunctionRunner:
         return self._aexecute(job)
 
     def _deliver(self, job: Job, outcome: Outcome) -> Outcome:
+        """Queue the event's replies or its dead letter on the log. A log that refuses them for a while
+        (queue full, broker down) is waited for; only a stop ends the wait (→ ``abandoned``: redelivered)."""
         if outcome.status == "ok":
             try:
-                send_replies(self.runtime, outcome.replies, job.record.key)
+                self._produce_until_queued(lambda: send_replies(self.runtime, outcome.replies, job.record.key))
+            except (BackendUnavailable, ProducerError):
+                outcome.status = "abandoned"
+                return outcome
             except Exception as exc:
                 log.error("%s: cannot send replies: %s", self.spec.qualified_name, exc)
                 outcome = Outcome("dead", error=exc, attempts=outcome.attempts, handler_s=outcome.handler_s)
         if outcome.status == "dead":
             record = job.record
+            headers = dead_letter_headers(
+                record.headers, outcome.error, outcome.attempts, self.spec.qualified_name, record.topic
+            )
             try:
-                headers = dead_letter_headers(
-                    record.headers, outcome.error, outcome.attempts, self.spec.qualified_name, record.topic
-                )
-                self.runtime.producer.produce(
+                self._produce_until_queued(lambda: self.runtime.producer.produce(
                     self.spec.dead_letter_topic, record.value, key=record.key, headers=headers
-                )
-            except Exception:
-                log.exception("%s: cannot dead-letter %s[%d]@%d; it stays uncommitted",
-                              self.spec.qualified_name, record.topic, record.partition, record.offset)
+                ))  # fmt: skip
+            except Exception as exc:
+                log.error("%s: cannot dead-letter %s[%d]@%d (%s); it stays uncommitted and comes again",
+                          self.spec.qualified_name, record.topic, record.partition, record.offset, exc)
                 outcome.status = "abandoned"
         return outcome
+
+    def _produce_until_queued(self, produce: Callable[[], None]) -> None:
+        """Run ``produce`` until the log takes the records, waiting out a full queue or an unreachable log
+        with backoff; raises the last error when the host stops meanwhile. Replies of a partly queued batch
+        are queued again: the same ids, which consumers deduplicate."""
+        backoff = 0.1
+        while True:
+            try:
+                produce()
+                return
+            except (BackendUnavailable, ProducerError) as exc:
+                if self._abort.is_set():
+                    raise
+                log.warning("%s: the log does not take records now (%s); retrying in %.1f s",
+                            self.spec.qualified_name, exc, backoff)
+                if self._abort.wait(backoff):
+                    raise
+                backoff = min(backoff * 2, 5.0)
 
     def finish(self, job: Job, outcome: Outcome, replica: Replica) -> Job | None:
         with self._lock:
@@ -346,15 +379,19 @@ class FunctionRunner:
             return
         try:
             self._mark(batch)
-        except BaseException:
+        except BaseException as exc:
             with self._lock:  # keep them: their offsets must not be lost (the loop retries)
                 self._to_mark[:0] = batch
+            if isinstance(exc, BackendUnavailable | ProducerError):
+                raise _LogDown(str(exc)) from exc
             raise
 
     def _mark(self, batch: list[tuple[Job, Outcome]]) -> None:
+        """Mark a batch done, after the log acknowledged everything its events caused (replies, emitted
+        events, dead letters, prediction records): a record that is not acknowledged keeps its input
+        unmarked and uncommitted, so the input comes again rather than its effects being lost."""
         runtime, metrics = self.runtime, self.runtime.metrics
-        if runtime.has_producer() and any(o.replies or o.emitted or o.status == "dead" for _j, o in batch):
-            runtime.producer.flush()
+        runtime.flush(self.options.flush_timeout_s)
         runtime.dedupe.mark(runtime.scope, [
             (event_key(job.event), DONE if outcome.status == "ok" else DEAD_LETTERED)
             for job, outcome in batch
@@ -372,6 +409,14 @@ class FunctionRunner:
                 metrics.dead_lettered += 1
             if self._epochs.get(job.tp, 0) == job.epoch:
                 self.tracker.finish(job.tp, job.record.offset)
+
+    def _drain_marks(self) -> bool:
+        """:meth:`_flush_marks` during the drain: False when the log did not acknowledge (nothing marked)."""
+        try:
+            self._flush_marks()
+        except _LogDown:
+            return False
+        return True
 
     def _commit(self) -> None:
         offsets = {tp: off for tp, off in self.tracker.committable().items() if tp in self._assigned}
@@ -395,14 +440,16 @@ class FunctionRunner:
         while True:
             with self._lock:
                 busy = self._in_flight
-            self._flush_marks()
-            if busy == 0 or time.monotonic() >= deadline:
+            marked = self._drain_marks()
+            if (busy == 0 and marked) or time.monotonic() >= deadline:
                 break
             time.sleep(0.01)
         if busy:
             log.warning("%s: %d invocation(s) still running after the drain timeout; their events will be "
                         "delivered again", self.spec.qualified_name, busy)
-        self._flush_marks()
+        if not self._drain_marks():
+            log.warning("%s: the log did not acknowledge the last events' records; they stay uncommitted and "
+                        "come again", self.spec.qualified_name)
         try:
             self._commit()
         except Exception:

@@ -1,9 +1,15 @@
 """Every prediction as a CloudEvent on the ``predictions`` topic — cheap for the caller.
 
 ``record()`` appends a small tuple to a deque (no encoding, no I/O); a background thread turns queued
-entries into CloudEvents and produces them in batches, flushing every ``flush_interval_s``. The queue is
-bounded (``max_queue``): when the log cannot keep up, the oldest entries are dropped and counted in
-``dropped`` rather than slowing predictions down.
+entries into CloudEvents and produces them in batches, flushing every ``flush_interval_s``.
+
+Nothing is dropped: evaluation needs every decision, and a missing one biases its estimates. The queue is
+bounded (``max_queue``); when it is full — the log is down or not keeping up — ``record()`` **blocks** the
+caller until there is room, for at most ``block_timeout_s``, then raises :class:`~kawa.errors.PredictionLogFull`
+(the caller's event fails and is retried; nothing was recorded for it). Waits are counted in ``blocked`` and
+``blocked_s``. An entry stays queued until the log has taken it, and the producer keeps every record until the
+log acknowledged it; :meth:`flush` returns only when everything recorded so far is acknowledged (a function
+host calls it before it marks an event done).
 
 Event ``kawa.prediction`` data: ``model``, ``version``, ``event_id`` (the event the prediction served, if
 any), ``input_digest`` (sha256 of dtype, shape and bytes) or ``input_ref``, ``input_shape``, ``output``
@@ -47,6 +53,7 @@ class PredictionLogger:
         flush_interval_s: float = 0.05,
         max_queue: int = 100_000,
         max_output_values: int = 64,
+        block_timeout_s: float = 30.0,
     ) -> None:
         from kawa.log.base import TopicSpec
 
@@ -54,13 +61,18 @@ class PredictionLogger:
         self.max_output_values = max_output_values
         log.create_topic(TopicSpec(topic), exist_ok=True)
         self._producer = log.producer()
-        self._queue: collections.deque[tuple[Any, ...]] = collections.deque(maxlen=max_queue)
+        self._queue: collections.deque[tuple[Any, ...]] = collections.deque()
+        self.max_queue = max_queue
+        self.block_timeout_s = block_timeout_s
+        self._room = threading.Condition()
         self._interval = flush_interval_s
         self._wake = threading.Event()
         self._drain_lock = threading.Lock()
         self._closed = threading.Event()
         self.logged = 0
-        self.dropped = 0
+        self.blocked = 0  # record() calls that waited for room
+        self.blocked_s = 0.0
+        self.unencodable = 0  # entries that could not become an event (logged with the reason)
         self._thread = threading.Thread(target=self._run, name="kawa-prediction-log", daemon=True)
         self._thread.start()
 
@@ -76,10 +88,31 @@ class PredictionLogger:
         input_ref: str | None = None,
         batch_size: int = 1,
     ) -> None:
-        """Queue one prediction (the arrays are only referenced; do not mutate them afterwards)."""
-        if len(self._queue) == self._queue.maxlen:
-            self.dropped += 1
+        """Queue one prediction (the arrays are only referenced; do not mutate them afterwards). Blocks while
+        the queue is full, at most ``block_timeout_s``; then :class:`~kawa.errors.PredictionLogFull`."""
+        if len(self._queue) >= self.max_queue:
+            self._wait_for_room(model)
         self._queue.append((model, version, inputs, outputs, latency_s, event_id, input_ref, batch_size, time.time()))
+
+    def _wait_for_room(self, model: str) -> None:
+        from kawa.errors import PredictionLogFull
+
+        started = time.monotonic()
+        deadline = started + self.block_timeout_s
+        self.blocked += 1
+        self._wake.set()
+        with self._room:
+            while len(self._queue) >= self.max_queue:
+                left = deadline - time.monotonic()
+                if left <= 0 or self._closed.is_set():
+                    self.blocked_s += time.monotonic() - started
+                    raise PredictionLogFull(
+                        f"the prediction log of {model} holds {len(self._queue)} unsent records and the event "
+                        f"log {self.log.uri} has not taken any for {self.block_timeout_s:g}s; this prediction is "
+                        "not recorded (its event fails and is retried). Check that the log is reachable."
+                    )
+                self._room.wait(min(left, 0.5))
+        self.blocked_s += time.monotonic() - started
 
     def _event(self, entry: tuple[Any, ...]) -> tuple[bytes | None, bytes, list[tuple[str, bytes]]]:
         from kawa.events import new_event, to_kafka
@@ -120,20 +153,34 @@ class PredictionLogger:
 
     def _drain_locked(self) -> None:
         produced = 0
-        while self._queue:
-            try:
-                entry = self._queue.popleft()
-            except IndexError:
-                break
-            try:
-                key, value, headers = self._event(entry)
+        try:
+            while self._queue:
+                entry = self._queue[0]
+                try:
+                    key, value, headers = self._event(entry)
+                except Exception as exc:
+                    # A bug or an output that is not numeric: say so (counted), never in silence.
+                    self.unencodable += 1
+                    log.error("a prediction of %s cannot be encoded as an event (%s: %s); it is not logged",
+                              entry[0], type(exc).__name__, exc)
+                    self._queue.popleft()
+                    continue
+                # A failure here (the log refuses for now) leaves the entry queued for the next round.
                 self._producer.produce(self.topic, value, key=key, headers=headers)
+                self._queue.popleft()
                 produced += 1
-            except Exception:
-                log.exception("could not log a prediction of %s", entry[0])
+                if produced % 1000 == 0:
+                    self._notify_room()
+        finally:
+            if produced:
+                self._notify_room()
         if produced:
             self._producer.flush()
             self.logged += produced
+
+    def _notify_room(self) -> None:
+        with self._room:
+            self._room.notify_all()
 
     def _run(self) -> None:
         while not self._closed.is_set():
@@ -141,17 +188,29 @@ class PredictionLogger:
             self._wake.clear()
             try:
                 self._drain()
-            except Exception:
-                log.exception("prediction log flush failed")
+            except Exception as exc:  # the log refuses for now: entries stay queued, the next round retries
+                log.warning("prediction log: the event log does not take records now (%s); %d queued",
+                            exc, len(self._queue))
+                self._closed.wait(min(5.0, max(self._interval, 0.5)))
 
-    def flush(self) -> None:
-        """Produce everything queued so far and wait for the log's acknowledgement."""
+    def flush(self, timeout: float | None = None) -> None:
+        """Produce everything queued so far and wait for the log's acknowledgement (at most ``timeout``);
+        :class:`~kawa.errors.ProducerError` when it did not come — nothing is dropped, try again."""
         self._drain()
-        self._producer.flush()
+        self._producer.flush(timeout)
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
 
     def close(self) -> None:
+        """Stop the thread, produce what is queued and wait for the log; raises when the log did not take it
+        (the entries are lost with this process — their events were not marked done, so they come again)."""
         self._closed.set()
         self._wake.set()
+        self._notify_room()
         self._thread.join(timeout=30)
-        self._drain()
-        self._producer.close()
+        try:
+            self._drain()
+        finally:
+            self._producer.close()

@@ -234,13 +234,16 @@ class ModelManager:
         return {
             "models": {k: {"version": h._current.version, "swaps": h.swaps} for k, h in self._handles.items()},
             "predictions_logged": logger.logged if logger else 0,
-            "predictions_dropped": logger.dropped if logger else 0,
+            "predictions_queued": logger.queued if logger else 0,
+            "predictions_blocked": logger.blocked if logger else 0,
+            "predictions_unencodable": logger.unencodable if logger else 0,
         }
 
-    def flush(self) -> None:
-        """Wait until every prediction so far is on the log."""
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until every prediction so far is on the log (:class:`~kawa.errors.ProducerError` if it did
+        not acknowledge within ``timeout``)."""
         if self._logger is not None:
-            self._logger.flush()
+            self._logger.flush(timeout)
 
     def close(self) -> None:
         self._stop.set()

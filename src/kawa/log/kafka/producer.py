@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
+from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -32,19 +34,45 @@ from kawa.log.base import (
 if TYPE_CHECKING:
     from kawa.log.kafka.log import KafkaLog
 
-from kawa.log.kafka.common import _BATCH_OVERHEAD, _metadata
+from kawa.log.kafka.common import _BATCH_OVERHEAD, _TRANSIENT, _UNREACHABLE, _metadata
 
 log = logging.getLogger("kawa.log.kafka")
 
 
+@dataclass(slots=True)
+class _Queued:
+    """A record the producer owns until Kafka acknowledges it (kept to produce it again after a failure)."""
+
+    topic: str
+    value: bytes | None
+    key: bytes | None
+    headers: list[tuple[str, str | bytes | None]] | None
+    partition: int
+    timestamp_ms: int
+    user: DeliveryCallback | None
+    attempts: int = 1
+
+
 class KafkaProducer:
-    """A :class:`~kawa.log.base.Producer` on a librdkafka producer (thread-safe, batched)."""
+    """A :class:`~kawa.log.base.Producer` on a librdkafka producer (thread-safe, batched).
+
+    Nothing produced is dropped: a record whose delivery failed for a reason that can pass (the broker down
+    past ``message.timeout.ms``, a leader change) is kept and produced again — the same bytes, so the same
+    CloudEvent id — by the background poller and by :meth:`flush`, until Kafka acknowledges it. ``flush``
+    returns only when every record produced so far is acknowledged, and raises :class:`ProducerError` at its
+    timeout with the records still kept. Only a record that can never be stored (too large for the broker,
+    its topic deleted) fails its ``on_delivery`` and the next ``flush``.
+    """
 
     def __init__(self, log: KafkaLog, max_record_bytes: int) -> None:
         self._log = log
         self.max_record_bytes = max_record_bytes
         self._failures: list[Exception] = []
+        self._retry: deque[_Queued] = deque()
+        self._outstanding = 0  # records produced and neither acknowledged nor given up
         self._failures_lock = threading.Lock()
+        self._settled = threading.Condition(self._failures_lock)
+        self.reproduced = 0  # records produced again after a failed delivery
         conf = log.client_conf(
             **{
                 "partitioner": "murmur2_random",
@@ -87,23 +115,39 @@ class KafkaProducer:
                 raise InvalidPartition(
                     f"topic {topic!r} has partitions 0..{count - 1}; partition {partition} does not exist"
                 )
-        callback = self._delivered if on_delivery is None else partial(self._delivered, user=on_delivery)
         if self._poller is None:
             self._start_poller()
+        queued = _Queued(
+            topic, value, key, list(headers) if headers else None,
+            -1 if partition is None else partition,  # -1: the partitioner decides
+            timestamp_ms or 0, on_delivery,  # 0: now
+        )  # fmt: skip
+        with self._failures_lock:
+            self._outstanding += 1
+        try:
+            self._enqueue(queued, block=True)
+        except BaseException:
+            self._settle()
+            raise
+
+    def _enqueue(self, queued: _Queued, *, block: bool) -> bool:
+        """Hand ``queued`` to librdkafka; False when its queue is full and ``block`` is off."""
         deadline = None
         while True:
             try:
                 self._producer.produce(
-                    topic,
-                    value,
-                    key,
-                    -1 if partition is None else partition,  # -1: the partitioner decides
-                    on_delivery=callback,
-                    timestamp=timestamp_ms or 0,  # 0: now
-                    headers=list(headers) if headers else None,
+                    queued.topic,
+                    queued.value,
+                    queued.key,
+                    queued.partition,
+                    on_delivery=partial(self._delivered, queued=queued),
+                    timestamp=queued.timestamp_ms,
+                    headers=queued.headers,
                 )
-                return
+                return True
             except BufferError:
+                if not block:
+                    return False
                 # The local queue is full: wait for acknowledgements to make room, as Java's max.block.ms.
                 deadline = deadline or time.monotonic() + self._log.timeout_s
                 if time.monotonic() > deadline:
@@ -113,7 +157,7 @@ class KafkaProducer:
                     ) from None
                 self._producer.poll(0.05)
             except KafkaException as exc:
-                self._log._raise(exc, f"producing to {topic!r}", topic)
+                self._log._raise(exc, f"producing to {queued.topic!r}", queued.topic)
 
     def _start_poller(self) -> None:
         with self._failures_lock:
@@ -122,35 +166,104 @@ class KafkaProducer:
                 self._poller.start()
 
     def _serve(self) -> None:
-        """Serve delivery reports in the background, so ``on_delivery`` runs without a flush."""
+        """Serve delivery reports in the background, so ``on_delivery`` runs without a flush, and produce
+        failed records again."""
         while not self._stop.is_set():
             self._producer.poll(0.1)
+            self._requeue()
 
-    def _delivered(self, error: KafkaError | None, message: Message, user: DeliveryCallback | None = None) -> None:
-        if error is not None:
-            topic = message.topic()
-            failure: Exception = self._log.translate(KafkaException(error), f"delivering a record to {topic!r}", topic)
-            if not isinstance(failure, RecordTooLarge | TopicNotFound | BackendUnavailable):
-                failure = ProducerError(f"record to {topic!r} was not delivered: {error.str()}")
+    def _requeue(self) -> None:
+        """Produce again the records whose delivery failed and can still succeed (as many as the local queue
+        takes now; the rest wait for the next call)."""
+        while True:
             with self._failures_lock:
-                self._failures.append(failure)
-            if user is not None:
-                user(None, failure)
-        elif user is not None:
-            user(_metadata(message), None)
+                if not self._retry:
+                    return
+                queued = self._retry.popleft()
+            queued.attempts += 1
+            try:
+                handed = self._enqueue(queued, block=False)
+            except (RecordTooLarge, TopicNotFound, InvalidPartition) as exc:
+                # The topic is gone or the record can no longer be stored: that record fails for good.
+                self._give_up(queued, exc)
+                continue
+            if not handed:
+                with self._failures_lock:
+                    self._retry.appendleft(queued)
+                return
+            self.reproduced += 1
+            if queued.attempts in (2, 10, 100):
+                log.warning(
+                    "Kafka at %s did not acknowledge a record to %r in time; producing it again (attempt %d)",
+                    self._log.bootstrap, queued.topic, queued.attempts,
+                )
+
+    def _delivered(self, error: KafkaError | None, message: Message, queued: _Queued) -> None:
+        if error is None:
+            self._settle()
+            if queued.user is not None:
+                queued.user(_metadata(message), None)
+            return
+        topic = message.topic()
+        failure: Exception = self._log.translate(KafkaException(error), f"delivering a record to {topic!r}", topic)
+        passing = error.code() in _UNREACHABLE or error.code() in _TRANSIENT or error.retriable()
+        if not passing or isinstance(failure, RecordTooLarge | TopicNotFound) or error.fatal():
+            self._give_up(queued, failure)  # e.g. a record without a key to a compacted topic
+            return
+        with self._failures_lock:  # retriable: kept, and produced again by the poller or the next flush
+            self._retry.append(queued)
+
+    def _give_up(self, queued: _Queued, failure: Exception) -> None:
+        if not isinstance(failure, RecordTooLarge | TopicNotFound | BackendUnavailable):
+            failure = ProducerError(f"record to {queued.topic!r} was not delivered: {failure}")
+        log.error("a record to %r cannot be delivered: %s", queued.topic, failure)
+        with self._failures_lock:
+            self._failures.append(failure)
+        self._settle()
+        if queued.user is not None:
+            queued.user(None, failure)
+
+    def _settle(self) -> None:
+        with self._failures_lock:
+            self._outstanding -= 1
+            if self._outstanding <= 0:
+                self._settled.notify_all()
+
+    @property
+    def outstanding(self) -> int:
+        """Records produced and not yet acknowledged (queued, in flight, or waiting to be produced again)."""
+        return self._outstanding
 
     def flush(self, timeout: float | None = None) -> None:
-        """Wait for every queued record; :class:`ProducerError` if one is left or one failed since the
+        """Wait until every record produced so far is acknowledged (failed ones are produced again);
+        :class:`ProducerError` at ``timeout`` (the records stay queued) or if one failed for good since the
         last flush."""
-        remaining = self._producer.flush() if timeout is None else self._producer.flush(timeout)
+        timeout = self.default_flush_s if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        while True:
+            self._requeue()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self._producer.flush(min(1.0, left))
+            with self._failures_lock:
+                if self._outstanding <= 0:
+                    break
+                if not self._retry:
+                    # Reports may be served by the poller: wait for it to settle or fail them.
+                    self._settled.wait(0.05)
+                    if self._outstanding <= 0:
+                        break
         with self._failures_lock:
             failures, self._failures = self._failures, []
-        if remaining:
-            raise ProducerError(
-                f"{remaining} record(s) not acknowledged by Kafka at {self._log.bootstrap} within {timeout}s"
-            )
+            remaining = self._outstanding
         if failures:
             raise ProducerError(f"{len(failures)} record(s) failed; the first: {failures[0]}") from failures[0]
+        if remaining > 0:
+            raise ProducerError(
+                f"{remaining} record(s) not yet acknowledged by Kafka at {self._log.bootstrap} within "
+                f"{timeout:g}s; they stay queued and are produced again until it answers"
+            )
 
     def send(
         self,
@@ -162,29 +275,40 @@ class KafkaProducer:
         partition: int | None = None,
         timestamp_ms: int | None = None,
     ) -> RecordMetadata:
-        """Produce one record and wait for it; raises the record's own error (e.g. :class:`RecordTooLarge`)."""
+        """Produce one record and wait for its acknowledgement (at most the default flush time); raises the
+        record's own error (e.g. :class:`RecordTooLarge`), or :class:`ProducerError` when Kafka did not answer
+        in time (the record stays queued and is produced again until it does)."""
         box: list[tuple[RecordMetadata | None, Exception | None]] = []
+        done = threading.Event()
+
+        def delivered(metadata: RecordMetadata | None, error: Exception | None) -> None:
+            box.append((metadata, error))
+            done.set()
+
         self.produce(
-            topic,
-            value,
-            key=key,
-            headers=headers,
-            partition=partition,
-            timestamp_ms=timestamp_ms,
-            on_delivery=lambda metadata, error: box.append((metadata, error)),
-        )
-        try:
-            self.flush()
-        except ProducerError:
-            if not box or box[0][1] is None:
-                raise
-        if not box:
-            raise ProducerError(f"record to {topic!r} was not acknowledged")
+            topic, value, key=key, headers=headers, partition=partition, timestamp_ms=timestamp_ms,
+            on_delivery=delivered,
+        )  # fmt: skip
+        deadline = time.monotonic() + self.default_flush_s
+        while not done.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ProducerError(
+                    f"Kafka at {self._log.bootstrap} did not acknowledge a record to {topic!r} within "
+                    f"{self.default_flush_s:g}s; it stays queued and is produced again until Kafka answers"
+                )
+            self._requeue()
+            self._producer.poll(min(0.1, left))
         metadata, error = box[0]
         if error is not None:
             raise error
         assert metadata is not None
         return metadata
+
+    @property
+    def default_flush_s(self) -> float:
+        """How long :meth:`flush` without a timeout and :meth:`send` wait: a delivery attempt and a retry."""
+        return max(30.0, 3 * self._log.timeout_s)
 
     def __enter__(self) -> KafkaProducer:
         return self
@@ -193,7 +317,8 @@ class KafkaProducer:
         self.close()
 
     def close(self) -> None:
-        """Flush, then stop serving delivery reports."""
+        """Flush (bounded by :attr:`default_flush_s`), then stop serving delivery reports. Records Kafka did not
+        acknowledge by then are reported in the error; whoever produced them must not count them as done."""
         if self._closed:
             return
         try:
