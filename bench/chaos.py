@@ -58,10 +58,11 @@ from rich.console import Console
 from rich.progress import Progress
 
 from kawa.apps.xray.deid import ROUTE_ID, deid_route_yaml
-from kawa.apps.xray.generator import CONTENT_TYPES, EXTENSIONS, Generator, Prepared
+from kawa.apps.xray.generator import Generator, Prepared
 from kawa.apps.xray.pipeline import FUNCTION, processed_key
 from kawa.apps.xray.settings import XraySettings, load_settings
 from kawa.apps.xray.stack import XrayStack
+from kawa.apps.xray.synth import CONTENT_TYPES, EXTENSIONS
 from kawa.config import KawaConfig, load_config
 from kawa.errors import KawaError
 from kawa.events import from_record
@@ -497,6 +498,7 @@ def main() -> None:
     parser.add_argument("--settle-timeout", type=float, default=180.0, help="seconds to wait for idle")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
+    logging.getLogger("kawa.log.kafka.librdkafka").setLevel(logging.CRITICAL)  # "connection refused" while down
     opts = Options(
         backend=args.backend,
         images=args.images,
