@@ -6,9 +6,15 @@
 #                             it answers a metadata request; prints KAWA_TEST_KAFKA=127.0.0.1:PORT on stdout
 #   scripts/kafka.sh stop     stop it (SIGTERM, then SIGKILL after a grace period)
 #   scripts/kafka.sh status   exit 0 and print the address when it runs, exit 3 otherwise
+#   scripts/kafka.sh kill     crash it: SIGKILL the broker JVM, keep its data directory
+#   scripts/kafka.sh restart  a crash and a recovery: SIGKILL the broker (when it runs), then start it again on
+#                             the SAME data directory (no new format) and wait until it answers; prints the
+#                             address like `start`. With no data directory yet it is a fresh `start`.
 #
 # Environment (all optional):
 #   KAWA_KAFKA_DIR            where jars and the running broker live (default ${KAWA_CACHE_DIR:-<repo>/.cache}/kafka)
+#   KAWA_KAFKA_LIBS           an already resolved jar directory to use (default <KAWA_KAFKA_DIR>/libs-4.1.0), so a
+#                             second broker beside the test broker needs no second Maven resolution
 #   KAWA_KAFKA_PORT           client port (default 19092)
 #   KAWA_KAFKA_CONTROLLER_PORT  KRaft controller port (default 19093)
 #   KAWA_KAFKA_HEAP           JVM heap (default 512m)
@@ -17,7 +23,9 @@
 #   KAWA_PYTHON               a python with confluent-kafka for the readiness probe (default <repo>/.venv/bin/python)
 #
 # `start` is idempotent: when a healthy broker started by this script already runs, it prints its address and
-# leaves it alone. Every fresh start formats a new, empty data directory.
+# leaves it alone. Every fresh `start` formats a new, empty data directory; only `restart` reuses one.
+# A second broker runs beside the test broker with its own KAWA_KAFKA_PORT, KAWA_KAFKA_CONTROLLER_PORT and
+# KAWA_KAFKA_DIR (each command acts only on the broker of its KAWA_KAFKA_DIR).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -31,7 +39,7 @@ HEAP=${KAWA_KAFKA_HEAP:-512m}
 START_TIMEOUT=${KAWA_KAFKA_START_TIMEOUT:-90}
 LOG_LEVEL=${KAWA_KAFKA_LOG_LEVEL:-WARN}
 BASE=${KAWA_KAFKA_DIR:-${KAWA_CACHE_DIR:-$ROOT/.cache}/kafka}
-LIBS="$BASE/libs-$KAFKA_VERSION"
+LIBS=${KAWA_KAFKA_LIBS:-$BASE/libs-$KAFKA_VERSION}
 RUN="$BASE/run"
 PIDFILE="$RUN/kafka.pid"
 ADDRESS="$HOST:$PORT"
@@ -194,11 +202,7 @@ start() {
     say "broker pid $pid does not answer; restarting it"
     stop
   fi
-  command -v java >/dev/null || die "java is not installed; Apache Kafka $KAFKA_VERSION needs a JDK 17+"
-  if port_open "$PORT" || port_open "$CONTROLLER_PORT"; then
-    die "port $PORT or $CONTROLLER_PORT on $HOST is taken by another process; set KAWA_KAFKA_PORT / KAWA_KAFKA_CONTROLLER_PORT"
-  fi
-  resolve_jars
+  preflight
   rm -rf "$RUN"
   write_configs
   local cluster_id
@@ -209,6 +213,21 @@ start() {
     log_tail
     die "formatting the Kafka storage in $RUN/data failed"
   fi
+  launch
+}
+
+# Java, free ports and the jars: what every start needs.
+preflight() {
+  command -v java >/dev/null || die "java is not installed; Apache Kafka $KAFKA_VERSION needs a JDK 17+"
+  if port_open "$PORT" || port_open "$CONTROLLER_PORT"; then
+    die "port $PORT or $CONTROLLER_PORT on $HOST is taken by another process; set KAWA_KAFKA_PORT / KAWA_KAFKA_CONTROLLER_PORT"
+  fi
+  resolve_jars
+}
+
+# Start the broker JVM on the formatted $RUN/data and wait until it answers a metadata request.
+launch() {
+  local pid
   say "starting Apache Kafka $KAFKA_VERSION on $ADDRESS (controller $CONTROLLER_PORT, data $RUN/data)"
   # setsid: its own session, so a Ctrl-C in the starting terminal does not reach it; stop it by PID.
   setsid java "-Xmx$HEAP" "-Xms128m" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true \
@@ -216,6 +235,7 @@ start() {
     -cp "$LIBS/*" kafka.Kafka "$RUN/server.properties" >>"$RUN/broker.out" 2>&1 </dev/null &
   echo $! >"$PIDFILE"
   pid=$(cat "$PIDFILE")
+  local started=$SECONDS
   local deadline=$((SECONDS + START_TIMEOUT))
   while :; do
     if ! kill -0 "$pid" 2>/dev/null; then
@@ -232,8 +252,44 @@ start() {
     fi
     sleep 0.5
   done
-  say "ready after $((SECONDS))s (pid $pid)"
+  say "ready after $((SECONDS - started))s (pid $pid)"
   echo "KAWA_TEST_KAFKA=$ADDRESS"
+}
+
+# SIGKILL, as a crash: no controlled shutdown, the data directory stays as the JVM left it.
+kill_broker() {
+  local pid i
+  pid=$(running_pid)
+  if [ -z "$pid" ]; then
+    say "not running"
+    return
+  fi
+  kill -KILL "$pid" 2>/dev/null || true
+  for i in $(seq 1 100); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -0 "$pid" 2>/dev/null && die "pid $pid survived SIGKILL for 10s"
+  # The ports are free once the kernel has closed the dead JVM's sockets.
+  for i in $(seq 1 100); do
+    port_open "$PORT" || port_open "$CONTROLLER_PORT" || break
+    sleep 0.1
+  done
+  rm -f "$PIDFILE"
+  say "killed (pid $pid, SIGKILL); data kept in $RUN/data"
+}
+
+# Kill (when running) and start again on the same data: the broker recovers its log as after a crash.
+restart() {
+  kill_broker
+  if [ ! -f "$RUN/data/meta.properties" ]; then
+    say "no formatted data directory in $RUN/data; starting a fresh broker"
+    start
+    return
+  fi
+  preflight
+  write_configs
+  launch
 }
 
 stop() {
@@ -277,5 +333,7 @@ case "${1:-}" in
   start) start ;;
   stop) stop ;;
   status) status ;;
-  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+  kill) kill_broker ;;
+  restart) restart ;;
+  *) echo "usage: $0 start|stop|status|kill|restart" >&2; exit 2 ;;
 esac
