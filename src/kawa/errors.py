@@ -122,6 +122,15 @@ class NotificationError(StoreError):
     """A notification rule is invalid, or a notification could not be configured or published."""
 
 
+class NotificationPending(NotificationError):
+    """The object is stored, but the log did not take its notification yet: it waits in the store's durable
+    outbox and is published as soon as the log takes it (no one needs to act). ``info`` is the stored object."""
+
+    def __init__(self, message: str, info: object = None) -> None:
+        super().__init__(message)
+        self.info = info
+
+
 # --- models and jobs -------------------------------------------------------------------------------
 
 

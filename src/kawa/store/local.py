@@ -33,6 +33,7 @@ from kawa.errors import (
     BucketNotFound,
     InvalidKey,
     NotificationError,
+    NotificationPending,
     ObjectNotFound,
     StoreError,
 )
@@ -72,7 +73,9 @@ class LocalStore:
         self._given_log = log
         self.registry = RuleRegistry(self.root / STATE / "notifications.json")
         self.ledger = Ledger(self.root / STATE / "ledger.sqlite")
-        self.notifier = Notifier(self.registry, self._log, config.store.region)
+        self.notifier = Notifier(
+            self.registry, self._log, config.store.region, outbox=self.root / STATE / "outbox.sqlite"
+        )
         self.tracker = ChangeTracker(self.ledger, self.notifier)
         self._etags: dict[tuple[str, tuple[int, int, int]], str] = {}
 
@@ -220,6 +223,8 @@ class LocalStore:
         info = self._info(bucket, key, st, sidecar)
         try:
             self.tracker.created(event, bucket, key, sig, etag=etag, sequencer=sequencer, metadata=attrs["metadata"])
+        except NotificationPending as exc:
+            raise NotificationPending(f"{bucket}/{key} is stored; {exc}", info=info) from exc
         except NotificationError as exc:
             raise NotificationError(
                 f"{bucket}/{key} is stored, but its notification was not published ({exc}); the reconciliation "

@@ -9,11 +9,14 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_plus
 
-from kawa.errors import NotificationError, TopicNotFound
+from kawa.errors import NotificationError, NotificationPending, TopicNotFound
 from kawa.events import CloudEvent, new_event, to_kafka
 
 if TYPE_CHECKING:
-    from kawa.log.base import EventLog, Producer, RecordMetadata
+    from pathlib import Path
+
+    from kawa.log.base import EventLog, Producer
+    from kawa.store.outbox import Outbox, OutboxRelay, Pending
     from kawa.store.rules import NotificationRule, RuleRegistry
 
 EVENT_SOURCE = "kawa:s3"
@@ -115,15 +118,36 @@ class Notifier:
 
     Each record goes out as a CloudEvent in the Kafka binary mode with the record key ``bucket/key``, so
     the events of one object stay in order on one partition. ``publish`` returns once the log acknowledged.
+    With an ``outbox`` (see :mod:`kawa.store.outbox`), :meth:`notify` keeps a record the log does not take
+    within ``publish_timeout_s`` and raises :class:`~kawa.errors.NotificationPending`; the outbox's relay
+    publishes it when the log is back.
     """
 
-    def __init__(self, registry: RuleRegistry, log: Callable[[], EventLog], region: str) -> None:
+    def __init__(
+        self,
+        registry: RuleRegistry,
+        log: Callable[[], EventLog],
+        region: str,
+        *,
+        outbox: Path | None = None,
+        publish_timeout_s: float = 10.0,
+    ) -> None:
         self.registry = registry
         self.region = region
+        self.publish_timeout_s = publish_timeout_s
         self._log_provider = log
         self._lock = threading.Lock()
         self._producer: Producer | None = None
         self._topics: set[str] = set()
+        self.outbox: Outbox | None = None
+        self.relay: OutboxRelay | None = None
+        if outbox is not None:
+            from kawa.store.outbox import Outbox, OutboxRelay
+
+            self.outbox = Outbox(outbox)
+            self.relay = OutboxRelay(self.outbox, self._publish_pending)
+            if self.outbox.count():
+                self.relay.kick()  # left by an earlier run: publish it now
 
     def rules_for(self, bucket: str, event_name: str, key: str) -> list[NotificationRule]:
         return self.registry.matching(bucket, event_name, key)
@@ -136,24 +160,66 @@ class Notifier:
         key: str,
         **fields: Any,
     ) -> int:
-        """Build one record per rule and publish it; returns how many were published."""
+        """Build one record per rule and publish it; returns how many were published. Records the log did
+        not take wait in the outbox (:class:`~kawa.errors.NotificationPending` once all rules were tried)."""
+        pending: list[str] = []
         for rule in rules:
             record = make_record(event_name, bucket, key, region=self.region, configuration_id=rule.id, **fields)
-            self.publish(rule.topic, record)
+            try:
+                self.publish(rule.topic, record)
+            except NotificationError as exc:
+                if self.outbox is None:
+                    raise
+                self._keep(rule.topic, record)
+                pending.append(f"{rule.topic} ({exc})")
+        if pending:
+            raise NotificationPending(
+                f"the notification of {bucket}/{key} to {', '.join(pending)} waits in the outbox; it is "
+                "published as soon as the event log takes it"
+            )
         return len(rules)
 
-    def publish(self, topic: str, record: Mapping[str, Any]) -> RecordMetadata:
+    def _encode(self, record: Mapping[str, Any]) -> tuple[bytes, bytes | None, list[tuple[str, bytes]]]:
         event = to_cloudevent(record)
         _, value, headers = to_kafka(event)
         partition_key = f"{record['s3']['bucket']['name']}/{record_key(record)}".encode()
-        producer = self._ensure(topic)
+        return partition_key, value, headers
+
+    def publish(self, topic: str, record: Mapping[str, Any]) -> None:
+        """Publish one record and wait for the log's acknowledgement (at most ``publish_timeout_s``)."""
+        key, value, headers = self._encode(record)
         try:
-            return producer.send(topic, value, key=partition_key, headers=headers)
+            self._send(topic, key, value, headers)
         except TopicNotFound:
             self._topics.discard(topic)  # deleted since we created it: create again, once
-            return self._ensure(topic).send(topic, value, key=partition_key, headers=headers)
+            try:
+                self._send(topic, key, value, headers)
+            except Exception as exc:
+                raise NotificationError(f"could not publish the notification to topic {topic!r}: {exc}") from exc
         except Exception as exc:
             raise NotificationError(f"could not publish the notification to topic {topic!r}: {exc}") from exc
+
+    def _send(self, topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]) -> None:
+        producer = self._ensure(topic)
+        errors: list[Exception] = []
+        producer.produce(topic, value, key=key, headers=headers,
+                         on_delivery=lambda _md, error: errors.append(error) if error is not None else None)
+        producer.flush(self.publish_timeout_s)
+        if errors:
+            raise errors[0]
+
+    def _keep(self, topic: str, record: Mapping[str, Any]) -> None:
+        assert self.outbox is not None and self.relay is not None
+        key, value, headers = self._encode(record)
+        self.outbox.add(topic, key, value, headers)
+        self.relay.kick()
+
+    def _publish_pending(self, pending: Pending) -> None:
+        try:
+            self._send(pending.topic, pending.key, pending.value, list(pending.headers))
+        except TopicNotFound:
+            self._topics.discard(pending.topic)
+            raise
 
     def ensure_topic(self, topic: str) -> None:
         """Create ``topic`` (one partition) if it does not exist yet, so consumers can subscribe at once."""
@@ -172,7 +238,13 @@ class Notifier:
             return self._producer
 
     def close(self) -> None:
+        if self.relay is not None:
+            self.relay.stop()
         with self._lock:
             if self._producer is not None:
-                self._producer.close()
-                self._producer = None
+                try:
+                    self._producer.close()
+                finally:
+                    self._producer = None
+        if self.outbox is not None:
+            self.outbox.close()

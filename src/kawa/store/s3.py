@@ -75,7 +75,7 @@ class S3Store:
         self._given_log = log
         self._own_log: EventLog | None = None
         self._log_lock = threading.Lock()
-        self.notifier = Notifier(self.registry, self._log, sc.region)
+        self.notifier = Notifier(self.registry, self._log, sc.region, outbox=config.path("store", "s3-outbox.sqlite"))
 
     def _log(self) -> EventLog:
         if self._given_log is not None:

@@ -15,6 +15,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from kawa.errors import NotificationPending
 from kawa.store.ledger import Entry, Ledger, Signature, signature
 from kawa.store.records import Notifier
 
@@ -83,9 +84,13 @@ class ChangeTracker:
     ) -> int:
         """Publish ``event_name`` for a version now visible, then remember it as done."""
         rules = self.notifier.rules_for(bucket, event_name, key)
-        count = self.notifier.notify(
-            rules, event_name, bucket, key, size=sig[0], etag=etag, sequencer=sequencer, metadata=metadata
-        )
+        try:
+            count = self.notifier.notify(
+                rules, event_name, bucket, key, size=sig[0], etag=etag, sequencer=sequencer, metadata=metadata
+            )
+        except NotificationPending:
+            self.ledger.mark(bucket, key, sig, etag, "done")  # the outbox owns it now
+            raise
         self.ledger.mark(bucket, key, sig, etag, "done")
         return count
 

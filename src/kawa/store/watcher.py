@@ -26,7 +26,7 @@ from typing import IO, Any
 
 from watchdog.events import FileSystemEventHandler
 
-from kawa.errors import KawaError, StoreError
+from kawa.errors import KawaError, NotificationPending, StoreError
 from kawa.store.local import STATE, TMP, LocalStore
 from kawa.store.naming import validate_bucket_name, validate_key
 
@@ -59,6 +59,8 @@ class LocalWatchService:
         """Set once the startup reconciliation finished and the watcher runs."""
 
     def start(self) -> None:
+        if self.store.notifier.relay is not None:
+            self.store.notifier.relay.watch()  # publish notifications any process left in the outbox
         self._thread = threading.Thread(target=self._run, name="kawa-store-watcher", daemon=True)
         self._thread.start()
 
@@ -103,6 +105,8 @@ class LocalWatchService:
     def _safely(self, func: Any, *args: Any) -> None:
         try:
             func(*args)
+        except NotificationPending as exc:
+            log.info("store watcher: %s", exc)
         except KawaError as exc:
             log.warning("store watcher: %s (will retry at the next rescan)", exc)
         except Exception:
