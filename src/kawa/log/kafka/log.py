@@ -87,15 +87,23 @@ from kawa.log.kafka.common import (
     DEFAULT_PORT,
     T,
     _cleanup_policy,
-    _rdkafka_log,
     _unlimited,
 )
 from kawa.log.kafka.consumer import KafkaConsumer
 from kawa.log.kafka.producer import KafkaProducer
+from kawa.log.kafka.quiet import ClusterHealth
 
 __all__ = ["KafkaConsumer", "KafkaLog", "KafkaProducer", "build", "parse_bootstrap"]
 
 log = logging.getLogger("kawa.log.kafka")
+
+# Our librdkafka defaults for every client (log.kafka.extra overrides them): a broker closing an idle
+# connection is not news; reconnect soon after a short outage, and at most every 5 s during a long one.
+_QUIET: dict[str, Any] = {
+    "log.connection.close": False,
+    "reconnect.backoff.ms": 200,
+    "reconnect.backoff.max.ms": 5000,
+}
 
 
 def build(
@@ -154,15 +162,14 @@ class KafkaLog:
         self.timeout_s = timeout_s
         self.max_record_bytes = config.log.max_record_bytes
         self.default_session_timeout_ms = config.log.kafka.session_timeout_ms
-        self._client_conf: dict[str, Any] = {
-            "bootstrap.servers": bootstrap,
-            "logger": _rdkafka_log,
-            **config.log.kafka.librdkafka(),
-        }
+        #: What this cluster's clients see of its reachability; librdkafka's logs go through it.
+        self.health = ClusterHealth(bootstrap)
+        self._client_conf: dict[str, Any] = {"bootstrap.servers": bootstrap, "logger": self.health.logger, **_QUIET}
+        self._user_conf: dict[str, Any] = config.log.kafka.librdkafka()
         self._topic_config = dict(topic_config or {})
         self._replication_factor = replication_factor
         try:
-            self._admin = AdminClient(self.client_conf())
+            self._admin = AdminClient(self.client_conf(error_cb=self.health.error_callback("admin client")))
         except KafkaException as exc:
             raise ConfigError(f"invalid Kafka client settings (log.kafka in kawa.yaml): {exc.args[0].str()}") from exc
         self._metadata_lock = threading.Lock()
@@ -172,14 +179,18 @@ class KafkaLog:
     def client_conf(self, **overrides: Any) -> dict[str, Any]:
         """librdkafka settings for a client of this cluster: our defaults, then ``overrides``, then the
         configured ones (``log.kafka``), so a user can override anything."""
-        return {**self._client_conf, **overrides, **self._client_conf_user()}
+        return {**self._client_conf, **overrides, **self._user_conf}
 
-    def _client_conf_user(self) -> dict[str, Any]:
-        return {k: v for k, v in self._client_conf.items() if k not in ("bootstrap.servers", "logger")}
+    def _drain(self, answered: bool) -> None:
+        """Serve the admin client's logs and errors (they wait for a poll), and note an answer."""
+        self._admin.poll(0)
+        if answered:
+            self.health.reachable()
 
     # --- errors -----------------------------------------------------------------------------------
 
     def unreachable(self, what: str, detail: object) -> BackendUnavailable:
+        self._drain(answered=False)
         return BackendUnavailable(
             f"cannot reach Kafka at {self.bootstrap} ({what}: {detail}): start the broker or fix log.uri"
         )
@@ -220,7 +231,9 @@ class KafkaLog:
         deadline = time.monotonic() + self.timeout_s
         while True:
             try:
-                return request()
+                result = request()
+                self._drain(answered=True)
+                return result
             except KafkaException as exc:
                 error = exc.args[0] if exc.args else None
                 transient = isinstance(error, KafkaError) and error.code() in _TRANSIENT
@@ -257,6 +270,7 @@ class KafkaLog:
         with self._metadata_lock:
             self._partition_counts = counts
             self._metadata_at = time.monotonic()
+        self._drain(answered=True)
         return counts, ready
 
     def partition_count(self, topic: str, *, fresh: bool = False) -> int:

@@ -52,19 +52,17 @@ class KafkaProducer:
                 "linger.ms": 5,
                 "message.timeout.ms": 30_000,
                 "message.max.bytes": max(1_000_000, max_record_bytes + _BATCH_OVERHEAD),
-                "error_cb": self._on_error,
+                # Refers to the cluster's health only, not to this object (see kafka/quiet.py).
+                "error_cb": log.health.error_callback(log.health.client_name("producer")),
             }
         )
         self._producer = _RdProducer(conf)
         self._closed = False
-        self._poller: threading.Thread | None = None
         self._stop = threading.Event()
-
-    def _on_error(self, error: KafkaError) -> None:
-        if error.fatal():
-            log.error("Kafka producer fatal error: %s", error.str())
-        else:
-            log.debug("Kafka producer: %s", error.str())
+        # Serves delivery reports, logs and errors from the start (a down broker is reported before the
+        # first record); the only thread that polls, so callbacks never run nested in another poll.
+        self._poller = threading.Thread(target=self._serve, name="kawa-kafka-producer", daemon=True)
+        self._poller.start()
 
     def produce(
         self,
@@ -88,8 +86,6 @@ class KafkaProducer:
                     f"topic {topic!r} has partitions 0..{count - 1}; partition {partition} does not exist"
                 )
         callback = self._delivered if on_delivery is None else partial(self._delivered, user=on_delivery)
-        if self._poller is None:
-            self._start_poller()
         deadline = None
         while True:
             try:
@@ -105,26 +101,33 @@ class KafkaProducer:
                 return
             except BufferError:
                 # The local queue is full: wait for acknowledgements to make room, as Java's max.block.ms.
+                # The poller serves them; a poll here could run inside a delivery callback, and a nested
+                # poll crashes confluent-kafka.
+                self._check_not_serving("produce to a full queue")
                 deadline = deadline or time.monotonic() + self._log.timeout_s
                 if time.monotonic() > deadline:
                     raise ProducerError(
                         f"the producer queue stayed full for {self._log.timeout_s:g}s: Kafka at "
                         f"{self._log.bootstrap} is not keeping up or not reachable"
                     ) from None
-                self._producer.poll(0.05)
+                self._stop.wait(0.02)
             except KafkaException as exc:
                 self._log._raise(exc, f"producing to {topic!r}", topic)
-
-    def _start_poller(self) -> None:
-        with self._failures_lock:
-            if self._poller is None and not self._closed:
-                self._poller = threading.Thread(target=self._serve, name="kawa-kafka-producer", daemon=True)
-                self._poller.start()
 
     def _serve(self) -> None:
         """Serve delivery reports in the background, so ``on_delivery`` runs without a flush."""
         while not self._stop.is_set():
-            self._producer.poll(0.1)
+            try:
+                self._producer.poll(0.1)
+            except Exception:  # a callback raised: say so and keep serving the others
+                log.exception("a Kafka delivery callback failed")
+
+    def _check_not_serving(self, what: str) -> None:
+        if threading.current_thread() is self._poller:
+            raise ProducerError(
+                f"cannot {what} from a delivery callback: the callback runs on the thread that serves "
+                "acknowledgements; hand the work to another thread"
+            )
 
     def _delivered(self, error: KafkaError | None, message: Message, user: DeliveryCallback | None = None) -> None:
         if error is not None:
@@ -136,12 +139,15 @@ class KafkaProducer:
                 self._failures.append(failure)
             if user is not None:
                 user(None, failure)
-        elif user is not None:
-            user(_metadata(message), None)
+        else:
+            self._log.health.reachable()
+            if user is not None:
+                user(_metadata(message), None)
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait for every queued record; :class:`ProducerError` if one is left or one failed since the
         last flush."""
+        self._check_not_serving("flush")
         remaining = self._producer.flush() if timeout is None else self._producer.flush(timeout)
         with self._failures_lock:
             failures, self._failures = self._failures, []
@@ -202,5 +208,6 @@ class KafkaProducer:
             with self._failures_lock:
                 self._closed = True
             self._stop.set()
-            if self._poller is not None:
-                self._poller.join(timeout=5)
+            # librdkafka's handle lives as long as this object, and the poller holds it: nothing is
+            # destroyed under a poll in flight.
+            self._poller.join(timeout=5)
