@@ -199,14 +199,14 @@ class KafkaProducer:
         self.close()
 
     def close(self) -> None:
-        """Flush, then stop serving delivery reports."""
-        if self._closed:
-            return
+        """Refuse new records, flush, then stop serving delivery reports."""
+        with self._failures_lock:
+            if self._closed:
+                return
+            self._closed = True  # first: a flush under threads that keep producing would never end
         try:
             self.flush()
         finally:
-            with self._failures_lock:
-                self._closed = True
             self._stop.set()
             # librdkafka's handle lives as long as this object, and the poller holds it: nothing is
             # destroyed under a poll in flight.

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -34,6 +35,7 @@ SUMMARY_S = 30.0
 _DOWN_CODES = frozenset({KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._RESOLVE})
 # librdkafka log facilities of a broker connection failing (``FAIL``) or the cluster being unreachable.
 _DOWN_FACILITIES = frozenset({"FAIL", "ERROR"})
+_PREFIX = re.compile(r"^(\[thrd:[^\]]*\]: )?([^\s:]+:\d+/[\w-]+: )?")
 _DOWN_WORDS = ("connect to", "connection refused", "brokers are down", "disconnected", "resolve", "timed out")
 
 
@@ -77,6 +79,7 @@ class ClusterHealth:
         #: librdkafka log lines and error callbacks received, whether or not they were logged.
         self.events = 0
         self.down_since: float | None = None
+        self._last_down_at = 0.0
         self._down_clients: set[str] = set()
         self._down_errors = 0
         self._summary_at = 0.0
@@ -126,21 +129,24 @@ class ClusterHealth:
         now = self._clock()
         with self._lock:
             self.events += 1
-            self._down_errors += 1
+            # A client retries at least every reconnect.backoff.max.ms (5 s): silence for a whole summary
+            # period means the last outage ended unnoticed, and this is a new one.
+            fresh = self.down_since is None or now - self._last_down_at > self.summary_s
+            self._last_down_at = now
             self._down_clients.add(client)
-            first = self.down_since is None
-            if first:
+            if fresh:
                 self.down_since = self._summary_at = now
+                self._down_clients = {client}
                 self._down_errors = 0
-            elif now - self._summary_at >= self.summary_s:
+            else:
+                self._down_errors += 1
+                if now - self._summary_at < self.summary_s:
+                    return
                 self._summary_at = now
                 errors, self._down_errors = self._down_errors, 0
-                clients = len(self._down_clients)
-                since = now - (self.down_since or now)
-            else:
-                return
+                clients, since = len(self._down_clients), now - (self.down_since or now)
         _raw.debug("[%s] %s", client, detail)
-        if first:
+        if fresh:
             log.warning(
                 "Kafka at %s is not reachable (%s); producers keep records queued for up to "
                 "message.timeout.ms (30 s by default) and consumers wait; start the broker or fix log.uri",
@@ -192,4 +198,6 @@ class ClusterHealth:
 
 
 def _short(detail: str, limit: int = 160) -> str:
+    """librdkafka's line without its thread and broker prefixes (``[thrd:…]: host:port/bootstrap: ``)."""
+    detail = _PREFIX.sub("", detail)
     return detail if len(detail) <= limit else detail[: limit - 1] + "…"
