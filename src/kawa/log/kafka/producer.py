@@ -59,8 +59,11 @@ class KafkaProducer:
         self._producer = _RdProducer(conf)
         self._closed = False
         self._stop = threading.Event()
+        # Inside a delivery callback (on the poller, or in a thread's flush): a poll from there would be
+        # nested in the poll that runs the callback, which crashes confluent-kafka.
+        self._in_callback = threading.local()
         # Serves delivery reports, logs and errors from the start (a down broker is reported before the
-        # first record); the only thread that polls, so callbacks never run nested in another poll.
+        # first record).
         self._poller = threading.Thread(target=self._serve, name="kawa-kafka-producer", daemon=True)
         self._poller.start()
 
@@ -101,8 +104,7 @@ class KafkaProducer:
                 return
             except BufferError:
                 # The local queue is full: wait for acknowledgements to make room, as Java's max.block.ms.
-                # The poller serves them; a poll here could run inside a delivery callback, and a nested
-                # poll crashes confluent-kafka.
+                # The poller serves them (a poll here could be nested in a delivery callback's).
                 self._check_not_serving("produce to a full queue")
                 deadline = deadline or time.monotonic() + self._log.timeout_s
                 if time.monotonic() > deadline:
@@ -123,13 +125,20 @@ class KafkaProducer:
                 log.exception("a Kafka delivery callback failed")
 
     def _check_not_serving(self, what: str) -> None:
-        if threading.current_thread() is self._poller:
+        if getattr(self._in_callback, "active", False):
             raise ProducerError(
-                f"cannot {what} from a delivery callback: the callback runs on the thread that serves "
-                "acknowledgements; hand the work to another thread"
+                f"cannot {what} from a delivery callback: the callback runs while acknowledgements are "
+                "being served; hand the work to another thread"
             )
 
     def _delivered(self, error: KafkaError | None, message: Message, user: DeliveryCallback | None = None) -> None:
+        self._in_callback.active = True
+        try:
+            self._report(error, message, user)
+        finally:
+            self._in_callback.active = False
+
+    def _report(self, error: KafkaError | None, message: Message, user: DeliveryCallback | None) -> None:
         if error is not None:
             topic = message.topic()
             failure: Exception = self._log.translate(KafkaException(error), f"delivering a record to {topic!r}", topic)
