@@ -150,3 +150,45 @@ def test_a_consumer_closed_while_another_thread_polls_it(kafka_bootstrap: str) -
         """,
         kafka_bootstrap,
     )
+
+
+def test_clients_opened_before_a_fork_refuse_work_in_the_child_and_new_ones_work(kafka_bootstrap: str) -> None:
+    out = run_child(
+        """
+        import os
+        producer = log.producer()
+        producer.send(topic, b"parent", partition=0)
+        consumer = log.consumer("fork-" + uuid.uuid4().hex[:8], [topic], session_timeout_ms=6000)
+        consumer.poll(0.1)
+        pid = os.fork()
+        if pid == 0:  # the child: the parent's clients have no threads here
+            code = 1
+            try:
+                try:
+                    producer.produce(topic, b"child")
+                except ProducerError as exc:
+                    print("child producer:", exc, flush=True)
+                try:
+                    consumer.poll(0.1)
+                except LogError as exc:
+                    print("child consumer:", exc, flush=True)
+                producer.close()
+                consumer.close()  # both return: nothing of theirs to release here
+                assert topic in log.list_topics()  # the log itself works: a new admin client
+                with log.producer() as fresh:
+                    print("child sent at offset", fresh.send(topic, b"child", partition=0).offset, flush=True)
+                code = 0
+            finally:
+                sys.stdout.flush()
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, status
+        producer.send(topic, b"parent again")  # the parent's clients are untouched
+        consumer.close()
+        producer.close()
+        """,
+        kafka_bootstrap,
+    )
+    assert "child producer: this producer was opened before this process forked" in out
+    assert "child consumer: this consumer was opened before this process forked" in out
+    assert "child sent at offset 1" in out

@@ -30,6 +30,7 @@ from kawa.log.base import (
 if TYPE_CHECKING:
     from kawa.log.kafka.log import KafkaLog
 
+from kawa.log.kafka import forks
 from kawa.log.kafka.common import _headers, _names
 
 log = logging.getLogger("kawa.log.kafka")
@@ -93,6 +94,13 @@ class KafkaConsumer:
             list(topics), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke
         )
         self._closed = False
+        self._was_forked = False
+        forks.track(self)
+
+    def _forked(self) -> None:
+        self._was_forked = self._closed = True
+        self._lock = threading.RLock()  # another thread may have held it at the fork
+        forks.keep_forever(self._consumer)
 
     # librdkafka calls these from poll(); with cooperative-sticky they carry the partitions that change.
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
@@ -306,6 +314,8 @@ class KafkaConsumer:
 
     def close(self) -> None:
         """Leave the group; waits for a poll in flight on another thread (at most its timeout)."""
+        if self._was_forked:
+            return  # leaving the group is the parent's business
         with self._lock:
             if not self._closed:
                 self._closed = True
@@ -314,7 +324,9 @@ class KafkaConsumer:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise LogError("this consumer is closed; create a new one")
+            raise LogError(
+                f"this consumer {forks.FORKED}" if self._was_forked else "this consumer is closed; create a new one"
+            )
 
     def _watermarks(self, tp: TopicPartition) -> tuple[int, int]:
         try:

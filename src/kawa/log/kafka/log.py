@@ -74,6 +74,7 @@ from kawa.log.base import (
 if TYPE_CHECKING:
     from kawa.config import KawaConfig
 
+from kawa.log.kafka import forks
 from kawa.log.kafka.common import (
     _BATCH_OVERHEAD,
     _BROKER_DEFAULT_MAX_MESSAGE_BYTES,
@@ -169,12 +170,24 @@ class KafkaLog:
         self._topic_config = dict(topic_config or {})
         self._replication_factor = replication_factor
         try:
-            self._admin = AdminClient(self.client_conf(error_cb=self.health.error_callback("admin client")))
+            self._admin = self._new_admin()
         except KafkaException as exc:
             raise ConfigError(f"invalid Kafka client settings (log.kafka in kawa.yaml): {exc.args[0].str()}") from exc
         self._metadata_lock = threading.Lock()
         self._partition_counts: dict[str, int] = {}
         self._metadata_at = 0.0
+        forks.track(self)
+
+    def _new_admin(self) -> AdminClient:
+        return AdminClient(self.client_conf(error_cb=self.health.error_callback("admin client")))
+
+    def _forked(self) -> None:
+        # The admin client's threads stayed in the parent: a new one for this process.
+        self._metadata_lock = threading.Lock()
+        self.health = ClusterHealth(self.bootstrap)
+        self._client_conf["logger"] = self.health.logger
+        forks.keep_forever(self._admin)
+        self._admin = self._new_admin()
 
     def client_conf(self, **overrides: Any) -> dict[str, Any]:
         """librdkafka settings for a client of this cluster: our defaults, then ``overrides``, then the

@@ -32,6 +32,7 @@ from kawa.log.base import (
 if TYPE_CHECKING:
     from kawa.log.kafka.log import KafkaLog
 
+from kawa.log.kafka import forks
 from kawa.log.kafka.common import _BATCH_OVERHEAD, _metadata
 
 log = logging.getLogger("kawa.log.kafka")
@@ -58,6 +59,7 @@ class KafkaProducer:
         )
         self._producer = _RdProducer(conf)
         self._closed = False
+        self._was_forked = False
         self._stop = threading.Event()
         # Inside a delivery callback (on the poller, or in a thread's flush): a poll from there would be
         # nested in the poll that runs the callback, which crashes confluent-kafka.
@@ -66,6 +68,12 @@ class KafkaProducer:
         # first record).
         self._poller = threading.Thread(target=self._serve, name="kawa-kafka-producer", daemon=True)
         self._poller.start()
+        forks.track(self)
+
+    def _forked(self) -> None:
+        self._was_forked = self._closed = True
+        self._failures_lock = threading.Lock()  # another thread may have held it at the fork
+        forks.keep_forever(self._producer)
 
     def produce(
         self,
@@ -79,7 +87,8 @@ class KafkaProducer:
         on_delivery: DeliveryCallback | None = None,
     ) -> None:
         if self._closed:
-            raise ProducerError("this producer is closed; create a new one")
+            closed = forks.FORKED if self._was_forked else "is closed; create a new one"
+            raise ProducerError(f"this producer {closed}")
         check_record_size(topic, key, value, headers, self.max_record_bytes)
         count = self._log.partition_count(topic)
         if partition is not None and not 0 <= partition < count:
@@ -157,6 +166,8 @@ class KafkaProducer:
         """Wait for every queued record; :class:`ProducerError` if one is left or one failed since the
         last flush."""
         self._check_not_serving("flush")
+        if self._was_forked:
+            raise ProducerError(f"this producer {forks.FORKED}")
         remaining = self._producer.flush() if timeout is None else self._producer.flush(timeout)
         with self._failures_lock:
             failures, self._failures = self._failures, []
@@ -209,6 +220,8 @@ class KafkaProducer:
 
     def close(self) -> None:
         """Refuse new records, flush, then stop serving delivery reports."""
+        if self._was_forked:
+            return  # nothing to flush with: the fork left librdkafka's threads in the parent
         with self._failures_lock:
             if self._closed:
                 return
