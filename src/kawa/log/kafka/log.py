@@ -38,7 +38,6 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit
 
 from confluent_kafka import (
-    ConsumerGroupTopicPartitions,
     KafkaError,
     KafkaException,
 )
@@ -91,6 +90,7 @@ from kawa.log.kafka.common import (
     _unlimited,
 )
 from kawa.log.kafka.consumer import KafkaConsumer
+from kawa.log.kafka.groups import committed_offsets
 from kawa.log.kafka.producer import KafkaProducer
 from kawa.log.kafka.quiet import ClusterHealth
 
@@ -418,18 +418,7 @@ class KafkaLog:
 
     def lag(self, group: str, topics: Sequence[str] | None = None) -> list[PartitionLag]:
         wanted = set(topics) if topics is not None else None
-        committed: dict[TopicPartition, int | None] = {}
-        request = [ConsumerGroupTopicPartitions(group)]
         what = f"reading offsets of group {group!r}"
-        result = self.call(
-            what,
-            None,
-            lambda: self._admin.list_consumer_group_offsets(request, request_timeout=self.timeout_s)[group].result(
-                timeout=self.timeout_s + 1
-            ),
-        )
-        for tp in result.topic_partitions or []:
-            committed[TopicPartition(tp.topic, tp.partition)] = tp.offset if tp.offset >= 0 else None
         description = self.call(
             what,
             None,
@@ -442,16 +431,24 @@ class KafkaLog:
             for member in description.members or []
             for tp in (member.assignment.topic_partitions if member.assignment else [])
         }
+        counts = self._metadata()
+        if wanted is not None:
+            for topic in sorted(wanted - set(counts)):
+                self.partition_count(topic, fresh=True)  # TopicNotFound, unless it just appeared
+            counts = {t: self.partition_count(t) for t in wanted}
+        else:
+            counts = {t: n for t, n in counts.items() if not t.startswith("__")}
+        # Not the admin client's list_consumer_group_offsets: it can crash the process (see groups.py).
+        committed = committed_offsets(self, group, counts)
         # As the other backends: every partition of the asked topics, else of the topics the group
         # subscribes to or has committed.
+        if wanted is None:
+            shown = (subscribed | {tp.topic for tp, offset in committed.items() if offset is not None}) & set(counts)
+        else:
+            shown = wanted
         lags: list[PartitionLag] = []
-        for topic in sorted(wanted if wanted is not None else subscribed | {tp.topic for tp in committed}):
-            try:
-                partitions = range(self.partition_count(topic, fresh=True))
-            except TopicNotFound:
-                if wanted is not None:
-                    raise
-                continue
+        for topic in sorted(shown):
+            partitions = range(counts[topic])
             ends = self._list_offsets(topic, partitions, _LATEST)
             starts = self._list_offsets(topic, partitions, _EARLIEST)
             for p in partitions:
