@@ -20,6 +20,7 @@ cold_start_ms (plus the other numbers).
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import os
 import platform
@@ -37,6 +38,8 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+faulthandler.enable()  # a crash in a native client (librdkafka) prints every thread's stack
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -59,11 +62,13 @@ def busy(seconds: float) -> None:
 
 def produce(log: EventLog, topic: str, n: int, stamp: bool = False) -> None:
     producer = log.producer()
-    for i in range(n):
-        data = {"i": i, "t": time.perf_counter()} if stamp else {"i": i}
-        key, value, headers = to_kafka(new_event("bench.event", "/bench", data, id=f"b{i}-{uuid.uuid4().hex[:6]}"))
-        producer.produce(topic, value, key=key, headers=headers)
-    producer.flush()
+    try:
+        for i in range(n):
+            data = {"i": i, "t": time.perf_counter()} if stamp else {"i": i}
+            key, value, headers = to_kafka(new_event("bench.event", "/bench", data, id=f"b{i}-{uuid.uuid4().hex[:6]}"))
+            producer.produce(topic, value, key=key, headers=headers)
+    finally:
+        producer.close()  # flushes; an unclosed Kafka producer keeps its poller thread until exit
 
 
 class Tally:
@@ -133,7 +138,7 @@ def run_host(
                 )
                 producer.produce(topic, value, key=key, headers=headers)
                 next_at += interval
-            producer.flush()
+            producer.close()
         while not tally.done.wait(0.2):
             if progress is not None and task is not None:
                 progress.update(task, completed=tally.count)

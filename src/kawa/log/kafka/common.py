@@ -26,7 +26,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
-_rdkafka_log = logging.getLogger("kawa.log.kafka.librdkafka")
 
 DEFAULT_PORT = 9092
 _BROKER_DEFAULT_MAX_MESSAGE_BYTES = 1_048_588  # Kafka's message.max.bytes default

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,7 @@ from kawa.log.base import (
 if TYPE_CHECKING:
     from kawa.log.kafka.log import KafkaLog
 
+from kawa.log.kafka import forks
 from kawa.log.kafka.common import _headers, _names
 
 log = logging.getLogger("kawa.log.kafka")
@@ -57,6 +59,10 @@ class KafkaConsumer:
         for topic in topics:
             log.partition_count(topic)
         self._log = log
+        self._name = log.health.client_name(f"consumer of group {group!r}")
+        # One call into librdkafka at a time: close() waits for a poll in flight on another thread instead
+        # of destroying the handle under it. Re-entrant: the rebalance callbacks run inside poll().
+        self._lock = threading.RLock()
         self.group = group
         self.topics = tuple(topics)
         self._reset = auto_offset_reset
@@ -75,7 +81,8 @@ class KafkaConsumer:
             "enable.partition.eof": False,
             # A seek waits for the fetch in flight; an idle fetch is held by the broker this long (default 500).
             "fetch.wait.max.ms": 100,
-            "error_cb": self._on_error,
+            # Refers to the cluster's health only, not to this object (see kafka/quiet.py).
+            "error_cb": log.health.error_callback(self._name),
         }
         if client_id:
             overrides["client.id"] = client_id
@@ -87,6 +94,13 @@ class KafkaConsumer:
             list(topics), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke
         )
         self._closed = False
+        self._was_forked = False
+        forks.track(self)
+
+    def _forked(self) -> None:
+        self._was_forked = self._closed = True
+        self._lock = threading.RLock()  # another thread may have held it at the fork
+        forks.keep_forever(self._consumer)
 
     # librdkafka calls these from poll(); with cooperative-sticky they carry the partitions that change.
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
@@ -101,6 +115,7 @@ class KafkaConsumer:
                 start.append(_RdTopicPartition(tp.topic, tp.partition, offset))
             else:
                 start.append(tp)  # librdkafka starts at the committed offset, else auto.offset.reset
+        self._log.health.reachable()
         if self._cooperative:
             consumer.incremental_assign(start)
         else:
@@ -123,22 +138,20 @@ class KafkaConsumer:
             self._assigned.discard(key)
             self._positions.pop(key, None)
 
-    def _on_error(self, error: KafkaError) -> None:
-        log.debug("Kafka consumer %s: %s", self.group, error.str())
-
     def poll(self, timeout: float = 1.0, max_records: int = 500) -> list[Record]:
         if max_records < 1:
             raise ValueError("max_records must be at least 1")
-        self._check_open()
-        try:
-            # consume(n, timeout) waits for all n records; take what is buffered, else wait for one.
-            messages: list[Any] = self._consumer.consume(max_records, 0)  # Any: a delivered message has all fields
-            if not messages:
-                first = self._consumer.poll(timeout)
-                if first is not None:
-                    messages = [first, *self._consumer.consume(max_records - 1, 0)] if max_records > 1 else [first]
-        except KafkaException as exc:
-            self._log._raise(exc, f"polling group {self.group!r}")
+        with self._lock:
+            self._check_open()
+            try:
+                # consume(n, timeout) waits for all n records; take what is buffered, else wait for one.
+                messages: list[Any] = self._consumer.consume(max_records, 0)  # Any: delivered: all fields set
+                if not messages:
+                    first = self._consumer.poll(timeout)
+                    if first is not None:
+                        messages = [first, *self._consumer.consume(max_records - 1, 0)] if max_records > 1 else [first]
+            except KafkaException as exc:
+                self._log._raise(exc, f"polling group {self.group!r}")
         records: list[Record] = []
         assigned, positions = self._assigned, self._positions
         tp, wanted = TopicPartition("", -1), False
@@ -147,7 +160,7 @@ class KafkaConsumer:
             if error is not None:
                 if error.fatal() or error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
                     self._log._raise(KafkaException(error), f"polling group {self.group!r}", message.topic())
-                log.debug("Kafka consumer %s: %s", self.group, error.str())
+                self._log.health.on_error(self._name, error)
                 continue
             topic, partition, offset = message.topic(), message.partition(), message.offset()
             if partition != tp.partition or topic != tp.topic:  # records come in runs per partition
@@ -168,6 +181,8 @@ class KafkaConsumer:
                     message.timestamp()[1],
                 )
             )
+        if records:
+            self._log.health.reachable()
         return records
 
     def commit(self, offsets: Mapping[TopicPartition, int] | None = None) -> None:
@@ -186,7 +201,9 @@ class KafkaConsumer:
             return
         request = [_RdTopicPartition(tp.topic, tp.partition, offset) for tp, offset in offsets.items()]
         try:
-            result = self._consumer.commit(offsets=request, asynchronous=False)
+            with self._lock:
+                self._check_open()
+                result = self._consumer.commit(offsets=request, asynchronous=False)
         except KafkaException as exc:
             self._log._raise(exc, f"committing offsets of group {self.group!r}")
         for tp in result or []:
@@ -198,9 +215,11 @@ class KafkaConsumer:
         if not keys:
             return {}
         try:
-            result = self._consumer.committed(
-                [_RdTopicPartition(tp.topic, tp.partition) for tp in keys], timeout=self._log.timeout_s
-            )
+            with self._lock:
+                self._check_open()
+                result = self._consumer.committed(
+                    [_RdTopicPartition(tp.topic, tp.partition) for tp in keys], timeout=self._log.timeout_s
+                )
         except KafkaException as exc:
             self._log._raise(exc, f"reading committed offsets of group {self.group!r}")
         return {TopicPartition(tp.topic, tp.partition): (tp.offset if tp.offset >= 0 else None) for tp in result}
@@ -259,7 +278,9 @@ class KafkaConsumer:
         deadline = time.monotonic() + self._log.timeout_s
         while True:
             try:
-                self._consumer.seek(request)
+                with self._lock:
+                    self._check_open()
+                    self._consumer.seek(request)
                 break
             except KafkaException as exc:
                 # _STATE: librdkafka has not activated a fresh assignment yet; it does so shortly.
@@ -292,20 +313,28 @@ class KafkaConsumer:
         return keys
 
     def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._assigned.clear()
-            self._consumer.close()
+        """Leave the group; waits for a poll in flight on another thread (at most its timeout)."""
+        if self._was_forked:
+            return  # leaving the group is the parent's business
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._assigned.clear()
+                self._consumer.close()
 
     def _check_open(self) -> None:
         if self._closed:
-            raise LogError("this consumer is closed; create a new one")
+            raise LogError(
+                f"this consumer {forks.FORKED}" if self._was_forked else "this consumer is closed; create a new one"
+            )
 
     def _watermarks(self, tp: TopicPartition) -> tuple[int, int]:
         try:
-            low, high = self._consumer.get_watermark_offsets(
-                _RdTopicPartition(tp.topic, tp.partition), timeout=self._log.timeout_s, cached=False
-            )
+            with self._lock:
+                self._check_open()
+                low, high = self._consumer.get_watermark_offsets(
+                    _RdTopicPartition(tp.topic, tp.partition), timeout=self._log.timeout_s, cached=False
+                )
         except KafkaException as exc:
             self._log._raise(exc, f"reading offsets of {tp.topic}[{tp.partition}]", tp.topic)
         return int(low), int(high)

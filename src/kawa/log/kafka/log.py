@@ -38,7 +38,6 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit
 
 from confluent_kafka import (
-    ConsumerGroupTopicPartitions,
     KafkaError,
     KafkaException,
 )
@@ -74,6 +73,7 @@ from kawa.log.base import (
 if TYPE_CHECKING:
     from kawa.config import KawaConfig
 
+from kawa.log.kafka import forks
 from kawa.log.kafka.common import (
     _BATCH_OVERHEAD,
     _BROKER_DEFAULT_MAX_MESSAGE_BYTES,
@@ -87,15 +87,24 @@ from kawa.log.kafka.common import (
     DEFAULT_PORT,
     T,
     _cleanup_policy,
-    _rdkafka_log,
     _unlimited,
 )
 from kawa.log.kafka.consumer import KafkaConsumer
+from kawa.log.kafka.groups import committed_offsets
 from kawa.log.kafka.producer import KafkaProducer
+from kawa.log.kafka.quiet import ClusterHealth
 
 __all__ = ["KafkaConsumer", "KafkaLog", "KafkaProducer", "build", "parse_bootstrap"]
 
 log = logging.getLogger("kawa.log.kafka")
+
+# Our librdkafka defaults for every client (log.kafka.extra overrides them): a broker closing an idle
+# connection is not news; reconnect soon after a short outage, and at most every 5 s during a long one.
+_QUIET: dict[str, Any] = {
+    "log.connection.close": False,
+    "reconnect.backoff.ms": 200,
+    "reconnect.backoff.max.ms": 5000,
+}
 
 
 def build(
@@ -154,32 +163,47 @@ class KafkaLog:
         self.timeout_s = timeout_s
         self.max_record_bytes = config.log.max_record_bytes
         self.default_session_timeout_ms = config.log.kafka.session_timeout_ms
-        self._client_conf: dict[str, Any] = {
-            "bootstrap.servers": bootstrap,
-            "logger": _rdkafka_log,
-            **config.log.kafka.librdkafka(),
-        }
+        #: What this cluster's clients see of its reachability; librdkafka's logs go through it.
+        self.health = ClusterHealth(bootstrap)
+        self._client_conf: dict[str, Any] = {"bootstrap.servers": bootstrap, "logger": self.health.logger, **_QUIET}
+        self._user_conf: dict[str, Any] = config.log.kafka.librdkafka()
         self._topic_config = dict(topic_config or {})
         self._replication_factor = replication_factor
         try:
-            self._admin = AdminClient(self.client_conf())
+            self._admin = self._new_admin()
         except KafkaException as exc:
             raise ConfigError(f"invalid Kafka client settings (log.kafka in kawa.yaml): {exc.args[0].str()}") from exc
         self._metadata_lock = threading.Lock()
         self._partition_counts: dict[str, int] = {}
         self._metadata_at = 0.0
+        forks.track(self)
+
+    def _new_admin(self) -> AdminClient:
+        return AdminClient(self.client_conf(error_cb=self.health.error_callback("admin client")))
+
+    def _forked(self) -> None:
+        # The admin client's threads stayed in the parent: a new one for this process.
+        self._metadata_lock = threading.Lock()
+        self.health = ClusterHealth(self.bootstrap)
+        self._client_conf["logger"] = self.health.logger
+        forks.keep_forever(self._admin)
+        self._admin = self._new_admin()
 
     def client_conf(self, **overrides: Any) -> dict[str, Any]:
         """librdkafka settings for a client of this cluster: our defaults, then ``overrides``, then the
         configured ones (``log.kafka``), so a user can override anything."""
-        return {**self._client_conf, **overrides, **self._client_conf_user()}
+        return {**self._client_conf, **overrides, **self._user_conf}
 
-    def _client_conf_user(self) -> dict[str, Any]:
-        return {k: v for k, v in self._client_conf.items() if k not in ("bootstrap.servers", "logger")}
+    def _drain(self, answered: bool) -> None:
+        """Serve the admin client's logs and errors (they wait for a poll), and note an answer."""
+        self._admin.poll(0)
+        if answered:
+            self.health.reachable()
 
     # --- errors -----------------------------------------------------------------------------------
 
     def unreachable(self, what: str, detail: object) -> BackendUnavailable:
+        self._drain(answered=False)
         return BackendUnavailable(
             f"cannot reach Kafka at {self.bootstrap} ({what}: {detail}): start the broker or fix log.uri"
         )
@@ -220,7 +244,9 @@ class KafkaLog:
         deadline = time.monotonic() + self.timeout_s
         while True:
             try:
-                return request()
+                result = request()
+                self._drain(answered=True)
+                return result
             except KafkaException as exc:
                 error = exc.args[0] if exc.args else None
                 transient = isinstance(error, KafkaError) and error.code() in _TRANSIENT
@@ -257,6 +283,7 @@ class KafkaLog:
         with self._metadata_lock:
             self._partition_counts = counts
             self._metadata_at = time.monotonic()
+        self._drain(answered=True)
         return counts, ready
 
     def partition_count(self, topic: str, *, fresh: bool = False) -> int:
@@ -391,18 +418,7 @@ class KafkaLog:
 
     def lag(self, group: str, topics: Sequence[str] | None = None) -> list[PartitionLag]:
         wanted = set(topics) if topics is not None else None
-        committed: dict[TopicPartition, int | None] = {}
-        request = [ConsumerGroupTopicPartitions(group)]
         what = f"reading offsets of group {group!r}"
-        result = self.call(
-            what,
-            None,
-            lambda: self._admin.list_consumer_group_offsets(request, request_timeout=self.timeout_s)[group].result(
-                timeout=self.timeout_s + 1
-            ),
-        )
-        for tp in result.topic_partitions or []:
-            committed[TopicPartition(tp.topic, tp.partition)] = tp.offset if tp.offset >= 0 else None
         description = self.call(
             what,
             None,
@@ -415,16 +431,24 @@ class KafkaLog:
             for member in description.members or []
             for tp in (member.assignment.topic_partitions if member.assignment else [])
         }
+        counts = self._metadata()
+        if wanted is not None:
+            for topic in sorted(wanted - set(counts)):
+                self.partition_count(topic, fresh=True)  # TopicNotFound, unless it just appeared
+            counts = {t: self.partition_count(t) for t in wanted}
+        else:
+            counts = {t: n for t, n in counts.items() if not t.startswith("__")}
+        # Not the admin client's list_consumer_group_offsets: it can crash the process (see groups.py).
+        committed = committed_offsets(self, group, counts)
         # As the other backends: every partition of the asked topics, else of the topics the group
         # subscribes to or has committed.
+        if wanted is None:
+            shown = (subscribed | {tp.topic for tp, offset in committed.items() if offset is not None}) & set(counts)
+        else:
+            shown = wanted
         lags: list[PartitionLag] = []
-        for topic in sorted(wanted if wanted is not None else subscribed | {tp.topic for tp in committed}):
-            try:
-                partitions = range(self.partition_count(topic, fresh=True))
-            except TopicNotFound:
-                if wanted is not None:
-                    raise
-                continue
+        for topic in sorted(shown):
+            partitions = range(counts[topic])
             ends = self._list_offsets(topic, partitions, _LATEST)
             starts = self._list_offsets(topic, partitions, _EARLIEST)
             for p in partitions:

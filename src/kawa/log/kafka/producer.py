@@ -34,6 +34,7 @@ from kawa.log.base import (
 if TYPE_CHECKING:
     from kawa.log.kafka.log import KafkaLog
 
+from kawa.log.kafka import forks
 from kawa.log.kafka.common import _BATCH_OVERHEAD, _TRANSIENT, _UNREACHABLE, _metadata
 
 log = logging.getLogger("kawa.log.kafka")
@@ -80,19 +81,28 @@ class KafkaProducer:
                 "linger.ms": 5,
                 "message.timeout.ms": 30_000,
                 "message.max.bytes": max(1_000_000, max_record_bytes + _BATCH_OVERHEAD),
-                "error_cb": self._on_error,
+                # Refers to the cluster's health only, not to this object (see kafka/quiet.py).
+                "error_cb": log.health.error_callback(log.health.client_name("producer")),
             }
         )
         self._producer = _RdProducer(conf)
         self._closed = False
-        self._poller: threading.Thread | None = None
+        self._was_forked = False
         self._stop = threading.Event()
+        # Inside a delivery callback (on the poller, or in a thread's flush): a poll from there would be
+        # nested in the poll that runs the callback, which crashes confluent-kafka.
+        self._in_callback = threading.local()
+        # Serves delivery reports, logs and errors from the start (a down broker is reported before the
+        # first record), and produces failed records again.
+        self._poller = threading.Thread(target=self._serve, name="kawa-kafka-producer", daemon=True)
+        self._poller.start()
+        forks.track(self)
 
-    def _on_error(self, error: KafkaError) -> None:
-        if error.fatal():
-            log.error("Kafka producer fatal error: %s", error.str())
-        else:
-            log.debug("Kafka producer: %s", error.str())
+    def _forked(self) -> None:
+        self._was_forked = self._closed = True
+        self._failures_lock = threading.Lock()  # another thread may have held it at the fork
+        self._settled = threading.Condition(self._failures_lock)
+        forks.keep_forever(self._producer)
 
     def produce(
         self,
@@ -106,7 +116,8 @@ class KafkaProducer:
         on_delivery: DeliveryCallback | None = None,
     ) -> None:
         if self._closed:
-            raise ProducerError("this producer is closed; create a new one")
+            closed = forks.FORKED if self._was_forked else "is closed; create a new one"
+            raise ProducerError(f"this producer {closed}")
         check_record_size(topic, key, value, headers, self.max_record_bytes)
         count = self._log.partition_count(topic)
         if partition is not None and not 0 <= partition < count:
@@ -115,8 +126,6 @@ class KafkaProducer:
                 raise InvalidPartition(
                     f"topic {topic!r} has partitions 0..{count - 1}; partition {partition} does not exist"
                 )
-        if self._poller is None:
-            self._start_poller()
         queued = _Queued(
             topic, value, key, list(headers) if headers else None,
             -1 if partition is None else partition,  # -1: the partitioner decides
@@ -149,28 +158,34 @@ class KafkaProducer:
                 if not block:
                     return False
                 # The local queue is full: wait for acknowledgements to make room, as Java's max.block.ms.
+                # The poller serves them (a poll here could be nested in a delivery callback's).
+                self._check_not_serving("produce to a full queue")
                 deadline = deadline or time.monotonic() + self._log.timeout_s
                 if time.monotonic() > deadline:
                     raise ProducerError(
                         f"the producer queue stayed full for {self._log.timeout_s:g}s: Kafka at "
                         f"{self._log.bootstrap} is not keeping up or not reachable"
                     ) from None
-                self._producer.poll(0.05)
+                self._stop.wait(0.02)
             except KafkaException as exc:
                 self._log._raise(exc, f"producing to {queued.topic!r}", queued.topic)
-
-    def _start_poller(self) -> None:
-        with self._failures_lock:
-            if self._poller is None and not self._closed:
-                self._poller = threading.Thread(target=self._serve, name="kawa-kafka-producer", daemon=True)
-                self._poller.start()
 
     def _serve(self) -> None:
         """Serve delivery reports in the background, so ``on_delivery`` runs without a flush, and produce
         failed records again."""
         while not self._stop.is_set():
-            self._producer.poll(0.1)
-            self._requeue()
+            try:
+                self._producer.poll(0.1)
+                self._requeue()
+            except Exception:  # a callback raised: say so and keep serving the others
+                log.exception("a Kafka delivery callback failed")
+
+    def _check_not_serving(self, what: str) -> None:
+        if getattr(self._in_callback, "active", False):
+            raise ProducerError(
+                f"cannot {what} from a delivery callback: the callback runs while acknowledgements are "
+                "being served; hand the work to another thread"
+            )
 
     def _requeue(self) -> None:
         """Produce again the records whose delivery failed and can still succeed (as many as the local queue
@@ -199,7 +214,15 @@ class KafkaProducer:
                 )
 
     def _delivered(self, error: KafkaError | None, message: Message, queued: _Queued) -> None:
+        self._in_callback.active = True
+        try:
+            self._report(error, message, queued)
+        finally:
+            self._in_callback.active = False
+
+    def _report(self, error: KafkaError | None, message: Message, queued: _Queued) -> None:
         if error is None:
+            self._log.health.reachable()
             self._settle()
             if queued.user is not None:
                 queued.user(_metadata(message), None)
@@ -238,6 +261,9 @@ class KafkaProducer:
         """Wait until every record produced so far is acknowledged (failed ones are produced again);
         :class:`ProducerError` at ``timeout`` (the records stay queued) or if one failed for good since the
         last flush."""
+        self._check_not_serving("flush")
+        if self._was_forked:
+            raise ProducerError(f"this producer {forks.FORKED}")
         timeout = self.default_flush_s if timeout is None else timeout
         deadline = time.monotonic() + timeout
         while True:
@@ -285,6 +311,7 @@ class KafkaProducer:
             box.append((metadata, error))
             done.set()
 
+        self._check_not_serving("send")
         self.produce(
             topic, value, key=key, headers=headers, partition=partition, timestamp_ms=timestamp_ms,
             on_delivery=delivered,
@@ -297,8 +324,7 @@ class KafkaProducer:
                     f"Kafka at {self._log.bootstrap} did not acknowledge a record to {topic!r} within "
                     f"{self.default_flush_s:g}s; it stays queued and is produced again until Kafka answers"
                 )
-            self._requeue()
-            self._producer.poll(min(0.1, left))
+            done.wait(min(0.1, left))  # the poller serves the report and produces failed records again
         metadata, error = box[0]
         if error is not None:
             raise error
@@ -317,15 +343,19 @@ class KafkaProducer:
         self.close()
 
     def close(self) -> None:
-        """Flush (bounded by :attr:`default_flush_s`), then stop serving delivery reports. Records Kafka did not
-        acknowledge by then are reported in the error; whoever produced them must not count them as done."""
-        if self._closed:
-            return
+        """Refuse new records, flush (bounded by :attr:`default_flush_s`), then stop serving delivery reports.
+        Records Kafka did not acknowledge by then are reported in the error; whoever produced them must not
+        count them as done."""
+        if self._was_forked:
+            return  # nothing to flush with: the fork left librdkafka's threads in the parent
+        with self._failures_lock:
+            if self._closed:
+                return
+            self._closed = True  # first: a flush under threads that keep producing would never end
         try:
             self.flush()
         finally:
-            with self._failures_lock:
-                self._closed = True
             self._stop.set()
-            if self._poller is not None:
-                self._poller.join(timeout=5)
+            # librdkafka's handle lives as long as this object, and the poller holds it: nothing is
+            # destroyed under a poll in flight.
+            self._poller.join(timeout=5)
