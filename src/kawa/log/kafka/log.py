@@ -418,19 +418,22 @@ class KafkaLog:
 
     def lag(self, group: str, topics: Sequence[str] | None = None) -> list[PartitionLag]:
         wanted = set(topics) if topics is not None else None
-        what = f"reading offsets of group {group!r}"
-        description = self.call(
-            what,
-            None,
-            lambda: self._admin.describe_consumer_groups([group], request_timeout=self.timeout_s)[group].result(
-                timeout=self.timeout_s + 1
-            ),
-        )
-        subscribed = {
-            tp.topic
-            for member in description.members or []
-            for tp in (member.assignment.topic_partitions if member.assignment else [])
-        }
+        subscribed: set[str] = set()
+        if wanted is None:
+            # Only when asked for every topic: the admin client's group calls go through the same coordinator
+            # lookup that can crash librdkafka 2.16 while a restarted broker loads its groups (see groups.py).
+            description = self.call(
+                f"reading offsets of group {group!r}",
+                None,
+                lambda: self._admin.describe_consumer_groups([group], request_timeout=self.timeout_s)[group].result(
+                    timeout=self.timeout_s + 1
+                ),
+            )
+            subscribed = {
+                tp.topic
+                for member in description.members or []
+                for tp in (member.assignment.topic_partitions if member.assignment else [])
+            }
         counts = self._metadata()
         if wanted is not None:
             for topic in sorted(wanted - set(counts)):
