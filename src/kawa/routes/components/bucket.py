@@ -65,7 +65,7 @@ class BucketSource:
                 out.append(event)
                 continue
             if not objects:
-                self.events.ack(event.tokens)  # nothing to deliver (removal, test event)
+                self.events.ack(event.tokens)  # nothing to deliver (removal, test event, another bucket)
             out.extend(objects)
         return out
 

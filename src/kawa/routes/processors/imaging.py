@@ -7,6 +7,7 @@ import io
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from kawa.deadletter import scrub
 from kawa.errors import InvalidRoute, MessageRejected
 from kawa.routes.message import Message, is_dicom
 
@@ -26,7 +27,7 @@ def read_dicom(body: Any) -> Any:
     try:
         return dcmread(io.BytesIO(bytes(body)))
     except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OSError) as exc:
-        raise MessageRejected(f"not a readable DICOM file: {type(exc).__name__}: {exc}") from exc
+        raise MessageRejected(f"not a readable DICOM file: {type(exc).__name__}: {scrub(str(exc))}") from exc
 
 
 def _opts(options: Any, name: str) -> dict[str, Any]:
