@@ -30,9 +30,10 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 SCHEMA_VERSION = 2
+_E = TypeVar("_E", bound=BaseException)
 
 UNDECODABLE = "undecodable"
 INVALID_INPUT = "invalid-input"
@@ -291,6 +292,13 @@ def classify(error: BaseException | None) -> str:
     return HANDLER_ERROR
 
 
+def tag(error: _E, reason: str) -> _E:
+    """``error`` marked with a reason code (for errors whose type does not tell, such as a ``MessageRejected``
+    for bytes that do not decode)."""
+    error.kawa_reason = reason  # type: ignore[attr-defined]
+    return error
+
+
 def is_permanent(error: BaseException) -> bool:
     """True when no retry can fix ``error`` (see :func:`classify`)."""
     return classify(error) in PERMANENT_REASONS
@@ -377,5 +385,6 @@ __all__ = [
     "plain_headers",
     "read_reason",
     "scrub",
+    "tag",
     "with_reason",
 ]

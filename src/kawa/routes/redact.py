@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from kawa.deadletter import scrub
+from kawa.deadletter import UNDECODABLE, scrub, tag
 from kawa.errors import InvalidRoute, MessageRejected
 
 Mode = Literal["black", "blur"]
@@ -120,9 +120,10 @@ def redact_image_bytes(data: bytes, boxes: Sequence[Box], mode: Mode = "black") 
             "decoded"
         ) from exc
     except UnidentifiedImageError as exc:
-        raise MessageRejected("pixel-redact: the bytes are not a PNG or JPEG image") from exc
+        raise tag(MessageRejected("pixel-redact: the bytes are not a PNG or JPEG image"), UNDECODABLE) from exc
     except OSError as exc:
-        raise MessageRejected(f"pixel-redact: not a readable PNG/JPEG image: {scrub(str(exc))}") from exc
+        raise tag(MessageRejected(f"pixel-redact: not a readable PNG/JPEG image: {scrub(str(exc))}"),
+                  UNDECODABLE) from exc
     fmt = (image.format or "PNG").upper()
     array = np.asarray(image)
     redacted = redact_pixels(array, boxes, mode, fill=0, frames=False)
@@ -141,11 +142,12 @@ def redact_dataset(ds: Any, boxes: Sequence[Box], mode: Mode = "black") -> Any:
     from pydicom.uid import ExplicitVRLittleEndian
 
     if "PixelData" not in ds:
-        raise MessageRejected("pixel-redact: the DICOM dataset has no pixel data")
+        raise tag(MessageRejected("pixel-redact: the DICOM dataset has no pixel data"), UNDECODABLE)
     try:
         array = ds.pixel_array
     except Exception as exc:
-        raise MessageRejected(f"pixel-redact: cannot decode the DICOM pixel data: {exc}") from exc
+        raise tag(MessageRejected(f"pixel-redact: cannot decode the DICOM pixel data: {scrub(str(exc))}"),
+                  UNDECODABLE) from exc
     frames = int(getattr(ds, "NumberOfFrames", 1) or 1) > 1
     photometric = str(getattr(ds, "PhotometricInterpretation", "")).upper()
     fill = None

@@ -7,7 +7,7 @@ import io
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from kawa.deadletter import scrub
+from kawa.deadletter import UNDECODABLE, scrub, tag
 from kawa.errors import InvalidRoute, MessageRejected
 from kawa.routes.message import Message, is_dicom
 
@@ -27,7 +27,8 @@ def read_dicom(body: Any) -> Any:
     try:
         return dcmread(io.BytesIO(bytes(body)))
     except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OSError) as exc:
-        raise MessageRejected(f"not a readable DICOM file: {type(exc).__name__}: {scrub(str(exc))}") from exc
+        raise tag(MessageRejected(f"not a readable DICOM file: {type(exc).__name__}: {scrub(str(exc))}"),
+                  UNDECODABLE) from exc
 
 
 def _opts(options: Any, name: str) -> dict[str, Any]:
