@@ -315,7 +315,9 @@ def describe_error(error: BaseException | None) -> str:
 
 
 def failure_time() -> datetime:
-    return datetime.now(UTC)
+    """Now, to the millisecond (what the headers keep)."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
 def for_error(

@@ -20,7 +20,8 @@ def read_dicom(body: Any) -> Any:
     if is_dicom(body):
         return body
     if not isinstance(body, bytes | bytearray | memoryview):
-        raise MessageRejected(f"expected DICOM bytes, got {type(body).__name__}")
+        kind = "text" if isinstance(body, str) else "structured data" if isinstance(body, dict | list) else "no bytes"
+        raise tag(MessageRejected(f"expected image or DICOM bytes, got {kind}"), UNDECODABLE)
     from pydicom import dcmread
     from pydicom.errors import InvalidDicomError
 
