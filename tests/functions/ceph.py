@@ -9,7 +9,8 @@ from typing import Any
 _SEQ = [0x17E6A4B2C3D40000]
 
 
-def ceph_record(bucket: str, key: str, *, size: int = 3, etag: str = "0cc175b9c0f1b6a831c399e269772661") -> dict[str, Any]:
+def ceph_record(bucket: str, key: str, *, size: int = 3, etag: str = "0cc175b9c0f1b6a8") -> dict[str, Any]:
+    """One record in RGW's layout (eventName without ``s3:``, a hex sequencer, metadata as a list)."""
     _SEQ[0] += 1
     return {
         "eventVersion": "2.2",
