@@ -96,3 +96,31 @@ def test_fetch_options_are_checked(kafka_ctx: RouteContext) -> None:
     with pytest.raises(InvalidRoute, match="unknown options"):
         Fetch({"buckets": IN}, kafka_ctx)
 
+
+
+def test_a_foreign_record_is_dead_lettered_when_the_route_asks(kafka_bootstrap: str, kafka_ctx: RouteContext) -> None:
+    from kawa.deadletter import read_reason
+
+    ctx, store = kafka_ctx, kafka_ctx.store
+    topic = f"scoped-{uuid.uuid4().hex[:8]}"
+    ctx.log.create_topic(TopicSpec(topic), exist_ok=True)
+    for bucket in (IN, OUT):
+        store.create_bucket(bucket, exist_ok=True)
+    store.put(IN, "legit.txt", b"text", content_type="text/plain")
+    store.put(OUT, "old.txt", b"the anonymized copy", content_type="text/plain")
+    spec = route(
+        "scoped", f"topic:{topic}?group=g-{topic}", [{"fetch": {"bucket": IN, "on-foreign": "dead-letter"}}],
+        f"bucket:{OUT}", errors={"dead-letter": f"topic:{topic}.dlq"},
+    )
+    worker = start(spec, ctx)
+    try:
+        send(kafka_bootstrap, topic, ceph_record(OUT, "old.txt"), ceph_record(IN, "legit.txt"))
+        (dead,) = read_topic(ctx, f"{topic}.dlq", 1, timeout=90)
+        wait_for(lambda: "legit.txt" in [o.key for o in store.list_objects(OUT).objects], timeout=60)
+    finally:
+        worker.stop()
+    why = read_reason(dead.headers)
+    assert why is not None and (why.reason, why.kind, why.attempts) == ("foreign-bucket", "route", 1)
+    assert why.source_topic == topic and "old.txt" not in why.message
+    with store.get(OUT, "old.txt") as reader:
+        assert reader.read() == b"the anonymized copy"
