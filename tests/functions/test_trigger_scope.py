@@ -107,3 +107,36 @@ def test_a_foreign_record_is_dead_lettered_when_the_trigger_asks(world: Any) -> 
     assert results[0][1] == "legit.png"
     with store.get(OUT, "old.png") as reader:
         assert reader.read() == b"the processed copy"
+
+
+def test_over_http_a_foreign_record_is_acknowledged_without_running_the_handler() -> None:
+    """The Knative shape: a KafkaSource delivery naming the output bucket is answered 202, never handled."""
+    import json
+
+    from kawa.functions.context import Runtime
+    from kawa.functions.dedupe import MemoryDedupeStore
+    from kawa.functions.http import BackgroundServer, create_app
+    from kawa.log import open_log as open_any_log
+    from tests.functions.test_http import post
+
+    memlog = open_any_log("memory:")
+    calls: list[str] = []
+    app = App("web-scope")
+
+    @app.function(bucket=IN, topic="t")
+    def handle(event: CloudEvent, ctx: Context) -> None:
+        calls.append(str(event.get_id()))
+
+    runtime = Runtime(app.get("handle"), log=memlog, dedupe=MemoryDedupeStore())
+    headers = {"ce-specversion": "1.0", "ce-id": "partition:0/offset:7", "ce-source": "/kafkasources/x#t",
+               "ce-type": "dev.knative.kafka.event", "content-type": "application/json"}
+    try:
+        with BackgroundServer(create_app(runtime)) as srv:
+            foreign = json.dumps({"Records": [ceph_record(OUT, "old.png")]}).encode()
+            assert post(srv.url, foreign, headers)[0] == 202
+            assert calls == [] and runtime.metrics.snapshot().skipped_foreign == 1
+            legit = json.dumps({"Records": [ceph_record(IN, "legit.png")]}).encode()
+            assert post(srv.url, legit, {**headers, "ce-id": "partition:0/offset:8"})[0] == 202
+            assert len(calls) == 1
+    finally:
+        memlog.close()
