@@ -16,6 +16,7 @@ from kawa.apps.xray.imaging import decode, model_input, redact
 from kawa.apps.xray.pipeline import RESULT_TYPE, processed_key
 from kawa.apps.xray.settings import XraySettings
 from kawa.apps.xray.stack import Counts, XrayStack
+from kawa.deadletter import read_reason
 from kawa.events import from_record
 
 from .conftest import TrainedModel
@@ -113,12 +114,14 @@ def test_result_events_match_the_rows(run: Run) -> None:
 def test_damaged_uploads_are_dead_lettered_with_a_reason(run: Run) -> None:
     s = run.settings
     bad_keys = {u.key for u in run.batch.corrupt}
-    for topic, header in ((s.dead_letter_topic, "kawa-error-message"), (s.deid_dead_letter_topic, "ce_kawaerror")):
+    for topic, kind in ((s.dead_letter_topic, "function"), (s.deid_dead_letter_topic, "route")):
         records = read_topic(run.stack.log, topic, 2)
         assert len(records) == 2
         for record in records:
-            reason = (record.header(header) or b"").decode()
-            assert reason, f"{topic}: no reason in {record.headers}"
+            why = read_reason(record.headers)  # the one schema, whichever component wrote it
+            assert why is not None and why.message, f"{topic}: no reason in {record.headers}"
+            assert why.kind == kind and why.attempts == 1 and why.reason == "undecodable", why
+            assert "0x" not in why.message and record.header("kawa-dlq-reason") == b"undecodable"
             assert any(k in record_text(record) for k in bad_keys)
     assert not run.stack.results.summary(prefix="scans/")["count"] > N
 

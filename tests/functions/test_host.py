@@ -68,15 +68,18 @@ def test_retries_then_dead_letter_with_the_reason(memlog: EventLog) -> None:
     (source,) = read_all(memlog, "in", 1)
     assert dead.value == source.value and dead.key == b"k1"
     assert set(source.headers) <= set(dead.headers), "the original headers travel unchanged"
-    assert dead.header("kawa-error-type") == b"ValueError"
-    assert dead.header("kawa-error-message") == b"cannot read img1.dcm"
-    assert dead.header("kawa-attempts") == b"3"
-    assert dead.header("kawa-function") == b"t.broken"
-    assert dead.header("kawa-source-topic") == b"in"
+    assert dead.header("kawa-dlq-reason") == b"handler-error"
+    assert dead.header("kawa-dlq-message") == b"cannot read img1.dcm"
+    assert dead.header("kawa-dlq-attempts") == b"3"
+    assert dead.header("kawa-dlq-kind") == b"function" and dead.header("kawa-dlq-component") == b"t.broken"
+    assert dead.header("kawa-dlq-source-topic") == b"in"
+    assert (dead.header("kawa-dlq-source-partition"), dead.header("kawa-dlq-source-offset")) == (b"0", b"0")
+    first, last = dead.header("kawa-dlq-first-failure"), dead.header("kawa-dlq-last-failure")
+    assert first is not None and last is not None and first <= last
     event = from_record(dead)  # still the original CloudEvent, with the reason as extensions
     assert (event.get_id(), event.get_source(), event.get_data()) == ("poison-1", "/src", {"a": 1})
-    assert event.get_extension("kawaerrortype") == "ValueError"
-    assert event.get_extension("kawafunction") == "t.broken"
+    assert event.get_extension("kawadlqreason") == "handler-error"
+    assert event.get_extension("kawadlqcomponent") == "t.broken"
 
 
 def test_a_poison_event_does_not_block_later_events_of_its_partition(memlog: EventLog) -> None:
@@ -117,7 +120,7 @@ def test_permanent_error_is_dead_lettered_without_retries(memlog: EventLog) -> N
         wait_for(lambda: host.metrics()["t.strict"].dead_lettered == 1)
     assert calls == [1]
     (dead,) = read_all(memlog, "in.dlq", 1)
-    assert dead.header("kawa-error-type") == b"PermanentError" and dead.header("kawa-attempts") == b"1"
+    assert dead.header("kawa-dlq-reason") == b"invalid-input" and dead.header("kawa-dlq-attempts") == b"1"
 
 
 def test_records_that_are_not_cloudevents_are_dead_lettered_and_passed(memlog: EventLog) -> None:
@@ -135,8 +138,8 @@ def test_records_that_are_not_cloudevents_are_dead_lettered_and_passed(memlog: E
         wait_for(lambda: host.metrics()["t.handle"].succeeded == 2 and host.metrics()["t.handle"].dead_lettered == 1)
         wait_for(lambda: committed(memlog, "kawa-fn-t-handle", "in") == {0: 3})
     (dead,) = read_all(memlog, "in.dlq", 1)
-    assert dead.value == b"plain bytes" and dead.header("kawa-error-type") == b"EventError"
-    assert dead.header("kawa-attempts") == b"0"
+    assert dead.value == b"plain bytes" and dead.header("kawa-dlq-reason") == b"undecodable"
+    assert dead.header("kawa-dlq-attempts") == b"1"
 
 
 def test_filtered_events_are_skipped_and_committed(memlog: EventLog) -> None:

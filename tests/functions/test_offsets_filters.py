@@ -113,3 +113,51 @@ def test_filters_never_look_at_data() -> None:
 def test_invalid_filters_are_refused_with_a_reason(spec: object) -> None:
     with pytest.raises(InvalidFunction):
         EventFilter(spec)
+
+
+def test_an_offset_holding_several_events_finishes_with_the_last_of_them() -> None:
+    tp = TopicPartition("t", 0)
+    tracker = OffsetTracker()
+    for offset in (0, 1, 2):
+        tracker.add(tp, offset)
+    tracker.expect(tp, 0, 2)  # a notification of two records
+    tracker.expect(tp, 1, 0)  # an s3:TestEvent: nothing to run, finished at once
+    assert tracker.committable() == {tp: 0}
+    tracker.finish(tp, 0)
+    assert tracker.committable() == {tp: 0}, "one of its two events is still running"
+    tracker.finish(tp, 2)
+    tracker.finish(tp, 0)
+    assert tracker.committable() == {tp: 3}
+
+
+def test_an_s3_event_of_several_records_unwraps_into_one_event_each() -> None:
+    from kawa.functions.envelopes import from_raw_value, unwrap
+    from kawa.store.parse import parse_records
+    from tests.functions.ceph import ceph_record
+
+    records = [ceph_record("b", "one.png"), ceph_record("b", "two.png")]
+    event = new_event("com.amazonaws.s3.ObjectCreated:Put", "ceph:s3.default.b", {"Records": records}, id="n1")
+    parts = unwrap(event)
+    assert [p.get_id() for p in parts] == ["n1#0", "n1#1"]
+    assert [p.get_subject() for p in parts] == ["one.png", "two.png"]
+    assert [[r.key for r in parse_records(p)] for p in parts] == [["one.png"], ["two.png"]]
+    import json
+
+    raw = from_raw_value(json.dumps({"Records": records}).encode())
+    assert len({e.get_id() for e in raw}) == 2 and [e.get_subject() for e in raw] == ["one.png", "two.png"]
+    assert from_raw_value(b'{"Event": "s3:TestEvent"}') == []
+
+
+def test_a_trigger_scope_names_foreign_buckets() -> None:
+    from kawa.functions.filters import TriggerScope
+    from kawa.store.records import to_cloudevent
+    from tests.functions.ceph import ceph_record
+
+    scope = TriggerScope(["xray-images"])
+    assert scope.foreign(to_cloudevent(ceph_record("xray-images", "a.png"))) is None
+    reason = scope.foreign(to_cloudevent(ceph_record("xray-images-processed", "a.png")))
+    assert reason is not None and "xray-images-processed" in reason and "a.png" not in reason
+    assert TriggerScope().foreign(to_cloudevent(ceph_record("any", "a.png"))) is None
+    assert scope.foreign(new_event("orders.created", "/shop", {"n": 1})) is None  # not a bucket event
+    with pytest.raises(InvalidFunction, match="on_foreign"):
+        TriggerScope(["b"], "process")

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from kawa.deadletter import read_reason
 from kawa.events import from_record, new_event, to_kafka
 from kawa.log.base import TopicSpec
 from kawa.routes.components.base import RouteContext
@@ -64,8 +65,11 @@ def test_redelivery_then_dead_letter_with_reason(make_ctx: Ctx) -> None:
     assert len(dead) == 1
     event = from_record(dead[0])
     assert event.get_data() == {"n": 13}  # the original message, for a later re-drive
-    assert "transient failure for 13" in event.get_attributes()["kawaerror"]
-    assert event.get_attributes()["kawaattempts"] == "4"
+    assert "transient failure for 13" in event.get_attributes()["kawadlqmessage"]
+    assert event.get_attributes()["kawadlqattempts"] == "4"
+    why = read_reason(dead[0].headers)  # the one schema, also as plain kawa-dlq-* headers
+    assert why is not None and (why.reason, why.kind, why.component) == ("handler-error", "route", "flaky")
+    assert why.source_topic == "flaky-in" and dead[0].header("kawa-dlq-attempts") == b"4"
     assert FLAKY_CALLS["13"] == 4 and FLAKY_CALLS["12"] == 3
 
 
@@ -91,8 +95,8 @@ def test_undecodable_dicom_and_csv_rows_are_dead_lettered_and_the_route_goes_on(
     finally:
         worker.stop()
     assert (tmp_path / "dicom-dlq" / "a-broken.dcm").read_bytes().endswith(b"garbage")
-    reason = (tmp_path / "dicom-dlq" / "a-broken.dcm.error.txt").read_text()
-    assert "not a readable DICOM file" in reason
+    reason = json.loads((tmp_path / "dicom-dlq" / "a-broken.dcm.error.json").read_text())
+    assert "not a readable DICOM file" in reason["message"] and reason["attempts"] == 1
 
     rows = tmp_path / "rows.csv"
     rows.write_bytes(b"id,amount\n1,10\n2,\xff\xfe\n3\n4,40\n")
@@ -110,7 +114,7 @@ def test_undecodable_dicom_and_csv_rows_are_dead_lettered_and_the_route_goes_on(
         wait_for(lambda: ctx.progress.get("csv", "row") == 4)
     finally:
         worker.stop()
-    reasons = sorted(from_record(r).get_attributes()["kawaerror"] for r in dead)
+    reasons = sorted(from_record(r).get_attributes()["kawadlqmessage"] for r in dead)
     assert "not valid UTF-8" in reasons[0] and "1 fields, the header has 2" in reasons[1]
     with sqlite3.connect(tmp_path / "rows.db") as db:
         assert [r[0] for r in db.execute("select id from rows order by id")] == ["1", "4"]

@@ -12,14 +12,14 @@ import importlib.util
 import inspect
 import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from kawa.errors import AppLoadError, FunctionNotFound, InvalidFunction
 from kawa.functions.autoscaler import ScalingPolicy
-from kawa.functions.filters import EventFilter
+from kawa.functions.filters import EventFilter, TriggerScope
 
 Handler = Callable[..., Any]
 F = TypeVar("F", bound=Handler)
@@ -64,6 +64,8 @@ class FunctionSpec:
     initial_offset: Literal["earliest", "latest"] = "earliest"
     config: Mapping[str, Any] = field(default_factory=dict)
     is_async: bool = False
+    scope: TriggerScope = field(default_factory=TriggerScope, compare=False)
+    """The buckets the trigger names: S3 events of any other bucket are never handled (see TriggerScope)."""
 
     @property
     def qualified_name(self) -> str:
@@ -104,8 +106,9 @@ class App:
         *,
         name: str | None = None,
         topic: str | None = None,
-        bucket: str | None = None,
+        bucket: str | Sequence[str] | None = None,
         filter: Any = None,
+        on_foreign: Literal["skip", "dead-letter"] = "skip",
         concurrency: int = 4,
         min_scale: int = 0,
         max_scale: int = 8,
@@ -125,10 +128,13 @@ class App:
         initial_offset: Literal["earliest", "latest"] = "earliest",
         config: Mapping[str, Any] | None = None,
     ) -> Callable[[F], F]:
-        """A decorator that registers a handler. Trigger: ``topic``, or ``bucket`` (its object notifications
-        are wired to a topic named like the bucket unless ``topic`` is given; without a ``filter`` only
-        ``ObjectCreated`` events reach the handler). The decorated handler is returned unchanged, so it
-        stays callable in tests: ``handler(event, ctx)``."""
+        """A decorator that registers a handler. Trigger: ``topic``, or ``bucket`` (one name or several; its
+        object notifications are wired to a topic named like the first bucket unless ``topic`` is given;
+        without a ``filter`` only ``ObjectCreated`` events reach the handler). The handler acts only on
+        records of the buckets named: a record of another bucket on the same topic (Ceph topics may be
+        shared, an output bucket among them) is skipped and counted, or dead-lettered with
+        ``on_foreign="dead-letter"``. The decorated handler is returned unchanged, so it stays callable in
+        tests: ``handler(event, ctx)``."""
 
         def register(fn: F) -> F:
             fname = name or fn.__name__.replace("_", "-").lower()
@@ -138,14 +144,17 @@ class App:
                 )
             if fname in self.functions:
                 raise InvalidFunction(f"app {self.name!r} already has a function named {fname!r}")
-            source = topic or bucket
+            buckets = (bucket,) if isinstance(bucket, str) else tuple(bucket or ())
+            if not all(isinstance(b, str) and b for b in buckets):
+                raise InvalidFunction(f"function {fname!r}: bucket must be a bucket name or a list of them")
+            source = topic or (buckets[0] if buckets else None)
             if not source:
                 raise InvalidFunction(f"function {fname!r} needs a trigger: topic=... or bucket=...")
             if not callable(fn):
                 raise InvalidFunction(f"function {fname!r}: the handler is not callable")
             spec = FunctionSpec(
-                app=self.name, name=fname, handler=fn, topic=source, bucket=bucket,
-                filter=EventFilter(BUCKET_CREATED_FILTER if bucket and filter is None else filter),
+                app=self.name, name=fname, handler=fn, topic=source, bucket=buckets[0] if buckets else None,
+                filter=EventFilter(BUCKET_CREATED_FILTER if buckets and filter is None else filter),
                 concurrency=concurrency, min_scale=min_scale, max_scale=max_scale, initial_scale=initial_scale,
                 target_utilization=target_utilization, stable_window_s=stable_window_s,
                 panic_window_pct=panic_window_pct, panic_threshold_pct=panic_threshold_pct,
@@ -154,6 +163,7 @@ class App:
                 dead_letter_topic=dead_letter_topic or f"{source}.dlq", ordered_by_key=ordered_by_key,
                 group=group or f"kawa-fn-{self.name}-{fname}", initial_offset=initial_offset,
                 config=dict(config or {}), is_async=inspect.iscoroutinefunction(fn),
+                scope=TriggerScope(buckets, on_foreign),
             )
             _validate(spec)
             self.functions[fname] = spec

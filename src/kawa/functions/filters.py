@@ -157,3 +157,63 @@ def _not(inner: Check, spec: Any) -> Check:
         return f"the event matches the 'not' filter {spec!r}" if inner(attributes) is None else None
 
     return check
+
+
+class TriggerScope:
+    """The buckets a function's trigger names (``@app.function(bucket=...)``). An S3 event of any other
+    bucket is *foreign*: never handed to the handler, but skipped and counted (``skipped_foreign``) with a
+    rate-limited log line, or dead-lettered when ``on_foreign="dead-letter"``. Events that are not S3
+    notifications, and every event of a function without buckets, are in scope."""
+
+    def __init__(self, buckets: Sequence[str] = (), on_foreign: str = "skip") -> None:
+        if on_foreign not in ("skip", "dead-letter"):
+            raise InvalidFunction(f"on_foreign must be 'skip' or 'dead-letter', got {on_foreign!r}")
+        self.buckets = tuple(buckets)
+        self.on_foreign = on_foreign
+        self._scope: Any = None
+
+    @property
+    def dead_letters(self) -> bool:
+        return self.on_foreign == "dead-letter"
+
+    def _bucket_scope(self) -> Any:
+        if self._scope is None:
+            from kawa.store.parse import BucketScope  # the store is imported only when a bucket event comes
+
+            self._scope = BucketScope(self.buckets, self.on_foreign)
+        return self._scope
+
+    def foreign(self, event: CloudEvent) -> str | None:
+        """Why ``event`` is out of scope (the bucket its record names is not the trigger's), else None."""
+        if not self.buckets or not str(event.get_type()).startswith("com.amazonaws.s3."):
+            return None
+        from kawa.errors import EventError
+        from kawa.store.parse import parse_records
+
+        scope = self._bucket_scope()
+        try:
+            records = parse_records(event)
+        except EventError:
+            return None  # not readable as a notification: the handler reports that itself
+        for record in records:
+            if scope.is_foreign(record):
+                return str(scope.reason(record))
+        return None
+
+    def note(self, logger: Any, component: str, event: CloudEvent) -> None:
+        """Log (at most once a minute per bucket) that ``event`` was skipped as foreign."""
+        from kawa.errors import EventError
+        from kawa.store.parse import parse_records
+
+        scope = self._bucket_scope()
+        try:
+            records = parse_records(event)
+        except EventError:
+            return
+        for record in records:
+            if scope.is_foreign(record):
+                scope.note(logger, component, record)
+                return
+
+    def __repr__(self) -> str:
+        return f"TriggerScope({list(self.buckets)!r}, on_foreign={self.on_foreign!r})"

@@ -107,6 +107,13 @@ class FunctionEndpoint:
         first_reply: CloudEvent | None = None
         duplicates = 0
         for event in events:
+            foreign = self.spec.scope.foreign(event)
+            if foreign is not None:  # a bucket the trigger does not name: never handled
+                self.runtime.metrics.add("skipped_foreign")
+                self.spec.scope.note(log, self.spec.qualified_name, event)
+                if self.spec.scope.dead_letters:
+                    return _error(400, "foreign-bucket", f"{self.spec.qualified_name} does not act on it: {foreign}")
+                continue
             reason = self.spec.filter.explain(event)
             if reason is not None:
                 if self.accept_filtered:

@@ -12,26 +12,20 @@ import threading
 import time
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
+from kawa import deadletter
 from kawa.errors import EventError, FunctionError
 from kawa.events import CloudEvent, to_kafka
 from kawa.functions.context import Context, Runtime, derived_id
 
-# Header names on dead-letter records (plain headers, plus ce_ extensions so the record still reads as a
-# CloudEvent whose extensions say what went wrong).
-DLQ_HEADERS = {
-    "error_type": ("kawa-error-type", "ce_kawaerrortype"),
-    "error_message": ("kawa-error-message", "ce_kawaerrormessage"),
-    "attempts": ("kawa-attempts", "ce_kawaattempts"),
-    "function": ("kawa-function", "ce_kawafunction"),
-    "source_topic": ("kawa-source-topic", "ce_kawasourcetopic"),
-}
-_MAX_MESSAGE = 2000
-
 
 class PermanentError(FunctionError):
-    """Raise from a handler when the event can never succeed: no retries, dead-lettered at once (HTTP 400)."""
+    """Raise from a handler when the event can never succeed: no retries, dead-lettered at once (HTTP 400).
+
+    Errors :func:`kawa.deadletter.is_permanent` recognizes (a decompression bomb, undecodable image, DICOM or
+    JSON bytes, a schema validation failure) are treated the same without being wrapped."""
 
 
 @dataclass(slots=True)
@@ -45,6 +39,9 @@ class Outcome:
     attempts: int = 0
     handler_s: float = 0.0
     emitted: int = 0
+    first_failure: datetime | None = None
+    last_failure: datetime | None = None
+    reason: str | None = None  # a dead-letter reason code that overrides the one the error gives
 
 
 def run_coroutine(coro: Coroutine[Any, Any, Any]) -> Any:
@@ -76,6 +73,11 @@ def normalize_replies(runtime: Runtime, event: CloudEvent, result: Any) -> list[
     return replies
 
 
+def _failed(error: Exception, attempt: int, handler_s: float) -> Outcome:
+    status = "permanent" if isinstance(error, PermanentError) or deadletter.is_permanent(error) else "failed"
+    return Outcome(status, error=error, attempts=attempt, handler_s=handler_s, last_failure=deadletter.failure_time())
+
+
 def invoke(runtime: Runtime, event: CloudEvent, attempt: int = 1) -> Outcome:
     """One attempt. Exceptions are caught into ``Outcome(status="failed"|"permanent")``."""
     ctx = Context(runtime, event, attempt)
@@ -85,10 +87,8 @@ def invoke(runtime: Runtime, event: CloudEvent, attempt: int = 1) -> Outcome:
         if runtime.spec.is_async or asyncio.iscoroutine(result):
             result = run_coroutine(result)
         replies = normalize_replies(runtime, event, result)
-    except PermanentError as exc:
-        return Outcome("permanent", error=exc, attempts=attempt, handler_s=time.perf_counter() - start)
     except Exception as exc:
-        return Outcome("failed", error=exc, attempts=attempt, handler_s=time.perf_counter() - start)
+        return _failed(exc, attempt, time.perf_counter() - start)
     return Outcome("ok", replies, attempts=attempt, handler_s=time.perf_counter() - start, emitted=ctx._emitted)
 
 
@@ -98,16 +98,19 @@ def invoke_with_retries(runtime: Runtime, event: CloudEvent, stop: threading.Eve
     spec = runtime.spec
     attempt = 1
     total = 0.0
+    first: datetime | None = None
     while True:
         outcome = invoke(runtime, event, attempt)
         total += outcome.handler_s
         if outcome.status == "ok":
             outcome.handler_s = total
             return outcome
+        first = first or outcome.last_failure
+        outcome.first_failure = first
         runtime.metrics.add("failed_attempts")
         runtime.logger.warning(
             "%s attempt %d/%d failed on event %s: %s: %s", spec.qualified_name, attempt, spec.retries + 1,
-            event.get_id(), type(outcome.error).__name__, outcome.error,
+            event.get_id(), type(outcome.error).__name__, deadletter.describe_error(outcome.error),
         )
         if outcome.status == "permanent" or attempt > spec.retries:
             outcome.status, outcome.handler_s = "dead", total
@@ -128,10 +131,8 @@ async def ainvoke(runtime: Runtime, event: CloudEvent, attempt: int = 1) -> Outc
         if asyncio.iscoroutine(result):
             result = await result
         replies = normalize_replies(runtime, event, result)
-    except PermanentError as exc:
-        return Outcome("permanent", error=exc, attempts=attempt, handler_s=time.perf_counter() - start)
     except Exception as exc:
-        return Outcome("failed", error=exc, attempts=attempt, handler_s=time.perf_counter() - start)
+        return _failed(exc, attempt, time.perf_counter() - start)
     return Outcome("ok", replies, attempts=attempt, handler_s=time.perf_counter() - start, emitted=ctx._emitted)
 
 
@@ -140,16 +141,19 @@ async def ainvoke_with_retries(runtime: Runtime, event: CloudEvent, stop: thread
     spec = runtime.spec
     attempt = 1
     total = 0.0
+    first: datetime | None = None
     while True:
         outcome = await ainvoke(runtime, event, attempt)
         total += outcome.handler_s
         if outcome.status == "ok":
             outcome.handler_s = total
             return outcome
+        first = first or outcome.last_failure
+        outcome.first_failure = first
         runtime.metrics.add("failed_attempts")
         runtime.logger.warning(
             "%s attempt %d/%d failed on event %s: %s: %s", spec.qualified_name, attempt, spec.retries + 1,
-            event.get_id(), type(outcome.error).__name__, outcome.error,
+            event.get_id(), type(outcome.error).__name__, deadletter.describe_error(outcome.error),
         )
         if outcome.status == "permanent" or attempt > spec.retries:
             outcome.status, outcome.handler_s = "dead", total
@@ -179,29 +183,37 @@ def send_replies(runtime: Runtime, replies: Sequence[CloudEvent], key: bytes | N
 
 def dead_letter_headers(
     headers: Sequence[tuple[str, bytes]],
-    error: BaseException | None,
-    attempts: int,
+    outcome: Outcome,
     function: str,
     source_topic: str = "",
+    source_partition: int | None = None,
+    source_offset: int | None = None,
 ) -> list[tuple[str, bytes]]:
-    """The original headers plus the reason (error type, message, attempts, function) and the topic the
-    event came from, so a re-drive knows where to send it."""
-    reason = {
-        "error_type": type(error).__name__ if error is not None else "Unknown",
-        "error_message": (str(error) if error is not None else "")[:_MAX_MESSAGE],
-        "attempts": str(attempts),
-        "function": function,
-        "source_topic": source_topic,
-    }
-    ours = {name.lower() for pair in DLQ_HEADERS.values() for name in pair}
-    out = [(k, v) for k, v in headers if k.lower() not in ours]
-    for field_name, (plain, extension) in DLQ_HEADERS.items():
-        value = reason[field_name].encode("utf-8", "replace")
-        out.append((plain, value))
-        out.append((extension, value))
-    return out
+    """The original headers plus the reason in the one dead-letter schema (:mod:`kawa.deadletter`): code,
+    message in Kawa's words, attempts, the function, where the record came from (so a re-drive knows where
+    to send it) and when it failed."""
+    reason = deadletter.for_error(
+        outcome.error,
+        attempts=outcome.attempts,
+        kind="function",
+        component=function,
+        source_topic=source_topic,
+        source_partition=source_partition,
+        source_offset=source_offset,
+        first_failure=outcome.first_failure,
+        last_failure=outcome.last_failure,
+        reason=outcome.reason,
+    )
+    return deadletter.with_reason(headers, reason)
 
 
 def undecodable(error: EventError) -> Outcome:
-    """The outcome for a record that is not a CloudEvent: dead-lettered without an attempt."""
-    return Outcome("dead", error=error, attempts=0)
+    """The outcome for a record that is not a CloudEvent: dead-lettered after its one (decoding) attempt."""
+    return Outcome("dead", error=error, attempts=1, last_failure=deadletter.failure_time())
+
+
+def foreign_bucket(reason: str) -> Outcome:
+    """The outcome for a record of a bucket the trigger does not name, when it asks to dead-letter those."""
+    error = EventError(f"not acted on: {reason}")
+    return Outcome("dead", error=error, attempts=1, last_failure=deadletter.failure_time(),
+                   reason=deadletter.FOREIGN_BUCKET)

@@ -79,6 +79,7 @@ class FunctionStats:
     latency_p99_ms: float | None
     end_to_end_p99_ms: float | None
     scale_events: int
+    skipped_foreign: int = 0  # records of a bucket the trigger does not name (never processed)
     custom: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -122,6 +123,7 @@ class FunctionMetrics:
         self.dead_lettered = 0
         self.filtered = 0
         self.duplicates = 0
+        self.skipped_foreign = 0
         self.scale_events = 0
         self.latency = LatencyWindow()
         self.end_to_end = LatencyWindow()
@@ -153,7 +155,7 @@ class FunctionMetrics:
             failed_attempts=self.failed_attempts, retries=self.retries, dead_lettered=self.dead_lettered,
             filtered=self.filtered, duplicates=self.duplicates, rate_per_s=round(rate, 3),
             latency_p50_ms=_ms(p50), latency_p99_ms=_ms(p99), end_to_end_p99_ms=_ms(e2e),
-            scale_events=self.scale_events, custom=self.user.snapshot(),
+            scale_events=self.scale_events, skipped_foreign=self.skipped_foreign, custom=self.user.snapshot(),
         )
 
 

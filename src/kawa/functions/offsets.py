@@ -15,11 +15,12 @@ from kawa.log.base import TopicPartition
 
 
 class _Partition:
-    __slots__ = ("committed", "done", "last", "pending")
+    __slots__ = ("committed", "done", "last", "parts", "pending")
 
     def __init__(self) -> None:
         self.pending: deque[int] = deque()  # handed out, in order; finished ones are popped from the left
         self.done: set[int] = set()  # finished but not yet at the left end
+        self.parts: dict[int, int] = {}  # offsets that stand for several events: finishes still expected
         self.last: int | None = None
         self.committed: int | None = None
 
@@ -45,11 +46,29 @@ class OffsetTracker:
         part.pending.append(offset)
         part.last = offset
 
+    def expect(self, tp: TopicPartition, offset: int, parts: int) -> None:
+        """The handed-out ``offset`` holds ``parts`` events (a notification with several records): it finishes
+        when each of them did. ``0`` finishes it now."""
+        part = self._parts.get(tp)
+        if part is None or offset not in part.pending:
+            return
+        if parts <= 0:
+            part.parts.pop(offset, None)
+            self.finish(tp, offset)
+        elif parts > 1:
+            part.parts[offset] = parts
+
     def finish(self, tp: TopicPartition, offset: int) -> None:
         """Record that ``offset`` finished (succeeded, was filtered out or was dead-lettered)."""
         part = self._parts.get(tp)
         if part is None:
             return  # the partition was reset (revoked) while the invocation ran
+        left = part.parts.get(offset)
+        if left is not None:
+            if left > 1:
+                part.parts[offset] = left - 1
+                return
+            del part.parts[offset]
         if part.pending and part.pending[0] == offset:
             part.pending.popleft()
             while part.pending and part.pending[0] in part.done:

@@ -21,15 +21,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from kawa.errors import BackendUnavailable, CommitFailed, EventError, ProducerError
-from kawa.events import CloudEvent, event_key, from_record, is_cloudevent
+from kawa.events import CloudEvent, event_key
 from kawa.functions.autoscaler import KPA
 from kawa.functions.context import Runtime
 from kawa.functions.dedupe import DEAD_LETTERED, DONE
-from kawa.functions.envelopes import from_raw_value
+from kawa.functions.envelopes import record_events
 from kawa.functions.invoke import (
     Outcome,
     ainvoke_with_retries,
     dead_letter_headers,
+    foreign_bucket,
     invoke_with_retries,
     send_replies,
     undecodable,
@@ -193,20 +194,31 @@ class FunctionRunner:
             epoch = self._epochs.get(tp, 0)
             order_key = (tp, record.key) if spec.ordered_by_key else None
             try:
-                event = from_record(record) if is_cloudevent(record.headers) else from_raw_value(record.value)
+                events = record_events(record)  # one per S3 record, each with its own id
             except EventError as exc:
                 jobs.append(Job(record, tp, epoch, None, order_key, undecodable(exc)))
                 continue
-            reason = spec.filter.explain(event)
-            if reason is not None:
-                metrics.filtered += 1
-                self.tracker.finish(tp, record.offset)
-                continue
-            if dedupe.status(scope, event_key(event)) in (DONE, DEAD_LETTERED):
-                metrics.duplicates += 1
-                self.tracker.finish(tp, record.offset)
-                continue
-            jobs.append(Job(record, tp, epoch, event, order_key))
+            self.tracker.expect(tp, record.offset, len(events))
+            for event in events:
+                foreign = spec.scope.foreign(event)
+                if foreign is not None:  # a record of a bucket the trigger does not name: never handled
+                    metrics.skipped_foreign += 1
+                    spec.scope.note(log, spec.qualified_name, event)
+                    if spec.scope.dead_letters:
+                        jobs.append(Job(record, tp, epoch, event, order_key, foreign_bucket(foreign)))
+                    else:
+                        self.tracker.finish(tp, record.offset)
+                    continue
+                reason = spec.filter.explain(event)
+                if reason is not None:
+                    metrics.filtered += 1
+                    self.tracker.finish(tp, record.offset)
+                    continue
+                if dedupe.status(scope, event_key(event)) in (DONE, DEAD_LETTERED):
+                    metrics.duplicates += 1
+                    self.tracker.finish(tp, record.offset)
+                    continue
+                jobs.append(Job(record, tp, epoch, event, order_key))
         metrics.received += len(records)
         if not jobs:
             return
@@ -320,7 +332,7 @@ class FunctionRunner:
         if outcome.status == "dead":
             record = job.record
             headers = dead_letter_headers(
-                record.headers, outcome.error, outcome.attempts, self.spec.qualified_name, record.topic
+                record.headers, outcome, self.spec.qualified_name, record.topic, record.partition, record.offset
             )
             try:
                 self._produce_until_queued(lambda: self.runtime.producer.produce(

@@ -36,6 +36,8 @@ class Message:
     tokens: tuple[Token, ...] = ()
     error: str | None = None
     """Set by a source for input it could not decode: the runner dead-letters the message with this reason."""
+    error_reason: str | None = None
+    """The dead-letter reason code for ``error`` (:mod:`kawa.deadletter`), default ``undecodable``."""
 
     def derive(
         self, body: Any = None, *, suffix: str | None = None, headers: Mapping[str, Any] | None = None
@@ -50,6 +52,7 @@ class Message:
             time=self.time,
             tokens=self.tokens,
             error=self.error,
+            error_reason=self.error_reason,
         )
 
     @property

@@ -10,9 +10,11 @@ the darkest displayed value, so MONOCHROME1 gets the maximum).
 from __future__ import annotations
 
 import io
+import warnings
 from collections.abc import Sequence
 from typing import Any, Literal
 
+from kawa.deadletter import UNDECODABLE, scrub, tag
 from kawa.errors import InvalidRoute, MessageRejected
 
 Mode = Literal["black", "blur"]
@@ -107,10 +109,21 @@ def redact_image_bytes(data: bytes, boxes: Sequence[Box], mode: Mode = "black") 
     from PIL import Image, UnidentifiedImageError
 
     try:
-        image = Image.open(io.BytesIO(data))
-        image.load()
-    except (UnidentifiedImageError, OSError) as exc:
-        raise MessageRejected(f"pixel-redact: not a readable PNG/JPEG image: {exc}") from exc
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            image.load()
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+        # Never retried: the same bytes are the same bomb (the reason code says so, see kawa.deadletter).
+        raise MessageRejected(
+            "pixel-redact: the image declares more pixels than allowed (decompression bomb guard); it was not "
+            "decoded"
+        ) from exc
+    except UnidentifiedImageError as exc:
+        raise tag(MessageRejected("pixel-redact: the bytes are not a PNG or JPEG image"), UNDECODABLE) from exc
+    except OSError as exc:
+        raise tag(MessageRejected(f"pixel-redact: not a readable PNG/JPEG image: {scrub(str(exc))}"),
+                  UNDECODABLE) from exc
     fmt = (image.format or "PNG").upper()
     array = np.asarray(image)
     redacted = redact_pixels(array, boxes, mode, fill=0, frames=False)
@@ -129,11 +142,12 @@ def redact_dataset(ds: Any, boxes: Sequence[Box], mode: Mode = "black") -> Any:
     from pydicom.uid import ExplicitVRLittleEndian
 
     if "PixelData" not in ds:
-        raise MessageRejected("pixel-redact: the DICOM dataset has no pixel data")
+        raise tag(MessageRejected("pixel-redact: the DICOM dataset has no pixel data"), UNDECODABLE)
     try:
         array = ds.pixel_array
     except Exception as exc:
-        raise MessageRejected(f"pixel-redact: cannot decode the DICOM pixel data: {exc}") from exc
+        raise tag(MessageRejected(f"pixel-redact: cannot decode the DICOM pixel data: {scrub(str(exc))}"),
+                  UNDECODABLE) from exc
     frames = int(getattr(ds, "NumberOfFrames", 1) or 1) > 1
     photometric = str(getattr(ds, "PhotometricInterpretation", "")).upper()
     fill = None

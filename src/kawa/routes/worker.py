@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import IO, Any
 
+from kawa import deadletter
 from kawa.errors import KawaError, MessageRejected
 from kawa.routes.components.base import RouteContext, Sink, Source, build_sink, build_source
 from kawa.routes.message import Message, Token
@@ -41,6 +42,7 @@ class RouteStats:
     delivered: int = 0
     dead_lettered: int = 0
     redeliveries: int = 0
+    skipped_foreign: int = 0  # notifications of buckets the route's source or fetch step does not name
     restarts: int = 0
     state: str = "starting"
     last_error: str | None = None
@@ -154,28 +156,38 @@ class RouteWorker:
         source.commit()
 
     def _process(self, message: Message, pipeline: Pipeline, dead: Sink) -> list[Message] | None:
-        """The step outputs of ``message``, or None when it was dead-lettered."""
+        """The step outputs of ``message``, or None when it was dead-lettered. Rejections and permanent
+        errors (undecodable data, a decompression bomb: :func:`kawa.deadletter.is_permanent`) are
+        dead-lettered after their one attempt; other failures are redelivered first."""
         policy = self.spec.errors
         if message.error is not None:
-            self._dead_letter(dead, message, f"rejected: {message.error}", 0)
+            self._dead_letter(dead, message, message.error, 1, reason=message.error_reason or deadletter.UNDECODABLE)
             return None
         attempt = 0
+        first: datetime | None = None
         while True:
             try:
-                return pipeline.run(message)
-            except MessageRejected as exc:
-                self._dead_letter(dead, message, f"rejected: {exc}", attempt)
-                return None
+                outputs = pipeline.run(message)
             except Exception as exc:
                 attempt += 1
+                first = first or deadletter.failure_time()
+                if isinstance(exc, MessageRejected) or deadletter.is_permanent(exc):
+                    self._dead_letter(dead, message, exc, attempt, first=first)
+                    return None
                 if self.ctx.stop.is_set():
                     raise _Stopped from exc
                 if attempt > policy.max_redeliveries:
-                    self._dead_letter(dead, message, f"{type(exc).__name__}: {exc}", attempt)
+                    self._dead_letter(dead, message, exc, attempt, first=first)
                     return None
                 self.stats.redeliveries += 1
-                log.warning("route %s: message %s failed (%s), redelivery %d", self.spec.id, message.id, exc, attempt)
+                log.warning("route %s: message %s failed (%s), redelivery %d", self.spec.id, message.id,
+                            deadletter.describe_error(exc), attempt)
                 self.ctx.stop.wait(policy.delay_for(attempt))
+                continue
+            refused = [out for out in outputs if out.error is not None]  # a step refused a part (foreign bucket)
+            for out in refused:
+                self._dead_letter(dead, out, out.error or "", 1, reason=out.error_reason)
+            return [out for out in outputs if out.error is None] if refused else outputs
 
     def _write(self, outputs: list[Message], sinks: Sequence[Sink], dead: Sink) -> None:
         """Write a batch to every sink; a batch that keeps failing is retried message by message so that
@@ -189,7 +201,7 @@ class RouteWorker:
                     break
                 except MessageRejected as exc:
                     if len(outputs) == 1:
-                        self._dead_letter(dead, outputs[0], f"rejected by sink: {exc}", attempt)
+                        self._dead_letter(dead, outputs[0], exc, attempt + 1)
                         break
                     self._write_each(outputs, sink, dead)
                     break
@@ -199,7 +211,7 @@ class RouteWorker:
                         raise _Stopped from exc
                     if attempt > policy.max_redeliveries:
                         if len(outputs) == 1:
-                            self._dead_letter(dead, outputs[0], f"sink failed: {type(exc).__name__}: {exc}", attempt)
+                            self._dead_letter(dead, outputs[0], exc, attempt, reason=deadletter.NOT_DELIVERED)
                         else:
                             self._write_each(outputs, sink, dead)
                         break
@@ -213,19 +225,44 @@ class RouteWorker:
             try:
                 sink.write([message])
             except Exception as exc:
-                self._dead_letter(dead, message, f"sink failed: {type(exc).__name__}: {exc}", 1)
+                self._dead_letter(dead, message, exc, 1, reason=None if deadletter.is_permanent(exc)
+                                  else deadletter.NOT_DELIVERED)
 
-    def _dead_letter(self, dead: Sink, message: Message, reason: str, attempts: int) -> None:
-        """Write ``message`` with the reason to the dead-letter endpoint; failing here fails the session."""
-        log.warning("route %s: dead-lettering message %s: %s", self.spec.id, message.id, reason)
+    def _dead_letter(
+        self, dead: Sink, message: Message, error: BaseException | str, attempts: int, *,
+        reason: str | None = None, first: datetime | None = None,
+    ) -> None:
+        """Write ``message`` with the reason (:mod:`kawa.deadletter`'s schema) to the dead-letter endpoint;
+        failing here fails the session."""
+        failure = error if isinstance(error, BaseException) else MessageRejected(error)
+        position = next((t for t in message.tokens if isinstance(t, tuple) and len(t) == 2), None)
+        why = deadletter.for_error(
+            failure, attempts=max(1, attempts), kind="route", component=self.spec.id, reason=reason,
+            source_topic=self._source_topic,
+            source_partition=position[0] if position and isinstance(position[0], int) else None,
+            source_offset=position[1] if position and isinstance(position[1], int) else None,
+            first_failure=first,
+        )
+        log.warning("route %s: dead-lettering message %s (%s): %s", self.spec.id, message.id, why.reason, why.message)
         headers = {
-            **{k: v for k, v in message.headers.items() if isinstance(v, str | int | float | bool)},
-            "kawaerror": reason[:2000],
-            "kawaroute": self.spec.id,
-            "kawaattempts": attempts,
+            **{k: v for k, v in message.headers.items()
+               if isinstance(v, str | int | float | bool) and not deadletter.is_reason_header(k)},
+            **why.extensions(),
         }
         dead.write([message.derive(None, headers=headers)])
         self.stats.dead_lettered += 1
+
+    @property
+    def _source_topic(self) -> str | None:
+        """The topic a topic or bucket source reads (for dead letters' re-drive), else None."""
+        uri = self.spec.from_.uri
+        scheme, _, rest = uri.partition(":")
+        if scheme == "topic":
+            return rest.split("?")[0].strip("/") or None
+        if scheme == "bucket":
+            topic = self.spec.from_.options.get("topic")
+            return str(topic) if topic else rest.split("?")[0].strip("/") or None
+        return None
 
     # --- exclusivity and status --------------------------------------------------------------------
 
@@ -261,6 +298,7 @@ class RouteWorker:
         if not force and now - self._last_status < 2.0:
             return
         self._last_status = now
+        self.stats.skipped_foreign = self.ctx.counters.get("skipped_foreign", 0)
         path = self.ctx.home_path("status", f"{self.spec.id}.json")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -230,3 +230,50 @@ class SequencerTracker:
 def raw_records(payload: Any) -> list[dict[str, Any]]:
     """The S3 event records in ``payload`` as they arrived (for bridges that forward them unchanged)."""
     return [dict(record) for record in _records(payload, 0)]
+
+
+# --- acting only on the buckets a trigger names ------------------------------------------------------
+
+ON_FOREIGN = ("skip", "dead-letter")
+
+
+class BucketScope:
+    """The buckets a function's trigger or a route's source names. A Ceph topic may carry the notifications
+    of several buckets (an output bucket among them), so a record of any other bucket is *foreign*: it is
+    never processed — skipped and counted (``on_foreign="skip"``) or dead-lettered (``"dead-letter"``).
+
+    An empty scope accepts every bucket. :meth:`note` logs why a record was skipped, at most once per
+    ``log_every_s`` per bucket (a busy shared topic must not flood the log).
+    """
+
+    def __init__(self, buckets: Iterable[str] = (), on_foreign: str = "skip", *, log_every_s: float = 60.0) -> None:
+        if on_foreign not in ON_FOREIGN:
+            raise EventError(f"on_foreign must be 'skip' or 'dead-letter', got {on_foreign!r}")
+        self.buckets = frozenset(buckets)
+        self.on_foreign = on_foreign
+        self.log_every_s = log_every_s
+        self._logged: dict[str, float] = {}
+
+    @property
+    def dead_letters(self) -> bool:
+        return self.on_foreign == "dead-letter"
+
+    def is_foreign(self, event: ObjectEvent) -> bool:
+        return bool(self.buckets) and event.bucket not in self.buckets
+
+    def reason(self, event: ObjectEvent) -> str:
+        """Why ``event`` is not acted on, in words fit for a log line or a dead letter (no key: keys may
+        name patients)."""
+        names = ", ".join(sorted(self.buckets))
+        return f"the notification is for bucket {event.bucket!r}, which the trigger does not name (it names {names})"
+
+    def note(self, logger: Any, component: str, event: ObjectEvent) -> None:
+        import time
+
+        now = time.monotonic()
+        last = self._logged.get(event.bucket)
+        if last is not None and now - last < self.log_every_s:
+            return
+        self._logged[event.bucket] = now
+        logger.info("%s: skipped a record: %s (further skips of this bucket are counted, logged at most every "
+                    "%.0f s)", component, self.reason(event), self.log_every_s)

@@ -36,7 +36,7 @@ def deid_route_dict(settings: XraySettings) -> dict[str, Any]:
         "id": ROUTE_ID,
         "from": f"topic:{s.images_topic}?group=xray-deid",
         "steps": [
-            {"fetch": {}},
+            {"fetch": {"bucket": s.incoming_bucket}},  # never the outputs, should they notify this topic
             {
                 "choice": {
                     "when": [

@@ -47,7 +47,8 @@ def build_app(settings: XraySettings | None = None, *, results_db: str | None = 
 
     @app.function(
         name=FUNCTION,
-        bucket=s.incoming_bucket,
+        bucket=s.incoming_bucket,  # only its records: never the processed bucket's, should it notify this topic
+        on_foreign="skip",
         topic=s.images_topic,
         concurrency=4,
         min_scale=1,

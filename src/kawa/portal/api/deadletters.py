@@ -37,6 +37,7 @@ class DeadLetterOut(BaseModel):
     function: str | None
     event_id: str | None
     event_type: str | None
+    reason: dict[str, Any] | None = Field(None, description="the dead-letter reason (kawa.deadletter schema)")
     event_subject: str | None = Field(None, description="phi.read only (object keys may name patients)")
     data: Any = Field(None, description="the original event's data; phi.read only")
 

@@ -1,8 +1,9 @@
 """Dead letters: which topics hold them, what each record says went wrong, and re-driving a record to the
 topic it came from.
 
-A dead-letter record is the original record (key, value, headers) plus the reason headers the function
-runtime adds (``kawa-error-type``, ``kawa-error-message``, ``kawa-attempts``, ``kawa-function``).
+A dead-letter record is the original record (key, value, headers) plus the reason, in the one schema
+functions and routes write (:mod:`kawa.deadletter`: ``kawa-dlq-*`` headers / ``ce_kawadlq*`` extensions;
+older records' version-1 headers are read too).
 Re-driving sends the original event back to its source topic under a **new id** (the old id is kept in
 the ``kawaredriveof`` extension): a dead-lettered id is remembered by the function's dedupe store, so the
 same id would be skipped as already handled.
@@ -15,6 +16,7 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from kawa.deadletter import DeadLetterReason, is_reason_header, read_reason
 from kawa.errors import EventError, KawaError, TopicNotFound
 from kawa.events import from_record, to_kafka
 from kawa.log.base import Record, RecordMetadata
@@ -24,27 +26,7 @@ if TYPE_CHECKING:
     from kawa.portal.runtime import Portal
 
 DLQ_SUFFIXES = (".dlq", ".deadletter", "-dlq")
-# Reason headers: the function runtime's plain headers first, then the CloudEvent extensions that routes
-# (and the function runtime) write.
-REASON_HEADERS: dict[str, tuple[str, ...]] = {
-    "error_type": ("kawa-error-type", "ce_kawaerrortype"),
-    "error_message": ("kawa-error-message", "ce_kawaerrormessage", "ce_kawaerror"),
-    "attempts": ("kawa-attempts", "ce_kawaattempts"),
-    "function": ("kawa-function", "ce_kawafunction"),
-    "route": ("ce_kawaroute",),
-    "source_topic": ("kawa-source-topic", "ce_kawasourcetopic"),
-}
-_STRIP_HEADERS = {name for names in REASON_HEADERS.values() for name in names}
-_STRIP_ATTRIBUTES = {name[3:] for name in _STRIP_HEADERS if name.startswith("ce_")}
 REDRIVE_EXTENSION = "kawaredriveof"
-
-
-def _header(record: Record, field: str) -> str | None:
-    for name in REASON_HEADERS[field]:
-        value = record.header(name)
-        if value is not None:
-            return value.decode("utf-8", "replace")
-    return None
 
 
 def _printable(data: bytes, content_type: str | None) -> Any:
@@ -59,15 +41,16 @@ class DeadLetter:
     partition: int
     offset: int
     time_ms: int
-    error_type: str | None
+    error_type: str | None  # the reason code (``undecodable``, ``handler-error``…)
     error_message: str | None
     attempts: int | None
-    function: str | None
+    function: str | None  # the function's qualified name, or ``route <id>``
     event_id: str | None
     event_type: str | None
     event_source: str | None
     event_subject: str | None
     data: Any  # the original event's data (PHI-bearing: shown to phi.read only)
+    reason: DeadLetterReason | None = None
 
     def summary(self) -> dict[str, Any]:
         """The PHI-free part: where, when, why."""
@@ -82,11 +65,12 @@ class DeadLetter:
             "function": self.function,
             "event_id": self.event_id,
             "event_type": self.event_type,
+            "reason": None if self.reason is None else self.reason.describe(),
         }
 
 
 def describe_dead_letter(record: Record) -> DeadLetter:
-    attempts = _header(record, "attempts")
+    why = read_reason(record.headers)
     event_id = event_type = event_source = subject = None
     data: Any = None
     try:
@@ -102,21 +86,24 @@ def describe_dead_letter(record: Record) -> DeadLetter:
                 data = _printable(data, event.get_datacontenttype())
     except EventError:
         data = _printable(record.value or b"", None)
-    route = _header(record, "route")
+    component = None
+    if why is not None and why.component:
+        component = f"route {why.component}" if why.kind == "route" else why.component
     return DeadLetter(
         topic=record.topic,
         partition=record.partition,
         offset=record.offset,
         time_ms=record.timestamp_ms,
-        error_type=_header(record, "error_type"),
-        error_message=_header(record, "error_message"),
-        attempts=int(attempts) if attempts and attempts.isdigit() else None,
-        function=_header(record, "function") or (f"route {route}" if route else None),
+        error_type=None if why is None else why.error_type or why.reason,
+        error_message=None if why is None else why.message,
+        attempts=None if why is None or not why.attempts else why.attempts,
+        function=component,
         event_id=event_id,
         event_type=event_type,
         event_source=event_source,
         event_subject=None if subject is None else str(subject),
         data=data,
+        reason=why,
     )
 
 
@@ -179,8 +166,8 @@ class DeadLettersSource:
         return None
 
     def source_of(self, topic: str, record: Record | None = None) -> str | None:
-        if record is not None and (header := _header(record, "source_topic")):
-            return header
+        if record is not None and (why := read_reason(record.headers)) is not None and why.source_topic:
+            return why.source_topic
         for entry in self.topics():
             if entry.topic == topic:
                 return entry.source_topic
@@ -202,7 +189,7 @@ class DeadLettersSource:
                 'explicitly ({"target": "TOPIC"})'
             )
         self.portal.log.describe(destination)  # TopicNotFound when it is gone
-        headers = [(k, v) for k, v in record.headers if k.lower() not in _STRIP_HEADERS]
+        headers = [(k, v) for k, v in record.headers if not is_reason_header(k)]
         key, value = record.key, record.value
         try:
             event = from_record(record)
@@ -211,7 +198,7 @@ class DeadLettersSource:
         if event is not None:
             from kawa.events import CloudEvent
 
-            attributes = {k: v for k, v in event.get_attributes().items() if k.lower() not in _STRIP_ATTRIBUTES}
+            attributes = {k: v for k, v in event.get_attributes().items() if not is_reason_header(k)}
             attributes[REDRIVE_EXTENSION] = str(event.get_id())
             attributes["id"] = str(uuid.uuid4())
             _key, value, headers = to_kafka(CloudEvent(attributes, event.get_data()))

@@ -41,8 +41,13 @@ class RouteContext:
     progress: ProgressStore
     platform: Platform | None = None
     stop: threading.Event = field(default_factory=threading.Event)
+    counters: dict[str, int] = field(default_factory=dict)
+    """Counts components keep for the route's status (``skipped_foreign``…); see :meth:`count`."""
     _log: EventLog | None = None
     _store: Any = None
+
+    def count(self, name: str, n: int = 1) -> None:
+        self.counters[name] = self.counters.get(name, 0) + n
 
     @property
     def log(self) -> EventLog:

@@ -3,7 +3,8 @@
 Source: new objects of the bucket. The source adds a notification rule (bucket → topic ``topic``, default
 the bucket's name, with optional ``prefix``/``suffix`` filters) and consumes that topic with the route's
 consumer group; each created object arrives with its bytes as the body (as the ``fetch`` step makes them).
-Objects written before the rule existed are not replayed. Progress = the group's offsets.
+Objects written before the rule existed are not replayed. Progress = the group's offsets. Records of other
+buckets on that topic are never fetched: skipped and counted, or dead-lettered with ``on-foreign=dead-letter``.
 
 Sink: ``put`` each message under ``key`` — a template over ``{key}``, ``{filename}``, ``{id}``, ``{ext}`` and
 headers (default: the ``key`` header, else the ``filename`` header, else ``<id><ext>``). A put replaces
@@ -43,7 +44,8 @@ class BucketSource:
             {"uri": f"topic:{self.topic}", **{k: v for k, v in endpoint.options.items() if k in ("group", "from")}}
         )
         self.events = TopicSource(topic_endpoint, ctx)
-        self.fetch = Fetch({"bucket": self.bucket}, ctx)
+        # Only this bucket's records, though its topic may carry others' (on-foreign: skip | dead-letter).
+        self.fetch = Fetch({"bucket": self.bucket, "on-foreign": option(endpoint, "on-foreign", "skip")}, ctx)
 
     def open(self) -> None:
         from kawa.store import NotificationRule
@@ -65,7 +67,7 @@ class BucketSource:
                 out.append(event)
                 continue
             if not objects:
-                self.events.ack(event.tokens)  # nothing to deliver (removal, test event)
+                self.events.ack(event.tokens)  # nothing to deliver (removal, test event, another bucket)
             out.extend(objects)
         return out
 

@@ -8,12 +8,14 @@ Hidden files and ``*.tmp`` / ``*.part`` are ignored.
 
 Sink options: ``name`` (a template over ``{id}``, ``{key}``, ``{filename}``, ``{ext}`` and headers; default
 the ``filename``/``key`` header or the id), ``fsync`` (default true). Writes are atomic (temp file + rename)
-and idempotent per name.
+and idempotent per name. A dead letter gets its reason beside it, ``<name>.error.json`` (the
+:mod:`kawa.deadletter` schema as JSON).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import time
 from collections.abc import Iterable, Sequence
@@ -21,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import cast
 
+from kawa.deadletter import read_reason
 from kawa.errors import InvalidRoute, RouteError
 from kawa.routes.components.base import RouteContext, option, parse_duration, path_of
 from kawa.routes.message import Message, Token, guess_extension, to_bytes
@@ -166,9 +169,9 @@ class FileSink:
                     handle.flush()
                     os.fsync(handle.fileno())
             os.replace(tmp, path)
-            reason = message.headers.get("kawaerror")
-            if reason:  # a dead letter: keep the reason next to the message
-                path.with_name(path.name + ".error.txt").write_text(str(reason))
+            reason = read_reason(message.headers)
+            if reason is not None:  # a dead letter: keep the reason next to the message
+                path.with_name(path.name + ".error.json").write_text(json.dumps(reason.describe(), indent=2))
 
     def close(self) -> None:
         pass

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import cast
 
+from kawa.deadletter import plain_headers
 from kawa.errors import CommitFailed, EventError
 from kawa.events import from_record, is_cloudevent
 from kawa.log.base import Consumer, Producer, Record, TopicPartition, TopicSpec
@@ -192,6 +193,7 @@ class TopicSink:
             value, content_type = to_bytes(message.body, message.headers.get("content-type"))
             event_type = self.type or message.headers.get("ce-type") or default_type
             headers = event_headers(message, str(event_type), self.source, content_type)
+            headers += plain_headers(headers)  # a dead letter's reason also as plain kawa-dlq-* headers
             key = message.key.encode() if message.key is not None else None
             self._producer.produce(self.topic, value, key=key, headers=headers)
         self._producer.flush()

@@ -7,6 +7,7 @@ import io
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from kawa.deadletter import UNDECODABLE, scrub, tag
 from kawa.errors import InvalidRoute, MessageRejected
 from kawa.routes.message import Message, is_dicom
 
@@ -19,14 +20,16 @@ def read_dicom(body: Any) -> Any:
     if is_dicom(body):
         return body
     if not isinstance(body, bytes | bytearray | memoryview):
-        raise MessageRejected(f"expected DICOM bytes, got {type(body).__name__}")
+        kind = "text" if isinstance(body, str) else "structured data" if isinstance(body, dict | list) else "no bytes"
+        raise tag(MessageRejected(f"expected image or DICOM bytes, got {kind}"), UNDECODABLE)
     from pydicom import dcmread
     from pydicom.errors import InvalidDicomError
 
     try:
         return dcmread(io.BytesIO(bytes(body)))
     except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OSError) as exc:
-        raise MessageRejected(f"not a readable DICOM file: {type(exc).__name__}: {exc}") from exc
+        raise tag(MessageRejected(f"not a readable DICOM file: {type(exc).__name__}: {scrub(str(exc))}"),
+                  UNDECODABLE) from exc
 
 
 def _opts(options: Any, name: str) -> dict[str, Any]:
