@@ -149,7 +149,7 @@ def detect_text(image: Any, *, invert: bool = False) -> list[TextRegion]:
     keep[np.unique(labels[strong])] = True
     keep[0] = False
     sizes = np.bincount(labels.ravel(), minlength=count + 1)
-    rows, cols = small.shape
+    rows = small.shape[0]
     max_height = max(12, rows // 6)
     glyphs: list[tuple[int, int, int, int, int]] = []  # y0, y1, x0, x1, pixels
     for index, found in enumerate(ndimage.find_objects(labels), start=1):
