@@ -7,8 +7,8 @@ metal, collimator edges). So:
 1. Work on a copy no larger than ~512 px a side (max-pooled, which keeps thin bright strokes).
 2. White top-hat (the image minus its grey opening with a 7x7 square): what remains is bright structure
    narrower than the square, i.e. strokes; thick bright regions and smooth gradients vanish.
-3. Stroke pixels: top-hat above 35 % of the image's range and intensity in the top 45 %, grown by
-   hysteresis into the connected pixels whose top-hat is above 12 % (the anti-aliased edges).
+3. Stroke pixels: top-hat above 25 % of the image's range and intensity in the top 55 %, grown by
+   hysteresis into the connected pixels whose top-hat is above 10 % (the anti-aliased edges).
 4. Glyphs: connected components of a plausible glyph size (2 px to 1/6 of the image tall).
 5. Lines: glyphs closer than about one glyph height side by side are grouped; a group is text when it holds
    at least three glyphs, or one wide, part-filled component (a word whose glyphs touch). A lone mark (an
@@ -32,9 +32,10 @@ WORK_SIDE = 512
 """Images larger than this (longest side) are max-pooled down to about it before detection."""
 
 _KERNEL = 7  # widest stroke found, in working pixels
-_STRONG = 0.35  # top-hat of a stroke's core, as a fraction of the image's range
-_WEAK = 0.12  # top-hat of its anti-aliased edge
-_BRIGHT = 0.55  # a core pixel is in the top 45 % of the range
+_STRONG = 0.25  # top-hat of a stroke's core, as a fraction of the image's range
+_WEAK = 0.10  # top-hat of its anti-aliased edge
+_BRIGHT = 0.45  # a core pixel is in the top 55 % of the range
+_SATURATED = 0.985  # ... or at the very top, where scanners burn text, with any contrast
 
 
 @dataclass(frozen=True)
@@ -144,7 +145,8 @@ def detect_text(image: Any, *, invert: bool = False) -> list[TextRegion]:
     labels, count = ndimage.label(weak, structure=np.ones((3, 3), dtype=bool))
     if count == 0:
         return []
-    strong = (tophat > _STRONG) & (x > _BRIGHT)
+    # A stroke core: high contrast, or saturated (text burned at the maximum value, over bright anatomy).
+    strong = ((tophat > _STRONG) & (x > _BRIGHT)) | ((x >= _SATURATED) & (tophat > _WEAK))
     keep = np.zeros(count + 1, dtype=bool)
     keep[np.unique(labels[strong])] = True
     keep[0] = False
@@ -173,13 +175,18 @@ def _lines(glyphs: list[tuple[int, int, int, int, int]], shape: tuple[int, ...])
     boxes = np.zeros(shape[:2], dtype=bool)
     for y0, y1, x0, x1, _ in glyphs:
         boxes[y0:y1, x0:x1] = True
-    structure = np.ones((max(1, gap // 3) * 2 + 1, 2 * gap + 1), dtype=bool)  # the grouping reach
+    structure = np.ones((gap + 1, 2 * gap + 1), dtype=bool)  # the grouping reach: stacked lines join a block
     groups, _ = ndimage.label(_dilate(boxes, structure.shape))
     members: dict[int, list[int]] = {}
     for i, (y0, _, x0, _, _) in enumerate(glyphs):
         members.setdefault(int(groups[y0, x0]), []).append(i)
     out = []
-    for indices in members.values():
+    for group in members.values():
+        # Text is glyphs of one size: a far taller or flatter neighbour (a collimator edge, a rib border)
+        # the grouping reached is not part of the line.
+        heights = g[group, 1] - g[group, 0]
+        median = float(np.median(heights))
+        indices = [i for i, hh in zip(group, heights, strict=True) if 0.35 * median <= hh <= 2.5 * median]
         part = g[indices]
         y0, y1 = int(part[:, 0].min()), int(part[:, 1].max())
         x0, x1 = int(part[:, 2].min()), int(part[:, 3].max())
