@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import random
-
 from typing import TYPE_CHECKING
 
 import numpy as np
