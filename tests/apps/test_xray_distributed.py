@@ -27,7 +27,7 @@ from kawa.config import load_config
 from kawa.events import from_record
 
 from .conftest import TrainedModel
-from .xray_checks import box_max, contains_phi, dicom_phi, read_topic, record_text, upload_batch
+from .xray_checks import contains_phi, dicom_phi, read_topic, record_text, text_max, upload_batch
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(300)]
 
@@ -149,11 +149,13 @@ def test_distributed_shape_end_to_end(deployment: Path, workers: list[subprocess
         for upload in batch.images:
             with stack.store.get(settings.processed_bucket, processed_key(upload.key)) as reader:
                 processed = reader.read()
-            assert contains_phi(processed, phi) == [] and box_max(processed, settings) == 0.0
+            with stack.store.get(settings.incoming_bucket, upload.key) as reader:
+                original = reader.read()
+            assert contains_phi(processed, phi) == [] and text_max(original, processed) == 0.0
             with stack.store.get(settings.anonymized_bucket, upload.key) as reader:
                 anonymized = reader.read()
             assert contains_phi(anonymized, phi) == []
-            assert box_max(anonymized, settings) <= (0.15 if upload.fmt == "jpeg" else 0.0)
+            assert text_max(original, anonymized) <= (0.15 if upload.fmt == "jpeg" else 0.0)
             if upload.fmt == "dicom":
                 assert dicom_phi(anonymized, phi) == []
         for topic in (settings.dead_letter_topic, settings.deid_dead_letter_topic):

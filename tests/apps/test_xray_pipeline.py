@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from kawa.apps.xray.generator import Generator
-from kawa.apps.xray.imaging import decode, model_input, redact
+from kawa.apps.xray.imaging import decode, model_input, redact_text
 from kawa.apps.xray.pipeline import RESULT_TYPE, processed_key
 from kawa.apps.xray.settings import XraySettings
 from kawa.apps.xray.stack import Counts, XrayStack
@@ -28,6 +28,7 @@ from .xray_checks import (
     dicom_phi,
     read_topic,
     record_text,
+    text_max,
     upload_batch,
 )
 
@@ -87,13 +88,14 @@ def test_labels_agree_with_scores_thresholds_and_the_model(run: Run) -> None:
         assert row.label == s.label_for(row.risk) and 0.0 <= row.risk <= 1.0
         assert (row.model_name, row.model_version) == ("pneumonia", 1)
         assert row.latency_ms > 0 and row.e2e_ms is not None and row.e2e_ms >= row.latency_ms * 0.5
-        x.append(model_input(redact(decode(run.get(s.incoming_bucket, upload.key)), s.redaction_box())))
+        x.append(model_input(redact_text(decode(run.get(s.incoming_bucket, upload.key)), s.redact_margin_px)))
     expected = run.model.risk(run.stack.config, np.stack(x))
     got = np.array([rows[u.key].risk for u in run.batch.images])
     assert np.allclose(got, expected, atol=1e-5)
     # The processed image carries the same verdict.
     info = run.stack.store.head(s.processed_bucket, processed_key(run.batch.images[0].key))
     assert info.metadata["label"] == rows[run.batch.images[0].key].label and info.content_type == "image/png"
+    assert info.metadata["trained_on"] == "generated images"
 
 
 def test_result_events_match_the_rows(run: Run) -> None:
@@ -106,6 +108,7 @@ def test_result_events_match_the_rows(run: Run) -> None:
         assert isinstance(data, dict)
         row = rows[data["key"]]
         assert (data["risk"], data["label"], data["model_version"]) == (row.risk, row.label, row.model_version)
+        assert data["trained_on"] == "generated images"  # the model version's tag, for the board
         # Upload → result time travels with the event (the portal's latency panel reads it).
         assert row.e2e_ms is not None and data["e2e_ms"] == round(row.e2e_ms, 3)
         assert data["e2e_ms"] >= data["latency_ms"] > 0
@@ -135,7 +138,8 @@ def test_no_phi_in_processed_objects(run: Run) -> None:
         data = run.get(s.processed_bucket, key)
         assert data[:8] == b"\x89PNG\r\n\x1a\n"
         assert contains_phi(data, phi) == [], key
-        assert box_max(data, s) == 0.0, key  # lossless PNG: the box is exactly black
+        original = run.get(s.incoming_bucket, upload.key)
+        assert text_max(original, data) == 0.0, key  # lossless PNG: the detected text is exactly black
         info = run.stack.store.head(s.processed_bucket, key)
         assert contains_phi(json.dumps(dict(info.metadata)) + key, phi) == []
 
@@ -150,7 +154,8 @@ def test_no_phi_in_anonymized_objects(run: Run) -> None:
             assert dicom_phi(data, phi) == [], upload.key
         assert contains_phi(data, phi) == [], upload.key
         # JPEG is re-encoded lossily: allow ringing, never text (glyphs are near 1.0).
-        assert box_max(data, s) <= (0.15 if upload.fmt == "jpeg" else 0.0), upload.key
+        original = run.get(s.incoming_bucket, upload.key)
+        assert text_max(original, data) <= (0.15 if upload.fmt == "jpeg" else 0.0), upload.key
         info = run.stack.store.head(s.anonymized_bucket, upload.key)
         assert contains_phi(json.dumps(dict(info.metadata)), phi) == []
 

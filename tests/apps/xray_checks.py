@@ -72,6 +72,17 @@ def box_max(data: bytes, settings: XraySettings) -> float:
     return float(pixels[y0:y1, x0:x1].max())
 
 
+def text_max(original: bytes, output: bytes) -> float:
+    """The brightest pixel of ``output`` inside the text regions the detector finds in ``original``
+    (0 = blacked out). The detector itself is checked against drawn ground truth in test_xray_images."""
+    from kawa.routes.textdetect import detect_text
+
+    regions = detect_text(decode(original))
+    assert regions, "the upload carries no detectable text: the check would be vacuous"
+    pixels = decode(output)
+    return max(float(pixels[r.y0 : r.y1, r.x0 : r.x1].max()) for r in regions)
+
+
 def box_has_text(settings: XraySettings) -> float:
     """Reference: the same measure on an unredacted generated image (so the box check is not vacuous)."""
     image = RadiographGenerator(0, size=settings.image_size, phi_box=settings.phi_box).generate()

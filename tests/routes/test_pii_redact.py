@@ -5,12 +5,16 @@ from __future__ import annotations
 import io
 import json
 import random
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 
 from kawa.routes.pii import PiiPolicy, mask_record
 from kawa.routes.redact import redact_dataset, redact_image_bytes, redact_pixels
+
+if TYPE_CHECKING:
+    from kawa.routes.processors.imaging import PixelRedact
 
 KEY = b"pii-test-key-0123456789"
 
@@ -105,3 +109,128 @@ def test_redact_dicom_monochrome1_uses_the_displayed_black() -> None:
     rows, cols = before.shape
     assert (after[int(0.9 * rows) + 1 :, : int(0.3 * cols) - 1] == (1 << 15) - 1).all()  # MONOCHROME1: max = black
     assert np.array_equal(after[: int(0.9 * rows) - 1], before[: int(0.9 * rows) - 1])
+
+
+# --- detected text -------------------------------------------------------------------------------------
+
+
+def _rg1() -> object:
+    from pydicom import dcmread
+    from pydicom.data import get_testdata_file
+
+    return dcmread(get_testdata_file("RG1_UNCI.dcm"))
+
+
+def _text_png(with_text: bool) -> tuple[bytes, np.ndarray]:
+    """A 320x256 grey gradient PNG, with white text in its lower-right corner; returns (bytes, text alpha)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    base = np.tile(np.linspace(60, 170, 320, dtype=np.float32), (256, 1))
+    alpha = Image.new("L", (320, 256), 0)
+    if with_text:
+        ImageDraw.Draw(alpha).multiline_text(
+            (150, 200), "DOE, JOHNATHAN\nID 99887766", fill=255, font=ImageFont.load_default(size=14)
+        )
+    a = np.asarray(alpha, dtype=np.float32) / 255
+    buffer = io.BytesIO()
+    Image.fromarray(np.round(base * (1 - a) + 255 * a).astype(np.uint8), mode="L").save(buffer, format="PNG")
+    return buffer.getvalue(), a
+
+
+def _step(options: dict[str, object]) -> PixelRedact:
+    from kawa.routes.processors.imaging import PixelRedact
+
+    return PixelRedact(options)
+
+
+def test_pixel_redact_detects_text_in_a_png_and_leaves_a_clean_png_alone() -> None:
+    from PIL import Image
+
+    from kawa.routes.message import Message
+
+    step = _step({"detect": "text", "mode": "black", "margin_px": 2})
+    data, alpha = _text_png(True)
+    [out] = step.process(Message(body=data, id="1", source="test"))
+    assert out.headers["pixel-redact-regions"] >= 1
+    pixels = np.asarray(Image.open(io.BytesIO(out.body)))
+    assert (pixels[alpha > 0] == 0).all()  # every pixel the text touched is black
+    ys, xs = np.nonzero(alpha > 0)
+    text_box = (ys.max() - ys.min() + 5) * (xs.max() - xs.min() + 5)  # grown by the 2 px margin
+    assert (pixels == 0).sum() <= 1.3 * text_box  # and not much else
+    assert np.array_equal(pixels[:190], np.asarray(Image.open(io.BytesIO(data)))[:190])
+    clean, _ = _text_png(False)
+    [untouched] = step.process(Message(body=clean, id="2", source="test"))
+    assert untouched.body == clean and untouched.headers["pixel-redact-regions"] == 0
+
+
+def test_real_cr_without_burned_in_text_is_left_exactly_as_it_was() -> None:
+    from kawa.routes.redact import RedactPlan, apply_to_dataset
+
+    ds = _rg1()
+    before = bytes(ds.PixelData)
+    assert apply_to_dataset(ds, RedactPlan(detect=True, margin_px=2)) == 0
+    assert bytes(ds.PixelData) == before  # zero pixels blanked
+
+
+def test_text_burned_into_a_monochrome1_dicom_is_found_and_blackened() -> None:
+    from PIL import Image, ImageDraw, ImageFont
+
+    from kawa.routes.redact import RedactPlan, apply_to_dataset
+
+    ds = _rg1()
+    stored = ds.pixel_array.copy()
+    rows, cols = stored.shape
+    alpha = Image.new("L", (cols, rows), 0)
+    ImageDraw.Draw(alpha).multiline_text(
+        (120, 1700), "DOE, JOHNATHAN\nID 99887766\nDOB 1961-02-03", fill=255, font=ImageFont.load_default(size=48)
+    )
+    text = np.asarray(alpha) > 0
+    stored[text] = 0  # MONOCHROME1: the displayed white is the lowest value
+    ds.PixelData = stored.astype(stored.dtype).tobytes()
+    ds.BurnedInAnnotation = "YES"
+    assert apply_to_dataset(ds, RedactPlan(detect=True, margin_px=2)) >= 1
+    after = ds.pixel_array
+    assert (after[text] == (1 << 15) - 1).all()  # displayed black
+    changed = after != stored
+    ys, xs = np.nonzero(text)
+    box = np.zeros_like(text)
+    box[ys.min() - 16 : ys.max() + 17, xs.min() - 16 : xs.max() + 17] = True
+    assert not (changed & ~box).any()  # nothing blanked away from the text
+
+
+def test_burned_in_annotation_yes_without_a_region_is_rejected_or_uses_a_rule() -> None:
+    from kawa.errors import MessageRejected
+    from kawa.routes.redact import RedactPlan, apply_to_dataset, check_rules
+
+    ds = _rg1()
+    ds.BurnedInAnnotation = "YES"
+    with pytest.raises(MessageRejected, match="BurnedInAnnotation YES"):
+        apply_to_dataset(ds, RedactPlan(detect=True))
+    other = check_rules([{"match": {"Manufacturer": "ACME*"}, "boxes": [[0, 0, 0.5, 0.1]]}])
+    with pytest.raises(MessageRejected):
+        apply_to_dataset(ds, RedactPlan(detect=True, rules=other))
+    rules = check_rules([{"match": {"Manufacturer": "philips*", "Modality": "CR"}, "boxes": [[0, 0.9, 0.3, 1.0]]}])
+    assert apply_to_dataset(ds, RedactPlan(detect=True, rules=rules)) == 1
+    rows, cols = ds.Rows, ds.Columns
+    assert (ds.pixel_array[int(0.9 * rows) + 1 :, : int(0.3 * cols) - 1] == (1 << 15) - 1).all()
+    fallback = _rg1()
+    fallback.BurnedInAnnotation = "YES"
+    assert apply_to_dataset(fallback, RedactPlan(detect=True, fallback_boxes=((0.0, 0.0, 0.2, 0.1),))) == 1
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"detect": "ocr"}, "detect must be text or none"),
+        ({"margin_px": -1}, "margin-px must be a whole number"),
+        ({"detect": "none"}, "give boxes or rules"),
+        ({"rules": [{"match": {}, "boxes": [[0, 0, 1, 1]]}]}, "at least one match attribute"),
+        ({"rules": [{"boxes": [[0, 0, 1, 1]]}]}, "each pixel-redact rule must be"),
+        ({"size": 3}, "unknown options"),
+    ],
+)
+def test_pixel_redact_options_are_checked(options: dict[str, object], message: str) -> None:
+    from kawa.errors import InvalidRoute
+
+    with pytest.raises(InvalidRoute, match=message):
+        _step(options)

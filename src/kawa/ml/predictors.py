@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
@@ -70,9 +70,17 @@ def _yielding_gil(interval_s: float = 0.0005) -> Iterator[None]:
 class Predictor:
     """One loaded model version. ``predict`` is thread-safe and logs each call."""
 
-    def __init__(self, name: str, version: int, loaded: LoadedModel, logger: PredictionLogger | None) -> None:
+    def __init__(
+        self,
+        name: str,
+        version: int,
+        loaded: LoadedModel,
+        logger: PredictionLogger | None,
+        tags: Mapping[str, str] | None = None,
+    ) -> None:
         self.name = name
         self.version = version
+        self.tags: dict[str, str] = dict(tags or {})  # the registered version's tags (e.g. what it was trained on)
         self.flavor = loaded.flavor
         self.input_spec: TensorSpec = loaded.input
         self.output_spec: TensorSpec = loaded.output
@@ -279,12 +287,21 @@ class ModelManager:
         started = time.perf_counter()
         with _yielding_gil():
             path = self.registry.local_path(name, version)
-            predictor = Predictor(name, version, load_model_dir(path), self._prediction_logger())
+            predictor = Predictor(
+                name, version, load_model_dir(path), self._prediction_logger(), self._version_tags(name, version)
+            )
         log.info(
             "loaded %s/%d (%s) in %.0f ms", name, version, predictor.flavor, (time.perf_counter() - started) * 1000
         )
         self._loaded[(name, version)] = predictor
         return predictor
+
+    def _version_tags(self, name: str, version: int) -> dict[str, str]:
+        try:
+            return dict(self.registry.client.get_model_version(name, str(version)).tags or {})
+        except Exception:  # tags are informative: a registry that cannot list them must not stop serving
+            log.warning("could not read the tags of %s/%d", name, version, exc_info=True)
+            return {}
 
     def _evict(self) -> None:
         with self._lock:

@@ -3,13 +3,14 @@
 ::
 
     topic xray-images ─▶ fetch ─▶ choice: DICOM? ─▶ dicom-deidentify (PS3.15 basic profile)
-                      ─▶ pixel-redact (the burned-in text box, black) ─▶ bucket xray-images-anonymized
+                      ─▶ pixel-redact (detected burned-in text, black) ─▶ bucket xray-images-anonymized
                       failures ─▶ topic xray-deid.dlq
 
 The anonymized object keeps its key (keys carry no patient data here); DICOM stays DICOM with a de-identified
-header, PNG/JPEG are re-encoded with the box blacked out. The DICOM test is on the content (the ``DICM``
-magic), not the name or content type, which can lie: a DICOM without it is rejected by ``pixel-redact``
-(dead-lettered), never passed through.
+header, PNG/JPEG are re-encoded with the detected text blacked out (an image without text is stored as it
+came). A DICOM declaring ``BurnedInAnnotation: YES`` where no text is found is dead-lettered, not stored.
+The DICOM test is on the content (the ``DICM`` magic), not the name or content type, which can lie: a DICOM
+without it is rejected by ``pixel-redact`` (dead-lettered), never passed through.
 
 The same route as YAML, for ``kawa routes apply``, is :func:`deid_route_yaml`.
 """
@@ -44,7 +45,7 @@ def deid_route_dict(settings: XraySettings) -> dict[str, Any]:
                     ]
                 }
             },
-            {"pixel-redact": {"boxes": [list(s.redaction_box())], "mode": "black"}},
+            {"pixel-redact": {"detect": "text", "mode": "black", "margin-px": s.redact_margin_px}},
         ],
         "to": f"bucket:{s.anonymized_bucket}",
         "errors": {"dead-letter": f"topic:{s.deid_dead_letter_topic}", "max-redeliveries": 3},

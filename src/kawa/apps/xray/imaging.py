@@ -2,7 +2,9 @@
 
 - :func:`decode` — PNG, JPEG or DICOM bytes → grayscale pixels in [0, 1] (1 = dense); anything else raises
   :class:`UndecodableImage` with a reason that never quotes the input (it may hold patient data).
-- :func:`redact` — black out the burned-in text region (a box in image fractions).
+- :func:`redact_text` — black out the burned-in text the detector finds (:mod:`kawa.routes.textdetect`),
+  and nothing else: an image without text is returned unchanged.
+- :func:`redact` — black out a fixed box (in image fractions), for rules that name one.
 - :func:`model_input` — the downsampled, standardized vector the classifier reads.
 - :func:`annotate` / :func:`encode_png` — the label drawn on the (redacted) image, as PNG bytes.
 """
@@ -106,6 +108,19 @@ def redact(pixels: FloatImage, box: Box) -> FloatImage:
     return out
 
 
+def redact_text(pixels: FloatImage, margin_px: int = 2) -> FloatImage:
+    """A copy with every detected text region (grown by ``margin_px``) set to black; no text, no change."""
+    from kawa.routes.textdetect import text_boxes
+
+    boxes = text_boxes(pixels, margin_px)
+    if not boxes:
+        return pixels
+    out = pixels.copy()
+    for x0, y0, x1, y1 in boxes:
+        out[y0:y1, x0:x1] = 0.0
+    return out
+
+
 def downsample(pixels: FloatImage, size: int) -> FloatImage:
     """Area-average to ``size`` x ``size`` (exact block means when the sides are multiples of ``size``)."""
     h, w = pixels.shape
@@ -126,10 +141,12 @@ def model_input(pixels: FloatImage, size: int = 32) -> NDArray[np.float32]:
     return f32((small - small.mean()) / (sd if sd > 1e-6 else 1.0))
 
 
-def annotate(pixels: FloatImage, label: str, risk: float) -> NDArray[np.uint8]:
-    """8-bit image with ``"<label>, risk=NN%"`` on a dark plate at the top left."""
+def annotate(pixels: FloatImage, label: str, risk: float, trained_on: str | None = None) -> NDArray[np.uint8]:
+    """8-bit image with ``"<label>, risk=NN%"`` (and, below it, ``"trained on <trained_on>"``) on a dark
+    plate at the top left."""
     gray = np.round(np.clip(pixels, 0, 1) * 255).astype(np.uint8)
-    plate = _label_plate(f"{label}, risk={risk:.0%}", gray.shape[0])
+    text = f"{label}, risk={risk:.0%}" + (f"\ntrained on {trained_on}" if trained_on else "")
+    plate = _label_plate(text, gray.shape[0])
     ph, pw = min(plate.shape[0], gray.shape[0]), min(plate.shape[1], gray.shape[1])
     gray[:ph, :pw] = plate[:ph, :pw]
     return gray
@@ -137,14 +154,16 @@ def annotate(pixels: FloatImage, label: str, risk: float) -> NDArray[np.uint8]:
 
 @lru_cache(maxsize=1024)
 def _label_plate(text: str, height: int) -> NDArray[np.uint8]:
-    """The text, white on black, sized for an image ``height`` pixels tall (cached: labels repeat)."""
+    """The text (one line per ``\n``), white on black, sized for an image ``height`` pixels tall (cached:
+    labels repeat)."""
     from PIL import Image, ImageDraw, ImageFont
 
     font = ImageFont.load_default(size=max(10, height // 22))  # Pillow's built-in font: nothing is downloaded
     pad = max(2, height // 100)
-    left, top, right, bottom = font.getbbox(text)
+    draw = ImageDraw.Draw(Image.new("L", (1, 1)))
+    left, top, right, bottom = draw.multiline_textbbox((0, 0), text, font=font, spacing=pad)
     plate = Image.new("L", (math.ceil(right - left) + 3 * pad, math.ceil(bottom - top) + 3 * pad), 0)
-    ImageDraw.Draw(plate).text((pad - left, pad - top), text, fill=255, font=font)
+    ImageDraw.Draw(plate).multiline_text((pad - left, pad - top), text, fill=255, font=font, spacing=pad)
     return np.asarray(plate, dtype=np.uint8)
 
 

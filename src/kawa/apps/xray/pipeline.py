@@ -3,8 +3,8 @@
 ::
 
     bucket xray-images ──notification──▶ topic xray-images ──▶ risk-assessment
-        fetch → decode (PNG/JPEG/DICOM) → redact burned-in text → pneumonia@champion → label
-        ├─▶ bucket xray-images-processed   annotated, PHI-free PNG
+        fetch → decode (PNG/JPEG/DICOM) → redact detected burned-in text → pneumonia@champion → label
+        ├─▶ bucket xray-images-processed   annotated (label, risk, what the model was trained on), PHI-free PNG
         ├─▶ results table                  time, object, model name/version, risk, label, latency
         └─▶ topic xray-results             the same as a CloudEvent
     undecodable upload ─▶ topic xray-images.dlq with the reason (no patient data in it)
@@ -19,7 +19,7 @@ import posixpath
 import time
 from typing import Any
 
-from kawa.apps.xray.imaging import UndecodableImage, annotate, decode, encode_png, model_input, redact
+from kawa.apps.xray.imaging import UndecodableImage, annotate, decode, encode_png, model_input, redact_text
 from kawa.apps.xray.results import ResultRow, shared_results_db
 from kawa.apps.xray.settings import XraySettings
 from kawa.events import CloudEvent
@@ -28,6 +28,15 @@ from kawa.store import ObjectEvent, parse_records
 
 RESULT_TYPE = "dev.kawa.xray.assessed"
 FUNCTION = "risk-assessment"
+TRAINED_ON_TAG = "kawa.lineage.trained_on"
+"""The model version tag that says what the model learned from (``"generated images"``); see train.py."""
+
+
+def trained_on(predictor: object) -> str:
+    """What ``predictor``'s version was trained on, from its registry tags; ``"unknown"`` without the tag."""
+    tags = getattr(predictor, "tags", None)
+    value = tags.get(TRAINED_ON_TAG) if isinstance(tags, dict) else None
+    return str(value) if value else "unknown"
 
 
 def processed_key(key: str) -> str:
@@ -88,17 +97,23 @@ def _assess_one(record: ObjectEvent, event: CloudEvent, ctx: Context, s: XraySet
     except UndecodableImage as exc:
         # No retry can fix the bytes; the reason names the object key and what is wrong, never the content.
         raise PermanentError(f"{record.bucket}/{record.key}: {exc}") from None
-    clean = redact(pixels, s.redaction_box())
+    clean = redact_text(pixels, s.redact_margin_px)  # the same redaction the trainer applies
     predictor = ctx.model(s.model_ref)  # pinned: one version for this whole event
+    source = trained_on(predictor)
     risk = float(predictor.predict(model_input(clean, s.model_input_size)[None, :], event_id=event.get_id())[0])
     label = s.label_for(risk)
     out_key = processed_key(record.key)
     ctx.store.put(
         s.processed_bucket,
         out_key,
-        encode_png(annotate(clean, label, risk)),
+        encode_png(annotate(clean, label, risk, source)),
         content_type="image/png",
-        metadata={"risk": f"{risk:.4f}", "label": label, "model": f"{predictor.name}/{predictor.version}"},
+        metadata={
+            "risk": f"{risk:.4f}",
+            "label": label,
+            "model": f"{predictor.name}/{predictor.version}",
+            "trained_on": source,
+        },
     )
     now = time.time()
     latency_ms = (time.perf_counter() - started) * 1000
@@ -127,6 +142,7 @@ def _assess_one(record: ObjectEvent, event: CloudEvent, ctx: Context, s: XraySet
             "processed_key": out_key,
             "model": predictor.name,
             "model_version": int(predictor.version),
+            "trained_on": source,
             "risk": risk,
             "label": label,
             "latency_ms": round(latency_ms, 3),

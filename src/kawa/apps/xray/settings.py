@@ -1,4 +1,4 @@
-"""The X-ray application's settings: buckets, topics, thresholds, the burned-in text box, rates.
+"""The X-ray application's settings: buckets, topics, thresholds, where generated text goes, rates.
 
 One frozen model, passed to the app's functions as their config (``ctx.config``) and read by the demo,
 the generator and the trainer. Load it from YAML with :func:`load_settings`; nothing here reads the
@@ -40,9 +40,11 @@ class XraySettings(BaseModel):
     pneumonia_from: float = Field(0.80, gt=0, lt=1, description="risk >= this → Pneumonia; between: Unsure")
 
     phi_box: Box = Field(
-        (0.0, 0.84, 0.5, 1.0), description="where scanners burn patient text in, redacted in every output"
+        (0.0, 0.84, 0.5, 1.0),
+        description="where the generator burns its fake patient text in (redaction finds text wherever it is)",
     )
-    redact_margin: float = Field(0.01, ge=0, le=0.1, description="extra border redacted around phi_box")
+    redact_margin: float = Field(0.01, ge=0, le=0.1, description="extra border of redaction_box() around phi_box")
+    redact_margin_px: int = Field(2, ge=0, le=64, description="pixels blanked around each detected text region")
     model_input_size: int = Field(32, ge=8, le=256, description="side of the downsampled image the model reads")
 
     results_db: str | None = Field(
@@ -82,7 +84,8 @@ class XraySettings(BaseModel):
         return "Pneumonia"
 
     def redaction_box(self) -> Box:
-        """``phi_box`` grown by ``redact_margin`` on every side, clipped to the image."""
+        """``phi_box`` grown by ``redact_margin`` on every side, clipped to the image: the generator's text
+        area (tests and rules use it; the pipeline and the route redact the text they detect instead)."""
         m = self.redact_margin
         x0, y0, x1, y1 = self.phi_box
         return (max(0.0, x0 - m), max(0.0, y0 - m), min(1.0, x1 + m), min(1.0, y1 + m))

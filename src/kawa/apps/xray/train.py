@@ -15,12 +15,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
 
-from kawa.apps.xray.imaging import model_input, redact
+from kawa.apps.xray.imaging import model_input, redact_text
 from kawa.apps.xray.settings import XraySettings, load_settings
 from kawa.apps.xray.synth import RadiographGenerator
 from kawa.errors import KawaError
@@ -44,35 +45,36 @@ class TrainData:
     x: NDArray[np.float32]
     y: NDArray[np.int64]
     source: str
+    trained_on: str  # what the model learns from, in words: the registered version's trained_on tag
 
 
 def generated_data(settings: XraySettings, n: int, seed: int, progress: Progress | None = None) -> TrainData:
     """``n`` balanced generated images, redacted as the pipeline redacts them, as model inputs."""
     gen = RadiographGenerator(seed, size=settings.image_size, phi_box=settings.phi_box)
-    box = settings.redaction_box()
     xs, ys = [], []
     for i in range(n):
         image = gen.generate(pneumonia=bool(i % 2))
-        xs.append(model_input(redact(image.pixels, box), settings.model_input_size))
+        xs.append(model_input(redact_text(image.pixels, settings.redact_margin_px), settings.model_input_size))
         ys.append(image.label)
         if progress is not None and (i % 50 == 49 or i == n - 1):
             progress("generating", i + 1, n)
-    return TrainData(np.stack(xs), np.asarray(ys, dtype=np.int64), f"generated:seed={seed},n={n}")
+    return TrainData(np.stack(xs), np.asarray(ys, dtype=np.int64), f"generated:seed={seed},n={n}", "generated images")
 
 
 def folder_data(settings: XraySettings, root: str, progress: Progress | None = None) -> TrainData:
     from kawa.apps.xray.datasets import load_dataset
 
-    box = settings.redaction_box()
     xs, ys = [], []
     for item, pixels in load_dataset(root):
-        xs.append(model_input(redact(pixels, box), settings.model_input_size))
+        xs.append(model_input(redact_text(pixels, settings.redact_margin_px), settings.model_input_size))
         ys.append(int(item.label or 0))
         if progress is not None and len(xs) % 50 == 0:
             progress("loading", len(xs), len(xs))
     if len(set(ys)) < 2:
         raise KawaError(f"dataset {root} needs both NORMAL and PNEUMONIA images to train on")
-    return TrainData(np.stack(xs), np.asarray(ys, dtype=np.int64), f"folder:{root}")
+    return TrainData(
+        np.stack(xs), np.asarray(ys, dtype=np.int64), f"folder:{root}", f"images of the folder {Path(root).name}"
+    )
 
 
 def fit(x: NDArray[np.float32], y: NDArray[np.int64], *, c: float = 0.05, seed: int = 0) -> Any:
@@ -186,6 +188,8 @@ def _track(
     from kawa.ml.registry import Registry
 
     config = config or load_config()
+    from kawa.apps.xray.pipeline import TRAINED_ON_TAG
+
     params = {
         "model": "standardize+logistic_regression",
         "input_size": settings.model_input_size,
@@ -196,7 +200,8 @@ def _track(
         "images": len(data.y),
     }
     with tracking.run("xray-pneumonia", run_name="pneumonia-logreg", params=params, config=config) as run:
-        run.set_tags({"kawa.lineage.data.source": data.source})
+        # kawa.lineage.* run tags are copied onto the registered version: the pipeline reads trained_on there.
+        run.set_tags({"kawa.lineage.data.source": data.source, TRAINED_ON_TAG: data.trained_on})
         run.log_metrics(metrics)
         version = run.log_model(onnx_bytes, flavor="onnx", register_as=settings.model_name)
         run_id = run.run_id

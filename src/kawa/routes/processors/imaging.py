@@ -84,27 +84,54 @@ class DicomDeidentify:
 
 
 class PixelRedact:
-    """``pixel-redact: {boxes: [[x0, y0, x1, y1], ...], mode: black|blur}`` on DICOM (dataset or bytes),
-    PNG or JPEG bodies."""
+    """``pixel-redact: {detect: text|none, boxes: [[x0, y0, x1, y1], ...], rules: [{match: {...}, boxes:
+    [...]}], fallback-boxes: [...], margin-px: 2, mode: black|blur}`` on DICOM (dataset or bytes), PNG or
+    JPEG bodies.
+
+    ``detect: text`` (the default) redacts the text the detector finds; ``boxes`` are always redacted;
+    ``rules`` add their boxes on DICOM whose header matches (keyword → shell pattern). A DICOM declaring
+    ``BurnedInAnnotation: YES`` where nothing was found gets ``fallback-boxes``, or is dead-lettered. The
+    ``pixel-redact-regions`` header says how many regions were blanked (0: the image is unchanged)."""
 
     def __init__(self, options: Any, ctx: RouteContext | None = None) -> None:
-        from kawa.routes.redact import check_boxes
+        from kawa.routes.redact import RedactPlan, check_boxes, check_rules
 
         opts = _opts(options, "pixel-redact")
-        self.boxes = check_boxes(opts.pop("boxes", None))
-        self.mode = str(opts.pop("mode", "black"))
-        if self.mode not in ("black", "blur"):
-            raise InvalidRoute(f"pixel-redact: mode must be black or blur, got {self.mode!r}")
+        detect = str(opts.pop("detect", "text"))
+        if detect not in ("text", "none"):
+            raise InvalidRoute(f"pixel-redact: detect must be text or none, got {detect!r}")
+        boxes = opts.pop("boxes", None)
+        fallback = opts.pop("fallback-boxes", None)
+        mode = str(opts.pop("mode", "black"))
+        if mode not in ("black", "blur"):
+            raise InvalidRoute(f"pixel-redact: mode must be black or blur, got {mode!r}")
+        margin = opts.pop("margin-px", 2)
+        if isinstance(margin, bool) or not isinstance(margin, int) or not 0 <= margin <= 64:
+            raise InvalidRoute("pixel-redact: margin-px must be a whole number of pixels from 0 to 64")
+        rules = check_rules(opts.pop("rules", None))
         if opts:
-            raise InvalidRoute(f"pixel-redact: unknown options {sorted(opts)}; use boxes, mode")
+            raise InvalidRoute(
+                f"pixel-redact: unknown options {sorted(opts)}; use detect, boxes, rules, fallback-boxes, "
+                "margin-px, mode"
+            )
+        if detect == "none" and boxes is None and not rules:
+            raise InvalidRoute("pixel-redact: with detect: none, give boxes or rules (or it redacts nothing)")
+        self.plan = RedactPlan(
+            detect=detect == "text",
+            boxes=tuple(check_boxes(boxes)) if boxes is not None else (),
+            rules=rules,
+            fallback_boxes=tuple(check_boxes(fallback)) if fallback is not None else None,
+            margin_px=margin,
+            mode=mode,  # type: ignore[arg-type]
+        )
 
     def process(self, message: Message) -> list[Message]:
-        from kawa.routes.redact import redact_dataset, redact_image_bytes
+        from kawa.routes.redact import apply_to_dataset, apply_to_image_bytes
 
         body = message.body
         if isinstance(body, bytes | bytearray | memoryview) and bytes(body[128:132]) != b"DICM":
-            data, content_type = redact_image_bytes(bytes(body), self.boxes, self.mode)  # type: ignore[arg-type]
-            return [message.derive(data, headers={"content-type": content_type})]
+            data, content_type, regions = apply_to_image_bytes(bytes(body), self.plan)
+            return [message.derive(data, headers={"content-type": content_type, "pixel-redact-regions": regions})]
         ds = read_dicom(body)
-        redact_dataset(ds, self.boxes, self.mode)  # type: ignore[arg-type]
-        return [message.derive(ds, headers={"content-type": "application/dicom"})]
+        regions = apply_to_dataset(ds, self.plan)
+        return [message.derive(ds, headers={"content-type": "application/dicom", "pixel-redact-regions": regions})]
