@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from typing import IO, Any
 
 from kawa import deadletter
-from kawa.errors import KawaError, MessageRejected
+from kawa.errors import BackendUnavailable, KawaError, MessageRejected, ProducerError
 from kawa.routes.components.base import RouteContext, Sink, Source, build_sink, build_source
 from kawa.routes.message import Message, Token
 from kawa.routes.processors import Pipeline, build_pipeline
@@ -51,6 +51,12 @@ class RouteStats:
 
 def default_dead_letter(route_id: str) -> EndpointSpec:
     return EndpointSpec.parse(f"topic:routes.{route_id}.dlq")
+
+
+def _backbone_down(exc: BaseException) -> bool:
+    """The log or the store does not answer (or does not acknowledge): the message is fine, so it is never
+    dead-lettered for it; the session restarts from its committed progress instead."""
+    return isinstance(exc, BackendUnavailable | ProducerError)
 
 
 class _Stopped(Exception):
@@ -97,7 +103,11 @@ class RouteWorker:
                 self.stats.restarts += 1
                 self.stats.state = "restarting"
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"
-                log.error("route %s failed (%s); restarting", self.spec.id, self.stats.last_error, exc_info=exc)
+                if _backbone_down(exc):  # said once per restart, without a traceback: the fix is elsewhere
+                    log.warning("route %s waits for the backbone (%s); restarting from its committed progress",
+                                self.spec.id, exc)
+                else:
+                    log.error("route %s failed (%s); restarting", self.spec.id, self.stats.last_error, exc_info=exc)
                 self._write_status(force=True)
                 self.ctx.stop.wait(min(30.0, 0.5 * 2 ** min(failures, 6)))
         self.stats.state = "stopped"
@@ -177,6 +187,8 @@ class RouteWorker:
                 if self.ctx.stop.is_set():
                     raise _Stopped from exc
                 if attempt > policy.max_redeliveries:
+                    if _backbone_down(exc):
+                        raise
                     self._dead_letter(dead, message, exc, attempt, first=first)
                     return None
                 self.stats.redeliveries += 1
@@ -210,6 +222,8 @@ class RouteWorker:
                     if self.ctx.stop.is_set():
                         raise _Stopped from exc
                     if attempt > policy.max_redeliveries:
+                        if _backbone_down(exc):
+                            raise  # nothing is acknowledged or committed: the session reads it again
                         if len(outputs) == 1:
                             self._dead_letter(dead, outputs[0], exc, attempt, reason=deadletter.NOT_DELIVERED)
                         else:
@@ -225,6 +239,8 @@ class RouteWorker:
             try:
                 sink.write([message])
             except Exception as exc:
+                if _backbone_down(exc):
+                    raise
                 self._dead_letter(dead, message, exc, 1, reason=None if deadletter.is_permanent(exc)
                                   else deadletter.NOT_DELIVERED)
 
