@@ -16,6 +16,7 @@ Progress goes to stderr; the last line of stdout is JSON with ``embedded_produce
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import os
 import subprocess
@@ -179,6 +180,7 @@ def kafka_broker(address: str | None) -> Iterator[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    faulthandler.enable()  # a crash in a native library (librdkafka, numpy) prints every thread's stack
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--size", type=int, default=200, help="value size in bytes")

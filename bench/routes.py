@@ -15,6 +15,7 @@ The last line is JSON: {"csv_route_rows_per_s": ..., "dicom_deid_per_s": ...}.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import io
 import json
 import os
@@ -130,6 +131,7 @@ def dicom_deid(images: int, console: Console) -> float:
 
 
 def main() -> None:
+    faulthandler.enable()  # a crash in a native library (librdkafka, numpy) prints every thread's stack
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--images", type=int, default=50)

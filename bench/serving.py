@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import itertools
 import json
 import os
@@ -142,6 +143,7 @@ def train_and_register(env: dict[str, str]) -> None:
 
 
 def main() -> None:
+    faulthandler.enable()  # a crash in a native library (librdkafka, numpy) prints every thread's stack
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=32)

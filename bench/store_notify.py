@@ -14,6 +14,7 @@ Progress goes to stderr; the last line of stdout is JSON with ``local_puts_per_s
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import os
 import socket
@@ -189,6 +190,7 @@ def bench_s3(home: Path, objects: int, size: int, endpoint: str | None) -> dict[
 
 
 def main() -> None:
+    faulthandler.enable()  # a crash in a native library (librdkafka, numpy) prints every thread's stack
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--objects", type=int, default=200)
     parser.add_argument("--size", type=int, default=100 * 1024)

@@ -22,6 +22,7 @@ image during the saturation run: what bounds the throughput on idle cores), ``mo
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import logging
 import os
@@ -189,6 +190,7 @@ def raw_model(config: KawaConfig, settings: XraySettings, items: list[Prepared],
 
 
 def main() -> None:
+    faulthandler.enable()  # a crash in a native library (librdkafka, numpy) prints every thread's stack
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=1000, help="images for the saturation run")
     parser.add_argument("--rate", type=float, default=20.0, help="images/s for the latency run")

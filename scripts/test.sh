@@ -21,4 +21,5 @@ trap 'bash scripts/kafka.sh stop >/dev/null 2>&1 || true' EXIT
 echo "Kafka at $KAWA_TEST_KAFKA"
 
 echo "== pytest"
+export PYTHONFAULTHANDLER=1  # a crash in a native library (librdkafka, numpy) prints every thread's stack
 .venv/bin/python -m pytest "$@"
