@@ -1,7 +1,8 @@
 """Chaos harness: the X-ray pipeline in separate processes while its processes and its broker crash.
 
     .venv/bin/python bench/chaos.py [--backend embedded|kafka] [--images N] [--kills N] [--broker-restarts N]
-                                    [--seed S] [--workers W] [--rate R] [--settle-timeout S]
+                                    [--broker-down-s S] [--seed S] [--workers W] [--rate R]
+                                    [--settle-timeout S]
 
 The ``risk-assessment`` function runs in ``kawa worker`` processes (``--workers``, default 1) and the
 de-identification route in a ``kawa routes run`` process, on one log (``embedded``: the on-disk log under a
@@ -12,7 +13,9 @@ route. Meanwhile, at seeded random times within the upload window:
 
 - ``--kills`` SIGKILLs of a randomly chosen worker or route process, each restarted at once;
 - ``--broker-restarts`` (kafka only) SIGKILLs of the broker JVM, started again on its data directory
-  (``scripts/kafka.sh restart``). The embedded log has no broker process — its "broker" is the files each
+  (``scripts/kafka.sh restart``) after ``--broker-down-s`` seconds (default 0: at once; the broker's log
+  recovery itself takes ~20 s; an outage beyond the producers' ``message.timeout.ms``, 30 s, makes records
+  queued meanwhile fail their delivery). The embedded log has no broker process — its "broker" is the files each
   process writes — so broker restarts do not apply there (and are reported as 0).
 
 An upload whose notification could not be published (broker down) is stored anyway; the harness then runs the
@@ -97,6 +100,7 @@ class Options:
     images: int = 200
     kills: int = 5
     broker_restarts: int = 1
+    broker_down_s: float = 0.0  # how long the broker stays dead before it is started again
     seed: int = 7
     workers: int = 1
     rate: float = 4.0
@@ -363,8 +367,10 @@ def _run(opts: Options, broker: Broker | None, workdir: Path) -> dict[str, Any]:
                 else:
                     assert broker is not None
                     broker.kill()
-                    bar.console.print(f"t={fault.at:5.1f}s SIGKILL broker; starting it on its data")
+                    bar.console.print(f"t={fault.at:5.1f}s SIGKILL broker; down {opts.broker_down_s:g} s")
+                    time.sleep(opts.broker_down_s)  # the outage itself (a fault's duration, not a wait)
                     broker.start()
+                    bar.console.print(f"broker back on its data after {time.monotonic() - t0 - fault.at:.1f} s")
                     _reconcile(stack, uploads)
             _until(uploaded.is_set, bar, task, uploads)
             uploader.join()
@@ -388,6 +394,7 @@ def _run(opts: Options, broker: Broker | None, workdir: Path) -> dict[str, Any]:
         backend=opts.backend,
         kills=procs.restarts,
         broker_restarts=sum(f.kind == "broker" for f in faults),
+        broker_down_s=opts.broker_down_s if broker is not None else 0.0,
         seconds=round(time.monotonic() - started, 1),
     )
     return summary
@@ -492,6 +499,12 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=200, help="uploads, about 5%% of them damaged")
     parser.add_argument("--kills", type=int, default=5, help="SIGKILLs of worker and route processes")
     parser.add_argument("--broker-restarts", type=int, default=1, help="kafka only: SIGKILL + restart the broker")
+    parser.add_argument(
+        "--broker-down-s",
+        type=float,
+        default=0.0,
+        help="seconds the broker stays dead before its restart (beyond 30 s, queued records time out)",
+    )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--workers", type=int, default=1, help="kawa worker processes for the function")
     parser.add_argument("--rate", type=float, default=4.0, help="uploads per second")
@@ -504,6 +517,7 @@ def main() -> None:
         images=args.images,
         kills=args.kills,
         broker_restarts=args.broker_restarts,
+        broker_down_s=args.broker_down_s,
         seed=args.seed,
         workers=args.workers,
         rate=args.rate,
