@@ -14,7 +14,7 @@ route. Meanwhile, at seeded random times within the upload window:
 - ``--kills`` SIGKILLs of a randomly chosen worker or route process, each restarted at once;
 - ``--broker-restarts`` (kafka only) SIGKILLs of the broker JVM, started again on its data directory
   (``scripts/kafka.sh restart``) after ``--broker-down-s`` seconds (default 0: at once; the broker's log
-  recovery itself takes ~20 s; an outage beyond the producers' ``message.timeout.ms``, 30 s, makes records
+  recovery itself takes 20-60 s; an outage beyond the producers' ``message.timeout.ms``, 30 s, makes records
   queued meanwhile fail their delivery). The embedded log has no broker process — its "broker" is the files each
   process writes — so broker restarts do not apply there (and are reported as 0).
 
