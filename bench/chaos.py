@@ -1,7 +1,8 @@
 """Chaos harness: the X-ray pipeline in separate processes while its processes and its broker crash.
 
     .venv/bin/python bench/chaos.py [--backend embedded|kafka] [--images N] [--kills N] [--broker-restarts N]
-                                    [--seed S] [--workers W] [--rate R] [--settle-timeout S]
+                                    [--broker-down-s S] [--seed S] [--workers W] [--rate R]
+                                    [--settle-timeout S]
 
 The ``risk-assessment`` function runs in ``kawa worker`` processes (``--workers``, default 1) and the
 de-identification route in a ``kawa routes run`` process, on one log (``embedded``: the on-disk log under a
@@ -12,7 +13,9 @@ route. Meanwhile, at seeded random times within the upload window:
 
 - ``--kills`` SIGKILLs of a randomly chosen worker or route process, each restarted at once;
 - ``--broker-restarts`` (kafka only) SIGKILLs of the broker JVM, started again on its data directory
-  (``scripts/kafka.sh restart``). The embedded log has no broker process — its "broker" is the files each
+  (``scripts/kafka.sh restart``) after ``--broker-down-s`` seconds (default 0: at once; the broker's log
+  recovery itself takes 20-60 s; an outage beyond the producers' ``message.timeout.ms``, 30 s, makes records
+  queued meanwhile fail their delivery). The embedded log has no broker process — its "broker" is the files each
   process writes — so broker restarts do not apply there (and are reported as 0).
 
 An upload whose notification could not be published (broker down) is stored anyway; the harness then runs the
@@ -22,12 +25,15 @@ for — or ``--settle-timeout`` passes, reads everything back and prints, as the
 
 ``uploads``, ``rows``, ``processed``, ``anonymized``, ``result_events_distinct`` / ``result_events_total``,
 ``dead_letters_distinct`` / ``dead_letters_total`` (both dead-letter topics), ``predictions_distinct``
-(distinct input events on the predictions topic), ``lost`` (uploads not accounted for: a good image without
-its row, processed object and anonymized object, and not dead-lettered; a damaged one missing from either
-dead-letter topic), ``good_dead_lettered`` (good images dead-lettered instead), ``duplicate_effects`` (extra
-result rows for one image, and output objects seen with more than one content for one input), the faults
-injected and the seconds taken. Topic duplicates with one id are allowed (at-least-once delivery) and shown
-only as total vs distinct. Progress goes to stderr.
+(distinct input events on the predictions topic; ``predictions_missing``: result rows whose input event has
+none), ``lost`` (uploads not accounted for: a good image without all of its row, processed object, anonymized
+object and result event, and not dead-lettered; a damaged one missing from either dead-letter topic — of them
+``result_events_missing``: every effect there but the result event), ``good_dead_lettered`` (good images
+dead-lettered instead), ``duplicate_effects`` (extra result rows for one image, and output objects seen with
+more than one content for one input; ``output_writes`` counts every write seen, rewrites of the same bytes
+included), the faults injected (``kills``; ``process_exits``: processes that exited on their own and were
+started again, as a supervisor would) and the seconds taken. Topic duplicates with one id are allowed
+(at-least-once delivery) and shown only as total vs distinct. Progress goes to stderr.
 
 :func:`run` is the same harness as a function (``tests/apps/test_chaos.py`` runs a short version).
 """
@@ -97,6 +103,7 @@ class Options:
     images: int = 200
     kills: int = 5
     broker_restarts: int = 1
+    broker_down_s: float = 0.0  # how long the broker stays dead before it is started again
     seed: int = 7
     workers: int = 1
     rate: float = 4.0
@@ -120,7 +127,8 @@ class Processes:
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("KAWA_")}
         self.env["PYTHONUNBUFFERED"] = "1"
         self.procs: list[subprocess.Popen[bytes]] = [self._spawn(i) for i in range(len(argvs))]
-        self.restarts = 0
+        self.restarts = 0  # after our SIGKILLs
+        self.crashes = 0  # after exits of their own (e.g. a worker that could not reach the broker at start)
 
     def _spawn(self, i: int) -> subprocess.Popen[bytes]:
         with open(self.workdir / f"proc-{i}.log", "ab") as out:
@@ -139,6 +147,13 @@ class Processes:
             if time.monotonic() > deadline:
                 raise KawaError("the pipeline's processes were not ready within {timeout:g} s")
             time.sleep(0.2)
+
+    def supervise(self) -> None:
+        """Start again a process that exited on its own (as a supervisor would, e.g. Kubernetes)."""
+        for i, proc in enumerate(self.procs):
+            if proc.poll() is not None:
+                self.procs[i] = self._spawn(i)
+                self.crashes += 1
 
     def kill_and_restart(self, i: int) -> None:
         proc = self.procs[i]
@@ -355,23 +370,25 @@ def _run(opts: Options, broker: Broker | None, workdir: Path) -> dict[str, Any]:
             task = bar.add_task("uploading with faults", total=opts.images)
             t0 = time.monotonic()
             uploader.start()
+            outages: list[threading.Thread] = []
             for fault in faults:
-                _until(lambda f=fault: time.monotonic() - t0 >= f.at, bar, task, uploads)  # type: ignore[misc]
+                _until(lambda f=fault: time.monotonic() - t0 >= f.at, bar, task, uploads, procs)  # type: ignore[misc]
                 if fault.kind == "kill":
                     procs.kill_and_restart(fault.target)
-                    bar.console.print(f"t={fault.at:5.1f}s SIGKILL {' '.join(argvs[fault.target][1:3])}, restarted")
-                else:
+                    name = " ".join(argvs[fault.target][1:3])
+                    bar.console.print(f"t={time.monotonic() - t0:5.1f}s SIGKILL {name}, restarted")
+                else:  # in its own thread: processes keep being killed while the broker is down
                     assert broker is not None
-                    broker.kill()
-                    bar.console.print(f"t={fault.at:5.1f}s SIGKILL broker; starting it on its data")
-                    broker.start()
-                    _reconcile(stack, uploads)
-            _until(uploaded.is_set, bar, task, uploads)
+                    outage = threading.Thread(target=_outage, args=(broker, opts, stack, uploads, bar, t0))
+                    outage.start()
+                    outages.append(outage)
+            _until(lambda: uploaded.is_set() and not any(o.is_alive() for o in outages), bar, task, uploads, procs)
             uploader.join()
             _reconcile(stack, uploads)
             bar.update(task, description="waiting until idle", completed=0)
             deadline = time.monotonic() + opts.settle_timeout
             while True:
+                procs.supervise()
                 done = _accounted(stack, uploads)
                 bar.update(task, completed=done)
                 if done == opts.images and _lag(stack.log, groups, s.images_topic) == 0:
@@ -387,7 +404,9 @@ def _run(opts: Options, broker: Broker | None, workdir: Path) -> dict[str, Any]:
     summary.update(
         backend=opts.backend,
         kills=procs.restarts,
+        process_exits=procs.crashes,
         broker_restarts=sum(f.kind == "broker" for f in faults),
+        broker_down_s=opts.broker_down_s if broker is not None else 0.0,
         seconds=round(time.monotonic() - started, 1),
     )
     return summary
@@ -397,11 +416,25 @@ def _progress(opts: Options) -> Progress:
     return Progress(console=console, disable=not opts.show_progress, transient=False)
 
 
-def _until(cond: Callable[[], bool], bar: Progress, task: Any, uploads: Uploads) -> None:
+def _until(cond: Callable[[], bool], bar: Progress, task: Any, uploads: Uploads, procs: Processes) -> None:
     while not cond():
+        procs.supervise()
         with uploads.lock:
             bar.update(task, completed=len(uploads.damaged))
         time.sleep(0.1)  # polling interval of cond
+
+
+def _outage(broker: Broker, opts: Options, stack: XrayStack, uploads: Uploads, bar: Progress, t0: float) -> None:
+    """SIGKILL the broker, keep it down ``broker_down_s``, start it on its data, publish what waited."""
+    killed = time.monotonic()
+    broker.kill()
+    bar.console.print(
+        f"t={killed - t0:5.1f}s SIGKILL broker; down {opts.broker_down_s:g} s, then restarted on its data"
+    )
+    time.sleep(opts.broker_down_s)  # the outage itself (a fault's duration, not a wait for a condition)
+    broker.start()
+    bar.console.print(f"t={time.monotonic() - t0:5.1f}s broker answers again ({time.monotonic() - killed:.1f} s dark)")
+    _reconcile(stack, uploads)
 
 
 def _reconcile(stack: XrayStack, uploads: Uploads) -> None:
@@ -441,7 +474,9 @@ def _read_back(stack: XrayStack, uploads: Uploads, watch: VersionWatch) -> dict[
     processed = {o.key for o in iter_objects(stack.store, s.processed_bucket, "chaos/")}
     anonymized = {o.key for o in iter_objects(stack.store, s.anonymized_bucket, "chaos/")}
     results = read_all(log, s.results_topic, stack.topic_size(s.results_topic))
-    result_ids = {(e.get_source(), e.get_id()) for e in map(from_record, results)}
+    result_events = [from_record(r) for r in results]
+    result_ids = {(e.get_source(), e.get_id()) for e in result_events}
+    result_keys = {(e.get_data() or {}).get("key") for e in result_events}  # type: ignore[union-attr]
     dead: dict[str, set[str]] = {}
     dead_total = 0
     keys = list(uploads.damaged)
@@ -453,12 +488,18 @@ def _read_back(stack: XrayStack, uploads: Uploads, watch: VersionWatch) -> dict[
     predictions_topic = stack.config.ml.predictions_topic
     predictions = read_all(log, predictions_topic, stack.topic_size(predictions_topic))
     prediction_ids = {(from_record(r).get_data() or {}).get("event_id") for r in predictions}  # type: ignore[union-attr]
-    lost = good_dead = 0
+    row_event_ids = {row.event_id.rsplit("#", 1)[-1] for row in rows}
+    lost = good_dead = missing_events = 0
     for key, bad in uploads.damaged.items():
         if bad:
             lost += not all(key in named for named in dead.values())
             continue
-        if rows_per_key.get(key) and processed_key(key) in processed and key in anonymized:
+        complete = rows_per_key.get(key) and processed_key(key) in processed and key in anonymized
+        if complete and key in result_keys:
+            continue
+        if complete:
+            missing_events += 1  # every effect but its result event, which is lost
+            lost += 1
             continue
         if any(key in named for named in dead.values()):
             good_dead += 1
@@ -479,6 +520,8 @@ def _read_back(stack: XrayStack, uploads: Uploads, watch: VersionWatch) -> dict[
         "dead_letters_total": dead_total,
         "predictions_distinct": len(prediction_ids - {None}),
         "predictions_total": len(predictions),
+        "predictions_missing": len(row_event_ids - prediction_ids),
+        "result_events_missing": missing_events,
         "output_writes": sum(len(w) for w in watch.writes.values()),
         "lost": lost,
         "good_dead_lettered": good_dead,
@@ -492,6 +535,12 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=200, help="uploads, about 5%% of them damaged")
     parser.add_argument("--kills", type=int, default=5, help="SIGKILLs of worker and route processes")
     parser.add_argument("--broker-restarts", type=int, default=1, help="kafka only: SIGKILL + restart the broker")
+    parser.add_argument(
+        "--broker-down-s",
+        type=float,
+        default=0.0,
+        help="seconds the broker stays dead before its restart (beyond 30 s, queued records time out)",
+    )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--workers", type=int, default=1, help="kawa worker processes for the function")
     parser.add_argument("--rate", type=float, default=4.0, help="uploads per second")
@@ -504,6 +553,7 @@ def main() -> None:
         images=args.images,
         kills=args.kills,
         broker_restarts=args.broker_restarts,
+        broker_down_s=args.broker_down_s,
         seed=args.seed,
         workers=args.workers,
         rate=args.rate,

@@ -63,6 +63,8 @@ def test_chaos_kafka_with_broker_restart(trained_model: TrainedModel, restartabl
         images=IMAGES,
         kills=KILLS,
         broker_restarts=1,
+        broker_down_s=25,  # with the ≥ 6 s start on its data: dark longer than the producers' 30 s timeout
+        rate=10,  # faster than the pipeline under faults: events are in flight when the broker dies
         seed=11,
         model=(trained_model.tracking_uri, trained_model.artifact_root),
         settle_timeout=150,
