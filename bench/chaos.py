@@ -18,8 +18,9 @@ route. Meanwhile, at seeded random times within the upload window:
   queued meanwhile fail their delivery). The embedded log has no broker process — its "broker" is the files each
   process writes — so broker restarts do not apply there (and are reported as 0).
 
-An upload whose notification could not be published (broker down) is stored anyway; the harness then runs the
-local store's reconciliation, as ``kawa up`` does, once the broker is back. The harness waits until the
+An upload whose notification could not be published (broker down) is stored anyway and its notification waits
+in the store's outbox (``unnotified_puts`` counts them); nobody acts: the outbox relay publishes it once the
+broker is back. The harness waits until the
 pipeline is idle — the function's and the route's consumer groups have no lag and every upload is accounted
 for — or ``--settle-timeout`` passes, reads everything back and prints, as the last line of stdout, JSON:
 
@@ -197,7 +198,7 @@ def _items(settings: XraySettings, images: int, seed: int) -> list[Prepared]:
 
 
 def _upload_all(stack: XrayStack, items: list[Prepared], rate: float, out: Uploads, done: threading.Event) -> None:
-    from kawa.errors import NotificationError
+    from kawa.errors import NotificationPending
 
     start = time.monotonic()
     for i, item in enumerate(items):
@@ -210,9 +211,9 @@ def _upload_all(stack: XrayStack, items: list[Prepared], rate: float, out: Uploa
         while True:
             try:
                 stack.store.put(stack.settings.incoming_bucket, key, item.body, content_type=CONTENT_TYPES[item.fmt])
-            except NotificationError:
+            except NotificationPending:
                 with out.lock:
-                    out.unnotified.append(key)  # stored; the reconciliation publishes it
+                    out.unnotified.append(key)  # stored; the store's outbox publishes it once the log is back
             except KawaError as exc:
                 console.print(f"upload {key} failed ({exc}); retrying")
                 time.sleep(0.5)
@@ -384,7 +385,6 @@ def _run(opts: Options, broker: Broker | None, workdir: Path) -> dict[str, Any]:
                     outages.append(outage)
             _until(lambda: uploaded.is_set() and not any(o.is_alive() for o in outages), bar, task, uploads, procs)
             uploader.join()
-            _reconcile(stack, uploads)
             bar.update(task, description="waiting until idle", completed=0)
             deadline = time.monotonic() + opts.settle_timeout
             while True:
@@ -434,17 +434,6 @@ def _outage(broker: Broker, opts: Options, stack: XrayStack, uploads: Uploads, b
     time.sleep(opts.broker_down_s)  # the outage itself (a fault's duration, not a wait for a condition)
     broker.start()
     bar.console.print(f"t={time.monotonic() - t0:5.1f}s broker answers again ({time.monotonic() - killed:.1f} s dark)")
-    _reconcile(stack, uploads)
-
-
-def _reconcile(stack: XrayStack, uploads: Uploads) -> None:
-    """Publish notifications a put could not (what ``kawa up``'s reconciliation scan does)."""
-    from kawa.store.watcher import LocalWatchService
-
-    with uploads.lock:
-        pending = bool(uploads.unnotified)
-    if pending:
-        LocalWatchService(stack.store, settle_s=0.0).scan(stack.settings.incoming_bucket)
 
 
 def _accounted(stack: XrayStack, uploads: Uploads) -> int:
