@@ -20,6 +20,7 @@ from kawa.portal.sources.models import ModelsSource
 from kawa.portal.sources.routes import RoutesSource
 from kawa.portal.sources.store import PhiPolicy, StoreSource
 from kawa.portal.sources.xray import XraySource
+from kawa.portal.throttle import LoginThrottle
 from kawa.portal.users import UserStore
 
 if TYPE_CHECKING:
@@ -48,6 +49,7 @@ class Portal:
         self.config = platform.config
         self.users = UserStore(users_db_path(self.config))
         self.secret = load_secret(self.config)
+        self.logins = LoginThrottle()
         self.log = LogSource(platform.log)
         self.store = StoreSource(
             lambda: platform.store, PhiPolicy(self.config.portal.phi_free_buckets, self._app_phi_free)
