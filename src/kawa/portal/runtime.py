@@ -60,7 +60,7 @@ class Portal:
         self.models = ModelsSource(platform)
         self.xray = XraySource(self)
         self.sampler: Sampler = Sampler(self, self.config.portal.sample_interval_s)
-        self.board_cache: dict[tuple[int, bool], dict[str, Any]] = {}  # (sample, PHI view) -> board
+        self.board_cache: dict[tuple[int, str], dict[str, Any]] = {}  # (sample, role) -> board
         self.board_lock = threading.Lock()
 
     def _app_phi_free(self) -> Iterable[str]:

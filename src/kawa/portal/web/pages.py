@@ -159,7 +159,8 @@ def logout(
 def overview_page(
     request: Request, principal: Principal = Depends(page_user()), portal: Portal = Depends(get_portal)
 ) -> HTMLResponse:
-    return render(request, "overview.html", principal, graph=overview(portal), capabilities=portal.capabilities())
+    graph = overview(portal, principal)
+    return render(request, "overview.html", principal, graph=graph, capabilities=portal.capabilities())
 
 
 @router.get("/xray", response_class=HTMLResponse)
