@@ -251,3 +251,18 @@ def test_processed_never_exceeds_uploaded(client: Any, tokens: dict[Role, str], 
     thread.join(10)
     assert counts == {"uploaded": total, "processed": total, "anonymized": 0, "dead_lettered": 0}
     assert seen == sorted(seen)
+
+
+def test_the_docs_table_of_panels_is_the_code() -> None:
+    text = (Path(__file__).resolve().parents[2] / "docs" / "portal.md").read_text()
+    rows = [line.strip() for line in text.splitlines() if line.strip().startswith("| ") and line.count("|") == 5]
+    documented = {}
+    for line in rows:
+        name, keys, endpoint, action = (cell.strip() for cell in line.strip("|").split("|"))
+        documented[name.removeprefix("overview: ")] = (keys, endpoint, action)
+    for board in BOARDS:
+        for panel in board.panels:
+            keys, endpoint, action = documented[panel.name]
+            assert keys == ", ".join(f"`{k}`" for k in panel.keys), panel.name
+            assert endpoint.startswith(f"`{panel.source[0]} {panel.source[1]}`"), panel.name
+            assert action == f"`{panel.action.value}`", panel.name
