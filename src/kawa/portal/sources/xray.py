@@ -48,6 +48,7 @@ class XraySource:
         self._dlq_seen: int | None = None
         self._dlq: dict[str, DistinctEvents] = {}
         self._listed: dict[str, BucketView] = {}
+        self._listed_names: dict[str, str] = {}
         self._list_next_at = 0.0
         self._lock = threading.Lock()  # guards _state
         self._refresh_lock = threading.Lock()
@@ -167,12 +168,13 @@ class XraySource:
         if not ok:
             return {}
         now = time.monotonic()
-        if not fresh and now < self._list_next_at and set(self._listed) == set(names):
+        if not fresh and now < self._list_next_at and self._listed_names == names:
             return self._listed
         started = time.monotonic()
         views = {label: self.portal.store.view(bucket, fresh=True) for label, bucket in names.items()}
         cost = time.monotonic() - started
-        self._listed, self._list_next_at = views, time.monotonic() + max(LIST_EVERY_S, 20 * cost)
+        self._listed, self._listed_names = views, dict(names)
+        self._list_next_at = time.monotonic() + max(LIST_EVERY_S, 20 * cost)
         return views
 
     def _recent_dead_letters(self, settings: XraySettings, limit: int = 10) -> list[dict[str, Any]]:
