@@ -127,3 +127,30 @@ def test_uploaded_svg_html_and_script_never_run_in_the_portal_origin(
     assert page.evaluate("() => window.__pwned") is None and page.title() != "owned"
     assert payload_requests == [], payload_requests
     context.close()
+
+
+def test_a_viewer_board_renders_live_without_the_dead_letter_panel(
+    served: tuple[Any, dict[str, str]], browser: Any  # noqa: F811
+) -> None:
+    from tests.portal.test_boards import SECRET_KEY, dead_letter, xray_app
+
+    server, _engineer = served
+    platform = server.platform
+    settings = xray_app(platform)
+    dead_letter(platform, settings.dead_letter_topic, "dl-1", f"cannot decode {SECRET_KEY}")
+    assert server.portal is not None
+    server.portal.users.add_user("vera", "viewer", PASSWORD)
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(f"{server.url}/login?next=/xray")
+    page.fill("input[name=username]", "vera")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{server.url}/xray")
+    until(lambda: "updated" in (page.text_content("#live-status") or ""), 30, "a live update is rendered", page)
+    assert page.query_selector("#count-dead_lettered") is not None  # counts are for everyone
+    assert page.query_selector("#dead-letters") is None and page.query_selector("[data-panel=dead_letters]") is None
+    assert SECRET_KEY not in page.content()
+    assert not errors, errors
+    page.close()
