@@ -125,6 +125,7 @@ def test_board_api_and_page_show_a_panel_iff_its_endpoint_answers_the_role(
     # What the viewer must not learn from the board, in any form.
     sees_dead_letters = allowed(role, XRAY_BOARD.panels[-1].action)
     assert (f"cannot decode {SECRET_KEY}" in page.text) == sees_dead_letters
+    assert ('href="/deadletters"' in page.text) == sees_dead_letters  # nor a link to a page that answers 403
     assert (SECRET_KEY in json.dumps(board)) == sees_dead_letters
     if sees_dead_letters:
         assert board["dead_letters"][0]["error_message"] == f"cannot decode {SECRET_KEY}"

@@ -34,14 +34,14 @@ templates.env.filters["when"] = lambda t: time.strftime("%H:%M:%S", time.localti
 templates.env.filters["urlpart"] = lambda s: quote(str(s), safe="")
 
 NAV = [
-    ("/", "Overview"),
-    ("/xray", "X-ray"),
-    ("/functions", "Functions"),
-    ("/topics", "Topics"),
-    ("/models", "Models"),
-    ("/jobs", "Jobs"),
-    ("/deadletters", "Dead letters"),
-    ("/account", "Account"),
+    ("/", "Overview", Action.VIEW),
+    ("/xray", "X-ray", Action.VIEW),
+    ("/functions", "Functions", Action.VIEW),
+    ("/topics", "Topics", Action.VIEW),
+    ("/models", "Models", Action.VIEW),
+    ("/jobs", "Jobs", Action.VIEW),
+    ("/deadletters", "Dead letters", Action.DEADLETTERS_READ),  # the action its page requires
+    ("/account", "Account", Action.VIEW),
 ]
 
 
@@ -51,7 +51,7 @@ def render(
     context.update(
         request=request,
         principal=principal,
-        nav=NAV,
+        nav=[(href, label) for href, label, action in NAV if principal is not None and principal.can(action)],
         Action=Action,
         path=request.url.path,
         flash=request.query_params.get("flash"),
