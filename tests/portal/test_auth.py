@@ -116,3 +116,9 @@ def test_my_tokens(client: Any, tokens: dict[Role, str]) -> None:
     assert labels == ["test", "grafana"]
     assert client.delete(f"/api/me/tokens/{new['id']}", headers=headers).status_code == 204
     assert client.get("/api/me", headers=bearer(new["token"])).status_code == 401
+    unknown = client.delete("/api/me/tokens/not-a-token-id", headers=headers)
+    assert unknown.status_code == 404 and unknown.json()["error"] == "TokenNotFound"
+    # Another user's token is not found either (its id is not the caller's to learn about).
+    other = client.post("/api/me/tokens", json={"label": "x"}, headers=bearer(tokens[Role.ADMIN])).json()
+    assert client.delete(f"/api/me/tokens/{other['id']}", headers=headers).status_code == 404
+    assert client.get("/api/me", headers=bearer(other["token"])).status_code == 200

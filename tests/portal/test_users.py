@@ -81,7 +81,9 @@ def test_tokens_are_stored_as_digests_and_revocable(store: UserStore) -> None:
     assert secret not in repr(rows)
     assert [t.label for t in store.tokens("ann")] == ["ci"]
     assert store.tokens("ann")[0].last_used_at is not None
-    with pytest.raises(InvalidCredentials):
+    from kawa.portal.users import TokenNotFound
+
+    with pytest.raises(TokenNotFound, match="no token"):
         store.revoke_token(info.id, user="someone-else")
     store.revoke_token(info.id, user="ann")
     with pytest.raises(InvalidCredentials, match="invalid or revoked"):

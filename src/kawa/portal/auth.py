@@ -47,6 +47,11 @@ def get_portal(request: Request) -> Portal:
     return portal
 
 
+def client_address(request: Request) -> str:
+    """The peer's address (the portal trusts no forwarding headers: uvicorn runs with proxy_headers off)."""
+    return request.client.host if request.client is not None else "unknown"
+
+
 def authenticate(request: Request, portal: Portal) -> Principal:
     header = request.headers.get("authorization", "")
     scheme, _, credentials = header.partition(" ")

@@ -51,6 +51,7 @@ class Sampler:
         self.function_history: dict[str, deque[FunctionPoint]] = {}
         self._changed = threading.Condition()
         self._stop = threading.Event()
+        self._tick_lock = threading.Lock()  # one tick at a time (tests call tick() beside the thread)
         self._thread: threading.Thread | None = None
         self._watched_at = time.monotonic()
         self.last_error: str | None = None
@@ -77,7 +78,7 @@ class Sampler:
     def _loop(self) -> None:
         while not self._stop.is_set():
             started = time.monotonic()
-            self.tick()
+            self.tick(fresh=False)
             idle = time.monotonic() - self._watched_at > IDLE_AFTER_S
             interval = self.interval_s * (IDLE_FACTOR if idle else 1)
             # Sleep in short steps so a new watcher gets the fast tick within one interval.
@@ -87,15 +88,21 @@ class Sampler:
                     break
                 self._stop.wait(min(self.interval_s, max(0.0, deadline - time.monotonic())))
 
-    def tick(self) -> None:
-        """Take one sample now (tests call this directly)."""
+    def tick(self, fresh: bool = True) -> None:
+        """Take one sample now: after it returns, the board shows what was stored before it was called
+        (tests call this directly). The thread's own ticks pass ``fresh=False``: bucket listings are then
+        re-taken only when due."""
+        with self._tick_lock:
+            self._tick(fresh)
+
+    def _tick(self, fresh: bool) -> None:
         try:
             self.topics = self.portal.log.sample()
         except KawaError as exc:
             self.last_error = str(exc)
         self._sample_functions()
         try:
-            self.portal.xray.refresh()
+            self.portal.xray.refresh(fresh)
         except KawaError as exc:
             self.last_error = str(exc)
         except Exception:  # a bug in one panel must not stop the live views

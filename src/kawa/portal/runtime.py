@@ -20,6 +20,7 @@ from kawa.portal.sources.models import ModelsSource
 from kawa.portal.sources.routes import RoutesSource
 from kawa.portal.sources.store import PhiPolicy, StoreSource
 from kawa.portal.sources.xray import XraySource
+from kawa.portal.throttle import LoginThrottle
 from kawa.portal.users import UserStore
 
 if TYPE_CHECKING:
@@ -48,6 +49,7 @@ class Portal:
         self.config = platform.config
         self.users = UserStore(users_db_path(self.config))
         self.secret = load_secret(self.config)
+        self.logins = LoginThrottle()
         self.log = LogSource(platform.log)
         self.store = StoreSource(
             lambda: platform.store, PhiPolicy(self.config.portal.phi_free_buckets, self._app_phi_free)
@@ -58,7 +60,7 @@ class Portal:
         self.models = ModelsSource(platform)
         self.xray = XraySource(self)
         self.sampler: Sampler = Sampler(self, self.config.portal.sample_interval_s)
-        self.board_cache: dict[tuple[int, bool], dict[str, Any]] = {}  # (sample, PHI view) -> board
+        self.board_cache: dict[tuple[int, str], dict[str, Any]] = {}  # (sample, role) -> board
         self.board_lock = threading.Lock()
 
     def _app_phi_free(self) -> Iterable[str]:

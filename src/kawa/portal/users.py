@@ -60,6 +60,10 @@ TOKEN_PREFIX = "kawa_"
 MIN_PASSWORD = 8
 
 
+class TokenNotFound(PortalError):
+    """No API token has this id (or it is another user's)."""
+
+
 @dataclass(frozen=True)
 class User:
     name: str
@@ -280,7 +284,7 @@ class UserStore:
             sql, args = sql + " AND user = ?", (token_id, user)
         with self._tx() as db:
             if db.execute(sql, args).rowcount == 0:
-                raise InvalidCredentials(f"no token {token_id!r}; list tokens with GET /api/me/tokens")
+                raise TokenNotFound(f"no token {token_id!r}; list your tokens with GET /api/me/tokens")
 
     def user_for_token(self, secret: str) -> User:
         with self._read() as db:

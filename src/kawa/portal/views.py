@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from kawa.errors import KawaError
+from kawa.portal.boards import Board, Panel
 from kawa.portal.permissions import Action
-from kawa.portal.sources.results import percentile
+from kawa.portal.sources.results import ResultsTail, percentile
+from kawa.portal.sources.xray import BoardState
 
 if TYPE_CHECKING:
+    from kawa.apps.xray.settings import XraySettings
     from kawa.portal.auth import Principal
     from kawa.portal.runtime import Portal
 
@@ -25,11 +29,101 @@ def thumb_url(bucket: str, key: str, size: int = 160) -> str:
     return f"/api/thumbnails/{quote(bucket)}/{quote(key)}?size={size}"
 
 
-def board(portal: Portal, principal: Principal) -> dict[str, Any]:
-    """The X-ray board: counts, newest objects with thumbnails, dead letters, results over time.
+@dataclass(frozen=True)
+class XrayContext:
+    """What the X-ray board's panels read, taken once per build: one board state (one snapshot)."""
 
-    Built once per sample and PHI view, however many browsers watch."""
-    key = (portal.sampler.version, principal.can(Action.PHI_READ))
+    portal: Portal
+    settings: XraySettings
+    state: BoardState
+    tail: ResultsTail | None
+    phi: bool  # the principal may read PHI
+
+
+def _counts(c: XrayContext) -> dict[str, Any]:
+    return {"counts": {k: c.state.counts.get(k, 0) for k in COUNTED}}
+
+
+def _newest(c: XrayContext) -> dict[str, Any]:
+    newest: dict[str, list[dict[str, Any]]] = {}
+    phi_free = c.portal.store.phi.phi_free
+    for panel, bucket in _buckets(c.settings).items():
+        items = c.state.newest.get(panel, [])
+        visible = c.phi or phi_free(bucket)
+        newest[panel] = [dict(item, thumbnail=thumb_url(bucket, item["key"])) for item in items] if visible else []
+    return {"newest": newest, "phi_hidden": not c.phi and not phi_free(c.settings.incoming_bucket)}
+
+
+def _results(c: XrayContext) -> dict[str, Any]:
+    rows = c.tail.rows(10) if c.tail is not None else []
+    return {"results": [r.to_dict() | {"object": r.object if c.phi else None} for r in rows]}
+
+
+def _trends(c: XrayContext) -> dict[str, Any]:
+    tail = c.tail
+    timeline = tail.timeline(_bucket_for(tail), TIMELINE_SPAN_S) if tail is not None else []
+    counts = tail.counts() if tail is not None else {"label": Counter(), "version": Counter()}
+    recent = [r for r in (tail.all_rows() if tail is not None else []) if r.time >= time.time() - 60]
+    e2e = [r.e2e_ms for r in recent if r.e2e_ms is not None]
+    latencies = e2e or [r.latency_ms for r in recent if r.latency_ms is not None]
+    return {
+        "timeline": timeline,
+        "by_version": dict(counts["version"]),
+        "by_label": dict(counts["label"]),
+        "latency": {
+            "p50_ms": percentile(latencies, 0.5),
+            "p99_ms": percentile(latencies, 0.99),
+            "window_s": 60,
+            "kind": "end-to-end" if e2e else "in-function",
+        },
+    }
+
+
+def _function(c: XrayContext) -> dict[str, Any]:
+    replicas, function = _risk_function(c.portal, c.settings.images_topic)
+    return {"replicas": replicas, "function": function}
+
+
+def _dead_letters(c: XrayContext) -> dict[str, Any]:
+    return {"dead_letters": c.state.dead_letters}
+
+
+COUNTED = ("uploaded", "processed", "anonymized", "dead_lettered")
+
+XRAY_BOARD: Board[XrayContext] = Board(
+    "xray",
+    (
+        # Bucket sizes and topic sizes are listed to every role (GET /api/buckets/…/objects, /api/topics).
+        Panel("counts", ("counts",), Action.VIEW, ("GET", "/api/topics"), _counts),
+        # Per bucket, the same PHI gate as the object listing (phi.read unless the bucket is PHI-free).
+        Panel("newest", ("newest", "phi_hidden"), Action.VIEW, ("GET", "/api/buckets/{bucket}/objects"), _newest),
+        Panel("results", ("results",), Action.VIEW, ("GET", "/api/results"), _results),
+        Panel(
+            "trends",
+            ("timeline", "by_version", "by_label", "latency"),
+            Action.VIEW,
+            ("GET", "/api/results/summary"),
+            _trends,
+        ),
+        Panel("function", ("replicas", "function"), Action.VIEW, ("GET", "/api/functions"), _function),
+        Panel(
+            "dead_letters",
+            ("dead_letters",),
+            Action.DEADLETTERS_READ,
+            ("GET", "/api/deadletters/{topic}/records"),
+            _dead_letters,
+        ),
+    ),
+)
+"""The X-ray board's panels: each shown only to roles with the action of the endpoint that owns its data."""
+
+
+def board(portal: Portal, principal: Principal) -> dict[str, Any]:
+    """The X-ray board for ``principal``: counts, newest objects with thumbnails, results over time, the
+    risk function and — for roles that may read them — dead letters.
+
+    Built once per sample and role, however many browsers watch."""
+    key = (portal.sampler.version, principal.user.role.value)
     cache = portal.board_cache
     with portal.board_lock:
         cached = cache.get(key)
@@ -43,53 +137,30 @@ def board(portal: Portal, principal: Principal) -> dict[str, Any]:
     return built
 
 
-def _board(portal: Portal, principal: Principal) -> dict[str, Any]:
-    settings = portal.xray.settings()
-    if settings is None:
-        _ok, reason = portal.xray.available()
-        return {"configured": False, "reason": reason}
-    state = portal.xray.state()
-    phi = principal.can(Action.PHI_READ)
-    buckets = {
+def _buckets(settings: XraySettings) -> dict[str, str]:
+    return {
         "uploaded": settings.incoming_bucket,
         "processed": settings.processed_bucket,
         "anonymized": settings.anonymized_bucket,
     }
-    newest: dict[str, list[dict[str, Any]]] = {}
-    for panel, bucket in buckets.items():
-        items = state.newest.get(panel, [])
-        visible = phi or portal.store.phi.phi_free(bucket)
-        newest[panel] = [dict(item, thumbnail=thumb_url(bucket, item["key"])) for item in items] if visible else []
-    tail = portal.xray.tail()
-    timeline = tail.timeline(_bucket_for(tail), TIMELINE_SPAN_S) if tail is not None else []
-    counts = tail.counts() if tail is not None else {"label": Counter(), "version": Counter()}
-    recent = [r for r in (tail.all_rows() if tail is not None else []) if r.time >= time.time() - 60]
-    e2e = [r.e2e_ms for r in recent if r.e2e_ms is not None]
-    latencies = e2e or [r.latency_ms for r in recent if r.latency_ms is not None]
-    replicas, function = _risk_function(portal, settings.images_topic)
-    return {
-        "configured": True,
-        "reason": None,
-        "buckets": buckets,
-        "model": settings.model_ref,
-        "counts": {k: state.counts.get(k, 0) for k in ("uploaded", "processed", "anonymized", "dead_lettered")},
-        "newest": newest,
-        "phi_hidden": not phi and not portal.store.phi.phi_free(settings.incoming_bucket),
-        "dead_letters": state.dead_letters,
-        "results": [r.to_dict() | {"object": r.object if phi else None} for r in (tail.rows(10) if tail else [])],
-        "timeline": timeline,
-        "by_version": dict(counts["version"]),
-        "by_label": dict(counts["label"]),
-        "latency": {
-            "p50_ms": percentile(latencies, 0.5),
-            "p99_ms": percentile(latencies, 0.99),
-            "window_s": 60,
-            "kind": "end-to-end" if e2e else "in-function",
-        },
-        "replicas": replicas,
-        "function": function,
-        "refreshed_at": state.refreshed_at,
-    }
+
+
+def _board(portal: Portal, principal: Principal) -> dict[str, Any]:
+    settings = portal.xray.settings()
+    if settings is None:
+        _ok, reason = portal.xray.available()
+        return {"configured": False, "reason": reason, "panels": []}
+    state = portal.xray.state()
+    context = XrayContext(portal, settings, state, portal.xray.tail(), principal.can(Action.PHI_READ))
+    return XRAY_BOARD.build(
+        principal.user.role,
+        context,
+        configured=True,
+        reason=None,
+        buckets=_buckets(settings),
+        model=settings.model_ref,
+        refreshed_at=state.refreshed_at,
+    )
 
 
 def _bucket_for(tail: Any) -> float:
@@ -128,7 +199,19 @@ def _risk_function(portal: Portal, images_topic: str) -> tuple[list[dict[str, An
     }
 
 
-def overview(portal: Portal) -> dict[str, Any]:
+OVERVIEW_BOARD: Board[Portal] = Board(
+    "overview",
+    (Panel("graph", ("nodes", "edges"), Action.VIEW, ("GET", "/api/topics"), lambda portal: _graph(portal)),),
+)
+"""The overview: one graph of what GET /api/topics, /api/buckets, /api/functions and /api/routes list."""
+
+
+def overview(portal: Portal, principal: Principal) -> dict[str, Any]:
+    """The platform as a graph for ``principal`` (see :data:`OVERVIEW_BOARD`)."""
+    return OVERVIEW_BOARD.build(principal.user.role, portal)
+
+
+def _graph(portal: Portal) -> dict[str, Any]:
     """The platform as a graph: buckets → topics → functions/routes → buckets/topics, with live rates."""
     nodes: dict[str, dict[str, Any]] = {}
     edges: list[dict[str, Any]] = []

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import APIRouter, Depends, Path, Request, Response
 from pydantic import BaseModel, Field
 
-from kawa.portal.api.common import ERRORS
-from kawa.portal.auth import Principal, get_portal, require
+from kawa.portal.api.common import ERRORS, LOGIN_ERRORS
+from kawa.portal.auth import Principal, client_address, get_portal, require
+from kawa.portal.login import throttled_login
 from kawa.portal.permissions import PERMISSIONS, Action, Role
 from kawa.portal.runtime import Portal
 
@@ -22,6 +23,11 @@ class MeOut(BaseModel):
     role: Role
     actions: list[str]
     csrf_token: str | None = Field(None, description="the session's CSRF token (sessions only)")
+
+
+class LoginIn(BaseModel):
+    name: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=1000)
 
 
 class CapabilityOut(BaseModel):
@@ -71,6 +77,27 @@ class UserPatch(BaseModel):
 def me(principal: Principal = Depends(require(Action.VIEW))) -> MeOut:
     actions = sorted(a.value for a in PERMISSIONS[principal.user.role])
     return MeOut(name=principal.user.name, role=principal.user.role, actions=actions, csrf_token=principal.csrf)
+
+
+@router.post("/login", response_model=MeOut, responses=LOGIN_ERRORS)
+def api_login(body: LoginIn, request: Request, response: Response, portal: Portal = Depends(get_portal)) -> MeOut:
+    """Log in with a password: sets the session cookie and returns the session's CSRF token. Failed logins
+    are throttled per account and per client address: 429 with ``Retry-After`` (seconds) while refused."""
+    from kawa.portal.security import SESSION_COOKIE, cookie_secure
+
+    user = throttled_login(portal, body.name, body.password, client_address(request))
+    secret, session = portal.users.create_session(user, portal.config.portal.session_ttl_s)
+    response.set_cookie(
+        SESSION_COOKIE,
+        secret,
+        max_age=portal.config.portal.session_ttl_s,
+        httponly=True,
+        samesite="strict",
+        secure=cookie_secure(request, portal.config),
+        path="/",
+    )
+    actions = sorted(a.value for a in PERMISSIONS[user.role])
+    return MeOut(name=user.name, role=user.role, actions=actions, csrf_token=session.csrf)
 
 
 @router.get("/capabilities", response_model=list[CapabilityOut])

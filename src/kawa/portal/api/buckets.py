@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from kawa.errors import KawaError
 from kawa.portal.api.common import ERRORS, Section, not_configured
 from kawa.portal.auth import Principal, get_portal, may_read_bucket, require
+from kawa.portal.content import INLINE_RASTER, MAX_REENCODE_BYTES, Served, object_headers, reencode_raster
 from kawa.portal.permissions import Action
 from kawa.portal.runtime import Portal
 
@@ -119,26 +120,37 @@ def _stream(reader: Any) -> Iterator[bytes]:
 @router.get(
     "/api/buckets/{bucket}/objects/{key:path}",
     response_class=StreamingResponse,
-    responses={200: {"content": {"application/octet-stream": {}}, "description": "the object's content"}},
+    responses={
+        200: {
+            "content": {"application/octet-stream": {}, "image/png": {}, "image/jpeg": {}},
+            "description": "the object's content: a PNG or JPEG the portal re-encoded, inline; anything else "
+            "as an application/octet-stream attachment (see docs/portal.md, Security)",
+        }
+    },
 )
 def get_object(
     bucket: BUCKET,
     key: KEY,
     principal: Principal = Depends(require(Action.VIEW)),
     portal: Portal = Depends(get_portal),
-) -> StreamingResponse:
+) -> Response:
     may_read_bucket(principal, portal, bucket)
     reader = portal.store.store.get(bucket, key)
     info = reader.info
-    headers = {
-        "ETag": f'"{info.etag}"',
-        "Content-Length": str(info.size),
-        "X-Content-Type-Options": "nosniff",
-        "Content-Disposition": "attachment" if not (info.content_type or "").startswith("image/") else "inline",
-    }
-    return StreamingResponse(
-        _stream(reader), media_type=info.content_type or "application/octet-stream", headers=headers
-    )
+    raster = (info.content_type or "").split(";")[0].strip().lower() in INLINE_RASTER
+    if raster and info.size <= MAX_REENCODE_BYTES:
+        with reader:
+            data = reader.read()
+        served = reencode_raster(data, info.content_type)
+        if served is not None and served.body is not None:
+            headers = object_headers(key, served) | {"ETag": f'W/"{info.etag}"'}
+            return Response(served.body, media_type=served.media_type, headers=headers)
+        attachment = Served(None, "application/octet-stream", inline=False)
+        headers = object_headers(key, attachment) | {"ETag": f'"{info.etag}"'}
+        return Response(data, media_type=attachment.media_type, headers=headers)
+    attachment = Served(None, "application/octet-stream", inline=False)
+    headers = object_headers(key, attachment) | {"ETag": f'"{info.etag}"', "Content-Length": str(info.size)}
+    return StreamingResponse(_stream(reader), media_type=attachment.media_type, headers=headers)
 
 
 @router.put("/api/buckets/{bucket}/objects/{key:path}", response_model=ObjectOut, status_code=201)

@@ -9,6 +9,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 
 from kawa import errors as e
+from kawa.portal.login import LoginThrottled
+from kawa.portal.users import TokenNotFound
 
 T = TypeVar("T")
 
@@ -35,6 +37,7 @@ def not_configured(reason: str | None) -> dict[str, Any]:
 
 
 _STATUS: tuple[tuple[type[e.KawaError], int], ...] = (
+    (LoginThrottled, 429),
     (e.InvalidCredentials, 401),
     (e.PermissionDenied, 403),
     (e.TopicNotFound, 404),
@@ -44,6 +47,7 @@ _STATUS: tuple[tuple[type[e.KawaError], int], ...] = (
     (e.ModelAliasNotFound, 404),
     (e.JobNotFound, 404),
     (e.UserNotFound, 404),
+    (TokenNotFound, 404),
     (e.FunctionNotFound, 404),
     (e.OffsetOutOfRange, 404),
     (e.RouteNotFound, 404),
@@ -75,10 +79,16 @@ def kawa_error_response(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, e.KawaError)
     status = status_for(exc)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if isinstance(exc, LoginThrottled):
+        headers = {"Retry-After": exc.retry_after}
     return JSONResponse({"detail": str(exc), "error": type(exc).__name__}, status_code=status, headers=headers)
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": Problem, "description": "not logged in / bad token"},
     403: {"model": Problem, "description": "the role may not take this action, or a bad CSRF token"},
+}
+LOGIN_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": Problem, "description": "wrong user name or password"},
+    429: {"model": Problem, "description": "too many failed logins: wait the Retry-After seconds"},
 }

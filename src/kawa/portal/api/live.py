@@ -54,16 +54,18 @@ def xray_board(
     principal: Principal = Depends(require(Action.VIEW)), portal: Portal = Depends(get_portal)
 ) -> dict[str, Any]:
     """Counts uploaded/processed/anonymized/dead-lettered, newest objects (incoming ones only with phi.read),
-    risk distribution and images per model version over time, risk-assessment replicas, end-to-end latency."""
+    risk distribution and images per model version over time, risk-assessment replicas, end-to-end latency,
+    and the last dead letters (only with deadletters.read). ``panels`` names the panels this role may see:
+    each needs the action of the endpoint that owns its data (docs/portal.md)."""
     return board(portal, principal)
 
 
 @router.get("/api/overview")
 def platform_overview(
-    _: Principal = Depends(require(Action.VIEW)), portal: Portal = Depends(get_portal)
+    principal: Principal = Depends(require(Action.VIEW)), portal: Portal = Depends(get_portal)
 ) -> dict[str, Any]:
     """Buckets, topics, functions and routes as a graph with live rates (records/s)."""
-    return overview(portal)
+    return overview(portal, principal)
 
 
 @router.get("/api/results", response_model=Section[ResultOut], tags=["results"])
@@ -95,7 +97,7 @@ def results_summary(
 def _builder(view: View, portal: Portal, principal: Principal) -> Callable[[], dict[str, Any]]:
     if view is View.board:
         return lambda: board(portal, principal)
-    return lambda: overview(portal)
+    return lambda: overview(portal, principal)
 
 
 async def _events(request: Request, portal: Portal, build: Callable[[], dict[str, Any]]) -> AsyncIterator[str]:

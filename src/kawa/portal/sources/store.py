@@ -90,14 +90,15 @@ class StoreSource:
         except KawaError:
             return []
 
-    def view(self, bucket: str, newest: int = 10, max_age_s: float = 2.0) -> BucketView:
+    def view(self, bucket: str, newest: int = 10, max_age_s: float = 2.0, *, fresh: bool = False) -> BucketView:
         """Count and newest objects of ``bucket``. Re-listed at most every ``max_age_s`` and never more
-        often than 20 times the time the last listing took, so a large bucket costs at most ~5% of a core."""
+        often than 20 times the time the last listing took, so a large bucket costs at most ~5% of a core;
+        ``fresh`` lists it now (the caller paces itself)."""
         from kawa.store.base import iter_objects
 
         now = time.monotonic()
         cached = self._views.get(bucket)
-        if cached is not None and now < cached.next_at:
+        if not fresh and cached is not None and now < cached.next_at:
             return cached.view
         if not self.store.bucket_exists(bucket):
             view = BucketView(bucket, 0, (), time.time(), exists=False)

@@ -20,7 +20,8 @@ from kawa.portal.api.deadletters import list_records as dead_letter_records
 from kawa.portal.api.functions import function_out
 from kawa.portal.api.jobs import job_out
 from kawa.portal.api.topics import consumers_of, topic_out
-from kawa.portal.auth import Principal, get_portal, page_user
+from kawa.portal.auth import Principal, client_address, get_portal, page_user
+from kawa.portal.login import LoginThrottled, throttled_login
 from kawa.portal.permissions import Action
 from kawa.portal.runtime import Portal
 from kawa.portal.security import LOGIN_CSRF_COOKIE, SESSION_COOKIE, LoginCsrf, cookie_secure
@@ -33,14 +34,14 @@ templates.env.filters["when"] = lambda t: time.strftime("%H:%M:%S", time.localti
 templates.env.filters["urlpart"] = lambda s: quote(str(s), safe="")
 
 NAV = [
-    ("/", "Overview"),
-    ("/xray", "X-ray"),
-    ("/functions", "Functions"),
-    ("/topics", "Topics"),
-    ("/models", "Models"),
-    ("/jobs", "Jobs"),
-    ("/deadletters", "Dead letters"),
-    ("/account", "Account"),
+    ("/", "Overview", Action.VIEW),
+    ("/xray", "X-ray", Action.VIEW),
+    ("/functions", "Functions", Action.VIEW),
+    ("/topics", "Topics", Action.VIEW),
+    ("/models", "Models", Action.VIEW),
+    ("/jobs", "Jobs", Action.VIEW),
+    ("/deadletters", "Dead letters", Action.DEADLETTERS_READ),  # the action its page requires
+    ("/account", "Account", Action.VIEW),
 ]
 
 
@@ -50,7 +51,7 @@ def render(
     context.update(
         request=request,
         principal=principal,
-        nav=NAV,
+        nav=[(href, label) for href, label, action in NAV if principal is not None and principal.can(action)],
         Action=Action,
         path=request.url.path,
         flash=request.query_params.get("flash"),
@@ -80,10 +81,17 @@ def _safe_next(target: str | None) -> str:
 
 
 @router.get("/login", response_class=HTMLResponse)
-def login_form(request: Request, next: str = "/", portal: Portal = Depends(get_portal)) -> HTMLResponse:
+def login_form(
+    request: Request, next: str = "/", portal: Portal = Depends(get_portal), error: str | None = None
+) -> HTMLResponse:
     cookie, token = LoginCsrf(portal.secret).issue()
     response = render(
-        request, "login.html", None, next=_safe_next(next), csrf_token=token, error=request.query_params.get("error")
+        request,
+        "login.html",
+        None,
+        next=_safe_next(next),
+        csrf_token=token,
+        error=error or request.query_params.get("error"),
     )
     response.set_cookie(
         LOGIN_CSRF_COOKIE,
@@ -108,7 +116,13 @@ def login(
 ) -> Response:
     try:
         LoginCsrf(portal.secret).check(request.cookies.get(LOGIN_CSRF_COOKIE), csrf_token)
-        user = portal.users.authenticate(username, password)
+        user = throttled_login(portal, username, password, client_address(request))
+    except LoginThrottled as exc:
+        # Answered here (not by a redirect that a browser would follow at once): 429 with Retry-After.
+        page = login_form(request, next, portal, str(exc))
+        page.status_code = 429
+        page.headers["Retry-After"] = exc.retry_after
+        return page
     except InvalidCredentials as exc:
         return RedirectResponse(f"/login?next={quote(_safe_next(next))}&error={quote(str(exc))}", status_code=303)
     secret, _session = portal.users.create_session(user, portal.config.portal.session_ttl_s)
@@ -145,7 +159,8 @@ def logout(
 def overview_page(
     request: Request, principal: Principal = Depends(page_user()), portal: Portal = Depends(get_portal)
 ) -> HTMLResponse:
-    return render(request, "overview.html", principal, graph=overview(portal), capabilities=portal.capabilities())
+    graph = overview(portal, principal)
+    return render(request, "overview.html", principal, graph=graph, capabilities=portal.capabilities())
 
 
 @router.get("/xray", response_class=HTMLResponse)

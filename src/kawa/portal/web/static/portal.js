@@ -98,44 +98,51 @@ function thumbs(panel, items) {
 
 function renderBoard(b) {
   if (!b.configured) return;
-  if (!document.getElementById("count-uploaded")) { window.location.reload(); return; }  // the app just started
-  for (const k of ["uploaded", "processed", "anonymized", "dead_lettered"]) setText(`count-${k}`, b.counts[k]);
-  setText("latency", `${fmt(b.latency.p50_ms)} / ${fmt(b.latency.p99_ms)} ms`);
-  if (b.function) setText("replicas", b.function.replicas);
-  for (const panel of ["uploaded", "processed", "anonymized"]) thumbs(panel, b.newest[panel] || []);
+  // Only the panels this role may see are sent (b.panels); the page holds only those, too.
+  const shown = new Set(b.panels || []);
+  if (shown.has("counts")) {
+    if (!document.getElementById("count-uploaded")) { window.location.reload(); return; }  // the app just started
+    for (const k of ["uploaded", "processed", "anonymized", "dead_lettered"]) setText(`count-${k}`, b.counts[k]);
+  }
+  if (shown.has("function") && b.function) setText("replicas", b.function.replicas);
+  if (shown.has("newest")) for (const panel of ["uploaded", "processed", "anonymized"]) thumbs(panel, b.newest[panel] || []);
 
-  const labels = [...new Set([...LABEL_ORDER, ...b.timeline.flatMap((r) => Object.keys(r.labels))])]
-    .filter((k) => b.timeline.some((r) => r.labels[k]));
-  stackedBars(document.getElementById("chart-risk"), b.timeline.map((r) => ({ t: r.t, values: r.labels })), labels, labelColor);
-  legend("legend-risk", labels, labelColor);
+  if (shown.has("trends")) {
+    setText("latency", `${fmt(b.latency.p50_ms)} / ${fmt(b.latency.p99_ms)} ms`);
+    const labels = [...new Set([...LABEL_ORDER, ...b.timeline.flatMap((r) => Object.keys(r.labels))])]
+      .filter((k) => b.timeline.some((r) => r.labels[k]));
+    stackedBars(document.getElementById("chart-risk"), b.timeline.map((r) => ({ t: r.t, values: r.labels })), labels, labelColor);
+    legend("legend-risk", labels, labelColor);
 
-  const versions = [...new Set(b.timeline.flatMap((r) => Object.keys(r.versions)))].sort();
-  const vColor = (k, j) => PALETTE[(j + 3) % PALETTE.length];
-  stackedBars(document.getElementById("chart-versions"), b.timeline.map((r) => ({ t: r.t, values: r.versions })), versions, vColor);
-  legend("legend-versions", versions, vColor);
-  const tbody = document.getElementById("by-version");
-  if (tbody) tbody.replaceChildren(...Object.entries(b.by_version).sort().map(([v, c]) => {
-    const tr = el("tr"); tr.append(el("td", {}, v), el("td", {}, String(c))); return tr;
-  }));
-
-  lines(document.getElementById("chart-replicas"), [{ points: b.replicas.map((p) => [p.t, p.replicas]) }], ["#2457c5"]);
-  const lat = b.timeline.filter((r) => r.count);
-  const e2e = lat.some((r) => r.e2e_p99_ms !== null);
-  const p50 = e2e ? "e2e_p50_ms" : "latency_p50_ms", p99 = e2e ? "e2e_p99_ms" : "latency_p99_ms";
-  lines(document.getElementById("chart-latency"), [
-    { points: lat.map((r) => [r.t, r[p50]]) }, { points: lat.map((r) => [r.t, r[p99]]) },
-  ], ["#2f9e62", "#c53030"]);
-  setText("latency-kind", e2e ? "upload → result" : "inside the function (results carry no end-to-end time)");
+    const versions = [...new Set(b.timeline.flatMap((r) => Object.keys(r.versions)))].sort();
+    const vColor = (k, j) => PALETTE[(j + 3) % PALETTE.length];
+    stackedBars(document.getElementById("chart-versions"), b.timeline.map((r) => ({ t: r.t, values: r.versions })), versions, vColor);
+    legend("legend-versions", versions, vColor);
+    const tbody = document.getElementById("by-version");
+    if (tbody) tbody.replaceChildren(...Object.entries(b.by_version).sort().map(([v, c]) => {
+      const tr = el("tr"); tr.append(el("td", {}, v), el("td", {}, String(c))); return tr;
+    }));
+    const lat = b.timeline.filter((r) => r.count);
+    const e2e = lat.some((r) => r.e2e_p99_ms !== null);
+    const p50 = e2e ? "e2e_p50_ms" : "latency_p50_ms", p99 = e2e ? "e2e_p99_ms" : "latency_p99_ms";
+    lines(document.getElementById("chart-latency"), [
+      { points: lat.map((r) => [r.t, r[p50]]) }, { points: lat.map((r) => [r.t, r[p99]]) },
+    ], ["#2f9e62", "#c53030"]);
+    setText("latency-kind", e2e ? "upload → result" : "inside the function (results carry no end-to-end time)");
+  }
+  if (shown.has("function")) {
+    lines(document.getElementById("chart-replicas"), [{ points: b.replicas.map((p) => [p.t, p.replicas]) }], ["#2457c5"]);
+  }
 
   const results = document.getElementById("results");
-  if (results) results.replaceChildren(...b.results.map((r) => {
+  if (shown.has("results") && results) results.replaceChildren(...b.results.map((r) => {
     const tr = el("tr");
     tr.append(el("td", {}, clock(r.time)), el("td", {}, r.label || "–"), el("td", {}, fmt(r.risk, 3)),
       el("td", {}, `${r.model || ""} v${r.version || "?"}`), el("td", {}, `${fmt(r.latency_ms)} ms`));
     return tr;
   }));
   const dl = document.getElementById("dead-letters");
-  if (dl) dl.replaceChildren(...b.dead_letters.map((d) => {
+  if (shown.has("dead_letters") && dl) dl.replaceChildren(...b.dead_letters.map((d) => {
     const li = el("li");
     if (d.error_type) li.append(el("strong", {}, `${d.error_type} `));
     li.append(`${d.error_message || ""} · ${d.function || ""} · ${clock(d.time)}`);
@@ -147,7 +154,7 @@ function renderBoard(b) {
 
 function renderGraph(g) {
   const box = document.getElementById("graph");
-  if (!box) return;
+  if (!box || !g.nodes) return;
   if (!g.nodes.length) { box.replaceChildren(el("p", { class: "muted" }, "Nothing yet: no buckets, topics or functions.")); return; }
   const width = Math.max(...g.nodes.map((n) => n.x)) + 220, height = Math.max(...g.nodes.map((n) => n.y)) + 70;
   const svg = el("svg:svg", { width, height, viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": "platform graph" });
