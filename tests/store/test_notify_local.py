@@ -271,20 +271,20 @@ def test_files_moved_or_linked_in_from_outside_notify_once(
     ]
 
 
-def test_a_put_while_the_log_is_down_is_published_by_the_next_reconciliation(
-    local: LocalStore, event_log: EventLog, watcher: Callable[[], LocalWatchService], monkeypatch: pytest.MonkeyPatch
+def test_a_put_while_the_log_is_down_is_published_from_the_outbox_when_it_is_back(
+    local: LocalStore, event_log: EventLog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from kawa.errors import NotificationError, ProducerError
+    from kawa.errors import NotificationPending, ProducerError
 
     class DownProducer:
-        def send(self, *args: object, **kwargs: object) -> None:
+        def produce(self, *args: object, **kwargs: object) -> None:
             raise ProducerError("broker not available")
 
     monkeypatch.setattr(local.notifier, "_ensure", lambda topic: DownProducer())
-    with pytest.raises(NotificationError, match="is stored, but its notification was not published"):
+    with pytest.raises(NotificationPending, match="is stored.*waits in the outbox"):
         local.put("xray", "late.dcm", b"late")
     assert (local.root / "xray" / "late.dcm").read_bytes() == b"late"
-    monkeypatch.undo()
-    watcher()  # same process, log back: the startup reconciliation finishes the pending notification
-    got = events(event_log, 1)
+    assert local.notifier.outbox is not None and local.notifier.outbox.count() == 1
+    monkeypatch.undo()  # the log is back; nobody calls anything: the outbox relay publishes it
+    got = events(event_log, 1, timeout=60)
     assert got == [("ObjectCreated:Put", "xray", "late.dcm", 4, md5(b"late"))]
