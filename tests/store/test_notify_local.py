@@ -281,7 +281,7 @@ def test_a_put_while_the_log_is_down_is_published_from_the_outbox_when_it_is_bac
             raise ProducerError("broker not available")
 
     monkeypatch.setattr(local.notifier, "_ensure", lambda topic: DownProducer())
-    with pytest.raises(NotificationPending, match="is stored.*waits in the outbox"):
+    with pytest.raises(NotificationPending, match=r"is stored.*waits in the outbox"):
         local.put("xray", "late.dcm", b"late")
     assert (local.root / "xray" / "late.dcm").read_bytes() == b"late"
     assert local.notifier.outbox is not None and local.notifier.outbox.count() == 1
