@@ -27,7 +27,13 @@ up_to_date() {
 }
 
 step=""
-trap 'rc=$?; if [ $rc -ne 0 ]; then echo "setup.sh: failed while $step (exit $rc); see the output above, fix it and re-run." >&2; fi' EXIT
+ticker=""
+finish() {
+  local rc=$?
+  if [ -n "$ticker" ]; then kill "$ticker" 2>/dev/null || true; fi
+  if [ $rc -ne 0 ]; then echo "setup.sh: failed while $step (exit $rc); see the output above, fix it and re-run." >&2; fi
+}
+trap finish EXIT
 
 if [ -x .venv/bin/python ] && up_to_date; then
   exit 0
@@ -49,8 +55,14 @@ case "$EXTRAS" in
   *) took="several minutes" ;;
 esac
 echo "[3/3] installing kawa[$EXTRAS] and its dependencies ($took on a fresh machine; pip lists each package)"
+# pip is silent while it unpacks and installs the downloaded wheels (a minute or more): say it is still at work.
+t0=$SECONDS
+( while sleep 15; do echo "      … still installing ($((SECONDS - t0)) s)"; done ) &
+ticker=$!
 .venv/bin/python -m pip install --disable-pip-version-check --progress-bar off -e ".[$EXTRAS]" \
   | grep --line-buffered -E '^ *(Collecting|Downloading|Building|Installing collected|Successfully|ERROR)' || { [ "${PIPESTATUS[0]}" -eq 0 ]; }
+kill "$ticker" 2>/dev/null || true
+ticker=""
 touch "$(stamp_for "$EXTRAS")"
 step=""
 echo "setup.sh: .venv ready with kawa[$EXTRAS]"
