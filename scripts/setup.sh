@@ -51,10 +51,10 @@ echo "[2/3] upgrading pip"
 .venv/bin/python -m pip install --disable-pip-version-check -q --upgrade pip
 step="installing kawa[$EXTRAS]"
 case "$EXTRAS" in
-  demo) took="about 2 minutes" ;;
-  *) took="several minutes" ;;
+  demo) took="about 10 minutes on a busy 2-core machine, less on a quiet one" ;;
+  *) took="longer than the demo's set: it adds the test tools" ;;
 esac
-echo "[3/3] installing kawa[$EXTRAS] and its dependencies ($took on a fresh machine; pip lists each package)"
+echo "[3/3] installing kawa[$EXTRAS] and its dependencies (fresh: $took; pip lists each package)"
 # pip is silent while it unpacks and installs the downloaded wheels (a minute or more): say it is still at work.
 t0=$SECONDS
 ( while sleep 15; do echo "      … still installing ($((SECONDS - t0)) s)"; done ) &
