@@ -240,10 +240,14 @@ def _start_portal(stack: XrayStack) -> Any:
         console.print(f"[yellow]portal not started: {exc}[/]")
         return None
     login = server.ensure_admin() if hasattr(server, "ensure_admin") else None
-    console.print(
-        f"portal: [bold link={server.url}]{server.url}[/]"
-        + (f" (user {login.name}, password {login.password})" if login is not None else "")
-    )
+    if login is not None:
+        hint = f" (user {login.name}, password {login.password}; shown once)"
+    else:
+        hint = (
+            " (sign in with a portal user: admin's password was shown on the first run; "
+            "[bold]kawa users reset-password admin[/] prints a new one)"
+        )
+    console.print(f"portal: [bold link={server.url}]{server.url}[/]{hint}")
     return server
 
 
