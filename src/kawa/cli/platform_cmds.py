@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import signal
 import threading
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from kawa.cli.app import app, console, get_config
+
+if TYPE_CHECKING:
+    from kawa.platform import Platform
 
 
 @app.command()
@@ -39,6 +42,7 @@ def up(
         f"[bold green]kawa up[/]: home={config.home} log={config.log.uri} store={config.store.uri} "
         f"services={[s.name for s in platform.services]} — Ctrl-C to stop"
     )
+    _portal_hint(platform)
     try:
         while not stop.wait(0.5):
             pass
@@ -46,3 +50,23 @@ def up(
         console.print("stopping…")
         platform.stop()
         console.print("stopped cleanly")
+
+
+def _portal_hint(platform: Platform) -> None:
+    """Where the portal is and how to sign in to it (nothing when this process serves no portal)."""
+    server = platform.extras.get("portal")
+    url = getattr(server, "url", None)
+    if url is None:
+        if platform.config.portal.enabled:
+            console.print("portal: not served by this process (see the log above)")
+        return
+    portal = getattr(server, "portal", None)
+    users = portal.users.list_users() if portal is not None else []
+    if users:
+        hint = (
+            f"sign in as one of the {len(users)} portal users ([bold]kawa users list[/]; "
+            "[bold]kawa users reset-password NAME[/] prints a new password)"
+        )
+    else:
+        hint = "no portal users yet: create one with [bold]kawa users add admin --role admin[/] (prints its password)"
+    console.print(f"portal: [bold link={url}]{url}[/] — {hint}", soft_wrap=True)

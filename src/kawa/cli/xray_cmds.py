@@ -7,6 +7,7 @@ on Ctrl-C or after ``--duration`` with a summary read back from the buckets, top
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import time
@@ -94,34 +95,83 @@ def _run(config: KawaConfig, settings: Any, *, duration: float, with_portal: boo
         prefix = f"scans/{run_id}/"
         generator = Generator(settings, store=stack.store, prefix=prefix)
         thread, stop = generator.start(rate=settings.rate, duration=duration or None)
-        began = time.monotonic()
+        pace = _Pace(settings.rate, generator)
         console.print(
-            f"uploading to [bold]{settings.incoming_bucket}/{prefix}[/] at {settings.rate:g} images/s"
+            f"uploading to [bold]{settings.incoming_bucket}/{prefix}[/], asking for {settings.rate:g} images/s"
             + (f" for {duration:g} s" if duration else "")
             + " — Ctrl-C stops"
         )
-        interrupted = False
         previous = signal.signal(signal.SIGTERM, _interrupt)  # `kill` and service managers stop it like Ctrl-C
         try:
             with Live(console=console, refresh_per_second=2, transient=False) as live:
                 while thread.is_alive():
-                    live.update(_view(stack.counts(prefix), settings, time.monotonic() - began, duration))
+                    live.update(_view(stack.counts(prefix), settings, pace, duration))
                     thread.join(1.0)
         except KeyboardInterrupt:
-            interrupted = True
+            pass  # Ctrl-C ends the uploads; what was uploaded still finishes below
         finally:
             signal.signal(signal.SIGTERM, previous)
         console.print()
         stop.set()
         thread.join()
-        _drain(stack, prefix, len(generator.uploads), interrupted)
-        counts = stack.counts(prefix)
-        _summary(counts, generator.uploads, settings, time.monotonic() - began, stack)
+        pace.finish()
+        shortfall = pace.shortfall()
+        if shortfall:
+            console.print(f"[yellow]{shortfall}[/]")
+        counts = _drain(stack, prefix, len(generator.uploads))
+        _summary(counts, generator.uploads, settings, pace, stack)
     finally:
         with console.status("stopping (draining in-flight images)"):
             if server is not None:
                 server.stop()
             stack.stop()
+
+
+class _Pace:
+    """The upload rate reached against the one asked for, and why it falls short when it does."""
+
+    def __init__(self, asked: float, generator: Any) -> None:
+        self.asked = asked
+        self.generator = generator
+        self.began = time.monotonic()
+        self.ended: float | None = None
+
+    def finish(self) -> None:
+        self.ended = time.monotonic()
+
+    @property
+    def elapsed(self) -> float:
+        return (self.ended or time.monotonic()) - self.began
+
+    @property
+    def uploaded(self) -> int:
+        return len(self.generator.uploads)
+
+    @property
+    def achieved(self) -> float:
+        return self.uploaded / max(self.elapsed, 1e-9)
+
+    def short(self) -> bool:
+        """Well below the rate asked, once long enough to tell (a second in, or a few uploads)."""
+        return self.elapsed >= 2.0 and self.achieved < 0.9 * self.asked
+
+    def shortfall(self) -> str:
+        """'' when the rate asked was reached; else what was reached and why not more."""
+        if not self.short():
+            return ""
+        return (
+            f"uploaded {self.achieved:.1f}/s of the {self.asked:g}/s asked: generating and storing one image "
+            f"takes {self.per_image_ms():,.0f} ms here, and the uploader shares {_cores()} with the pipeline "
+            "(ask for less with --rate)"
+        )
+
+    def per_image_ms(self) -> float:
+        return 1000 * self.elapsed / max(self.uploaded, 1)
+
+
+def _cores() -> str:
+    cores = os.cpu_count() or 1
+    return f"{cores} CPU core{'s' if cores != 1 else ''}"
 
 
 def _interrupt(_signum: int, _frame: object) -> None:
@@ -190,23 +240,32 @@ def _start_portal(stack: XrayStack) -> Any:
         console.print(f"[yellow]portal not started: {exc}[/]")
         return None
     login = server.ensure_admin() if hasattr(server, "ensure_admin") else None
-    console.print(
-        f"portal: [bold link={server.url}]{server.url}[/]"
-        + (f" (user {login.name}, password {login.password})" if login is not None else "")
-    )
+    if login is not None:
+        hint = f" (user {login.name}, password {login.password}; shown once)"
+    else:
+        hint = (
+            " (sign in with a portal user: admin's password was shown on the first run; "
+            "[bold]kawa users reset-password admin[/] prints a new one)"
+        )
+    console.print(f"portal: [bold link={server.url}]{server.url}[/]{hint}")
     return server
 
 
-def _view(counts: Counts, settings: Any, elapsed: float, duration: float) -> RenderableType:
+def _view(counts: Counts, settings: Any, pace: _Pace, duration: float) -> RenderableType:
     from rich.table import Table
 
     table = Table(title="X-ray pipeline (live)", show_header=False, min_width=60)
     table.add_column(style="bold")
     table.add_column()
-    done = f"{elapsed:,.0f} s" + (f" / {duration:g} s" if duration else "")
+    done = f"{pace.elapsed:,.0f} s" + (f" / {duration:g} s" if duration else "")
     table.add_row("elapsed", done)
-    table.add_row("uploaded", f"{counts.uploaded:,}")
-    table.add_row("processed", f"{counts.processed:,}  (result rows {counts.results:,})")
+    rate = f"{pace.achieved:.1f}/s of the {pace.asked:g}/s asked"
+    if pace.short():
+        rate = f"[yellow]{rate}: {pace.per_image_ms():,.0f} ms an image, CPU-bound on {_cores()}[/]"
+    table.add_row("uploaded", f"{counts.uploaded:,}  ({rate})")
+    behind = counts.uploaded - counts.processed - counts.dead_lettered
+    backlog = f"; {behind:,} waiting for the function" if behind > max(5, 2 * pace.asked) else ""
+    table.add_row("processed", f"{counts.processed:,}  (result rows {counts.results:,}{backlog})")
     table.add_row("anonymized", f"{counts.anonymized:,}")
     table.add_row("dead-lettered", f"{counts.dead_lettered:,} (de-identification route: {counts.deid_dead_lettered:,})")
     total = max(1, sum(counts.labels.values()))
@@ -224,23 +283,29 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:,.0f} ms"
 
 
-def _drain(stack: XrayStack, prefix: str, uploaded: int, interrupted: bool) -> None:
-    """Wait until every upload of this run was assessed (or dead-lettered) and anonymized."""
+def _drain(stack: XrayStack, prefix: str, uploaded: int) -> Counts:
+    """Wait until every upload of this run was assessed (its processed object *and* its result row, written
+    after the object) or dead-lettered, and anonymized; the last snapshot, which the summary shows."""
 
     def finished(c: Counts) -> bool:
         # The bucket may hold one more object than the generator recorded: a put that Ctrl-C interrupted
         # after the object was stored. It is in flight like the others, so wait for it too.
         target = max(uploaded, c.uploaded)
-        return c.processed + c.dead_lettered >= target and c.anonymized + c.deid_dead_lettered >= target
+        return (
+            c.processed + c.dead_lettered >= target
+            and c.results + c.dead_lettered >= target
+            and c.anonymized + c.deid_dead_lettered >= target
+        )
 
     try:
         with console.status(f"finishing the {uploaded:,} uploaded images"):
-            stack.wait_until(finished, timeout=120, poll_s=0.5, prefix=prefix)
+            return stack.wait_until(finished, timeout=120, poll_s=0.5, prefix=prefix)
     except KeyboardInterrupt:
         console.print("[yellow]stopped without waiting for in-flight images[/]")
+        return stack.counts(prefix)
 
 
-def _summary(counts: Counts, uploads: list[Any], settings: Any, elapsed: float, stack: XrayStack) -> None:
+def _summary(counts: Counts, uploads: list[Any], settings: Any, pace: _Pace, stack: XrayStack) -> None:
     from rich.table import Table
 
     corrupt = sum(1 for u in uploads if u.corrupt)
@@ -259,7 +324,13 @@ def _summary(counts: Counts, uploads: list[Any], settings: Any, elapsed: float, 
     )
     table.add_row("risk", ", ".join(f"{k} {v:,}" for k, v in sorted(counts.labels.items())) or "-")
     table.add_row("latency p50 / p99", f"{_ms(counts.e2e_p50_ms)} / {_ms(counts.e2e_p99_ms)}")
-    table.add_row("throughput", f"{counts.results / max(elapsed, 1e-9):.1f} images/s over {elapsed:,.0f} s")
+    table.add_row(
+        "upload rate",
+        f"{pace.achieved:.1f} images/s of the {pace.asked:g}/s asked, over {pace.elapsed:,.0f} s"
+        + (" (short: see above)" if pace.short() else ""),
+    )
+    took = time.monotonic() - pace.began
+    table.add_row("throughput", f"{counts.results / max(took, 1e-9):.1f} result rows/s over {took:,.0f} s")
     console.print(table)
     agree = (
         counts.uploaded == len(uploads)

@@ -8,7 +8,9 @@ topics and notifications, runs the route (unless ``route=False``) and reads the 
 
 from __future__ import annotations
 
+import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -18,13 +20,14 @@ from kawa.apps.xray.pipeline import FUNCTION, build_app
 from kawa.apps.xray.results import ResultsDB
 from kawa.apps.xray.settings import XraySettings
 from kawa.errors import ModelAliasNotFound, ModelNotFound, TopicNotFound
-from kawa.log import TopicSpec
+from kawa.log import TopicPartition, TopicSpec
 from kawa.platform import Platform
 from kawa.store import NotificationRule, iter_objects
 
 if TYPE_CHECKING:
     from kawa.config import KawaConfig
     from kawa.functions import FunctionHost, HostOptions
+    from kawa.log import Consumer, EventLog
 
 Progress = Callable[[str, int, int], None]
 
@@ -46,6 +49,59 @@ class Counts:
     replicas: int = 0
     function_p99_ms: float | None = None
     rate_per_s: float = 0.0
+
+
+class DeadLetters:
+    """The distinct events dead-lettered on ``topic`` since this object was made (or since the offsets
+    ``since`` names; ``{}``: from the beginning): a dead letter delivered
+    twice (the same CloudEvent id, e.g. redelivered after a crash) counts once.
+
+    Reads the topic as its own throw-away consumer group (never committed, so it leaves nothing behind) and
+    catches up a little on each :meth:`count`; polled until a condition holds, it converges."""
+
+    def __init__(self, log: EventLog, topic: str, *, since: dict[int, int] | None = None) -> None:
+        self.log = log
+        self.topic = topic
+        self._since = self._ends() if since is None else since  # partition -> first offset counted
+        self._ids: set[bytes] = set()
+        self._consumer: Consumer | None = None
+        self._lock = threading.Lock()
+
+    def _ends(self) -> dict[int, int]:
+        try:
+            info = self.log.describe_topic(self.topic)
+        except TopicNotFound:
+            return {}
+        return {p.partition: p.end_offset for p in info.partitions}
+
+    def count(self, max_polls: int = 20) -> int:
+        with self._lock:
+            if self._consumer is None:
+                group = f"kawa-xray-counts-{uuid.uuid4().hex[:12]}"
+                self._consumer = self.log.consumer(group, [self.topic], auto_offset_reset="earliest")
+            for _ in range(max_polls):
+                batch = self._consumer.poll(timeout=0.05, max_records=2000)
+                for record in batch:
+                    if record.offset >= self._since.get(record.partition, 0):
+                        self._ids.add(record.header("ce_id") or f"{record.partition}:{record.offset}".encode())
+                if not batch and self._caught_up():
+                    break
+            return len(self._ids)
+
+    def _caught_up(self) -> bool:
+        assert self._consumer is not None
+        assigned = self._consumer.assignment()
+        for partition, end in self._ends().items():
+            tp = TopicPartition(self.topic, partition)
+            if end > self._since.get(partition, 0) and (tp not in assigned or self._consumer.position(tp) < end):
+                return False
+        return True
+
+    def close(self) -> None:
+        with self._lock:
+            if self._consumer is not None:
+                self._consumer.close()
+                self._consumer = None
 
 
 class XrayStack:
@@ -71,7 +127,7 @@ class XrayStack:
         self.host: FunctionHost | None = None
         self.route: Any = None
         self._results: ResultsDB | None = None
-        self._dlq_base: dict[str, int] = {}
+        self._dead_letters: dict[str, DeadLetters] = {}
 
     # --- set-up ------------------------------------------------------------------------------------
 
@@ -101,7 +157,13 @@ class XrayStack:
             NotificationRule(bucket=s.incoming_bucket, topic=s.images_topic, events=("ObjectCreated:*",))
         )
         self.results.count()  # creates the table
-        self._dlq_base = {t: self.topic_size(t) for t in (s.dead_letter_topic, s.deid_dead_letter_topic)}
+        self._close_dead_letters()
+        self._dead_letters = {t: DeadLetters(self.log, t) for t in (s.dead_letter_topic, s.deid_dead_letter_topic)}
+
+    def _close_dead_letters(self) -> None:
+        for reader in self._dead_letters.values():
+            reader.close()
+        self._dead_letters = {}
 
     def model_version(self) -> int | None:
         """The version ``settings.model_ref`` points to, or None when there is none yet."""
@@ -155,6 +217,7 @@ class XrayStack:
             self.host = None
         from kawa.apps.xray.results import close_shared
 
+        self._close_dead_letters()
         close_shared()
         if self._results is not None:
             self._results.close()
@@ -181,8 +244,11 @@ class XrayStack:
         return sum(p.end_offset - p.start_offset for p in info.partitions)
 
     def dead_lettered(self, topic: str) -> int:
-        """Records on dead-letter ``topic`` since :meth:`prepare`."""
-        return self.topic_size(topic) - self._dlq_base.get(topic, 0)
+        """Distinct events dead-lettered on ``topic`` since :meth:`prepare` (a redelivered one counts once)."""
+        reader = self._dead_letters.get(topic)
+        if reader is None:
+            reader = self._dead_letters[topic] = DeadLetters(self.log, topic, since={})  # not prepared: all
+        return reader.count()
 
     def counts(self, prefix: str = "") -> Counts:
         """Objects under ``prefix`` in each bucket, their result rows, and dead letters since :meth:`prepare`.
