@@ -116,19 +116,7 @@ class DeadLetterReason:
         return self.reason in PERMANENT_REASONS
 
     def fields(self) -> dict[str, str]:
-        values: dict[str, Any] = {
-            "version": self.version,
-            "reason": self.reason,
-            "message": scrub(self.message),
-            "attempts": self.attempts,
-            "kind": self.kind,
-            "component": self.component,
-            "source_topic": self.source_topic,
-            "source_partition": self.source_partition,
-            "source_offset": self.source_offset,
-            "first_failure": _iso(self.first_failure),
-            "last_failure": _iso(self.last_failure),
-        }
+        values = {**self.describe(), "message": scrub(self.message)}
         return {name: str(value) for name, value in values.items() if value is not None and value != ""}
 
     def headers(self) -> list[tuple[str, bytes]]:
