@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_plus
 
-from kawa.errors import NotificationError, NotificationPending, TopicNotFound
+from kawa.errors import NotificationError, NotificationPending, ProducerError, TopicNotFound
 from kawa.events import CloudEvent, new_event, to_kafka
 
 if TYPE_CHECKING:
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     from kawa.store.outbox import Outbox, OutboxRelay, Pending
     from kawa.store.rules import NotificationRule, RuleRegistry
 
+_log = logging.getLogger("kawa.store.notify")
 EVENT_SOURCE = "kawa:s3"
 _ENCODED_KEY_SOURCES = ("aws:s3", "minio:s3")  # these URL-encode keys in records (Ceph and Kawa do not)
 
@@ -244,6 +246,11 @@ class Notifier:
             if self._producer is not None:
                 try:
                     self._producer.close()
+                except ProducerError as exc:
+                    # Every notification the log did not acknowledge is in the outbox (publish() raised for it),
+                    # so nothing is lost with this producer: the next relay publishes it.
+                    _log.info("closing the notifier before the log acknowledged everything (%s); the outbox "
+                              "keeps those notifications", exc)
                 finally:
                     self._producer = None
         if self.outbox is not None:
