@@ -74,6 +74,7 @@ class KafkaProducer:
         self._failures_lock = threading.Lock()
         self._settled = threading.Condition(self._failures_lock)
         self.reproduced = 0  # records produced again after a failed delivery
+        self._requeue_said = 0.0
         conf = log.client_conf(
             **{
                 "partitioner": "murmur2_random",
@@ -190,28 +191,33 @@ class KafkaProducer:
     def _requeue(self) -> None:
         """Produce again the records whose delivery failed and can still succeed (as many as the local queue
         takes now; the rest wait for the next call)."""
+        again = 0
         while True:
             with self._failures_lock:
                 if not self._retry:
-                    return
+                    break
                 queued = self._retry.popleft()
-            queued.attempts += 1
             try:
                 handed = self._enqueue(queued, block=False)
             except (RecordTooLarge, TopicNotFound, InvalidPartition) as exc:
                 # The topic is gone or the record can no longer be stored: that record fails for good.
                 self._give_up(queued, exc)
                 continue
+            except Exception:
+                handed = False  # Kafka refused it for now: keep it for the next round
             if not handed:
                 with self._failures_lock:
                     self._retry.appendleft(queued)
-                return
-            self.reproduced += 1
-            if queued.attempts in (2, 10, 100):
-                log.warning(
-                    "Kafka at %s did not acknowledge a record to %r in time; producing it again (attempt %d)",
-                    self._log.bootstrap, queued.topic, queued.attempts,
-                )
+                break
+            queued.attempts += 1
+            again += 1
+        if again:
+            self.reproduced += again
+            now = time.monotonic()
+            if now - self._requeue_said >= 10.0:  # one line per ten seconds, however many records
+                self._requeue_said = now
+                log.warning("Kafka at %s did not acknowledge %d record(s) in time; producing them again (%d so far)",
+                            self._log.bootstrap, again, self.reproduced)
 
     def _delivered(self, error: KafkaError | None, message: Message, queued: _Queued) -> None:
         self._in_callback.active = True
