@@ -16,6 +16,7 @@ from kawa.errors import InvalidCredentials
 
 if TYPE_CHECKING:
     from starlette.requests import Request
+    from starlette.responses import Response
 
     from kawa.config import KawaConfig
 
@@ -75,6 +76,19 @@ class LoginCsrf:
             raise InvalidCredentials("the login form expired; reload the page and try again") from exc
         if not hmac.compare_digest(nonce, cookie_value):
             raise InvalidCredentials("the login form expired; reload the page and try again")
+
+
+def set_session_cookie(response: Response, request: Request, config: KawaConfig, secret: str) -> None:
+    """The signed-in session's cookie: HttpOnly, SameSite=Strict, Secure as :func:`cookie_secure` decides."""
+    response.set_cookie(
+        SESSION_COOKIE,
+        secret,
+        max_age=config.portal.session_ttl_s,
+        httponly=True,
+        samesite="strict",
+        secure=cookie_secure(request, config),
+        path="/",
+    )
 
 
 def cookie_secure(request: Request, config: KawaConfig) -> bool:

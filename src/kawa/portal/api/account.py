@@ -83,19 +83,11 @@ def me(principal: Principal = Depends(require(Action.VIEW))) -> MeOut:
 def api_login(body: LoginIn, request: Request, response: Response, portal: Portal = Depends(get_portal)) -> MeOut:
     """Log in with a password: sets the session cookie and returns the session's CSRF token. Failed logins
     are throttled per account and per client address: 429 with ``Retry-After`` (seconds) while refused."""
-    from kawa.portal.security import SESSION_COOKIE, cookie_secure
+    from kawa.portal.security import set_session_cookie
 
     user = throttled_login(portal, body.name, body.password, client_address(request))
     secret, session = portal.users.create_session(user, portal.config.portal.session_ttl_s)
-    response.set_cookie(
-        SESSION_COOKIE,
-        secret,
-        max_age=portal.config.portal.session_ttl_s,
-        httponly=True,
-        samesite="strict",
-        secure=cookie_secure(request, portal.config),
-        path="/",
-    )
+    set_session_cookie(response, request, portal.config, secret)
     actions = sorted(a.value for a in PERMISSIONS[user.role])
     return MeOut(name=user.name, role=user.role, actions=actions, csrf_token=session.csrf)
 

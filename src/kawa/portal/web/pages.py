@@ -24,7 +24,7 @@ from kawa.portal.auth import Principal, client_address, get_portal, page_user
 from kawa.portal.login import LoginThrottled, throttled_login
 from kawa.portal.permissions import Action
 from kawa.portal.runtime import Portal
-from kawa.portal.security import LOGIN_CSRF_COOKIE, SESSION_COOKIE, LoginCsrf, cookie_secure
+from kawa.portal.security import LOGIN_CSRF_COOKIE, SESSION_COOKIE, LoginCsrf, cookie_secure, set_session_cookie
 from kawa.portal.sources.deadletters import DeadLettersSource
 from kawa.portal.views import board, overview
 
@@ -127,15 +127,7 @@ def login(
         return RedirectResponse(f"/login?next={quote(_safe_next(next))}&error={quote(str(exc))}", status_code=303)
     secret, _session = portal.users.create_session(user, portal.config.portal.session_ttl_s)
     response = RedirectResponse(_safe_next(next), status_code=303)
-    response.set_cookie(
-        SESSION_COOKIE,
-        secret,
-        max_age=portal.config.portal.session_ttl_s,
-        httponly=True,
-        samesite="strict",
-        secure=cookie_secure(request, portal.config),
-        path="/",
-    )
+    set_session_cookie(response, request, portal.config, secret)
     response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
     return response
 
