@@ -26,7 +26,7 @@ def test_files_dropped_into_the_bucket_folder_are_assessed(tmp_path: Path, train
             folder = config.path("buckets", settings.incoming_bucket)
             generator = Generator(settings, folder=folder, seed=23)
             uploads = [generator.upload(generator.prepare(fmt)) for fmt in ("png", "dicom", "png")]
-            counts = stack.wait_until(lambda c: c.results >= 3 and c.anonymized >= 3, timeout=240)  # a deadline, not a wait
+            counts = stack.wait_until(lambda c: c.results >= 3 and c.anonymized >= 3, timeout=240)
         finally:
             watcher.stop()
     assert (counts.uploaded, counts.results, counts.processed, counts.anonymized) == (3, 3, 3, 3), counts
