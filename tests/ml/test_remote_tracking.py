@@ -50,7 +50,7 @@ def mlflow_server(tmp_path: Path) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 300  # mlflow server imports for a minute or more on a busy machine
         while True:
             try:
                 if httpx.get(f"{url}/health", timeout=1).status_code == 200:
