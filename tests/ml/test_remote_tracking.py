@@ -71,6 +71,7 @@ def mlflow_server(tmp_path: Path) -> Iterator[str]:
         log.close()
 
 
+@pytest.mark.timeout(600)  # the server start alone may take minutes on a busy machine
 def test_remote_tracking_server(
     config: KawaConfig, memory_log: Any, mlflow_server: str, model_name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
