@@ -141,6 +141,7 @@ def thumbnail_rendered(page: Any) -> bool:
     ))
 
 
+@pytest.mark.timeout(900)  # the demo trains its model first: minutes on a busy machine
 def test_live_board_and_promotion_in_a_real_browser(demo: Demo, browser: Any) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     page = browser.new_page(viewport={"width": 1440, "height": 1000})
