@@ -23,7 +23,7 @@ from kawa.routes.spec import route
 from tests.functions.ceph import ceph_record, send
 from tests.routes.conftest import read_topic, start, wait_for
 
-pytestmark = [pytest.mark.kafka, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.kafka, pytest.mark.timeout(600)]
 
 IN, OUT = "scans-in", "scans-anonymized"
 
@@ -64,13 +64,13 @@ def test_the_route_skips_its_output_bucket_and_handles_every_record(
     try:
         send(kafka_bootstrap, topic, ceph_record(OUT, "old.txt"))  # the output bucket notifies the shared topic
         send(kafka_bootstrap, topic, ceph_record(IN, "legit.txt"))
-        (first,) = read_topic(ctx, f"{topic}-out", 1, timeout=90)
+        (first,) = read_topic(ctx, f"{topic}-out", 1, timeout=240)
         assert from_record(first).get_subject() == "legit.txt"
         assert ctx.counters.get("skipped_foreign") == 1 and worker.stats.dead_lettered == 0
         send(kafka_bootstrap, topic, ceph_record(IN, "one.txt"), ceph_record(IN, "two.txt"))
         send(kafka_bootstrap, topic, ceph_record(IN, "ghost.txt"))
-        out = read_topic(ctx, f"{topic}-out", 3, timeout=90)
-        wait_for(lambda: "object scans-in/ghost.txt no longer exists; skipped" in caplog.text, timeout=60)
+        out = read_topic(ctx, f"{topic}-out", 3, timeout=240)
+        wait_for(lambda: "object scans-in/ghost.txt no longer exists; skipped" in caplog.text, timeout=180)
     finally:
         worker.stop()
     events = [from_record(r) for r in out]
@@ -115,8 +115,8 @@ def test_a_foreign_record_is_dead_lettered_when_the_route_asks(kafka_bootstrap: 
     worker = start(spec, ctx)
     try:
         send(kafka_bootstrap, topic, ceph_record(OUT, "old.txt"), ceph_record(IN, "legit.txt"))
-        (dead,) = read_topic(ctx, f"{topic}.dlq", 1, timeout=90)
-        wait_for(lambda: "legit.txt" in [o.key for o in store.list_objects(OUT).objects], timeout=60)
+        (dead,) = read_topic(ctx, f"{topic}.dlq", 1, timeout=240)
+        wait_for(lambda: "legit.txt" in [o.key for o in store.list_objects(OUT).objects], timeout=180)
     finally:
         worker.stop()
     why = read_reason(dead.headers)

@@ -18,7 +18,7 @@ from tests.fixtures.moto import S3Server
 KAWA = [sys.executable, "-m", "kawa.cli"]
 
 
-def kawa(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def kawa(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*KAWA, *args], capture_output=True, text=True, timeout=timeout, env=os.environ.copy())
 
 
@@ -44,7 +44,7 @@ def test_buckets_put_ls_get_rm(tmp_path: Path) -> None:
     assert hashlib.md5(files[2].read_bytes()).hexdigest() in long and "1002" in long
     ok("get", "scans", "in/f1.dcm", "-o", str(tmp_path / "back.dcm"))
     assert (tmp_path / "back.dcm").read_bytes() == files[1].read_bytes()
-    streamed = subprocess.run([*KAWA, "get", "scans", "in/f2.dcm"], capture_output=True, timeout=60)
+    streamed = subprocess.run([*KAWA, "get", "scans", "in/f2.dcm"], capture_output=True, timeout=180)
     assert streamed.returncode == 0 and streamed.stdout == files[2].read_bytes()
     # The bucket directory holds exactly the user's files.
     assert sorted(os.listdir(tmp_path / ".kawa" / "buckets" / "scans" / "in")) == ["f0.dcm", "f1.dcm", "f2.dcm"]
@@ -120,7 +120,7 @@ def test_done_when_cp_into_bucket_while_kawa_up_runs_prints_one_event(tmp_path: 
     try:
         subprocess.run(["cp", str(scan), ".kawa/buckets/xray/"], check=True)
         subprocess.run(["cp", str(scan), ".kawa/buckets/xray/notes.txt"], check=True)  # filtered out
-        consumed = kawa("consume", "xray-images", "--group", "g", "--from-beginning", "--max", "1", timeout=60)
+        consumed = kawa("consume", "xray-images", "--group", "g", "--from-beginning", "--max", "1", timeout=180)
         assert consumed.returncode == 0, consumed.stderr
         (line,) = consumed.stdout.splitlines()
         (record,) = json.loads(line)["Records"]
@@ -155,7 +155,7 @@ def test_put_through_cli_notifies_without_kawa_up(tmp_path: Path) -> None:
     scan = tmp_path / "a.dcm"
     scan.write_bytes(b"abc")
     ok("put", "xray", str(scan))
-    consumed = kawa("consume", "xray-images", "--group", "g", "--from-beginning", "--max", "1", timeout=30)
+    consumed = kawa("consume", "xray-images", "--group", "g", "--from-beginning", "--max", "1", timeout=180)
     assert json.loads(consumed.stdout)["Records"][0]["s3"]["object"]["key"] == "a.dcm"
 
 
@@ -172,7 +172,7 @@ def test_s3_store_through_kawa_up_and_the_sqs_bridge(tmp_path: Path, s3_server: 
     up = _start_up(tmp_path, ready="store-bridge")
     try:
         s3_server.client().put_object(Bucket=bucket, Key="from boto3.dcm", Body=b"0123456789")
-        consumed = kawa("consume", "s3-images", "--group", "g", "--from-beginning", "--max", "1", timeout=60)
+        consumed = kawa("consume", "s3-images", "--group", "g", "--from-beginning", "--max", "1", timeout=180)
         assert consumed.returncode == 0, consumed.stderr
         (record,) = json.loads(consumed.stdout)["Records"]
         assert record["s3"]["bucket"]["name"] == bucket
