@@ -288,3 +288,20 @@ def test_a_put_while_the_log_is_down_is_published_from_the_outbox_when_it_is_bac
     monkeypatch.undo()  # the log is back; nobody calls anything: the outbox relay publishes it
     got = events(event_log, 1, timeout=60)
     assert got == [("ObjectCreated:Put", "xray", "late.dcm", 4, md5(b"late"))]
+
+
+def test_a_hidden_partial_file_is_not_notified_only_its_rename(
+    local: LocalStore, event_log: EventLog, watcher: Callable[[], LocalWatchService]
+) -> None:
+    service = watcher()
+    partial = local.root / "xray" / ".scan.dcm.part"
+    partial.write_bytes(b"half")
+    old = time.time() - 60
+    os.utime(partial, (old, old))  # a slow scanner: the partial file looks settled to a rescan
+    service.scan("xray")  # nothing to notify: it is still being written
+    partial.write_bytes(b"half and the rest")
+    partial.rename(local.root / "xray" / "scan.dcm")
+    got = events(event_log, 1)
+    assert got == [("ObjectCreated:Put", "xray", "scan.dcm", 17, md5(b"half and the rest"))]
+    service.scan("xray")
+    assert len(read_topic(event_log, TOPIC, 2, 2.0)) == 1, "the partial file was never notified"

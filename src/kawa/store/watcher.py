@@ -32,6 +32,13 @@ from kawa.store.naming import validate_bucket_name, validate_key
 
 log = logging.getLogger("kawa.store.watcher")
 TMP_MAX_AGE_S = 3600.0
+_PARTIAL_SUFFIXES = (".part", ".partial", ".tmp", ".crdownload")
+
+
+def in_progress(name: str) -> bool:
+    """A hidden partial file (``.scan.dcm.part``): the convention of scanners, curl, wget and browsers for a
+    file still being written, which is renamed into place when complete. Never notified; its rename is."""
+    return name.startswith(".") and name.endswith(_PARTIAL_SUFFIXES)
 
 Action = tuple[str, str]  # (what happened or what to do, a path or a bucket name)
 
@@ -227,7 +234,7 @@ class LocalWatchService:
         except ValueError:
             return None
         parts = relative.parts
-        if len(parts) < 2 or parts[0].startswith("."):
+        if len(parts) < 2 or parts[0].startswith(".") or in_progress(parts[-1]):
             return None
         try:
             return validate_bucket_name(parts[0]), validate_key("/".join(parts[1:])), path
@@ -252,6 +259,8 @@ class LocalWatchService:
         present: set[str] = set()
         fresh = False
         for key, path in self.store.iter_files(bucket):
+            if in_progress(path.name):
+                continue
             present.add(key)
             try:
                 if now - path.lstat().st_mtime < self.settle_s:
