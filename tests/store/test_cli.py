@@ -89,7 +89,7 @@ def test_notify_add_list_remove(tmp_path: Path) -> None:
 def _start_up(tmp_path: Path, ready: str = "store-watcher") -> subprocess.Popen[str]:
     log = open(tmp_path / "up.log", "w")  # noqa: SIM115  # closed with the process
     proc = subprocess.Popen([*KAWA, "up"], stdout=log, stderr=subprocess.STDOUT, text=True, env=os.environ.copy())
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 180  # kawa up imports its backends: slow on a busy machine
     while time.monotonic() < deadline:
         text = (tmp_path / "up.log").read_text()
         if ready in text and "Ctrl-C" in text:
