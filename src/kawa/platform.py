@@ -3,18 +3,19 @@
 ``kawa up`` builds a :class:`Platform` and starts every service that a capability contributes. A
 capability registers a service factory (an import string naming ``factory(platform) -> Service | None``)
 in :data:`service_factories`; the factory returns None when it has nothing to run under this config.
-Backends are opened lazily and shared.
+Backends are opened lazily and shared: :attr:`Platform.backends` is the one
+:class:`~kawa.backends.Backends` every service is built on.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
-import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from kawa.config import KawaConfig, load_config
+from kawa.backends import Backends, open_backends
+from kawa.config import KawaConfig
 
 if TYPE_CHECKING:
     from kawa.log.base import EventLog
@@ -52,31 +53,19 @@ def register_service(factory: str) -> None:
 class Platform:
     """The configured backends plus the services running on them."""
 
-    def __init__(self, config: KawaConfig | None = None) -> None:
-        self.config = config or load_config()
-        self._lock = threading.RLock()  # store → log: one property opens the other
-        self._log: EventLog | None = None
-        self._store: ObjectStore | None = None
+    def __init__(self, config: KawaConfig | None = None, *, backends: Backends | None = None) -> None:
+        self.backends: Backends = backends or open_backends(config)
+        self.config = self.backends.config
         self.services: list[Service] = []
         self.extras: dict[str, Any] = {}
 
     @property
     def log(self) -> EventLog:
-        with self._lock:
-            if self._log is None:
-                from kawa.log import open_log
-
-                self._log = open_log(self.config.log.uri, self.config)
-            return self._log
+        return self.backends.log
 
     @property
     def store(self) -> ObjectStore:
-        with self._lock:
-            if self._store is None:
-                from kawa.store import open_store
-
-                self._store = open_store(self.config.store.uri, self.config, log=self.log)
-            return self._store
+        return self.backends.store
 
     def start(self, extra: list[Callable[[Platform], Service | None]] | None = None) -> None:
         """Build and start every registered service (and ``extra`` ones); stop the started on failure."""
@@ -105,9 +94,4 @@ class Platform:
                 service.stop()
             except Exception:
                 log.exception("stopping %s failed", service.name)
-        with self._lock:
-            if self._store is not None and hasattr(self._store, "close"):
-                self._store.close()
-            if self._log is not None:
-                self._log.close()
-            self._store = self._log = None
+        self.backends.close()
