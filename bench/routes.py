@@ -53,6 +53,7 @@ def write_csv(path: Path, rows: int) -> None:
 
 
 def csv_route(rows: int, console: Console) -> float:
+    from kawa.backends import open_backends
     from kawa.config import load_config
     from kawa.routes.components.base import RouteContext
     from kawa.routes.progress import ProgressStore
@@ -66,7 +67,7 @@ def csv_route(rows: int, console: Console) -> float:
         write_csv(csv_path, rows)
         config = load_config(home=str(root / ".kawa"), env={})
         progress_store = ProgressStore(config.path("routes", "progress.db"))
-        ctx = RouteContext(route_id="bench", config=config, progress=progress_store)
+        ctx = RouteContext(route_id="bench", config=config, progress=progress_store, backends=open_backends(config))
         spec = route(
             "bench",
             f"replay:{csv_path}",
@@ -95,7 +96,7 @@ def csv_route(rows: int, console: Console) -> float:
         stats = worker.stats
         info = ctx.log.describe_topic("bench-tx")
         published = sum(p.end_offset for p in info.partitions)
-        ctx.close()
+        ctx.backends.close()
         progress_store.close()
         if published != rows or stats.dead_lettered:
             raise SystemExit(f"expected {rows} records, got {published} (dead letters: {stats.dead_lettered})")

@@ -38,7 +38,7 @@ def make_ctx(config: KawaConfig) -> Iterator[Callable[[str], RouteContext]]:
     made: list[RouteContext] = []
 
     def make(route_id: str) -> RouteContext:
-        ctx = RouteContext(route_id=route_id, config=config, progress=progress, platform=platform)
+        ctx = RouteContext(route_id=route_id, config=config, progress=progress, backends=platform.backends)
         made.append(ctx)
         return ctx
 

@@ -208,6 +208,7 @@ def test_property_planted_values_never_survive(name: str, mrn: str, institution:
 
 
 def test_dicom_deidentify_step_rejects_garbage(tmp_path: Path) -> None:
+    from kawa.backends import open_backends
     from kawa.config import load_config
     from kawa.errors import MessageRejected
     from kawa.routes.components.base import RouteContext
@@ -215,7 +216,8 @@ def test_dicom_deidentify_step_rejects_garbage(tmp_path: Path) -> None:
     from kawa.routes.processors.imaging import DicomDeidentify
     from kawa.routes.progress import ProgressStore
 
-    ctx = RouteContext("d", load_config(home=str(tmp_path)), ProgressStore(":memory:"))
+    config = load_config(home=str(tmp_path))
+    ctx = RouteContext("d", config, ProgressStore(":memory:"), open_backends(config))
     step = DicomDeidentify({"rename": True}, ctx)
     with pytest.raises(MessageRejected, match="not a readable DICOM"):
         step.process(Message(body=b"definitely not dicom", id="x", source="s"))

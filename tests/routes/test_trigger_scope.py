@@ -36,7 +36,7 @@ def kafka_ctx(kafka_bootstrap: str, tmp_path: Path) -> Iterator[RouteContext]:
                          log={"uri": f"kafka://{kafka_bootstrap}"})
     platform = Platform(config)
     progress = ProgressStore(config.path("routes", "progress.db"))
-    ctx = RouteContext(route_id="scoped", config=config, progress=progress, platform=platform)
+    ctx = RouteContext(route_id="scoped", config=config, progress=progress, backends=platform.backends)
     yield ctx
     ctx.stop.set()
     progress.close()

@@ -105,6 +105,7 @@ def routes_run(
     import signal
     import threading
 
+    from kawa.backends import open_backends
     from kawa.errors import RouteNotFound
     from kawa.routes.components.base import RouteContext
     from kawa.routes.progress import ProgressStore
@@ -125,7 +126,8 @@ def routes_run(
     validate_route(spec, str(file or ""))
     stop = threading.Event()
     progress = ProgressStore(config.path("routes", "progress.db"))
-    ctx = RouteContext(route_id=spec.id, config=config, progress=progress, stop=stop)
+    backends = open_backends(config)
+    ctx = RouteContext(route_id=spec.id, config=config, progress=progress, backends=backends, stop=stop)
 
     def _signal(signum: int, _frame: object) -> None:
         stop.set()
@@ -136,7 +138,7 @@ def routes_run(
     try:
         RouteWorker(spec, ctx).run()
     finally:
-        ctx.close()
+        backends.close()
         progress.close()
     console.print(f"route {spec.id} stopped")
 

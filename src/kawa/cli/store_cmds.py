@@ -23,14 +23,13 @@ app.add_typer(notify_app, name="notify")
 
 @contextmanager
 def _store() -> Iterator[ObjectStore]:
-    from kawa.store import open_store
+    from kawa.backends import open_backends
 
-    config = get_config()
-    store = open_store(config.store.uri, config)
+    backends = open_backends(get_config())
     try:
-        yield store
+        yield backends.store
     finally:
-        store.close()
+        backends.close()
 
 
 @buckets_app.command("list")

@@ -77,7 +77,9 @@ class RouteRunner:
         return cls(config or load_config())
 
     def context(self, route_id: str) -> RouteContext:
-        return RouteContext(route_id=route_id, config=self.config, progress=self.progress, platform=self.platform)
+        return RouteContext(
+            route_id=route_id, config=self.config, progress=self.progress, backends=self.platform.backends
+        )
 
     def add(self, spec: RouteSpec) -> RouteWorker:
         """Start ``spec``; a running route with the same id and a different definition is replaced."""

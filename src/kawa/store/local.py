@@ -21,7 +21,6 @@ import json
 import os
 import shutil
 import tempfile
-import threading
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -68,8 +67,6 @@ class LocalStore:
         self.config = config
         for name in (META, TMP, STATE):
             (self.root / name).mkdir(parents=True, exist_ok=True)
-        self._own_log: EventLog | None = None
-        self._log_lock = threading.Lock()
         self._given_log = log
         self.registry = RuleRegistry(self.root / STATE / "notifications.json")
         self.ledger = Ledger(self.root / STATE / "ledger.sqlite")
@@ -80,14 +77,12 @@ class LocalStore:
         self._etags: dict[tuple[str, tuple[int, int, int]], str] = {}
 
     def _log(self) -> EventLog:
-        if self._given_log is not None:
-            return self._given_log() if callable(self._given_log) else self._given_log
-        with self._log_lock:
-            if self._own_log is None:
-                from kawa.log import open_log
-
-                self._own_log = open_log(self.config.log.uri, self.config)
-            return self._own_log
+        if self._given_log is None:
+            raise NotificationError(
+                "this store was opened without an event log, so it cannot publish notifications; open it "
+                "with kawa.backends.open_backends(config).store (or pass log=...)"
+            )
+        return self._given_log() if callable(self._given_log) else self._given_log
 
     # --- paths ------------------------------------------------------------------------------------
 
@@ -400,9 +395,6 @@ class LocalStore:
     def close(self) -> None:
         self.notifier.close()
         self.ledger.close()
-        if self._own_log is not None:
-            self._own_log.close()
-            self._own_log = None
 
 
 def _sidecar_matches(sidecar: Mapping[str, Any], st: os.stat_result) -> bool:

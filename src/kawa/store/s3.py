@@ -11,7 +11,6 @@ backend does not publish them itself, so nothing is published twice.
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -20,7 +19,7 @@ from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-from kawa.errors import BucketExists, BucketNotFound, ObjectNotFound, StoreError
+from kawa.errors import BucketExists, BucketNotFound, NotificationError, ObjectNotFound, StoreError
 from kawa.store.base import Body, BucketInfo, ObjectInfo, ObjectPage, ObjectReader, iter_body
 from kawa.store.naming import (
     default_content_type,
@@ -73,19 +72,15 @@ class S3Store:
         self.client: Any = self.session.client("s3", endpoint_url=sc.endpoint_url, config=self.boto_config)
         self.registry = RuleRegistry(config.path("store", "s3-notifications.json"))
         self._given_log = log
-        self._own_log: EventLog | None = None
-        self._log_lock = threading.Lock()
         self.notifier = Notifier(self.registry, self._log, sc.region, outbox=config.path("store", "s3-outbox.sqlite"))
 
     def _log(self) -> EventLog:
-        if self._given_log is not None:
-            return self._given_log() if callable(self._given_log) else self._given_log
-        with self._log_lock:
-            if self._own_log is None:
-                from kawa.log import open_log
-
-                self._own_log = open_log(self.config.log.uri, self.config)
-            return self._own_log
+        if self._given_log is None:
+            raise NotificationError(
+                "this store was opened without an event log, so it cannot publish notifications; open it "
+                "with kawa.backends.open_backends(config).store (or pass log=...)"
+            )
+        return self._given_log() if callable(self._given_log) else self._given_log
 
     def service_client(self, service: str) -> Any:
         """A boto3 client for another service (``sqs``, ``sns``) at the same endpoint and credentials."""
@@ -321,9 +316,6 @@ class S3Store:
 
     def close(self) -> None:
         self.notifier.close()
-        if self._own_log is not None:
-            self._own_log.close()
-            self._own_log = None
 
 
 class _Body:

@@ -25,50 +25,37 @@ from kawa.errors import InvalidRoute
 from kawa.routes.message import Message, Token
 
 if TYPE_CHECKING:
+    from kawa.backends import Backends
     from kawa.config import KawaConfig
     from kawa.log.base import EventLog
-    from kawa.platform import Platform
     from kawa.routes.progress import ProgressStore
     from kawa.routes.spec import EndpointSpec
+    from kawa.store.base import ObjectStore
 
 
 @dataclass
 class RouteContext:
-    """What components and processors of one route may use: config, shared backends, durable progress."""
+    """What components and processors of one route may use: config, the shared backends, durable progress."""
 
     route_id: str
     config: KawaConfig
     progress: ProgressStore
-    platform: Platform | None = None
+    backends: Backends
     stop: threading.Event = field(default_factory=threading.Event)
     counters: dict[str, int] = field(default_factory=dict)
     """Counts components keep for the route's status (``skipped_foreign``…); see :meth:`count`."""
-    _log: EventLog | None = None
-    _store: Any = None
 
     def count(self, name: str, n: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + n
 
     @property
     def log(self) -> EventLog:
-        if self.platform is not None:
-            return self.platform.log
-        if self._log is None:
-            from kawa.log import open_log
-
-            self._log = open_log(self.config.log.uri, self.config)
-        return self._log
+        return self.backends.log
 
     @property
-    def store(self) -> Any:
-        """The object store (``kawa.store.open_store``), shared with the platform when there is one."""
-        if self.platform is not None:
-            return self.platform.store
-        if self._store is None:
-            from kawa.store import open_store  # type: ignore[attr-defined]
-
-            self._store = open_store(self.config.store.uri, self.config, log=self.log)
-        return self._store
+    def store(self) -> ObjectStore:
+        """The object store, shared with everything else on these backends."""
+        return self.backends.store
 
     def home_path(self, *parts: str) -> Path:
         return self.config.path("routes", *parts)
@@ -79,12 +66,6 @@ class RouteContext:
 
         return load_key(key_file or self.home_path("keys", "default.key"))
 
-    def close(self) -> None:
-        if self._store is not None and hasattr(self._store, "close"):
-            self._store.close()
-        if self._log is not None:
-            self._log.close()
-        self._store = self._log = None
 
 
 class Source(Protocol):
