@@ -21,7 +21,7 @@ from kawa.store.rules import NotificationRule, topic_from_rule_id
 from kawa.store.tracker import DELETE, PUT, next_sequencer
 
 if TYPE_CHECKING:
-    from kawa.store.s3 import S3Store
+    from kawa.store.s3_types import S3Backend
 
 log = logging.getLogger("kawa.store.bridge")
 VISIBILITY_TIMEOUT_S = 30
@@ -34,7 +34,7 @@ class SqsBridge:
     here, which is how a ``regex`` filter works on AWS. ``s3:TestEvent`` messages are dropped.
     """
 
-    def __init__(self, store: S3Store, queue_url: str) -> None:
+    def __init__(self, store: S3Backend, queue_url: str) -> None:
         self.store = store
         self.queue_url = queue_url
         self.sqs = store.service_client("sqs")
@@ -107,7 +107,7 @@ class PollState:
         with self._lock:
             return self._db.execute("SELECT 1 FROM baselined WHERE bucket=?", (bucket,)).fetchone() is not None
 
-    def baseline(self, store: S3Store, bucket: str) -> None:
+    def baseline(self, store: S3Backend, bucket: str) -> None:
         """Remember every object now in ``bucket`` without reporting it."""
         objects = list(iter_objects(store, bucket))
         with self._lock:
@@ -139,7 +139,7 @@ class PollState:
 class PollBridge:
     """Lists each bucket that has ``poll`` rules and publishes created, changed and removed objects."""
 
-    def __init__(self, store: S3Store, state: PollState) -> None:
+    def __init__(self, store: S3Backend, state: PollState) -> None:
         self.store = store
         self.state = state
 

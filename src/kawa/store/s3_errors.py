@@ -17,13 +17,13 @@ from kawa.errors import (
 )
 
 if TYPE_CHECKING:
-    from kawa.store.s3 import S3Store
+    from kawa.store.s3_types import S3Backend
 
 _NOT_FOUND = ("NoSuchKey", "404", "NotFound")
 _REFUSED = ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403")
 
 
-def translate(exc: Exception, store: S3Store, action: str, bucket: str | None, key: str | None) -> KawaError:
+def translate(exc: Exception, store: S3Backend, action: str, bucket: str | None, key: str | None) -> KawaError:
     """The Kawa error for a botocore exception raised while doing ``action`` on ``bucket``/``key``."""
     from botocore.exceptions import ConnectionError as BotoConnectionError
     from botocore.exceptions import ConnectTimeoutError, NoCredentialsError, ReadTimeoutError
@@ -45,7 +45,7 @@ def translate(exc: Exception, store: S3Store, action: str, bucket: str | None, k
 
 
 def _client_error(
-    response: dict[str, Any], store: S3Store, action: str, bucket: str | None, key: str | None
+    response: dict[str, Any], store: S3Backend, action: str, bucket: str | None, key: str | None
 ) -> StoreError:
     error = response.get("Error", {})
     code = str(error.get("Code", ""))

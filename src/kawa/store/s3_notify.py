@@ -24,14 +24,14 @@ from kawa.errors import NotificationError, StoreError, StoreUnavailable
 
 if TYPE_CHECKING:
     from kawa.store.rules import NotificationRule
-    from kawa.store.s3 import S3Store
+    from kawa.store.s3_types import S3Backend
 
 log = logging.getLogger("kawa.store.s3_notify")
 
 _KINDS = ("TopicConfigurations", "QueueConfigurations", "LambdaFunctionConfigurations")
 
 
-def resolve_mode(store: S3Store) -> str:
+def resolve_mode(store: S3Backend) -> str:
     mode = store.config.store.notify.mode
     if mode != "auto":
         return mode
@@ -53,7 +53,7 @@ def resolve_mode(store: S3Store) -> str:
         return "poll"
 
 
-def configure(store: S3Store, rule: NotificationRule) -> NotificationRule:
+def configure(store: S3Backend, rule: NotificationRule) -> NotificationRule:
     """Set ``rule`` up on the server; returns it with ``mode`` and ``target`` filled in."""
     mode = resolve_mode(store)
     events = [f"s3:{event}" for event in rule.events]
@@ -85,11 +85,11 @@ def configure(store: S3Store, rule: NotificationRule) -> NotificationRule:
     raise NotificationError(f"unknown store.notify.mode {mode!r}; use auto, rgw, sqs or poll")
 
 
-def unconfigure(store: S3Store, bucket: str, rule_id: str) -> None:
+def unconfigure(store: S3Backend, bucket: str, rule_id: str) -> None:
     _replace_entry(store, bucket, rule_id, None, None)
 
 
-def ensure_queue(store: S3Store) -> tuple[str, str]:
+def ensure_queue(store: S3Backend) -> tuple[str, str]:
     """The notification queue (created if missing, with a policy letting S3 send to it): URL and ARN."""
     sqs = store.service_client("sqs")
     name = store.config.store.notify.queue_name
@@ -112,7 +112,7 @@ def ensure_queue(store: S3Store) -> tuple[str, str]:
     return url, arn
 
 
-def kafka_push_endpoint(store: S3Store) -> str:
+def kafka_push_endpoint(store: S3Backend) -> str:
     config = store.config
     if config.store.notify.kafka_endpoint:
         return config.store.notify.kafka_endpoint
@@ -125,7 +125,7 @@ def kafka_push_endpoint(store: S3Store) -> str:
     )
 
 
-def ensure_rgw_topic(store: S3Store, rule: NotificationRule) -> str:
+def ensure_rgw_topic(store: S3Backend, rule: NotificationRule) -> str:
     """Create (or update) the RGW topic named like the Kafka topic; returns its ARN."""
     attributes = {
         "push-endpoint": kafka_push_endpoint(store),
@@ -138,7 +138,7 @@ def ensure_rgw_topic(store: S3Store, rule: NotificationRule) -> str:
     return str(response["TopicArn"])
 
 
-def _replace_entry(store: S3Store, bucket: str, rule_id: str, kind: str | None, entry: dict[str, Any] | None) -> None:
+def _replace_entry(store: S3Backend, bucket: str, rule_id: str, kind: str | None, entry: dict[str, Any] | None) -> None:
     physical = store.physical(bucket)
     with store.errors("get notification configuration", bucket):
         current = store.client.get_bucket_notification_configuration(Bucket=physical)

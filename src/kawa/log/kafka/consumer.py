@@ -30,7 +30,7 @@ from kawa.log.base import (
 if TYPE_CHECKING:
     from kawa.log.kafka.log import KafkaLog
 
-from kawa.log.kafka import forks
+import kawa.log.kafka.forks as forks
 from kawa.log.kafka.common import _headers, _names
 
 log = logging.getLogger("kawa.log.kafka")

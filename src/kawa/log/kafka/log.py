@@ -73,7 +73,7 @@ from kawa.log.base import (
 if TYPE_CHECKING:
     from kawa.config import KawaConfig
 
-from kawa.log.kafka import forks
+import kawa.log.kafka.forks as forks
 from kawa.log.kafka.common import (
     _BATCH_OVERHEAD,
     _BROKER_DEFAULT_MAX_MESSAGE_BYTES,

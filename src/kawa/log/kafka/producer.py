@@ -34,7 +34,7 @@ from kawa.log.base import (
 if TYPE_CHECKING:
     from kawa.log.kafka.log import KafkaLog
 
-from kawa.log.kafka import forks
+import kawa.log.kafka.forks as forks
 from kawa.log.kafka.common import _BATCH_OVERHEAD, _TRANSIENT, _UNREACHABLE, _metadata
 
 log = logging.getLogger("kawa.log.kafka")
