@@ -1,4 +1,4 @@
-"""Serving the portal: uvicorn in a background thread, as a ``kawa up`` service or for ``kawa demo xray``.
+"""Serving the portal: uvicorn in a background thread, as a ``kawa up`` service or for ``kawa demo <app>``.
 
 Binds the configured host and port (``portal.port: 0`` picks a free port; the handle's ``url`` tells which).
 Stopping closes open event streams first, so shutdown takes about a second, not a keep-alive timeout.
