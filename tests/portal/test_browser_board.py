@@ -18,7 +18,7 @@ from kawa.platform import Platform
 from tests.portal.apps import install, tally_view, xray_app
 from tests.portal.conftest import PASSWORD, make_config
 from tests.portal.test_api_store_xray import radiograph
-from tests.portal.test_browser import browser  # noqa: F401  (the fixture)
+from tests.portal.test_browser import ARTIFACTS, browser  # noqa: F401  (the fixture)
 
 RUN = "15823-dd03/"  # every key of one run starts alike: the caption must show what differs
 KEYS = [f"{RUN}scan-{i:04d}.png" for i in range(4)]
@@ -66,7 +66,7 @@ def until(page: Any, check: Any, timeout_s: float, what: str) -> None:
     deadline = time.monotonic() + timeout_s
     while not check():
         if time.monotonic() > deadline:
-            page.screenshot(path="test-artifacts/board-timeout.png", full_page=True)
+            page.screenshot(path=str(ARTIFACTS / "app-board-timeout.png"), full_page=True)
             raise AssertionError(f"timed out after {timeout_s:g} s waiting until {what}")
         page.wait_for_timeout(200)
 
@@ -90,7 +90,7 @@ def test_the_xray_board_and_a_tiny_apps_board_render_by_kind(
 ) -> None:
     server, s = served
     pipeline_ran(server.platform, s)
-    Path("test-artifacts").mkdir(exist_ok=True)
+    ARTIFACTS.mkdir(exist_ok=True)
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -125,7 +125,7 @@ def test_the_xray_board_and_a_tiny_apps_board_render_by_kind(
     ticks = [t.text_content() or "" for t in page.query_selector_all("#panel-by_label svg text.tick")]
     assert all(re.fullmatch(r"\d{1,2}:\d{2}:\d{2}( [AP]M)?", t) for t in ticks), ticks
     assert page.query_selector_all("#panel-by_label svg rect")  # bars were drawn
-    page.screenshot(path="test-artifacts/app-board-xray.png", full_page=True)
+    page.screenshot(path=str(ARTIFACTS / "app-board-xray.png"), full_page=True)
 
     # A second app, unknown to the portal's code: its board and a nav entry appear.
     install(server.platform, tally_view())
@@ -137,5 +137,6 @@ def test_the_xray_board_and_a_tiny_apps_board_render_by_kind(
     assert page.query_selector("nav a[href='/apps/xray']") is not None
     assert [p.get_attribute("data-kind") for p in page.query_selector_all("[data-panel]")] == ["counters"]
     until(page, lambda: "updated" in (page.text_content("#live-status") or ""), 30, "a live update")
+    page.screenshot(path=str(ARTIFACTS / "app-board-tally.png"), full_page=True)
     assert not errors, errors
     page.close()

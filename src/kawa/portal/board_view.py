@@ -203,7 +203,8 @@ def hidden_fields(data: Mapping[str, Any], visible: Callable[[str], bool]) -> se
 
 
 def _table(p: Table, c: BoardContext) -> dict[str, Any]:
-    rows = list(reversed(c.snapshot.events.get(p.topic, ())))[: p.limit]
+    # Newest first by the event's own time (arrival order breaks ties): a late redelivery is not "latest".
+    rows = sorted(reversed(c.snapshot.events.get(p.topic, ())), key=lambda r: r.time, reverse=True)[: p.limit]
     out = []
     for row in rows:
         hidden = hidden_fields(row.data, c.visible)
