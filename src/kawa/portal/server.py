@@ -128,7 +128,7 @@ class PortalServer:
 
 def serve(platform: Platform, *, host: str | None = None, port: int | None = None) -> PortalServer:
     """Start the portal for ``platform`` and return the running server (``.url``, ``.stop()``,
-    ``.ensure_admin()``). The X-ray demo calls this; ``kawa up`` runs it as a service."""
+    ``.ensure_admin()``). ``kawa demo <app>`` calls this; ``kawa up`` runs it as a service."""
     server = PortalServer(platform, host, port)
     server.start()
     return server
