@@ -13,6 +13,7 @@ import pytest
 from kawa.events import from_record, new_event, to_kafka
 from kawa.log.base import TopicSpec
 from kawa.portal.permissions import Role
+from tests.portal.apps import counts, xray_app
 from tests.portal.conftest import bearer
 
 
@@ -75,16 +76,7 @@ def test_thumbnails_of_png_dicom_and_refusals(client: Any, admin: dict[str, str]
 
 @pytest.fixture
 def xray(platform: Any) -> Any:
-    from kawa.apps.xray.settings import XraySettings
-
-    settings = XraySettings()
-    store, log = platform.store, platform.log
-    for bucket in settings.buckets():
-        store.create_bucket(bucket)
-    for topic in (settings.images_topic, settings.results_topic, settings.dead_letter_topic):
-        log.create_topic(TopicSpec(topic))
-    platform.extras["xray"] = settings
-    return settings
+    return xray_app(platform)
 
 
 def publish_results(platform: Any, settings: Any, rows: list[tuple[str, int, float]]) -> None:
@@ -101,10 +93,12 @@ def publish_results(platform: Any, settings: Any, rows: list[tuple[str, int, flo
 
 
 def test_board_is_not_configured_without_the_app(client: Any, admin: dict[str, str]) -> None:
-    board = client.get("/api/xray/board", headers=admin).json()
-    assert board["configured"] is False and "kawa demo xray" in board["reason"]
-    assert client.get("/api/results", headers=admin).json()["configured"] is False
-    assert client.get("/api/results/summary", headers=admin).status_code == 409
+    board = client.get("/api/apps/xray/board", headers=admin)
+    assert board.status_code == 404 and "kawa demo xray" in board.json()["detail"]
+    assert client.get("/api/apps/xray/events/xray-results", headers=admin).status_code == 404
+    page = client.get("/apps/xray", headers=admin)
+    assert page.status_code == 404 and "kawa demo xray" in page.text
+    assert client.get("/api/apps", headers=admin).json()["items"] == []
 
 
 def test_board_counts_newest_and_results(
@@ -121,30 +115,33 @@ def test_board_counts_newest_and_results(
     publish_results(platform, xray, [("Normal", 1, 0.1), ("Pneumonia", 1, 0.9), ("Normal", 2, 0.2)])
     portal.sampler.tick()
 
-    engineer = client.get("/api/xray/board", headers=bearer(tokens[Role.DATA_ENGINEER])).json()
-    assert engineer["counts"] == {"uploaded": 12, "processed": 3, "anonymized": 1, "dead_lettered": 0}
-    assert [o["key"] for o in engineer["newest"]["uploaded"]] == [f"scan-{i:02d}.png" for i in range(11, 1, -1)]
-    assert engineer["newest"]["processed"][0]["thumbnail"].startswith("/api/thumbnails/xray-images-processed/")
-    assert engineer["by_version"] == {"pneumonia v1": 2, "pneumonia v2": 1}
-    assert engineer["by_label"] == {"Normal": 2, "Pneumonia": 1}
-    assert sum(bucket["count"] for bucket in engineer["timeline"]) == 3
-    assert engineer["results"][0]["object"] == "scan-2.png"
+    engineer = client.get("/api/apps/xray/board", headers=bearer(tokens[Role.DATA_ENGINEER])).json()
+    assert counts(engineer) == {"uploaded": 12, "processed": 3, "anonymized": 1, "dead_lettered": 0}
+    assert [o["key"] for o in engineer["uploaded"]["items"]] == [f"scan-{i:02d}.png" for i in range(11, 1, -1)]
+    assert engineer["processed"]["items"][0]["thumbnail"].startswith("/api/thumbnails/xray-images-processed/")
+    assert engineer["by_version"]["totals"] == {"1": 2, "2": 1}
+    assert engineer["by_label"]["totals"] == {"Normal": 2, "Pneumonia": 1}
+    assert sum(bucket["count"] for bucket in engineer["by_label"]["points"]) == 3
+    rows = engineer["results"]["rows"]
+    assert [r["cells"]["label"] for r in rows] == ["Normal", "Pneumonia", "Normal"]
+    assert rows[0]["link"]["url"] == "/api/buckets/xray-images-processed/objects/scan-2-processed.png"
 
-    viewer = client.get("/api/xray/board", headers=bearer(tokens[Role.VIEWER])).json()
-    assert viewer["counts"] == engineer["counts"]
-    assert viewer["newest"]["uploaded"] == [] and viewer["phi_hidden"] is True
-    assert len(viewer["newest"]["processed"]) == 3  # PHI-free: shown to everyone
-    assert all(r["object"] is None for r in viewer["results"])
-    thumb = client.get(viewer["newest"]["processed"][0]["thumbnail"], headers=bearer(tokens[Role.VIEWER]))
+    viewer = client.get("/api/apps/xray/board", headers=bearer(tokens[Role.VIEWER])).json()
+    assert counts(viewer) == counts(engineer)
+    assert viewer["uploaded"]["items"] == [] and viewer["uploaded"]["phi_hidden"] is True
+    assert len(viewer["processed"]["items"]) == 3  # PHI-free: shown to everyone
+    thumb = client.get(viewer["processed"]["items"][0]["thumbnail"], headers=bearer(tokens[Role.VIEWER]))
     assert thumb.status_code == 200
-    assert client.get(engineer["newest"]["uploaded"][0]["thumbnail"], headers=bearer(tokens[Role.VIEWER])
+    assert client.get(engineer["uploaded"]["items"][0]["thumbnail"], headers=bearer(tokens[Role.VIEWER])
                       ).status_code == 403
 
-    results = client.get("/api/results?limit=2", headers=bearer(tokens[Role.VIEWER])).json()
-    assert [r["label"] for r in results["items"]] == ["Normal", "Pneumonia"] and results["items"][0]["object"] is None
-    summary = client.get("/api/results/summary", headers=bearer(tokens[Role.VIEWER])).json()
-    assert summary == {"total": 3, "by_label": {"Normal": 2, "Pneumonia": 1},
-                       "by_version": {"pneumonia v1": 2, "pneumonia v2": 1}}
+    # The result events, newest first: the incoming object's key only with phi.read.
+    url = "/api/apps/xray/events/xray-results?limit=2"
+    events = client.get(url, headers=bearer(tokens[Role.VIEWER])).json()["items"]
+    assert [e["data"]["label"] for e in events] == ["Normal", "Pneumonia"] and "key" not in events[0]["data"]
+    assert events[0]["data"]["processed_key"] == "scan-2-processed.png"
+    events = client.get(url, headers=bearer(tokens[Role.DATA_ENGINEER])).json()["items"]
+    assert events[0]["data"]["key"] == "scan-2.png"
 
 
 def _keys_on(platform: Any, topic: str) -> list[str]:

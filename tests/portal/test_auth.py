@@ -15,8 +15,8 @@ from tests.portal.conftest import PASSWORD, bearer
 def login(client: Any, name: str, password: str = PASSWORD) -> Any:
     form = client.get("/login")
     token = re.search(r'name="csrf_token" value="([^"]+)"', form.text).group(1)  # type: ignore[union-attr]
-    return client.post("/login", data={"username": name, "password": password, "csrf_token": token, "next": "/xray"},
-                       follow_redirects=False)
+    data = {"username": name, "password": password, "csrf_token": token, "next": "/functions"}
+    return client.post("/login", data=data, follow_redirects=False)
 
 
 def set_cookie_headers(response: Any) -> list[str]:
@@ -32,14 +32,14 @@ def test_pages_need_a_session(client: Any) -> None:
 
 def test_login_sets_a_strict_httponly_session_cookie(client: Any, tokens: dict[Role, str]) -> None:
     response = login(client, "viewer-user")
-    assert response.status_code == 303 and response.headers["location"] == "/xray"
+    assert response.status_code == 303 and response.headers["location"] == "/functions"
     cookie = next(c for c in set_cookie_headers(response) if c.startswith(f"{SESSION_COOKIE}="))
     attributes = {part.strip().lower() for part in cookie.split(";")}
     assert "httponly" in attributes and "samesite=strict" in attributes and "path=/" in attributes
     assert "secure" not in attributes  # plain http here; see the https test
     me = client.get("/api/me")
     assert me.status_code == 200 and me.json()["name"] == "viewer-user" and me.json()["csrf_token"]
-    assert client.get("/xray").status_code == 200
+    assert client.get("/functions").status_code == 200
 
 
 def test_cookie_is_secure_over_https(portal: Any, tokens: dict[Role, str]) -> None:

@@ -15,30 +15,24 @@ from typing import Any
 import httpx
 import pytest
 
+from kawa.apps.board import Counters, FlowGraph, ImageStrip, Table, TimeSeries
+from kawa.apps.xray.settings import XraySettings
 from kawa.events import new_event, to_kafka
-from kawa.log.base import TopicSpec
 from kawa.platform import Platform
+from kawa.portal.board_view import DEAD_LETTERS, DEAD_LETTERS_ENDPOINT, ENDPOINTS, board_of, panel_action
 from kawa.portal.boards import Board, Panel
-from kawa.portal.permissions import Role, allowed
-from kawa.portal.views import OVERVIEW_BOARD, XRAY_BOARD
+from kawa.portal.permissions import Action, Role, allowed
+from kawa.portal.views import OVERVIEW_BOARD
+from tests.portal.apps import counts, tally_board, xray_app, xray_board
 from tests.portal.conftest import bearer, make_config
 from tests.portal.test_api_store_xray import radiograph
 
+__all__ = ["SECRET_KEY", "dead_letter", "xray_app"]
+
 SECRET_KEY = "patient-4711-scan.png"  # what a dead letter's reason may name: never shown to a viewer
-XRAY_META = {"configured", "reason", "buckets", "model", "refreshed_at", "panels"}
-BOARDS: list[Board[Any]] = [XRAY_BOARD, OVERVIEW_BOARD]
-
-
-def xray_app(platform: Any) -> Any:
-    from kawa.apps.xray.settings import XraySettings
-
-    settings = XraySettings()
-    for bucket in settings.buckets():
-        platform.store.create_bucket(bucket)
-    for topic in (settings.images_topic, settings.results_topic, settings.dead_letter_topic):
-        platform.log.create_topic(TopicSpec(topic), exist_ok=True)
-    platform.extras["xray"] = settings
-    return settings
+XRAY_META = {"app", "title", "refreshed_at", "panels"}
+XRAY_BOARD = board_of(xray_board(XraySettings()))
+BOARDS: list[Board[Any]] = [XRAY_BOARD, board_of(tally_board()), OVERVIEW_BOARD]
 
 
 def dead_letter(platform: Any, topic: str, event_id: str, message: str) -> None:
@@ -100,7 +94,9 @@ def expected_keys(role: Role) -> set[str]:
 
 
 def endpoint_url(panel: Panel[Any], settings: Any) -> str:
-    return panel.source[1].format(bucket=settings.processed_bucket, topic=settings.dead_letter_topic)
+    path = panel.source[1]
+    topic = settings.dead_letter_topic if path.startswith("/api/deadletters/") else settings.results_topic
+    return path.format(app="xray", bucket=settings.processed_bucket, topic=topic)
 
 
 @pytest.mark.parametrize("role", list(Role))
@@ -108,9 +104,9 @@ def test_board_api_and_page_show_a_panel_iff_its_endpoint_answers_the_role(
     client: Any, tokens: dict[Role, str], populated: Any, role: Role
 ) -> None:
     headers = bearer(tokens[role])
-    board = client.get("/api/xray/board", headers=headers).json()
+    board = client.get("/api/apps/xray/board", headers=headers).json()
     assert set(board) == expected_keys(role)
-    page = client.get("/xray", headers=headers)
+    page = client.get("/apps/xray", headers=headers)
     assert page.status_code == 200
     initial = json.loads(re.search(r'<script type="application/json" id="initial">(.*?)</script>', page.text,
                                    re.S).group(1))  # type: ignore[union-attr]
@@ -128,7 +124,7 @@ def test_board_api_and_page_show_a_panel_iff_its_endpoint_answers_the_role(
     assert ('href="/deadletters"' in page.text) == sees_dead_letters  # nor a link to a page that answers 403
     assert (SECRET_KEY in json.dumps(board)) == sees_dead_letters
     if sees_dead_letters:
-        assert board["dead_letters"][0]["error_message"] == f"cannot decode {SECRET_KEY}"
+        assert board[DEAD_LETTERS]["items"][0]["error_message"] == f"cannot decode {SECRET_KEY}"
 
 
 def test_live_stream_carries_only_the_panels_of_the_role(tmp_path: Path) -> None:
@@ -146,8 +142,8 @@ def test_live_stream_carries_only_the_panels_of_the_role(tmp_path: Path) -> None
             tokens[role] = server.portal.users.create_token(f"{role.value}-user")[1]
         for role in Role:
             sees = allowed(role, XRAY_BOARD.panels[-1].action)
-            update = first_update(server.url, tokens[role], until=lambda u, sees=sees: u.get("configured") is True
-                                  and (not sees or bool(u.get("dead_letters"))))
+            update = first_update(server.url, tokens[role], until=lambda u, sees=sees: u.get("refreshed_at", 0) > 0
+                                  and (not sees or bool(u.get(DEAD_LETTERS, {}).get("items"))))
             assert set(update) == expected_keys(role), role
             assert (SECRET_KEY in json.dumps(update)) == allowed(role, XRAY_BOARD.panels[-1].action)
     finally:
@@ -161,7 +157,7 @@ def first_update(url: str, token: str, until: Any, timeout_s: float = 30.0) -> d
     done = threading.Event()
 
     def listen() -> None:
-        with httpx.stream("GET", f"{url}/api/stream/board", headers=bearer(token), timeout=timeout_s) as stream:
+        with httpx.stream("GET", f"{url}/api/apps/xray/stream", headers=bearer(token), timeout=timeout_s) as stream:
             for line in stream.iter_lines():
                 if line.startswith("data: "):
                     update = json.loads(line[6:])
@@ -182,7 +178,7 @@ def first_update(url: str, token: str, until: Any, timeout_s: float = 30.0) -> d
 
 def metric(client: Any, headers: dict[str, str], name: str, stage: str) -> float:
     text = client.get("/metrics", headers=headers).text
-    match = re.search(rf'^{name}{{stage="{stage}"}} (\S+)$', text, re.M)
+    match = re.search(rf'^{name}{{app="xray",stage="{stage}"}} (\S+)$', text, re.M)
     assert match, text
     return float(match.group(1))
 
@@ -193,21 +189,22 @@ def test_a_redelivered_dead_letter_counts_once(
     settings = xray_app(platform)
     dead_letter(platform, settings.dead_letter_topic, "same-id", "boom")
     dead_letter(platform, settings.dead_letter_topic, "same-id", "boom")  # the same event, delivered again
-    counter: Any = None
+    read = 0
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:  # until the board has read both deliveries (a condition)
         portal.sampler.tick()
-        counter = portal.xray._dlq.get(settings.dead_letter_topic)
-        if counter is not None and counter.records_read >= 2:
+        live = portal.boards.get("xray")
+        read = live.distinct_read(settings.dead_letter_topic) if live is not None else 0
+        if read >= 2:
             break
-    assert counter is not None and counter.records_read == 2
+    assert read == 2
     headers = bearer(tokens[Role.ADMIN])
-    board = client.get("/api/xray/board", headers=headers).json()
-    assert board["counts"]["dead_lettered"] == 1
-    assert [d["event_id"] for d in board["dead_letters"]] == ["same-id"]
-    page = client.get("/xray", headers=headers).text
-    assert re.search(r'id="count-dead_lettered"[^>]*>1<', page)
-    assert metric(client, headers, "kawa_xray_objects", "dead_lettered") == 1
+    board = client.get("/api/apps/xray/board", headers=headers).json()
+    assert counts(board)["dead_lettered"] == 1
+    assert [d["event_id"] for d in board[DEAD_LETTERS]["items"]] == ["same-id"]
+    page = client.get("/apps/xray", headers=headers).text
+    assert re.search(r'data-testid="count-dead_lettered"[^>]*>1<', page)
+    assert metric(client, headers, "kawa_app_objects", "dead_lettered") == 1
 
 
 def test_processed_never_exceeds_uploaded(client: Any, tokens: dict[Role, str], platform: Any, portal: Any) -> None:
@@ -217,8 +214,8 @@ def test_processed_never_exceeds_uploaded(client: Any, tokens: dict[Role, str], 
     # processed than uploaded.
     platform.store.put(settings.processed_bucket, "orphan-processed.png", image, content_type="image/png")
     portal.sampler.tick()
-    board = client.get("/api/xray/board", headers=bearer(tokens[Role.VIEWER])).json()
-    assert board["counts"]["processed"] == 0 == board["counts"]["uploaded"]
+    board = counts(client.get("/api/apps/xray/board", headers=bearer(tokens[Role.VIEWER])).json())
+    assert board["processed"] == 0 == board["uploaded"]
     platform.store.delete(settings.processed_bucket, "orphan-processed.png")
 
     # A pipeline running beside the sampler: every upload is processed right after it is stored. Each
@@ -241,16 +238,16 @@ def test_processed_never_exceeds_uploaded(client: Any, tokens: dict[Role, str], 
         assert (time.monotonic() < deadline and thread.is_alive()) or stop.is_set(), "the pipeline stalled"
         done = stop.is_set()
         portal.sampler.tick()
-        counts = client.get("/api/xray/board", headers=bearer(tokens[Role.VIEWER])).json()["counts"]
-        assert counts["processed"] <= counts["uploaded"], counts
+        shown = counts(client.get("/api/apps/xray/board", headers=bearer(tokens[Role.VIEWER])).json())
+        assert shown["processed"] <= shown["uploaded"], shown
         viewer = bearer(tokens[Role.VIEWER])
-        processed = metric(client, viewer, "kawa_xray_objects", "processed")
-        assert processed <= metric(client, viewer, "kawa_xray_objects", "uploaded")
-        seen.append(counts["uploaded"])
+        processed = metric(client, viewer, "kawa_app_objects", "processed")
+        assert processed <= metric(client, viewer, "kawa_app_objects", "uploaded")
+        seen.append(shown["uploaded"])
         if done:
             break
     thread.join(10)
-    assert counts == {"uploaded": total, "processed": total, "anonymized": 0, "dead_lettered": 0}
+    assert shown == {"uploaded": total, "processed": total, "anonymized": 0, "dead_lettered": 0}
     assert seen == sorted(seen)
 
 
@@ -260,10 +257,23 @@ def test_the_docs_table_of_panels_is_the_code() -> None:
     documented = {}
     for line in rows:
         name, keys, endpoint, action = (cell.strip() for cell in line.strip("|").split("|"))
-        documented[name.removeprefix("overview: ")] = (keys, endpoint, action)
-    for board in BOARDS:
-        for panel in board.panels:
-            keys, endpoint, action = documented[panel.name]
-            assert keys == ", ".join(f"`{k}`" for k in panel.keys), panel.name
-            assert endpoint.startswith(f"`{panel.source[0]} {panel.source[1]}`"), panel.name
-            assert action == f"`{panel.action.value}`", panel.name
+        documented[name] = (keys, endpoint, action)
+    for panel in OVERVIEW_BOARD.panels:
+        keys, endpoint, action = documented[f"overview: {panel.name}"]
+        assert keys == ", ".join(f"`{k}`" for k in panel.keys), panel.name
+        assert endpoint.startswith(f"`{panel.source[0]} {panel.source[1]}`"), panel.name
+        assert action == f"`{panel.action.value}`", panel.name
+    # App boards: one row per panel kind, with the endpoint that owns its data and its default action.
+    for kind, source in ENDPOINTS.items():
+        _keys, endpoint, action = documented[kind.__name__]
+        assert endpoint.startswith(f"`{source[0]} {source[1]}`"), kind
+        assert action == f"`{panel_action(kind(name='x', **KIND_ARGS[kind])).value}`", kind
+    _keys, endpoint, action = documented["dead letters"]
+    assert endpoint.startswith(f"`{DEAD_LETTERS_ENDPOINT[0]} {DEAD_LETTERS_ENDPOINT[1]}`")
+    assert action == f"`{Action.DEADLETTERS_READ.value}`"
+
+
+KIND_ARGS: dict[type, dict[str, Any]] = {
+    Counters: {"counts": ()}, ImageStrip: {"bucket": "b"}, Table: {"topic": "t", "columns": ()},
+    TimeSeries: {"topic": "t"}, FlowGraph: {},
+}

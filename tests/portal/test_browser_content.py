@@ -132,7 +132,8 @@ def test_uploaded_svg_html_and_script_never_run_in_the_portal_origin(
 def test_a_viewer_board_renders_live_without_the_dead_letter_panel(
     served: tuple[Any, dict[str, str]], browser: Any  # noqa: F811
 ) -> None:
-    from tests.portal.test_boards import SECRET_KEY, dead_letter, xray_app
+    from tests.portal.apps import xray_app
+    from tests.portal.test_boards import SECRET_KEY, dead_letter
 
     server, _engineer = served
     platform = server.platform
@@ -143,14 +144,14 @@ def test_a_viewer_board_renders_live_without_the_dead_letter_panel(
     page = browser.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(f"{server.url}/login?next=/xray")
+    page.goto(f"{server.url}/login?next=/apps/xray")
     page.fill("input[name=username]", "vera")
     page.fill("input[name=password]", PASSWORD)
     page.click("button[type=submit]")
-    page.wait_for_url(f"{server.url}/xray")
+    page.wait_for_url(f"{server.url}/apps/xray")
     until(lambda: "updated" in (page.text_content("#live-status") or ""), 30, "a live update is rendered", page)
-    assert page.query_selector("#count-dead_lettered") is not None  # counts are for everyone
-    assert page.query_selector("#dead-letters") is None and page.query_selector("[data-panel=dead_letters]") is None
+    assert page.query_selector("[data-testid=count-dead_lettered]") is not None  # counts are for everyone
+    assert page.query_selector("[data-panel=dead_letters]") is None
     assert SECRET_KEY not in page.content()
     assert not errors, errors
     page.close()

@@ -10,6 +10,7 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from kawa.portal.permissions import Role
+from tests.portal.apps import counts
 from tests.portal.conftest import bearer, make_config
 from tests.portal.test_api_functions import handled, host, produce, wait_for  # noqa: F401 (fixtures)
 from tests.portal.test_api_store_xray import publish_results, xray  # noqa: F401 (fixture)
@@ -79,14 +80,15 @@ def test_metrics_agree_with_the_api(
     assert value(metrics, "kawa_model_alias_version", model="pneumonia", alias="challenger") == 3
     assert value(metrics, "kawa_model_latest_version", model="pneumonia") == model["latest_version"] == 3
 
-    summary = client.get("/api/results/summary", headers=admin).json()
-    for label, count in summary["by_label"].items():
+    board = client.get("/api/apps/xray/board", headers=admin).json()
+    assert board["by_label"]["totals"] == {"Normal": 2, "Unsure": 1}
+    for label, count in board["by_label"]["totals"].items():
         assert value(metrics, "kawa_results_total", app="xray", label=label) == count
-    for version, count in summary["by_version"].items():
+    assert board["by_version"]["totals"] == {"2": 2, "3": 1}
+    for version, count in board["by_version"]["totals"].items():
         assert value(metrics, "kawa_results_by_model_version_total", app="xray", model_version=version) == count
-    board = client.get("/api/xray/board", headers=admin).json()
-    for stage, count in board["counts"].items():
-        assert value(metrics, "kawa_xray_objects", stage=stage) == count
+    for stage, count in counts(board).items():
+        assert value(metrics, "kawa_app_objects", app="xray", stage=stage) == count
 
     # The Grafana dashboard queries only metrics that /metrics serves.
     served = {name for name, _labels in metrics}

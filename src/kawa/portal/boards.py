@@ -1,6 +1,6 @@
 """Boards and their panels: what each panel shows, and who may see it.
 
-A board (the X-ray board, the overview graph) is a set of :class:`Panel`s. Each panel names the JSON keys it
+A board (an app's board, the overview graph) is a set of :class:`Panel`s. Each panel names the JSON keys it
 fills and the endpoint that owns its data, and takes that endpoint's action from the one permission map
 (:mod:`kawa.portal.permissions`). A board built for a principal holds only the panels their role may see —
 the JSON API, the page and the live stream all build it here, so a panel cannot be shown where its

@@ -1,5 +1,5 @@
 """The sampler behind the live views: one background thread that samples the platform on a fixed tick
-(topic sizes → rates, function metrics → history, the X-ray board) so that any number of browsers
+(topic sizes → rates, function metrics → history, the boards of the installed apps) so that any number of browsers
 watching over server-sent events cost one sample per tick, not one per browser.
 
 When nobody has watched for a while the tick slows down five-fold (rates stay meaningful; the machine
@@ -102,11 +102,11 @@ class Sampler:
             self.last_error = str(exc)
         self._sample_functions()
         try:
-            self.portal.xray.refresh(fresh)
+            self.portal.boards.refresh(fresh)
         except KawaError as exc:
             self.last_error = str(exc)
-        except Exception:  # a bug in one panel must not stop the live views
-            log.exception("refreshing the X-ray board failed")
+        except Exception:  # a bug in one board must not stop the live views
+            log.exception("refreshing the app boards failed")
         with self._changed:
             self.version += 1
             self._changed.notify_all()

@@ -124,29 +124,43 @@ class PlatformCollector(Collector):
         yield from (alias, latest)
 
     def _results(self) -> Iterator[Metric]:
-        tail = self.portal.xray.tail()
-        if tail is None:
-            return
-        counts = tail.counts()
+        """Per installed app: its counters (``kawa_app_objects``) and, from the time series split by
+        ``label`` or by model version, its distinct result events (counted over the events the portal
+        follows: from an hour back, at most the last 20,000)."""
+        from kawa.apps.board import Counters, TimeSeries
+        from kawa.portal.apps import installed_apps
+        from kawa.portal.board_view import split_value
+
         by_label = CounterMetricFamily(
             "kawa_results",
             "Results by label, counted since the portal started following them (from an hour back)",
             labels=["app", "label"],
         )
-        for label, count in sorted(counts["label"].items()):
-            by_label.add_metric(["xray", label], count)
         by_version = CounterMetricFamily(
             "kawa_results_by_model_version",
             "Results by model version, counted like kawa_results",
             labels=["app", "model_version"],
         )
-        for version, count in sorted(counts["version"].items()):
-            by_version.add_metric(["xray", version], count)
-        state = self.portal.xray.state()
-        pipeline = GaugeMetricFamily("kawa_xray_objects", "X-ray pipeline counts", labels=["stage"])
-        for stage, count in sorted(state.counts.items()):
-            pipeline.add_metric([stage], count)
-        yield from (by_label, by_version, pipeline)
+        stages = GaugeMetricFamily("kawa_app_objects", "Counts of each app's board, by stage", labels=["app", "stage"])
+        emitted: set[tuple[str, bool]] = set()
+        for app in installed_apps(self.portal.platform):
+            board = self.portal.boards.get(app.name)
+            if board is None:
+                continue
+            snapshot = board.snapshot()
+            for panel in board.spec.panels:
+                if isinstance(panel, Counters):
+                    for stage, count in snapshot.counts.get(panel.name, {}).items():
+                        stages.add_metric([app.name, stage], count)
+                elif isinstance(panel, TimeSeries) and panel.split_by in ("label", "model_version", "version"):
+                    family = by_label if panel.split_by == "label" else by_version
+                    if (app.name, panel.split_by == "label") in emitted:
+                        continue  # one series per app and family
+                    emitted.add((app.name, panel.split_by == "label"))
+                    counts = Counter(split_value(row, panel.split_by) for row in snapshot.events.get(panel.topic, ()))
+                    for value, count in sorted(counts.items()):
+                        family.add_metric([app.name, value], count)
+        yield from (by_label, by_version, stages)
 
 
 def build_registry(portal: Portal) -> CollectorRegistry:

@@ -12,14 +12,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from kawa.errors import KawaError
+from kawa.portal.apps import NO_APPS, installed_apps, phi_free_buckets
 from kawa.portal.security import load_secret, users_db_path
+from kawa.portal.sources.appboard import AppBoards
 from kawa.portal.sources.functions import FunctionsSource
 from kawa.portal.sources.jobs import JobsSource
 from kawa.portal.sources.log import LogSource
 from kawa.portal.sources.models import ModelsSource
 from kawa.portal.sources.routes import RoutesSource
 from kawa.portal.sources.store import PhiPolicy, StoreSource
-from kawa.portal.sources.xray import XraySource
 from kawa.portal.throttle import LoginThrottle
 from kawa.portal.users import UserStore
 
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("kawa.portal")
 
-CAPABILITIES = ("log", "store", "functions", "routes", "jobs", "models", "results")
+CAPABILITIES = ("log", "store", "functions", "routes", "jobs", "models", "apps")
 
 
 @dataclass(frozen=True)
@@ -58,19 +59,15 @@ class Portal:
         self.routes = RoutesSource(platform)
         self.jobs = JobsSource(platform)
         self.models = ModelsSource(platform)
-        self.xray = XraySource(self)
+        self.boards = AppBoards(self)
         self.sampler: Sampler = Sampler(self, self.config.portal.sample_interval_s)
-        self.board_cache: dict[tuple[int, str], dict[str, Any]] = {}  # (sample, role) -> board
+        self.board_cache: dict[tuple[int, str, str], dict[str, Any]] = {}  # (sample, role, app) -> board
         self.board_lock = threading.Lock()
 
     def _app_phi_free(self) -> Iterable[str]:
-        """PHI-free buckets declared by the apps running here (``platform.extras["phi_free_buckets"]``)."""
+        """PHI-free buckets declared by the apps running here (and ``platform.extras["phi_free_buckets"]``)."""
         declared: Any = self.platform.extras.get("phi_free_buckets", ())
-        names = set(declared)
-        settings = self.xray.settings()
-        if settings is not None:
-            names.update((settings.processed_bucket, settings.anonymized_bucket))
-        return names
+        return set(declared) | phi_free_buckets(self.platform)
 
     def capabilities(self) -> list[CapabilityStatus]:
         out = [CapabilityStatus("log", True)]
@@ -80,7 +77,7 @@ class Portal:
             ("routes", self.routes.available),
             ("jobs", self.jobs.available),
             ("models", self.models.available),
-            ("results", self.xray.available),
+            ("apps", self.apps_available),
         ):
             try:
                 ok, reason = check()
@@ -89,12 +86,15 @@ class Portal:
             out.append(CapabilityStatus(name, ok, reason))
         return out
 
+    def apps_available(self) -> tuple[bool, str | None]:
+        return (True, None) if installed_apps(self.platform) else (False, NO_APPS)
+
     def start(self) -> None:
         self.sampler.start()
 
     def stop(self) -> None:
         self.sampler.stop()
-        for source in (self.jobs, self.models, self.xray):
+        for source in (self.jobs, self.models, self.boards):
             try:
                 source.close()
             except Exception:

@@ -1,4 +1,4 @@
-"""Serving the portal: uvicorn in a background thread, as a ``kawa up`` service or for ``kawa demo xray``.
+"""Serving the portal: uvicorn in a background thread, as a ``kawa up`` service or for ``kawa demo <app>``.
 
 Binds the configured host and port (``portal.port: 0`` picks a free port; the handle's ``url`` tells which).
 Stopping closes open event streams first, so shutdown takes about a second, not a keep-alive timeout.
@@ -128,7 +128,7 @@ class PortalServer:
 
 def serve(platform: Platform, *, host: str | None = None, port: int | None = None) -> PortalServer:
     """Start the portal for ``platform`` and return the running server (``.url``, ``.stop()``,
-    ``.ensure_admin()``). The X-ray demo calls this; ``kawa up`` runs it as a service."""
+    ``.ensure_admin()``). ``kawa demo <app>`` calls this; ``kawa up`` runs it as a service."""
     server = PortalServer(platform, host, port)
     server.start()
     return server

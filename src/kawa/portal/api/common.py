@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 
 from kawa import errors as e
+from kawa.portal.apps import AppNotRunning
 from kawa.portal.login import LoginThrottled
 from kawa.portal.users import TokenNotFound
 
@@ -40,6 +41,7 @@ _STATUS: tuple[tuple[type[e.KawaError], int], ...] = (
     (LoginThrottled, 429),
     (e.InvalidCredentials, 401),
     (e.PermissionDenied, 403),
+    (AppNotRunning, 404),
     (e.TopicNotFound, 404),
     (e.BucketNotFound, 404),
     (e.ObjectNotFound, 404),

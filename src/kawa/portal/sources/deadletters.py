@@ -20,6 +20,7 @@ from kawa.deadletter import DeadLetterReason, is_reason_header, read_reason
 from kawa.errors import EventError, KawaError, TopicNotFound
 from kawa.events import from_record, to_kafka
 from kawa.log.base import Record, RecordMetadata
+from kawa.portal.apps import installed_apps
 from kawa.portal.sources.log import total_records
 
 if TYPE_CHECKING:
@@ -136,10 +137,9 @@ class DeadLettersSource:
                 source = route.source[len("topic:") :].split("?")[0] if route.source.startswith("topic:") else None
                 previous, owners = out.get(topic, (source, []))
                 out[topic] = (previous or source, [*owners, f"route {route.id}"])
-        settings = self.portal.xray.settings()
-        if settings is not None:
-            out.setdefault(settings.dead_letter_topic, (settings.images_topic, []))
-            out.setdefault(settings.deid_dead_letter_topic, (settings.images_topic, []))
+        for app in installed_apps(self.portal.platform):
+            for topic in app.board.dead_letter_topics if app.board is not None else ():
+                out.setdefault(topic, (None, [f"app {app.name}"]))
         return out
 
     def topics(self) -> list[DeadLetterTopic]:

@@ -1,8 +1,8 @@
 """Distinct events on a topic: follows it from its first held record and counts each CloudEvent id once.
 
-The X-ray board's "Dead-lettered" card counts dead letters, not deliveries: a dead letter that reached the
+A board's dead-letter counter counts dead letters, not deliveries: a dead letter that reached the
 ``.dlq`` topic twice (a redelivery after a crash between producing and committing) has one id and counts
-once. A record that is not a CloudEvent counts once per position. Like the results tail, this is a
+once. A record that is not a CloudEvent counts once per position. Like the event tail (``events.py``), this is a
 consumer in a private group that never commits; :meth:`poll` is called from one thread (the sampler).
 """
 

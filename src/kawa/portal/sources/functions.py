@@ -1,5 +1,5 @@
 """Functions as the portal sees them: the specs and live metrics of the function host running in this
-process (``platform.extras["functions"]``, published by ``kawa up`` / ``kawa demo xray``)."""
+process (``platform.extras["functions"]``, published by ``kawa up`` / ``kawa demo <app>``)."""
 
 from __future__ import annotations
 

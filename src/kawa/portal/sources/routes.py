@@ -1,7 +1,7 @@
 """Data routes as the portal sees them: the routes registered under the Kawa home (what ``kawa routes apply``
 stores and ``kawa up`` runs), merged with the routes running in this process — those of ``kawa up``'s route
 service (``platform.extras["routes"]``, a :class:`~kawa.routes.runner.RouteRunner`) and those an app runs
-itself (``platform.extras["xray"].route.runner`` for the X-ray demo), which bring live statistics."""
+itself (the ``route_runner`` of a running app, see :mod:`kawa.portal.apps`), which bring live statistics."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from kawa.errors import NotConfigured, RouteNotFound
+from kawa.portal.apps import route_runners
 
 if TYPE_CHECKING:
     from kawa.platform import Platform
@@ -20,7 +21,7 @@ NO_ROUTES = "data routes are not available in this installation (kawa.routes is 
 @dataclass(frozen=True)
 class RouteView:
     id: str
-    source: str  # URI with its options as a query string, e.g. topic:xray-images?group=xray-deid
+    source: str  # URI with its options as a query string, e.g. topic:images?group=deid
     target: str | None
     steps: tuple[str, ...]
     dead_letter: str | None
@@ -48,10 +49,9 @@ class RoutesSource:
         service_runner = self.platform.extras.get("routes")
         if service_runner is not None:
             found.append(service_runner)
-        app = self.platform.extras.get("xray")
-        app_runner = getattr(getattr(app, "route", None), "runner", None)
-        if app_runner is not None and app_runner is not service_runner:
-            found.append(app_runner)
+        for app_runner in route_runners(self.platform):
+            if app_runner is not service_runner and app_runner not in found:
+                found.append(app_runner)
         return found
 
     def registry(self) -> Any:

@@ -20,22 +20,41 @@ from kawa.portal.api.deadletters import list_records as dead_letter_records
 from kawa.portal.api.functions import function_out
 from kawa.portal.api.jobs import job_out
 from kawa.portal.api.topics import consumers_of, topic_out
+from kawa.portal.apps import AppNotRunning, installed_apps
 from kawa.portal.auth import Principal, client_address, get_portal, page_user
+from kawa.portal.board_view import app_board
 from kawa.portal.login import LoginThrottled, throttled_login
 from kawa.portal.permissions import Action
 from kawa.portal.runtime import Portal
 from kawa.portal.security import LOGIN_CSRF_COOKIE, SESSION_COOKIE, LoginCsrf, cookie_secure, set_session_cookie
 from kawa.portal.sources.deadletters import DeadLettersSource
-from kawa.portal.views import board, overview
+from kawa.portal.views import overview
 
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 templates.env.filters["when"] = lambda t: time.strftime("%H:%M:%S", time.localtime(t)) if t else "—"
 templates.env.filters["urlpart"] = lambda s: quote(str(s), safe="")
 
+
+def _cell(value: Any, format: str = "") -> str:
+    """A table cell as the board's JavaScript writes it (see ``cell`` in static/portal.js)."""
+    if value is None:
+        return "\u2013"  # an en dash, as the page's script writes it
+    if format == "time" and isinstance(value, int | float):
+        return time.strftime("%H:%M:%S", time.localtime(value))
+    if format == "percent" and isinstance(value, int | float):
+        return f"{value * 100:.1f}%"
+    if format == "ms" and isinstance(value, int | float):
+        return f"{value:.0f} ms"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+templates.env.filters["cell"] = _cell
+
 NAV = [
     ("/", "Overview", Action.VIEW),
-    ("/xray", "X-ray", Action.VIEW),
     ("/functions", "Functions", Action.VIEW),
     ("/topics", "Topics", Action.VIEW),
     ("/models", "Models", Action.VIEW),
@@ -48,10 +67,15 @@ NAV = [
 def render(
     request: Request, name: str, principal: Principal | None, status_code: int = 200, **context: Any
 ) -> HTMLResponse:
+    nav = [(href, label) for href, label, action in NAV if principal is not None and principal.can(action)]
+    if principal is not None and nav:  # the boards of the installed apps, after the overview
+        portal: Portal | None = getattr(request.app.state, "portal", None)
+        apps = installed_apps(portal.platform) if portal is not None else []
+        nav[1:1] = [(f"/apps/{quote(a.name)}", a.board.title or a.name) for a in apps if a.board is not None]
     context.update(
         request=request,
         principal=principal,
-        nav=[(href, label) for href, label, action in NAV if principal is not None and principal.can(action)],
+        nav=nav,
         Action=Action,
         path=request.url.path,
         flash=request.query_params.get("flash"),
@@ -155,11 +179,16 @@ def overview_page(
     return render(request, "overview.html", principal, graph=graph, capabilities=portal.capabilities())
 
 
-@router.get("/xray", response_class=HTMLResponse)
-def xray_page(
-    request: Request, principal: Principal = Depends(page_user()), portal: Portal = Depends(get_portal)
+@router.get("/apps/{app}", response_class=HTMLResponse)
+def app_page(
+    app: str, request: Request, principal: Principal = Depends(page_user()), portal: Portal = Depends(get_portal)
 ) -> HTMLResponse:
-    return render(request, "xray.html", principal, board=board(portal, principal))
+    """The board of an installed app, its panels drawn by kind (and updated live over /api/apps/{app}/stream)."""
+    try:
+        built = app_board(portal, principal, app)
+    except AppNotRunning as exc:
+        return error_page(request, str(exc), 404)
+    return render(request, "app_board.html", principal, board=built)
 
 
 @router.get("/functions", response_class=HTMLResponse)

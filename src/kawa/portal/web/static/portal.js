@@ -15,9 +15,9 @@ function setText(id, value) { const n = document.getElementById(id); if (n) n.te
 function fmt(v, digits = 0) { return v === null || v === undefined ? "–" : Number(v).toFixed(digits); }
 function clock(t) { return t ? new Date(t * 1000).toLocaleTimeString() : "–"; }
 
-function live(view, render) {
+function live(url, render) {
   const status = document.getElementById("live-status");
-  const source = new EventSource(`/api/stream/${view}`);
+  const source = new EventSource(url);
   source.addEventListener("update", (ev) => {
     render(JSON.parse(ev.data));
     if (status) status.textContent = `live · updated ${new Date().toLocaleTimeString()}`;
@@ -30,9 +30,27 @@ function live(view, render) {
 
 function clear(svg) { while (svg.firstChild) svg.removeChild(svg.firstChild); }
 
-function stackedBars(svg, rows, keys, colorOf) {
+const PALETTE = ["#2f9e62", "#d69e2e", "#c53030", "#2457c5", "#805ad5", "#718096"];
+function colorOf(k, j) { const i = LABEL_ORDER.indexOf(k); return i >= 0 ? PALETTE[i] : PALETTE[(j + 3) % PALETTE.length]; }
+
+// A time axis under the plot (x from t0 to t1 over W px): a tick and a clock label every "step" seconds.
+function timeAxis(svg, t0, t1, W, H) {
+  svg.appendChild(el("svg:line", { x1: 0, y1: H, x2: W, y2: H, class: "axis-line", stroke: "#8a94a6" }));
+  const span = Math.max(t1 - t0, 1);
+  const steps = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600];
+  const step = steps.find((s) => span / s <= 5) || 3600;
+  for (let t = Math.ceil(t0 / step) * step; t <= t1; t += step) {
+    const x = ((t - t0) / span) * W;
+    svg.appendChild(el("svg:line", { x1: x.toFixed(1), y1: H, x2: x.toFixed(1), y2: H + 4, stroke: "#8a94a6" }));
+    const anchor = x < 30 ? "start" : x > W - 30 ? "end" : "middle";
+    svg.appendChild(el("svg:text", { x: x.toFixed(1), y: H + 15, class: "axis tick", "text-anchor": anchor }, clock(t)));
+  }
+  svg.appendChild(el("svg:text", { x: W - 2, y: 12, class: "axis", "text-anchor": "end" }, "time →"));
+}
+
+function stackedBars(svg, rows, keys, size) {
   clear(svg);
-  const W = 600, H = 180, n = Math.max(rows.length, 1);
+  const W = 600, H = 195, n = Math.max(rows.length, 1);
   const totals = rows.map((r) => keys.reduce((s, k) => s + (r.values[k] || 0), 0));
   const max = Math.max(1, ...totals);
   const bw = W / n;
@@ -41,119 +59,104 @@ function stackedBars(svg, rows, keys, colorOf) {
     keys.forEach((k, j) => {
       const v = r.values[k] || 0;
       if (!v) return;
-      const h = (v / max) * (H - 10);
+      const h = (v / max) * (H - 14);
       y -= h;
       svg.appendChild(el("svg:rect", { x: (i * bw + 1).toFixed(1), y: y.toFixed(1), width: Math.max(bw - 2, 1).toFixed(1),
         height: h.toFixed(1), fill: colorOf(k, j) }));
     });
   });
-  svg.appendChild(el("svg:text", { x: 4, y: 12, class: "axis" }, `max ${max}/bucket`));
-  if (rows.length) svg.appendChild(el("svg:text", { x: 4, y: 196, class: "axis" }, clock(rows[0].t)));
+  svg.appendChild(el("svg:text", { x: 4, y: 12, class: "axis" }, `max ${max} per ${size} s`));
+  if (rows.length) timeAxis(svg, rows[0].t, rows[rows.length - 1].t + size, W, H);
 }
 
-function lines(svg, series, colors) {
-  clear(svg);
-  const W = 600, H = 180;
-  const all = series.flatMap((s) => s.points.map((p) => p[1])).filter((v) => v !== null && v !== undefined);
-  const ts = series.flatMap((s) => s.points.map((p) => p[0]));
-  if (!all.length || !ts.length) { svg.appendChild(el("svg:text", { x: 8, y: 20, class: "axis" }, "no data yet")); return; }
-  const max = Math.max(1, ...all) * 1.15, t0 = Math.min(...ts), t1 = Math.max(t0 + 1, ...ts);
-  series.forEach((s, i) => {
-    const pts = s.points.filter((p) => p[1] !== null && p[1] !== undefined)
-      .map((p) => `${(((p[0] - t0) / (t1 - t0)) * W).toFixed(1)},${(H - (p[1] / max) * (H - 10)).toFixed(1)}`);
-    if (pts.length) svg.appendChild(el("svg:polyline", { points: pts.join(" "), fill: "none", stroke: colors[i], "stroke-width": 2 }));
-  });
-  svg.appendChild(el("svg:text", { x: 4, y: 12, class: "axis" }, `max ${fmt(max / 1.15, max < 10 ? 1 : 0)}`));
-  svg.appendChild(el("svg:text", { x: 4, y: 196, class: "axis" }, clock(t0)));
-}
-
-const PALETTE = ["#2f9e62", "#d69e2e", "#c53030", "#2457c5", "#805ad5", "#718096"];
-function labelColor(k) { const i = LABEL_ORDER.indexOf(k); return i >= 0 ? PALETTE[i] : PALETTE[5]; }
-
-function legend(id, keys, colorOf) {
-  const box = document.getElementById(id);
+function legend(box, keys) {
   if (!box) return;
   box.replaceChildren(...keys.map((k, j) => { const s = el("span"); const i = el("i"); i.setAttribute("class", `c${PALETTE.indexOf(colorOf(k, j))}`); s.append(i, k); return s; }));
 }
 
-// --- X-ray board -----------------------------------------------------------------------------------
+// --- app boards: panels drawn by kind --------------------------------------------------------------
 
-const shown = {};
-function thumbs(panel, items) {
-  const box = document.getElementById(`newest-${panel}`);
-  if (!box) return;
-  const signature = items.map((i) => `${i.key}@${i.time}`).join("|");
-  if (shown[panel] === signature) return;  // unchanged
-  shown[panel] = signature;
-  // Keep the figures (and their loaded images) of keys still shown; create only the new ones.
-  const existing = new Map([...box.querySelectorAll("figure")].map((f) => [f.dataset.key, f]));
-  box.replaceChildren(...items.map((item) => {
-    const kept = existing.get(item.key);
-    if (kept) return kept;
-    const fig = el("figure", { "data-key": item.key });
-    fig.append(el("img", { src: item.thumbnail, alt: item.key }), el("figcaption", {}, item.key.slice(-28)));
-    return fig;
-  }));
+function cell(v, format) {
+  if (v === null || v === undefined) return "–";
+  if (format === "time") return clock(v);
+  if (format === "percent") return `${(Number(v) * 100).toFixed(1)}%`;
+  if (format === "ms") return `${fmt(v)} ms`;
+  if (typeof v === "number" && !Number.isInteger(v)) return v.toFixed(3);
+  return String(v);
 }
 
-function renderBoard(b) {
-  if (!b.configured) return;
-  // Only the panels this role may see are sent (b.panels); the page holds only those, too.
-  const shown = new Set(b.panels || []);
-  if (shown.has("counts")) {
-    if (!document.getElementById("count-uploaded")) { window.location.reload(); return; }  // the app just started
-    for (const k of ["uploaded", "processed", "anonymized", "dead_lettered"]) setText(`count-${k}`, b.counts[k]);
-  }
-  if (shown.has("function") && b.function) setText("replicas", b.function.replicas);
-  if (shown.has("newest")) for (const panel of ["uploaded", "processed", "anonymized"]) thumbs(panel, b.newest[panel] || []);
-
-  if (shown.has("trends")) {
-    setText("latency", `${fmt(b.latency.p50_ms)} / ${fmt(b.latency.p99_ms)} ms`);
-    const labels = [...new Set([...LABEL_ORDER, ...b.timeline.flatMap((r) => Object.keys(r.labels))])]
-      .filter((k) => b.timeline.some((r) => r.labels[k]));
-    stackedBars(document.getElementById("chart-risk"), b.timeline.map((r) => ({ t: r.t, values: r.labels })), labels, labelColor);
-    legend("legend-risk", labels, labelColor);
-
-    const versions = [...new Set(b.timeline.flatMap((r) => Object.keys(r.versions)))].sort();
-    const vColor = (k, j) => PALETTE[(j + 3) % PALETTE.length];
-    stackedBars(document.getElementById("chart-versions"), b.timeline.map((r) => ({ t: r.t, values: r.versions })), versions, vColor);
-    legend("legend-versions", versions, vColor);
-    const tbody = document.getElementById("by-version");
-    if (tbody) tbody.replaceChildren(...Object.entries(b.by_version).sort().map(([v, c]) => {
+const drawn = {};
+const PANELS = {
+  counters(body, p) {
+    for (const c of p.counts) { const n = body.querySelector(`[data-count="${CSS.escape(c.label)}"]`); if (n) n.textContent = c.value; }
+  },
+  images(body, p, name) {
+    const box = body.querySelector(".thumbs");
+    const signature = p.items.map((i) => `${i.key}@${i.time}@${i.marked}@${i.caption}`).join("|");
+    if (!box || drawn[name] === signature) return;  // unchanged
+    drawn[name] = signature;
+    // Keep the images already loaded of keys still shown; rebuild caption and marker (they depend on the others).
+    const imgs = new Map([...box.querySelectorAll("figure")].map((f) => [f.dataset.key, f.querySelector("img")]));
+    box.replaceChildren(...p.items.map((item) => {
+      const fig = el("figure", { "data-key": item.key });
+      if (item.marked) fig.setAttribute("class", "marked");
+      const img = imgs.get(item.key) || el("img", { src: item.thumbnail });
+      img.setAttribute("alt", item.caption);
+      const a = el("a", { href: item.url }); a.append(img); fig.append(a);
+      if (item.marked) fig.append(el("span", { class: "marker", "data-testid": "marker" }, item.marker));
+      fig.append(el("figcaption", { title: item.key }, item.caption));
+      return fig;
+    }));
+  },
+  table(body, p) {
+    const tbody = body.querySelector("tbody");
+    if (!tbody) return;
+    tbody.replaceChildren(...p.rows.map((r) => {
+      const tr = el("tr", { "data-id": r.id });
+      for (const c of p.columns) tr.append(el("td", {}, cell(r.cells[c.field], c.format)));
+      const td = el("td");
+      if (r.link) {
+        const a = el("a", { class: "object-link", href: r.link.url });
+        a.append(el("img", { class: "row-thumb", src: r.link.thumbnail, alt: r.link.key })); td.append(a);
+      } else td.append("–");
+      tr.append(td);
+      return tr;
+    }));
+  },
+  timeseries(body, p) {
+    const keys = [...LABEL_ORDER.filter((k) => p.series.includes(k)), ...p.series.filter((k) => !LABEL_ORDER.includes(k))];
+    stackedBars(body.querySelector("svg"), p.points.map((r) => ({ t: r.t, values: r.split })), keys, p.bucket_s);
+    legend(body.querySelector(".legend"), keys);
+    const tbody = body.querySelector("table.totals tbody");
+    if (tbody) tbody.replaceChildren(...Object.entries(p.totals).sort().map(([v, c]) => {
       const tr = el("tr"); tr.append(el("td", {}, v), el("td", {}, String(c))); return tr;
     }));
-    const lat = b.timeline.filter((r) => r.count);
-    const e2e = lat.some((r) => r.e2e_p99_ms !== null);
-    const p50 = e2e ? "e2e_p50_ms" : "latency_p50_ms", p99 = e2e ? "e2e_p99_ms" : "latency_p99_ms";
-    lines(document.getElementById("chart-latency"), [
-      { points: lat.map((r) => [r.t, r[p50]]) }, { points: lat.map((r) => [r.t, r[p99]]) },
-    ], ["#2f9e62", "#c53030"]);
-    setText("latency-kind", e2e ? "upload → result" : "inside the function (results carry no end-to-end time)");
-  }
-  if (shown.has("function")) {
-    lines(document.getElementById("chart-replicas"), [{ points: b.replicas.map((p) => [p.t, p.replicas]) }], ["#2457c5"]);
-  }
+  },
+  flow(body, p) { renderGraph(p, body.querySelector(".graph")); },
+  dead_letters(body, p) {
+    const ul = body.querySelector("ul");
+    if (ul) ul.replaceChildren(...p.items.map((d) => {
+      const li = el("li");
+      if (d.error_type) li.append(el("strong", {}, `${d.error_type} `));
+      li.append(`${d.error_message || ""} · ${d.function || ""} · ${clock(d.time)}`);
+      return li;
+    }));
+  },
+};
 
-  const results = document.getElementById("results");
-  if (shown.has("results") && results) results.replaceChildren(...b.results.map((r) => {
-    const tr = el("tr");
-    tr.append(el("td", {}, clock(r.time)), el("td", {}, r.label || "–"), el("td", {}, fmt(r.risk, 3)),
-      el("td", {}, `${r.model || ""} v${r.version || "?"}`), el("td", {}, `${fmt(r.latency_ms)} ms`));
-    return tr;
-  }));
-  const dl = document.getElementById("dead-letters");
-  if (shown.has("dead_letters") && dl) dl.replaceChildren(...b.dead_letters.map((d) => {
-    const li = el("li");
-    if (d.error_type) li.append(el("strong", {}, `${d.error_type} `));
-    li.append(`${d.error_message || ""} · ${d.function || ""} · ${clock(d.time)}`);
-    return li;
-  }));
+function renderBoard(b) {
+  // Only the panels this role may see are sent (b.panels); the page holds only those, too.
+  for (const name of b.panels || []) {
+    const section = document.querySelector(`[data-panel="${CSS.escape(name)}"]`);
+    if (!section) { window.location.reload(); return; }  // a panel appeared (the app's board changed)
+    const p = b[name], draw = PANELS[p.kind];
+    if (draw) draw(section.querySelector(".panel-body"), p, name);
+  }
 }
 
 // --- overview graph --------------------------------------------------------------------------------
 
-function renderGraph(g) {
-  const box = document.getElementById("graph");
+function renderGraph(g, box = document.getElementById("graph")) {
   if (!box || !g.nodes) return;
   if (!g.nodes.length) { box.replaceChildren(el("p", { class: "muted" }, "Nothing yet: no buckets, topics or functions.")); return; }
   const width = Math.max(...g.nodes.map((n) => n.x)) + 220, height = Math.max(...g.nodes.map((n) => n.y)) + 70;
@@ -179,11 +182,12 @@ document.addEventListener("DOMContentLoaded", () => {
   const view = document.body.dataset.view;
   const initial = document.getElementById("initial");
   const data = initial ? JSON.parse(initial.textContent) : null;
-  if (view === "board") {
-    if (data && data.configured) renderBoard(data);
-    live("board", renderBoard);
+  if (view === "app") {
+    const app = document.getElementById("board").dataset.app;
+    if (data) renderBoard(data);
+    live(`/api/apps/${encodeURIComponent(app)}/stream`, renderBoard);
   } else if (view === "overview") {
     if (data) renderGraph(data);
-    live("overview", renderGraph);
+    live("/api/stream/overview", (g) => renderGraph(g));
   }
 });
