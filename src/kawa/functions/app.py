@@ -236,6 +236,13 @@ def _topics(topics: Sequence[str] | None, where: str) -> tuple[str, ...] | None:
     out = tuple(topics)
     if not all(isinstance(t, str) and t for t in out):
         raise InvalidFunction(f"{where}: outputs must be a list of topic names, e.g. outputs=('results',)")
+    from kawa.log.base import validate_topic_name
+
+    for topic in out:
+        try:
+            validate_topic_name(topic)
+        except Exception as exc:
+            raise InvalidFunction(f"{where}: outputs: {exc}") from None
     return out
 
 
