@@ -251,3 +251,13 @@ def test_the_xray_function_assesses_an_upload_with_a_fake_model(tmp_path: Path) 
                     models={settings.model_ref: Constant(0.5)})
     assert broken.outcome == "dead-lettered" and broken.reason_code in ("undecodable", "invalid-input")
     assert broken.reason is not None and "b.png" in broken.reason
+
+
+def test_importing_kawa_testing_stays_light() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, kawa, kawa.testing; heavy = {'numpy', 'cloudevents', 'kawa.store', 'kawa.log'} & "
+            "{m.split('.')[0] if not m.startswith('kawa') else '.'.join(m.split('.')[:2]) for m in sys.modules}; "
+            "assert not heavy, heavy; assert kawa.testing.invoke and kawa.PermanentError and kawa.ObjectEvent")
+    subprocess.run([sys.executable, "-c", code], check=True)
