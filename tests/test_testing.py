@@ -196,6 +196,18 @@ def test_an_object_event_carries_the_record_and_the_event_identity() -> None:
         obj.key = "other"  # type: ignore[misc]
 
 
+def test_an_object_event_handler_dead_letters_an_event_that_is_no_notification() -> None:
+    topical = kawa.App("topical")
+
+    @topical.function(topic="uploads-shared")  # no bucket, no filter: anything on the topic reaches it
+    def handle(obj: kawa.ObjectEvent, ctx: kawa.Context) -> None:
+        raise AssertionError("never called without an object")
+
+    out = invoke(handle, cloud_event("com.example.order", {"n": 1}))
+    assert (out.outcome, out.reason_code) == ("dead-lettered", "invalid-input")
+    assert out.reason is not None and "not an S3 notification" in out.reason and "bucket=" in out.reason
+
+
 def test_the_store_given_is_the_store_used() -> None:
     from kawa.store.memory import MemoryStore
 

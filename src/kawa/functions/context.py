@@ -1,8 +1,10 @@
 """What a handler sees: the :class:`Context` of one invocation and the :class:`Runtime` behind it.
 
-A :class:`Runtime` exists once per function per process and holds what invocations share (the log's
-producer, the dedupe store, the object store and model manager, opened lazily). A :class:`Context` is a
-cheap per-invocation view of it.
+A :class:`Runtime` exists once per function per process and holds what invocations share: the log's
+producer, the dedupe store, the object store and the models. Its host hands it the log and the store (or a
+:class:`~kawa.backends.Backends`); it opens none from configuration. A :class:`Context` is a cheap
+per-invocation view of it, typed: ``ctx.store`` is an :class:`~kawa.store.base.ObjectStore`, ``ctx.model``
+returns a :class:`~kawa.functions.types.Predictor`, and there is no raw log handle.
 """
 
 from __future__ import annotations
