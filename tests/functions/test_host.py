@@ -7,9 +7,11 @@ import asyncio
 import threading
 import time
 from dataclasses import replace
+from types import SimpleNamespace
 
 import pytest
 
+from kawa.config import load_config
 from kawa.errors import InvalidFunction
 from kawa.events import CloudEvent, event_key, from_record, new_event
 from kawa.functions import App, Context, FunctionHost, PermanentError
@@ -368,7 +370,7 @@ def test_ctx_model_delegates_to_one_lazily_created_model_manager(
             made.append(config)
 
         def get(self, ref: str) -> object:
-            return f"predictor for {ref}"
+            return SimpleNamespace(current=lambda: f"predictor for {ref}")  # a handle: the version serving now
 
         def flush(self, timeout: float | None = None) -> None:
             pass
@@ -386,7 +388,7 @@ def test_ctx_model_delegates_to_one_lazily_created_model_manager(
 
     memlog.create_topic(TopicSpec("in"))
     produce(memlog, "in", events(3))
-    with FunctionHost(app, log=memlog, options=FAST) as host:
+    with FunctionHost(app, log=memlog, config=load_config(), dedupe=MemoryDedupeStore(), options=FAST) as host:
         wait_for(lambda: host.metrics()["t.score"].succeeded == 3)
     assert got == ["predictor for pneumonia@champion"] * 3
     assert len(made) == 2 and made[-1] == "closed", "one manager, created on first use, closed with the host"
@@ -432,7 +434,7 @@ def test_ctx_model_keeps_one_version_per_event_while_the_alias_moves(
 
     memlog.create_topic(TopicSpec("in"))
     produce(memlog, "in", events(3))
-    with FunctionHost(app, log=memlog, options=FAST) as host:
+    with FunctionHost(app, log=memlog, config=load_config(), dedupe=MemoryDedupeStore(), options=FAST) as host:
         wait_for(lambda: host.metrics()["pin.score"].succeeded == 3)
     assert all(first == second for first, second in seen), seen
     assert len({first for first, _ in seen}) == 3, "each event resolves the alias afresh"

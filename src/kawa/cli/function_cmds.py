@@ -72,16 +72,16 @@ def worker(
     if not app_ref:
         raise KawaError("kawa worker needs --app module:app (functions) or --route ID (a data route)")
 
+    from kawa.backends import open_backends
     from kawa.functions.app import load_app
     from kawa.functions.host import FunctionHost, HostOptions
-    from kawa.log import open_log
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = get_config()
     apps = [load_app(ref) for ref in app_ref]
-    event_log = open_log(config.log.uri, config)
+    backends = open_backends(config)
     host = FunctionHost(
-        apps, log=event_log, config=config, functions=function or None,
+        apps, log=backends.log, config=config, functions=function or None, store_factory=lambda: backends.store,
         options=HostOptions(drain_timeout_s=drain_timeout, session_timeout_ms=session_timeout_ms),
     )
     stop = _stop_on_signals()
@@ -95,7 +95,7 @@ def worker(
                     logging.getLogger("kawa.worker").info("stats %s", json.dumps(stats.to_dict()))
     finally:
         host.stop()
-        event_log.close()
+        backends.close()
         typer.echo("kawa worker stopped", err=True)
 
 
@@ -110,19 +110,23 @@ def serve_function(
     ] = False,
 ) -> None:
     """Serve one function as a CloudEvents HTTP endpoint (binary and structured mode), as Knative runs it."""
+    from kawa.backends import open_backends
     from kawa.functions.app import load_app
     from kawa.functions.context import Runtime
     from kawa.functions.dedupe import open_dedupe
     from kawa.functions.http import serve
-    from kawa.log import open_log
 
     config = get_config()
     loaded = load_app(app_ref)
+    backends = open_backends(config)
     runtime = Runtime(
-        loaded.get(name), config=config, log=open_log(config.log.uri, config),
-        dedupe=open_dedupe(config.functions.dedupe, config), app_config=loaded.config,
+        loaded.get(name), backends=backends, dedupe=open_dedupe(config.functions.dedupe, config),
+        app_config=loaded.config,
     )
-    serve(runtime, host=host, port=port, accept_filtered=accept_filtered)
+    try:
+        serve(runtime, host=host, port=port, accept_filtered=accept_filtered)
+    finally:
+        backends.close()
 
 
 @deploy_app.command("knative")

@@ -17,6 +17,8 @@ _LAZY = {
     "load_app": "kawa.functions.app",
     "Context": "kawa.functions.context",
     "PermanentError": "kawa.functions.invoke",
+    "ObjectEvent": "kawa.functions.types",
+    "Predictor": "kawa.functions.types",
     "FunctionHost": "kawa.functions.host",
     "HostOptions": "kawa.functions.options",
     "EventFilter": "kawa.functions.filters",
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
     from kawa.functions.invoke import PermanentError
     from kawa.functions.metrics import FunctionStats
     from kawa.functions.options import HostOptions
+    from kawa.functions.types import ObjectEvent, Predictor
 
 __all__ = [
     "KPA",
@@ -44,7 +47,9 @@ __all__ = [
     "FunctionSpec",
     "FunctionStats",
     "HostOptions",
+    "ObjectEvent",
     "PermanentError",
+    "Predictor",
     "ScalingPolicy",
     "load_app",
 ]

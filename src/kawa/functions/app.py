@@ -1,17 +1,22 @@
 """Applications and their functions: ``app = kawa.App("xray")`` and ``@app.function(...)``.
 
 A function is a handler ``(event: CloudEvent, ctx: kawa.Context) -> CloudEvent | list[CloudEvent] | None``
-(sync or ``async``) plus its trigger and runtime settings. The same :class:`FunctionSpec` drives every
-shape: the embedded host, ``kawa worker`` processes on Kafka and Knative services.
+(sync or ``async``) plus its trigger and runtime settings. A handler whose first parameter is annotated
+:class:`kawa.ObjectEvent` receives the one S3 record of a bucket notification instead of the CloudEvent.
+The same :class:`FunctionSpec` drives every shape: the embedded host, ``kawa worker`` processes on Kafka and
+Knative services.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import inspect
 import re
 import sys
+import typing
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +25,7 @@ from typing import Any, Literal, TypeVar
 from kawa.errors import AppLoadError, FunctionNotFound, InvalidFunction
 from kawa.functions.autoscaler import ScalingPolicy
 from kawa.functions.filters import EventFilter, TriggerScope
+from kawa.functions.types import ObjectEvent
 
 Handler = Callable[..., Any]
 F = TypeVar("F", bound=Handler)
@@ -66,6 +72,12 @@ class FunctionSpec:
     is_async: bool = False
     scope: TriggerScope = field(default_factory=TriggerScope, compare=False)
     """The buckets the trigger names: S3 events of any other bucket are never handled (see TriggerScope)."""
+    outputs: tuple[str, ...] | None = None
+    """The topics ``ctx.emit`` may publish to (the reply topic among them); None: not declared, any topic."""
+    argument: Literal["event", "object"] = "event"
+    """What the handler's first parameter receives: the CloudEvent, or an :class:`ObjectEvent`."""
+    app_config: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    """The app's settings (``App(config=...)``), under the function's own in ``ctx.config``."""
 
     @property
     def qualified_name(self) -> str:
@@ -92,13 +104,17 @@ class FunctionSpec:
 class App:
     """A named set of functions. ``name`` is a DNS label (it names Kubernetes resources and groups)."""
 
-    def __init__(self, name: str, *, config: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self, name: str, *, config: Mapping[str, Any] | None = None, outputs: Sequence[str] | None = None
+    ) -> None:
         if not _NAME.match(name):
             raise InvalidFunction(
                 f"app name {name!r} must be 1-40 lowercase letters, digits or '-', starting with a letter"
             )
         self.name = name
         self.config = dict(config or {})
+        self.outputs: tuple[str, ...] | None = _topics(outputs, f"app {name!r}")
+        """Topics every function of the app may emit to (added to each function's own ``outputs``)."""
         self.functions: dict[str, FunctionSpec] = {}
 
     def function(
@@ -127,14 +143,18 @@ class App:
         group: str | None = None,
         initial_offset: Literal["earliest", "latest"] = "earliest",
         config: Mapping[str, Any] | None = None,
+        outputs: Sequence[str] | None = None,
     ) -> Callable[[F], F]:
         """A decorator that registers a handler. Trigger: ``topic``, or ``bucket`` (one name or several; its
         object notifications are wired to a topic named like the first bucket unless ``topic`` is given;
         without a ``filter`` only ``ObjectCreated`` events reach the handler). The handler acts only on
         records of the buckets named: a record of another bucket on the same topic (Ceph topics may be
         shared, an output bucket among them) is skipped and counted, or dead-lettered with
-        ``on_foreign="dead-letter"``. The decorated handler is returned unchanged, so it stays callable in
-        tests: ``handler(event, ctx)``."""
+        ``on_foreign="dead-letter"``. ``outputs`` declares the topics ``ctx.emit`` may publish to (with the
+        app's ``outputs`` and the ``reply_topic``); emitting anywhere else is an error. Without any
+        declaration every topic is allowed. Annotate the handler's first parameter as
+        :class:`kawa.ObjectEvent` to receive the notification's record instead of the CloudEvent. The
+        decorated handler is returned unchanged; test it with ``kawa.testing.invoke(handler, event)``."""
 
         def register(fn: F) -> F:
             fname = name or fn.__name__.replace("_", "-").lower()
@@ -152,6 +172,7 @@ class App:
                 raise InvalidFunction(f"function {fname!r} needs a trigger: topic=... or bucket=...")
             if not callable(fn):
                 raise InvalidFunction(f"function {fname!r}: the handler is not callable")
+            declared = _declared_outputs(self.outputs, _topics(outputs, f"function {fname!r}"), reply_topic)
             spec = FunctionSpec(
                 app=self.name, name=fname, handler=fn, topic=source, bucket=buckets[0] if buckets else None,
                 filter=EventFilter(BUCKET_CREATED_FILTER if buckets and filter is None else filter),
@@ -163,10 +184,13 @@ class App:
                 dead_letter_topic=dead_letter_topic or f"{source}.dlq", ordered_by_key=ordered_by_key,
                 group=group or f"kawa-fn-{self.name}-{fname}", initial_offset=initial_offset,
                 config=dict(config or {}), is_async=inspect.iscoroutinefunction(fn),
-                scope=TriggerScope(buckets, on_foreign),
+                scope=TriggerScope(buckets, on_foreign), outputs=declared,
+                argument=_argument(fn, fname), app_config=self.config,
             )
             _validate(spec)
             self.functions[fname] = spec
+            with contextlib.suppress(TypeError):  # not weakly referable: kawa.testing.invoke needs app.get(name)
+                _registered.setdefault(fn, []).append(spec)
             return fn
 
         return register
@@ -180,6 +204,85 @@ class App:
 
     def __repr__(self) -> str:
         return f"App({self.name!r}, functions={sorted(self.functions)})"
+
+
+_registered: weakref.WeakKeyDictionary[Handler, list[FunctionSpec]] = weakref.WeakKeyDictionary()
+
+
+def spec_of(function: Handler | FunctionSpec) -> FunctionSpec:
+    """The :class:`FunctionSpec` of a handler registered with ``@app.function`` (or ``function`` itself)."""
+    if isinstance(function, FunctionSpec):
+        return function
+    try:
+        specs = _registered.get(function) or []
+    except TypeError:
+        specs = []
+    if len(specs) == 1:
+        return specs[0]
+    name = getattr(function, "__name__", type(function).__name__)
+    if not specs:
+        raise FunctionNotFound(
+            f"{name} is not registered as a function; decorate it with @app.function(...) or pass app.get(name)"
+        )
+    names = ", ".join(s.qualified_name for s in specs)
+    raise FunctionNotFound(f"{name} is registered as several functions ({names}); pass app.get(name)")
+
+
+def _topics(topics: Sequence[str] | None, where: str) -> tuple[str, ...] | None:
+    if topics is None:
+        return None
+    if isinstance(topics, str):
+        topics = (topics,)
+    out = tuple(topics)
+    if not all(isinstance(t, str) and t for t in out):
+        raise InvalidFunction(f"{where}: outputs must be a list of topic names, e.g. outputs=('results',)")
+    from kawa.log.base import validate_topic_name
+
+    for topic in out:
+        try:
+            validate_topic_name(topic)
+        except Exception as exc:
+            raise InvalidFunction(f"{where}: outputs: {exc}") from None
+    return out
+
+
+def _declared_outputs(
+    app_outputs: tuple[str, ...] | None, own: tuple[str, ...] | None, reply_topic: str | None
+) -> tuple[str, ...] | None:
+    if app_outputs is None and own is None:
+        return None
+    topics = [*(app_outputs or ()), *(own or ()), *((reply_topic,) if reply_topic else ())]
+    return tuple(dict.fromkeys(topics))
+
+
+def _argument(fn: Handler, fname: str) -> Literal["event", "object"]:
+    """Whether the handler's first parameter is annotated :class:`ObjectEvent` (read from its type hints)."""
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return "event"
+    if not params or params[0].annotation is inspect.Parameter.empty:
+        return "event"
+    first = params[0]
+    annotation: Any = first.annotation
+    if isinstance(annotation, str):
+        try:
+            annotation = typing.get_type_hints(fn).get(first.name, annotation)
+        except Exception:  # a hint that names something imported only for type checking
+            if annotation.rsplit(".", 1)[-1] == "ObjectEvent":
+                raise InvalidFunction(
+                    f"function {fname!r}: the type hint {annotation!r} of {first.name!r} cannot be resolved; "
+                    "import kawa (or ObjectEvent) at run time, not only under TYPE_CHECKING"
+                ) from None
+            return "event"
+    if annotation is ObjectEvent:
+        return "object"
+    if getattr(annotation, "__name__", None) == "ObjectEvent":
+        raise InvalidFunction(
+            f"function {fname!r}: {first.name!r} is annotated {annotation.__module__}.ObjectEvent (a notification "
+            "record); a handler takes kawa.ObjectEvent"
+        )
+    return "event"
 
 
 def _validate(spec: FunctionSpec) -> None:
@@ -199,7 +302,7 @@ def _validate(spec: FunctionSpec) -> None:
     if problems:
         raise InvalidFunction(f"function {spec.qualified_name}: " + "; ".join(problems))
     spec.scaling_policy()  # validates the KPA knobs
-    for topic in (spec.topic, spec.dead_letter_topic, spec.reply_topic):
+    for topic in (spec.topic, spec.dead_letter_topic, spec.reply_topic, *(spec.outputs or ())):
         if topic is not None:
             try:
                 validate_topic_name(topic)

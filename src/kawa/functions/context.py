@@ -1,8 +1,10 @@
 """What a handler sees: the :class:`Context` of one invocation and the :class:`Runtime` behind it.
 
-A :class:`Runtime` exists once per function per process and holds what invocations share (the log's
-producer, the dedupe store, the object store and model manager, opened lazily). A :class:`Context` is a
-cheap per-invocation view of it.
+A :class:`Runtime` exists once per function per process and holds what invocations share: the log's
+producer, the dedupe store, the object store and the models. Its host hands it the log and the store (or a
+:class:`~kawa.backends.Backends`); it opens none from configuration. A :class:`Context` is a cheap
+per-invocation view of it, typed: ``ctx.store`` is an :class:`~kawa.store.base.ObjectStore`, ``ctx.model``
+returns a :class:`~kawa.functions.types.Predictor`, and there is no raw log handle.
 """
 
 from __future__ import annotations
@@ -14,14 +16,18 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from kawa.errors import FunctionError
 from kawa.events import CloudEvent, event_key, new_event, to_kafka
 from kawa.functions.dedupe import DedupeStore, MemoryDedupeStore, Once
 from kawa.functions.metrics import FunctionMetrics, UserMetrics
+from kawa.functions.types import ModelSource, Predictor
 
 if TYPE_CHECKING:
+    from kawa.backends import Backends
     from kawa.config import KawaConfig
     from kawa.functions.app import FunctionSpec
     from kawa.log.base import EventLog, Producer
+    from kawa.store.base import ObjectStore
 
 _NAMESPACE = uuid.UUID("6f1c2a8e-4b7d-5e0f-9a3c-1d2e3f4a5b6c")
 
@@ -32,79 +38,119 @@ def derived_id(spec: FunctionSpec, event: CloudEvent, tag: str) -> str:
     return str(uuid.uuid5(_NAMESPACE, f"{spec.qualified_name}\x1f{event_key(event)}\x1f{tag}"))
 
 
-def open_configured_store(config: KawaConfig | None, log: EventLog | None) -> Any:
-    """The object store the configuration names (``store.uri``), publishing notifications to ``log``."""
-    from kawa.config import load_config
-    from kawa.store import open_store
+class RegistryModels:
+    """Predictors from the model registry: loaded once, following alias moves (see ModelManager)."""
 
-    config = config or load_config()
-    return open_store(config.store.uri, config, log=log)
+    def __init__(self, config: KawaConfig, log: EventLog | None) -> None:
+        from kawa.ml.predictors import ModelManager
+
+        self.manager = ModelManager(config, log)
+
+    def predictor(self, ref: str) -> Predictor:
+        return self.manager.get(ref).current()
+
+    def flush(self, timeout: float | None = None) -> None:
+        self.manager.flush(timeout)
+
+    def close(self) -> None:
+        self.manager.close()
 
 
 class Runtime:
-    """The shared resources of one function in one process."""
+    """The shared resources of one function in one process.
+
+    Its host hands it everything it uses: a :class:`~kawa.backends.Backends`, or the ``log`` and the
+    ``store`` (or a ``store_factory``) it holds. The runtime never opens a log or a store from configuration
+    itself. ``models`` defaults to the registry of ``config``; ``producer`` to one of the log's (tests and
+    :func:`kawa.testing.invoke` hand over their own).
+    """
 
     def __init__(
         self,
         spec: FunctionSpec,
         *,
+        backends: Backends | None = None,
         config: KawaConfig | None = None,
         log: EventLog | None = None,
+        store: ObjectStore | None = None,
+        store_factory: Callable[[], ObjectStore] | None = None,
+        models: ModelSource | None = None,
+        producer: Producer | None = None,
         dedupe: DedupeStore | None = None,
-        store_factory: Callable[[], Any] | None = None,
         metrics: FunctionMetrics | None = None,
         app_config: Mapping[str, Any] | None = None,
     ) -> None:
         self.spec = spec
-        self.config = config
-        self.log = log
+        self.backends = backends
+        self.config = config if config is not None else (backends.config if backends is not None else None)
+        self._log = log
         self.dedupe = dedupe or MemoryDedupeStore()
         self.metrics = metrics or FunctionMetrics(spec.app, spec.name, spec.topic, spec.group)
         self.logger = logging.getLogger(f"kawa.functions.{spec.app}.{spec.name}")
         self.function_config: dict[str, Any] = {**(app_config or {}), **spec.config}
         self.scope = spec.group
+        self._store = store
         self._store_factory = store_factory
-        self._store: Any = None
-        self._models: Any = None
-        self._producer: Producer | None = None
+        self._models = models
+        self._own_models = models is None
+        self._producer = producer
+        self._own_producer = producer is None
         self._lock = threading.Lock()
+
+    @property
+    def log(self) -> EventLog | None:
+        """The event log the host gave (None for a runtime without one, such as kawa.testing's)."""
+        if self._log is None and self.backends is not None:
+            self._log = self.backends.log
+        return self._log
 
     @property
     def producer(self) -> Producer:
         if self._producer is None:
             with self._lock:
                 if self._producer is None:
-                    if self.log is None:
-                        from kawa.errors import FunctionError
-
+                    log = self.log
+                    if log is None:
                         raise FunctionError(
                             f"function {self.spec.qualified_name} has no event log to emit to; "
                             "configure log.uri (e.g. KAWA_LOG=kafka://host:9092)"
                         )
-                    self._producer = self.log.producer()
+                    self._producer = log.producer()
         return self._producer
 
     def has_producer(self) -> bool:
         return self._producer is not None
 
     @property
-    def store(self) -> Any:
+    def store(self) -> ObjectStore:
         if self._store is None:
             with self._lock:
                 if self._store is None:
-                    factory = self._store_factory
-                    self._store = factory() if factory is not None else open_configured_store(self.config, self.log)
+                    if self._store_factory is not None:
+                        self._store = self._store_factory()
+                    elif self.backends is not None:
+                        self._store = self.backends.store
+                    else:
+                        raise FunctionError(
+                            f"function {self.spec.qualified_name} has no object store: its host gives it one "
+                            "(FunctionHost(store_factory=...) or Runtime(backends=...)); in a unit test, "
+                            "kawa.testing.invoke gives it an in-memory store"
+                        )
         return self._store
 
-    def model(self, ref: str) -> Any:
+    def model(self, ref: str) -> Predictor:
+        """The version ``ref`` names now (the context pins it for the rest of the event)."""
         if self._models is None:
             with self._lock:
                 if self._models is None:
-                    from kawa.config import load_config
-                    from kawa.ml.predictors import ModelManager
-
-                    self._models = ModelManager(self.config or load_config(), self.log)
-        return self._models.get(ref)
+                    if self.config is None:
+                        raise FunctionError(
+                            f"function {self.spec.qualified_name} has no model registry to load {ref!r} from: "
+                            "its host gives the runtime a configuration (or Backends); in a unit test, pass "
+                            f"models={{{ref!r}: fake}} to kawa.testing.invoke"
+                        )
+                    self._models = RegistryModels(self.config, self.log)
+        return self._models.predictor(ref)
 
     def emit(self, topic: str, event: CloudEvent, key: bytes | None = None) -> None:
         record_key, value, headers = to_kafka(event)
@@ -120,26 +166,33 @@ class Runtime:
             self._producer.flush(timeout)
 
     def close(self) -> None:
-        if self._producer is not None:
+        """Close what the runtime opened itself (its producer and registry models), never what it was given:
+        the store and the log belong to the host."""
+        if self._producer is not None and self._own_producer:
             self._producer.close()
             self._producer = None
-        if self._models is not None:
+        if self._models is not None and self._own_models:
             self._models.close()
             self._models = None
-        if self._store is not None and self._store_factory is None and hasattr(self._store, "close"):
-            self._store.close()
-        self._store = None
+        if self._store_factory is not None or self.backends is not None:
+            self._store = None  # the host's: a later use asks the host again
 
 
 class Context:
     """The handler's view of the platform for one event.
 
-    - ``ctx.emit(topic, event)`` — publish to the event log (flushed before the event counts as done).
+    - ``ctx.emit(topic, event)`` — publish to the event log (flushed before the event counts as done); when
+      the function declares ``outputs``, only to those topics (and its ``reply_topic``).
     - ``ctx.new_event(type, data)`` — build an event with a deterministic id derived from the input.
-    - ``ctx.store`` — the object store; ``ctx.model("name@alias")`` — a predictor (hot-swapped on alias moves).
+    - ``ctx.store`` — the :class:`~kawa.store.base.ObjectStore`; ``ctx.model("name@alias")`` — a
+      :class:`~kawa.functions.types.Predictor` (hot-swapped on alias moves, pinned for this event; each
+      prediction is linked to this event).
     - ``ctx.once(name, conn=None)`` — guard a side effect so a redelivery does not repeat it.
     - ``ctx.logger``, ``ctx.metrics`` (``incr``/``set``), ``ctx.config`` (the function's settings),
       ``ctx.function`` (its :class:`~kawa.functions.app.FunctionSpec`), ``ctx.attempt`` (1 = first try).
+
+    There is no raw log handle: everything a handler sends goes through ``ctx.emit`` or its return value,
+    so the host can flush it before it commits the input.
     """
 
     __slots__ = ("_emitted", "_models", "_runtime", "_seq", "attempt", "event")
@@ -150,7 +203,7 @@ class Context:
         self.attempt = attempt
         self._seq = 0
         self._emitted = 0
-        self._models: dict[str, Any] = {}
+        self._models: dict[str, Predictor] = {}
 
     @property
     def function(self) -> FunctionSpec:
@@ -169,27 +222,31 @@ class Context:
         return self._runtime.metrics.user
 
     @property
-    def store(self) -> Any:
+    def store(self) -> ObjectStore:
         return self._runtime.store
 
-    @property
-    def log(self) -> EventLog | None:
-        return self._runtime.log
-
-    def model(self, ref: str) -> Any:
+    def model(self, ref: str) -> Predictor:
         """The predictor ``ref`` names (``"pneumonia@champion"``); ``.predict(x)``, ``.name``, ``.version``.
 
         Pinned for this event: every call with the same ``ref`` while handling one event returns the same
         model version, even when the alias moves meanwhile (the next event gets the new version)."""
         pinned = self._models.get(ref)
         if pinned is None:
-            handle = self._runtime.model(ref)
-            current = getattr(handle, "current", None)
-            pinned = self._models[ref] = current() if callable(current) else handle
+            pinned = self._models[ref] = self._runtime.model(ref)
         return pinned
 
     def emit(self, topic: str, event: CloudEvent, *, key: bytes | None = None) -> None:
-        """Publish ``event`` to ``topic`` (binary mode). The host flushes before it marks the input done."""
+        """Publish ``event`` to ``topic`` (binary mode). The host flushes before it marks the input done.
+
+        Raises :class:`~kawa.errors.FunctionError` for a topic the function does not declare, when it
+        declares its outputs."""
+        spec = self._runtime.spec
+        if spec.outputs is not None and topic not in spec.outputs:
+            declared = ", ".join(repr(t) for t in spec.outputs) or "none"
+            raise FunctionError(
+                f"function {spec.qualified_name} emitted to topic {topic!r}, which it does not declare "
+                f"(its outputs: {declared}); add it to outputs=(...) of @app.function or kawa.App"
+            )
         self._runtime.emit(topic, event, key=key)
         self._emitted += 1
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from kawa.errors import TopicNotFound
 from kawa.functions.app import BUCKET_CREATED_FILTER, App, FunctionSpec
-from kawa.functions.context import Runtime, open_configured_store
+from kawa.functions.context import Runtime
 from kawa.functions.dedupe import DedupeStore, MemoryDedupeStore, open_dedupe
 from kawa.functions.metrics import FunctionStats
 from kawa.functions.options import HostOptions
@@ -153,7 +153,14 @@ class FunctionHost:
         with self._store_lock:
             if self._store is None:
                 factory = self._store_factory
-                self._store = factory() if factory is not None else open_configured_store(self.config, self.log)
+                if factory is None:
+                    from kawa.errors import FunctionError
+
+                    raise FunctionError(
+                        "this function host has no object store for bucket triggers and ctx.store; give it one: "
+                        "FunctionHost(..., store_factory=lambda: backends.store)"
+                    )
+                self._store = factory()
             return self._store
 
 

@@ -13,12 +13,16 @@ import time
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from kawa import deadletter
 from kawa.errors import EventError, FunctionError
 from kawa.events import CloudEvent, to_kafka
 from kawa.functions.context import Context, Runtime, derived_id
+from kawa.functions.types import EventRef, handling, object_event
+
+if TYPE_CHECKING:
+    from kawa.functions.app import FunctionSpec
 
 
 class PermanentError(FunctionError):
@@ -78,14 +82,45 @@ def _failed(error: Exception, attempt: int, handler_s: float) -> Outcome:
     return Outcome(status, error=error, attempts=attempt, handler_s=handler_s, last_failure=deadletter.failure_time())
 
 
+@dataclass(frozen=True, slots=True)
+class Screened:
+    """Why an event is not handed to the handler: a record of a bucket the trigger does not name
+    (``foreign``; dead-lettered when ``dead_letter``), or an event the filter does not take."""
+
+    verdict: Literal["foreign", "filtered"]
+    reason: str
+    dead_letter: bool = False
+
+
+def screen(spec: FunctionSpec, event: CloudEvent) -> Screened | None:
+    """None when ``event`` (one unwrapped event) goes to the handler; else why not. Checked in this order:
+    the trigger's bucket scope, then the filter."""
+    foreign = spec.scope.foreign(event)
+    if foreign is not None:
+        return Screened("foreign", foreign, spec.scope.dead_letters)
+    reason = spec.filter.explain(event)
+    if reason is not None:
+        return Screened("filtered", reason)
+    return None
+
+
+def _argument(runtime: Runtime, event: CloudEvent) -> Any:
+    """What the handler's first parameter receives: the event, or its :class:`~kawa.ObjectEvent`."""
+    if runtime.spec.argument == "object":
+        return object_event(event, lambda: runtime.store)
+    return event
+
+
 def invoke(runtime: Runtime, event: CloudEvent, attempt: int = 1) -> Outcome:
-    """One attempt. Exceptions are caught into ``Outcome(status="failed"|"permanent")``."""
+    """One attempt. Exceptions are caught into ``Outcome(status="failed"|"permanent")``. While the handler
+    runs, :func:`kawa.functions.types.current_event` names ``event`` (predictions link to it)."""
     ctx = Context(runtime, event, attempt)
     start = time.perf_counter()
     try:
-        result = runtime.spec.handler(event, ctx)
-        if runtime.spec.is_async or asyncio.iscoroutine(result):
-            result = run_coroutine(result)
+        with handling(EventRef.of(event)):
+            result = runtime.spec.handler(_argument(runtime, event), ctx)
+            if runtime.spec.is_async or asyncio.iscoroutine(result):
+                result = run_coroutine(result)  # the task copies this context: current_event holds in it
         replies = normalize_replies(runtime, event, result)
     except Exception as exc:
         return _failed(exc, attempt, time.perf_counter() - start)
@@ -127,9 +162,10 @@ async def ainvoke(runtime: Runtime, event: CloudEvent, attempt: int = 1) -> Outc
     ctx = Context(runtime, event, attempt)
     start = time.perf_counter()
     try:
-        result = runtime.spec.handler(event, ctx)
-        if asyncio.iscoroutine(result):
-            result = await result
+        with handling(EventRef.of(event)):
+            result = runtime.spec.handler(_argument(runtime, event), ctx)
+            if asyncio.iscoroutine(result):
+                result = await result
         replies = normalize_replies(runtime, event, result)
     except Exception as exc:
         return _failed(exc, attempt, time.perf_counter() - start)

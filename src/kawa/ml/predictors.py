@@ -14,7 +14,10 @@ Guarantees of :class:`ModelManager`:
   the same version even if a swap happens meanwhile. ``with pinned():`` (``manager.pinned()``) does the same for
   every handle used inside the block, so code that calls ``ctx.model(ref).predict`` repeatedly in one event
   never mixes versions.
-- Every prediction is logged to the ``predictions`` topic (when a log is given) through a batched producer.
+- Every prediction is logged to the ``predictions`` topic (when a log is given) through a batched producer,
+  linked to the event being handled: a function's runtime names it in
+  :func:`kawa.functions.types.current_event`, so a handler does not pass ``event_id=`` by hand (it still
+  may, to override it).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from kawa.functions.types import current_event
 from kawa.ml.loaders import LoadedModel, TensorSpec, load_model_dir
 from kawa.ml.refs import ModelRef, parse_ref
 
@@ -68,7 +72,9 @@ def _yielding_gil(interval_s: float = 0.0005) -> Iterator[None]:
 
 
 class Predictor:
-    """One loaded model version. ``predict`` is thread-safe and logs each call."""
+    """One loaded model version. ``predict`` is thread-safe and logs each call, linked to the current event.
+
+    Satisfies :class:`kawa.functions.types.Predictor` (what ``ctx.model`` returns)."""
 
     def __init__(
         self,
@@ -80,6 +86,7 @@ class Predictor:
     ) -> None:
         self.name = name
         self.version = version
+        self.ref = f"{name}/{version}"
         self.tags: dict[str, str] = dict(tags or {})  # the registered version's tags (e.g. what it was trained on)
         self.flavor = loaded.flavor
         self.input_spec: TensorSpec = loaded.input
@@ -98,6 +105,9 @@ class Predictor:
         out = self._predict(x)
         latency = time.perf_counter() - start
         if self._logger is not None:
+            if event_id is None:
+                current = current_event()
+                event_id = current.id if current is not None else None
             self._logger.record(self.name, self.version, x, out, latency, event_id=event_id, input_ref=input_ref)
         return out
 

@@ -19,12 +19,12 @@ import posixpath
 import time
 from typing import Any
 
+import kawa
 from kawa.apps.xray.imaging import UndecodableImage, annotate, decode, encode_png, model_input, redact_text
 from kawa.apps.xray.results import ResultRow, shared_results_db
 from kawa.apps.xray.settings import XraySettings
 from kawa.events import CloudEvent
 from kawa.functions import App, Context, PermanentError
-from kawa.store import ObjectEvent, parse_records
 
 RESULT_TYPE = "dev.kawa.xray.assessed"
 FUNCTION = "risk-assessment"
@@ -66,32 +66,23 @@ def build_app(settings: XraySettings | None = None, *, results_db: str | None = 
         backoff_s=0.1,
         reply_topic=s.results_topic,
         dead_letter_topic=s.dead_letter_topic,
+        outputs=(s.results_topic,),
     )
-    def risk_assessment(event: CloudEvent, ctx: Context) -> list[CloudEvent]:
+    def risk_assessment(obj: kawa.ObjectEvent, ctx: Context) -> CloudEvent | None:
         nonlocal db_url
         if db_url is None:
             from kawa.config import load_config
 
             db_url = s.results_url(load_config().home)
-        return assess(event, ctx, s, db_url)
+        return assess(obj, ctx, s, db_url) if obj.is_created else None
 
     return app
 
 
-def assess(event: CloudEvent, ctx: Context, s: XraySettings, db_url: str) -> list[CloudEvent]:
-    """Assess every created object the notification names; one result event per image."""
-    replies = []
-    for record in parse_records(event):
-        if not record.is_created:
-            continue
-        replies.append(_assess_one(record, event, ctx, s, db_url))
-    return replies
-
-
-def _assess_one(record: ObjectEvent, event: CloudEvent, ctx: Context, s: XraySettings, db_url: str) -> CloudEvent:
+def assess(record: kawa.ObjectEvent, ctx: Context, s: XraySettings, db_url: str) -> CloudEvent:
+    """Assess one uploaded image: one result event."""
     started = time.perf_counter()
-    with ctx.store.get(record.bucket, record.key) as reader:
-        data = reader.read()
+    data = record.read()
     try:
         pixels = decode(data)
     except UndecodableImage as exc:
@@ -100,7 +91,7 @@ def _assess_one(record: ObjectEvent, event: CloudEvent, ctx: Context, s: XraySet
     clean = redact_text(pixels, s.redact_margin_px)  # the same redaction the trainer applies
     predictor = ctx.model(s.model_ref)  # pinned: one version for this whole event
     source = trained_on(predictor)
-    risk = float(predictor.predict(model_input(clean, s.model_input_size)[None, :], event_id=event.get_id())[0])
+    risk = float(predictor.predict(model_input(clean, s.model_input_size)[None, :])[0])  # linked to the event
     label = s.label_for(risk)
     out_key = processed_key(record.key)
     ctx.store.put(
@@ -129,7 +120,7 @@ def _assess_one(record: ObjectEvent, event: CloudEvent, ctx: Context, s: XraySet
         label=label,
         latency_ms=latency_ms,
         e2e_ms=(now - uploaded) * 1000 if uploaded is not None else None,
-        event_id=f"{event.get_source()}#{event.get_id()}",
+        event_id=f"{record.ref.source}#{record.ref.id}",
     )
     shared_results_db(db_url).record(row)
     ctx.metrics.incr(f"label.{label.lower()}")
