@@ -55,7 +55,7 @@ def _textbook_psi(expected_counts: np.ndarray, actual_counts: np.ndarray) -> flo
 
 def test_categorical_statistics_equal_scipy_and_count_unseen_categories() -> None:
     rng = np.random.default_rng(5)
-    ref = categorical_reference(list(rng.choice(["a", "b", "c", "d"], p=[0.4, 0.3, 0.2, 0.1], size=5000)) + ["e"])
+    ref = categorical_reference([*list(rng.choice(["a", "b", "c", "d"], p=[0.4, 0.3, 0.2, 0.1], size=5000)), "e"])
     live = ref.empty().add(list(rng.choice(["a", "b", "c", "x"], p=[0.3, 0.3, 0.3, 0.1], size=800)))
     d = compare(ref, live)
     r, q = np.asarray(ref.counts), np.asarray(live.counts)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -17,7 +19,7 @@ records = st.lists(st.tuples(st.floats(0, 99.999), st.floats(-3, 3)), min_size=1
 def _run(spec: Windows, recs: list[tuple[float, float]], cuts: list[int]) -> tuple[Window, ...]:
     state = WindowState()
     bounds = sorted({0, len(recs), *(c % (len(recs) + 1) for c in cuts)})
-    for lo, hi in zip(bounds, bounds[1:], strict=False):
+    for lo, hi in itertools.pairwise(bounds):
         chunk = recs[lo:hi]
         state = spec.add(state, [t for t, _ in chunk], {"x": [v for _, v in chunk]})
     state, out = spec.advance(state, 100.0)
