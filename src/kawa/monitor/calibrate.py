@@ -29,6 +29,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import math
+import operator
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -75,7 +76,7 @@ class TestCalibration:
 
     def p_value(self, value: float) -> float:
         """Bootstrap p-value of an observed statistic; 1.0 when it is beyond the stored tail (p > alpha)."""
-        exceed = bisect.bisect_right([-v for v in self.null_tail], -value)
+        exceed = bisect.bisect_right(self.null_tail, -value, key=operator.neg)  # the tail is descending
         if exceed >= len(self.null_tail):
             return 1.0
         return (1 + exceed) / (self.replicates + 1)
