@@ -83,3 +83,5 @@ def test_bad_window_declarations_and_times_get_clear_errors() -> None:
         Windows(_REF, pane=1.0, panes=0)
     with pytest.raises(MonitorError, match="finite"):
         Windows(_REF, pane=1.0).add(WindowState(), [float("nan")], {"x": [1.0]})
+    with pytest.raises(MonitorError, match="one value per event time"):
+        Windows(_REF, pane=1.0).add(WindowState(), [1.0, 2.0], {"x": [1.0]})

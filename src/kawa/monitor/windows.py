@@ -73,6 +73,9 @@ class Windows:
         t = np.asarray(times, dtype=np.float64)
         if t.ndim != 1 or not np.all(np.isfinite(t)):
             raise MonitorError("event times must be one finite number (seconds) per record")
+        lengths = {len(v) for v in columns.values()} | ({len(score)} if score is not None else set())
+        if lengths - {t.size}:
+            raise MonitorError(f"every column needs one value per event time ({t.size}), got lengths {sorted(lengths)}")
         idx = np.floor((t - self.origin) / self.pane).astype(np.int64)
         cols = {name: np.asarray(v) for name, v in columns.items()}
         sc = None if score is None else np.asarray(score)
