@@ -66,6 +66,8 @@ class TestCalibration:
     """One test of the family: which feature, which statistic, its minimum effect and its bootstrap null tail
     (the largest null values, descending, of ``replicates`` draws; empty for the analytic share tests)."""
 
+    __test__ = False  # not a pytest test class, despite its name
+
     feature: str
     test: TestKind
     statistic: str
