@@ -103,9 +103,18 @@ class LocalStore:
     def object_path(self, bucket: str, key: str) -> Path:
         """Where ``key`` lives; raises :class:`InvalidKey` if a symlink would lead outside the bucket."""
         base = self._existing_bucket(bucket)
-        path = base.joinpath(*validate_key(key).split("/"))
-        real_base = base.resolve()
-        if not path.parent.resolve().is_relative_to(real_base):
+        parts = validate_key(key).split("/")
+        path = base.joinpath(*parts)
+        # Fast path (an lstat per directory of the key, instead of resolving both paths on every get and
+        # put): with no symbolic link among the key's directories, the path cannot leave the bucket (keys
+        # hold no '..'). A link there gets the full check: allowed only if it stays inside the bucket.
+        current, linked = base, False
+        for part in parts[:-1]:
+            current = current / part
+            if current.is_symlink():
+                linked = True
+                break
+        if linked and not path.parent.resolve().is_relative_to(base.resolve()):
             raise InvalidKey(f"object key {key!r} leads outside bucket {bucket!r} through a symbolic link")
         return path
 
