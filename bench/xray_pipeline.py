@@ -7,7 +7,10 @@
    row *and* its anonymized object — the whole pipeline (notification, risk-assessment function, results DB,
    result event, de-identification route), not the function alone.
 2. **Latency** at a fixed lower rate R for S seconds: put → result row, p50 and p99.
-3. **Raw model**: the same ONNX model through onnxruntime on the same decoded images, batched (64), including
+3. **Bare baseline** (``bench/xray_bare.py``): the same N images through the same work — the app's own
+   decode, text redaction, model, annotation, PNG encoding, results row, DICOM de-identification and pixel
+   redaction, two object files written — in one plain process per core, with no platform at all.
+4. **Raw model**: the same ONNX model through onnxruntime on the same decoded images, batched (64), including
    the model input (downsample + standardize) — the physical limit of the model here.
 
 By default the function runs in a ``kawa worker`` process and the route in ``kawa routes run``, on the same
@@ -15,8 +18,11 @@ embedded log and local store as this process (which uploads): three processes, s
 one interpreter lock; ``--in-process`` runs everything as threads of this process, as ``kawa demo xray`` does.
 A model is trained first (``kawa.apps.xray.train``, 600 images) into a temporary home. Progress goes to stderr;
 the last line of stdout is JSON: ``pipeline_images_per_s``, ``raw_model_images_per_s``, ``overhead_ratio``
-(raw / pipeline), ``p50_ms``, ``p99_ms``, ``cpu_ms_per_image`` (CPU time of all the pipeline's processes per
-image during the saturation run: what bounds the throughput on idle cores), ``mode`` and ``fsync``.
+(raw / pipeline), ``bare_images_per_s``, ``platform_overhead`` (bare / pipeline images/s), ``p50_ms``,
+``p99_ms``, ``cpu_ms_per_image`` (CPU time of all the pipeline's processes per image during the saturation run:
+what bounds the throughput on idle cores), ``bare_cpu_ms_per_image``, ``platform_cpu_overhead`` (pipeline / bare
+CPU per image: the ratio that does not depend on how busy the machine is), ``mode``, ``fsync`` and
+``load_average`` (1-minute, at the end).
 """
 
 from __future__ import annotations
