@@ -7,7 +7,10 @@
    row *and* its anonymized object — the whole pipeline (notification, risk-assessment function, results DB,
    result event, de-identification route), not the function alone.
 2. **Latency** at a fixed lower rate R for S seconds: put → result row, p50 and p99.
-3. **Raw model**: the same ONNX model through onnxruntime on the same decoded images, batched (64), including
+3. **Bare baseline** (``bench/xray_bare.py``): the same N images through the same work — the app's own
+   decode, text redaction, model, annotation, PNG encoding, results row, DICOM de-identification and pixel
+   redaction, two object files written — in one plain process per core, with no platform at all.
+4. **Raw model**: the same ONNX model through onnxruntime on the same decoded images, batched (64), including
    the model input (downsample + standardize) — the physical limit of the model here.
 
 By default the function runs in a ``kawa worker`` process and the route in ``kawa routes run``, on the same
@@ -15,8 +18,11 @@ embedded log and local store as this process (which uploads): three processes, s
 one interpreter lock; ``--in-process`` runs everything as threads of this process, as ``kawa demo xray`` does.
 A model is trained first (``kawa.apps.xray.train``, 600 images) into a temporary home. Progress goes to stderr;
 the last line of stdout is JSON: ``pipeline_images_per_s``, ``raw_model_images_per_s``, ``overhead_ratio``
-(raw / pipeline), ``p50_ms``, ``p99_ms``, ``cpu_ms_per_image`` (CPU time of all the pipeline's processes per
-image during the saturation run: what bounds the throughput on idle cores), ``mode`` and ``fsync``.
+(raw / pipeline), ``bare_images_per_s``, ``platform_overhead`` (bare / pipeline images/s), ``p50_ms``,
+``p99_ms``, ``cpu_ms_per_image`` (CPU time of all the pipeline's processes per image during the saturation run:
+what bounds the throughput on idle cores), ``bare_cpu_ms_per_image``, ``platform_cpu_overhead`` (pipeline / bare
+CPU per image: the ratio that does not depend on how busy the machine is), ``mode``, ``fsync`` and
+``load_average`` (1-minute, at the end).
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
-from kawa.apps.xray.generator import Generator, Prepared
+from kawa.apps.xray.generator import EXTENSIONS, Generator, Prepared
 from kawa.apps.xray.imaging import decode, model_input
 from kawa.apps.xray.results import percentile
 from kawa.apps.xray.settings import XraySettings
@@ -130,12 +136,19 @@ def saturation(stack: XrayStack, items: list[Prepared], images: int, uploaders: 
     return images / (finished_at - wall_start), images / put_s, (cpu_s() - cpu_start) * 1000 / images
 
 
+def file_count(stack: XrayStack, bucket: str, prefix: str) -> int:
+    """Objects under ``prefix`` in a local store bucket, from the directory tree alone."""
+    return sum(1 for key, _ in stack.store.iter_files(bucket) if key.startswith(prefix))
+
+
 def wait_finished(stack: XrayStack, prefix: str, images: int, timeout: float = 600.0) -> float:
     """Wall-clock time at which the last of ``images`` got its result row and anonymized object (read from
     the row times and object modification times, so the polling here adds no error and little load)."""
     s = stack.settings
     deadline = time.monotonic() + timeout
-    while stack.results.count(prefix) < images or stack.object_count(s.anonymized_bucket, prefix) < images:
+    # One cheap query, then (once every row is there) a directory walk without a head per object: the
+    # polling must not compete with the pipeline it measures.
+    while stack.results.count(prefix) < images or file_count(stack, s.anonymized_bucket, prefix) < images:
         if time.monotonic() > deadline:
             raise SystemExit(f"pipeline did not finish in {timeout:g} s: {stack.counts(prefix)}")
         time.sleep(0.5)
@@ -164,18 +177,39 @@ def latency(stack: XrayStack, items: list[Prepared], rate: float, seconds: float
     return percentile(delays, 50) or 0.0, percentile(delays, 99) or 0.0, sent
 
 
-def raw_model(config: KawaConfig, settings: XraySettings, items: list[Prepared], seconds: float = 3.0) -> float:
-    """Batched onnxruntime images/s on the decoded images (model input included)."""
-    import onnxruntime as ort
-
+def model_dir(config: KawaConfig, settings: XraySettings) -> Path:
+    """The local directory of the version ``settings.model_ref`` names (what the function loads)."""
     from kawa.ml.registry import Registry
 
     registry = Registry(config, publish=False)
     try:
-        version = registry.resolve(settings.model_ref)
-        onnx_file = next(registry.local_path(settings.model_name, version).rglob("*.onnx"))
+        return registry.local_path(settings.model_name, registry.resolve(settings.model_ref))
     finally:
         registry.close()
+
+
+def bare(
+    config: KawaConfig, settings: XraySettings, items: list[Prepared], images: int, work: Path
+) -> tuple[float, float]:
+    """(images/s, CPU ms per image) of the bare baseline (bench/xray_bare.py): one plain process per core,
+    the same work."""
+    from xray_bare import run_bare
+
+    return run_bare(
+        [(f"image{EXTENSIONS[item.fmt]}", item.body) for item in items],
+        images,
+        model_dir=model_dir(config, settings),
+        work=work,
+        fsync=config.store.fsync,
+        settings=settings.model_dump(mode="json"),
+    )
+
+
+def raw_model(config: KawaConfig, settings: XraySettings, items: list[Prepared], seconds: float = 3.0) -> float:
+    """Batched onnxruntime images/s on the decoded images (model input included)."""
+    import onnxruntime as ort
+
+    onnx_file = next(model_dir(config, settings).rglob("*.onnx"))
     session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
     decoded = [decode(item.body) for item in items]
     batch = 64
@@ -242,6 +276,13 @@ def main() -> None:
             with console.status(f"latency at {args.rate:g} images/s for {args.latency_seconds:g} s"):
                 p50, p99, sent = latency(stack, items, args.rate, args.latency_seconds)
             console.print(f"latency at {args.rate:g}/s ({sent} images): p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+        with console.status(f"bare baseline: {args.images} images, {os.cpu_count()} plain processes"):
+            bare_ips, bare_cpu_ms = bare(config, settings, items, args.images, Path(tmp) / "bare")
+        console.print(
+            f"bare baseline (one plain process per core, same work, no platform): {bare_ips:.1f} images/s, "
+            f"{bare_cpu_ms:.1f} ms of CPU per image → platform overhead {bare_ips / pipeline_ips:.2f}x "
+            f"(CPU {cpu_ms / bare_cpu_ms:.2f}x); load average {os.getloadavg()[0]:.1f}"
+        )
         with console.status("raw model throughput"):
             raw_ips = raw_model(config, settings, items)
         console.print(f"raw model (onnxruntime, batch 64, model input included): {raw_ips:.0f} images/s")
@@ -249,11 +290,16 @@ def main() -> None:
         "pipeline_images_per_s": round(pipeline_ips, 1),
         "raw_model_images_per_s": round(raw_ips, 1),
         "overhead_ratio": round(raw_ips / pipeline_ips, 2),
+        "bare_images_per_s": round(bare_ips, 1),
+        "platform_overhead": round(bare_ips / pipeline_ips, 2),
+        "bare_cpu_ms_per_image": round(bare_cpu_ms, 1),
+        "platform_cpu_overhead": round(cpu_ms / bare_cpu_ms, 2),
         "p50_ms": round(p50, 1),
         "p99_ms": round(p99, 1),
         "cpu_ms_per_image": round(cpu_ms, 1),
         "mode": mode,
         "fsync": not args.no_fsync,
+        "load_average": round(os.getloadavg()[0], 1),
     }
     print(json.dumps(result))
 
