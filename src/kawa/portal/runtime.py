@@ -64,9 +64,8 @@ class Portal:
         self.board_lock = threading.Lock()
 
     def _app_phi_free(self) -> Iterable[str]:
-        """PHI-free buckets declared by the apps running here (``platform.extras["phi_free_buckets"]``)."""
-        declared: Any = self.platform.extras.get("phi_free_buckets", ())
-        names = set(declared)
+        """PHI-free buckets declared by the apps running here (``platform.apps``)."""
+        names = {bucket for app in self.platform.apps.values() for bucket in app.phi_free_buckets()}
         settings = self.xray.settings()
         if settings is not None:
             names.update((settings.processed_bucket, settings.anonymized_bucket))

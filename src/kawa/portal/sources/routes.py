@@ -1,7 +1,6 @@
 """Data routes as the portal sees them: the routes registered under the Kawa home (what ``kawa routes apply``
 stores and ``kawa up`` runs), merged with the routes running in this process — those of ``kawa up``'s route
-service (``platform.extras["routes"]``, a :class:`~kawa.routes.runner.RouteRunner`) and those an app runs
-itself (``platform.extras["xray"].route.runner`` for the X-ray demo), which bring live statistics."""
+service and those of each running app (``platform.route_runners()``), which bring live statistics."""
 
 from __future__ import annotations
 
@@ -44,15 +43,7 @@ class RoutesSource:
         self.platform = platform
 
     def runners(self) -> list[RouteRunner]:
-        found = []
-        service_runner = self.platform.extras.get("routes")
-        if service_runner is not None:
-            found.append(service_runner)
-        app = self.platform.extras.get("xray")
-        app_runner = getattr(getattr(app, "route", None), "runner", None)
-        if app_runner is not None and app_runner is not service_runner:
-            found.append(app_runner)
-        return found
+        return self.platform.route_runners()
 
     def registry(self) -> Any:
         try:

@@ -57,10 +57,9 @@ class XraySource:
     # --- settings ----------------------------------------------------------------------------------
 
     def settings(self) -> XraySettings | None:
-        extra = self.portal.platform.extras.get("xray")
-        if extra is not None:
-            settings = getattr(extra, "settings", extra)
-            return settings  # type: ignore[no-any-return]
+        running = self.portal.platform.apps.get("xray")
+        if running is not None:
+            return running.settings  # type: ignore[no-any-return]
         checked_at, cached = self._default
         if time.monotonic() - checked_at < 5.0:
             return cached

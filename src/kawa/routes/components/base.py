@@ -25,6 +25,7 @@ from kawa.errors import InvalidRoute
 from kawa.routes.message import Message, Token
 
 if TYPE_CHECKING:
+    from kawa.backends import Backends
     from kawa.config import KawaConfig
     from kawa.log.base import EventLog
     from kawa.platform import Platform
@@ -39,7 +40,7 @@ class RouteContext:
     route_id: str
     config: KawaConfig
     progress: ProgressStore
-    platform: Platform | None = None
+    platform: Platform | Backends | None = None
     stop: threading.Event = field(default_factory=threading.Event)
     counters: dict[str, int] = field(default_factory=dict)
     """Counts components keep for the route's status (``skipped_foreign``…); see :meth:`count`."""
