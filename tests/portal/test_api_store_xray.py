@@ -83,7 +83,10 @@ def xray(platform: Any) -> Any:
         store.create_bucket(bucket)
     for topic in (settings.images_topic, settings.results_topic, settings.dead_letter_topic):
         log.create_topic(TopicSpec(topic))
-    platform.extras["xray"] = settings
+    from kawa.apps.runtime import RunningApp
+    from kawa.apps.xray.plugin import declare
+
+    platform.apps["xray"] = RunningApp(declare(settings))
     return settings
 
 

@@ -37,7 +37,10 @@ def xray_app(platform: Any) -> Any:
         platform.store.create_bucket(bucket)
     for topic in (settings.images_topic, settings.results_topic, settings.dead_letter_topic):
         platform.log.create_topic(TopicSpec(topic), exist_ok=True)
-    platform.extras["xray"] = settings
+    from kawa.apps.runtime import RunningApp
+    from kawa.apps.xray.plugin import declare
+
+    platform.apps["xray"] = RunningApp(declare(settings))
     return settings
 
 

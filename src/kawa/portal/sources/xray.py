@@ -1,8 +1,8 @@
 """The X-ray board's data: pipeline counts from the buckets and dead-letter topics, the newest objects of
 each bucket, and live results (risk, label, model version, latency) from the results topic.
 
-The app's settings come from ``platform.extras["xray"]`` (set by ``kawa demo xray``: an
-:class:`~kawa.apps.xray.settings.XraySettings` or an object with a ``settings`` attribute); without them,
+The app's settings come from the running app (``platform.apps["xray"].settings``, started by
+``kawa demo xray`` or ``kawa up``); without them,
 the default settings are used once the default incoming bucket exists (a home where the demo ran).
 """
 
