@@ -17,6 +17,7 @@ import typer
 from kawa.cli.app import app, console, get_config
 
 if TYPE_CHECKING:
+    from kawa.apps.plugin import DemoOptions
     from kawa.config import KawaConfig
 
 demo_app = typer.Typer(
@@ -130,7 +131,7 @@ def _settings_section(name: str, config: KawaConfig, file: str | None, overrides
     return section
 
 
-def run_app_demo(name: str, options: Any, *, backend: str = "embedded", kafka: str | None = None) -> int:
+def run_app_demo(name: str, options: DemoOptions, *, backend: str = "embedded", kafka: str | None = None) -> int:
     """Run the demo of the installed app ``name`` on a platform of the configured backends; its exit code."""
     import importlib
 

@@ -37,7 +37,11 @@ def demo(platform: Platform, declared: Declared, options: DemoOptions) -> int:
     from kawa.errors import ConfigError
 
     base: XraySettings = declared.settings
-    changes: dict[str, Any] = {"corrupt_fraction": DEFAULT_CORRUPT if options.corrupt is None else options.corrupt}
+    changes: dict[str, Any] = {}
+    if options.corrupt is not None:
+        changes["corrupt_fraction"] = options.corrupt
+    elif "corrupt_fraction" not in base.model_fields_set:  # not in the settings either: show a few
+        changes["corrupt_fraction"] = DEFAULT_CORRUPT
     if options.rate is not None:
         changes["rate"] = options.rate
     if options.train_count is not None:
