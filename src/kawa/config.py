@@ -185,6 +185,11 @@ class KawaConfig(_Frozen):
     portal: PortalConfig = Field(default_factory=PortalConfig)
     functions: FunctionsConfig = Field(default_factory=FunctionsConfig)
     ml: MLConfig = Field(default_factory=MLConfig)
+    apps: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="apps `kawa up` starts: name -> the app's settings (its own model validates them; "
+        "`plugin: pkg.module:plugin` names an app installed without an entry point)",
+    )
 
     def path(self, *parts: str) -> Path:
         """A path under the Kawa home."""

@@ -20,6 +20,10 @@ class UnknownSchemeError(ConfigError):
     """A URI names a scheme no backend is registered for."""
 
 
+class AppNotFound(ConfigError):
+    """No installed app (``kawa.apps`` entry point, ``apps:`` in kawa.yaml, registration) has that name."""
+
+
 class BackendUnavailable(KawaError):
     """A server the backend needs (Kafka broker, S3 endpoint, ...) cannot be reached."""
 

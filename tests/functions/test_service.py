@@ -45,9 +45,9 @@ def test_kawa_up_hosts_apps_from_the_command_line_and_the_config(tmp_path: Path)
     (tmp_path / "uptwo.py").write_text(APP.format(name="two"))
     assert "kawa.functions.service:factory" in service_factories
     platform = Platform(load_config(log={"uri": "memory:"}, functions={"apps": ["uptwo:app"]}))
-    platform.extras["apps"] = ["upone:app", "uptwo:app"]
+    platform.app_refs = ["upone:app", "uptwo:app"]
     host = factory(platform)
-    assert host is not None and platform.extras["functions"] is host
+    assert host is not None and platform.functions_host is host
     host.start()
     try:
         assert sorted(host.metrics()) == ["one.handle", "two.handle"]

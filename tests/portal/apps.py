@@ -19,7 +19,8 @@ class InstalledApp:
     name: str
     declared: Declared
     board: BoardSpec | None
-    route_runner: Any = None
+    routes: Any = None
+    functions: Any = None
 
 
 def install(platform: Any, app: InstalledApp) -> InstalledApp:

@@ -60,9 +60,9 @@ def host(platform: Any, handled: Handled) -> Iterator[Any]:
     platform.log.create_topic(TopicSpec(TOPIC, partitions=2), exist_ok=True)
     host = FunctionHost(app, log=platform.log, config=platform.config)
     host.start()
-    platform.extras["functions"] = host
+    platform.functions_host = host
     yield host
-    platform.extras.pop("functions", None)
+    platform.functions_host = None
     host.stop()
 
 

@@ -34,7 +34,11 @@ def served(tmp_path: Path) -> Iterator[tuple[Any, dict[str, str]]]:
     from kawa.portal import serve
 
     platform = Platform(make_config(tmp_path / ".kawa"))
-    platform.extras["phi_free_buckets"] = ["shared-public"]
+    from kawa.apps.plugin import AppPlugin, BucketDecl, declared
+    from kawa.apps.runtime import RunningApp
+
+    shared = AppPlugin("shared", buckets=lambda _s: (BucketDecl("shared-public"),))
+    platform.apps["shared"] = RunningApp(declared(shared))
     server = serve(platform)
     try:
         assert server.portal is not None

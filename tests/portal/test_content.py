@@ -40,7 +40,10 @@ def jpeg() -> bytes:
 
 @pytest.fixture
 def public(platform: Any) -> str:
-    platform.extras["phi_free_buckets"] = ["public"]
+    from kawa.apps.plugin import AppPlugin, BucketDecl, declared
+    from kawa.apps.runtime import RunningApp
+
+    platform.apps["shared"] = RunningApp(declared(AppPlugin("shared", buckets=lambda _s: (BucketDecl("public"),))))
     platform.store.create_bucket("public")
     return "public"
 

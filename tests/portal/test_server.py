@@ -22,7 +22,8 @@ def test_kawa_up_serves_the_portal(tmp_path: Path) -> None:
     platform = Platform(make_config(tmp_path / ".kawa"))
     platform.start()
     try:
-        server = platform.extras["portal"]
+        server = platform.portal_server
+        assert server is not None
         assert "portal" in [s.name for s in platform.services]
         response = httpx.get(f"{server.url}/login", timeout=10)
         assert response.status_code == 200 and "Log in" in response.text
@@ -36,7 +37,7 @@ def test_kawa_up_serves_the_portal(tmp_path: Path) -> None:
         assert resources["scheduler_here"] is True
     finally:
         platform.stop()
-    assert "portal" not in platform.extras
+    assert platform.portal_server is None
 
 
 def test_disabled_portal_is_not_served(tmp_path: Path) -> None:

@@ -142,7 +142,7 @@ def test_route_added_and_removed_while_another_runs(tmp_path: Path, config: obje
         wait_for(lambda: steady.stats.delivered >= before + 5)
         # The steady route was never restarted: same worker, one session, counting on.
         assert service.runner.workers["steady"] is steady and steady.stats.restarts == 0
-        assert platform.extras["routes"].specs()[0].id == "steady"
+        assert platform.route_runner.specs()[0].id == "steady"
         counts = sorted(json.loads(p.read_text())["count"] for p in (tmp_path / "steady").glob("*.json"))
         assert counts == list(range(1, len(counts) + 1))  # no gap while the other route came and went
     finally:

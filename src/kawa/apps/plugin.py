@@ -78,10 +78,15 @@ class AppPlugin:
 
     - ``settings``: the pydantic model of the app's section of ``kawa.yaml`` (``apps.<name>``);
     - ``functions``: import string of the :class:`kawa.App` holding the app's functions
-      (``"pkg.module:app"``), or a callable ``(settings) -> kawa.App``;
-    - ``routes``: import strings of callables ``(settings) -> route spec``;
+      (``"pkg.module:app"``), or a callable ``(settings, config) -> kawa.App`` (``config``: the platform's
+      :class:`~kawa.config.KawaConfig`, for paths under its home);
+    - ``routes``: import strings of callables ``(settings) -> route`` where a route is a
+      :class:`~kawa.routes.RouteSpec`, a mapping (what a routes YAML file holds) or a sequence of them;
     - ``board``: ``(settings) -> BoardSpec``, the panels the portal shows for this app;
-    - ``demo``: import string of ``demo(settings, backends, options) -> int`` run by ``kawa demo <name>``.
+    - ``demo``: import string of ``demo(platform, declared, options) -> int`` run by ``kawa demo <name>``
+      (``platform``: a :class:`~kawa.platform.Platform` on the configured backends, no service started;
+      ``declared``: this app's :class:`Declared`; ``options``: :class:`DemoOptions`). The demo starts the
+      app with :func:`kawa.apps.runtime.start_app` when it is ready to; ``kawa demo`` stops the platform.
 
     Declarations that depend on settings (bucket names come from settings) are callables of the validated
     settings; :func:`declared` evaluates them once.
@@ -94,7 +99,7 @@ class AppPlugin:
     buckets: Callable[[Any], tuple[BucketDecl, ...]] | None = None
     topics: Callable[[Any], tuple[TopicDecl, ...]] | None = None
     notifications: Callable[[Any], tuple[NotificationDecl, ...]] | None = None
-    functions: str | Callable[[Any], Any] | None = None
+    functions: str | Callable[[Any, Any], Any] | None = None
     routes: tuple[str, ...] = ()
     models: Callable[[Any], tuple[ModelDecl, ...]] | None = None
     events: Mapping[str, type[BaseModel]] = field(default_factory=dict)
@@ -121,10 +126,36 @@ class Declared:
     def phi_free_buckets(self) -> tuple[str, ...]:
         return tuple(b.name for b in self.buckets if not b.phi)
 
+    def board(self) -> BoardSpec | None:
+        """The app's board for these settings (None when it declares none)."""
+        return self.plugin.board(self.settings) if self.plugin.board is not None else None
 
-def declared(plugin: AppPlugin, section: Mapping[str, Any] | None = None) -> Declared:
-    """Validate ``section`` (the app's part of ``kawa.yaml``) with the plugin's settings model and evaluate
-    its declarations. A bad section raises :class:`~kawa.errors.ConfigError` naming the field."""
+
+@dataclass(frozen=True)
+class DemoOptions:
+    """What ``kawa demo <app>`` passes to an app's demo: the options every demo shares. An app reads the ones
+    that mean something to it and ignores the rest.
+
+    ``rate`` inputs per second; ``duration`` seconds (0: until Ctrl-C); ``count`` inputs at most (None: no
+    limit); ``corrupt`` share of damaged inputs (to show dead-lettering); ``train_count`` inputs to train a
+    model on when none exists; ``portal`` serve the portal; ``settings_file`` the YAML the app's settings
+    came from (for jobs that re-read them); ``overrides`` ``--set KEY=VALUE`` pairs already applied to the
+    settings."""
+
+    rate: float | None = None
+    duration: float = 0.0
+    count: int | None = None
+    corrupt: float | None = None
+    train_count: int | None = None
+    portal: bool = True
+    settings_file: str | None = None
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+
+
+def declared(plugin: AppPlugin, section: Mapping[str, Any] | None = None, *, origin: str = "") -> Declared:
+    """Validate ``section`` (the app's part of ``kawa.yaml``; ``origin`` says where it came from otherwise)
+    with the plugin's settings model and evaluate its declarations. A bad section raises
+    :class:`~kawa.errors.ConfigError` naming the field."""
     from pydantic import ValidationError
 
     from kawa.errors import ConfigError
@@ -137,7 +168,8 @@ def declared(plugin: AppPlugin, section: Mapping[str, Any] | None = None) -> Dec
             problems = "; ".join(
                 f"{'.'.join(str(p) for p in err['loc']) or '(section)'}: {err['msg']}" for err in exc.errors()
             )
-            raise ConfigError(f"apps.{plugin.name} in kawa.yaml is not valid: {problems}") from None
+            where = origin or f"apps.{plugin.name} in kawa.yaml"
+            raise ConfigError(f"{where} is not valid: {problems}") from None
 
     def run(fn: Callable[[Any], tuple[Any, ...]] | None) -> tuple[Any, ...]:
         return tuple(fn(settings)) if fn is not None else ()

@@ -17,10 +17,13 @@ if TYPE_CHECKING:
 @app.command()
 def up(
     app_ref: Annotated[
-        list[str] | None, typer.Option("--app", help="module:app whose functions to host (repeatable)")
+        list[str] | None,
+        typer.Option(
+            "--app", help="module:app whose functions to host, or module:plugin of an app to start (repeatable)"
+        ),
     ] = None,
 ) -> None:
-    """Start the platform (log, store watchers, functions, portal) until Ctrl-C or SIGTERM."""
+    """Start the platform (log, store watchers, functions, apps, portal) until Ctrl-C or SIGTERM."""
     import logging
 
     from kawa.platform import Platform
@@ -29,7 +32,7 @@ def up(
     config = get_config()
     platform = Platform(config)
     if app_ref:
-        platform.extras["apps"] = list(app_ref)
+        platform.app_refs = list(app_ref)
     stop = threading.Event()
 
     def _signal(signum: int, _frame: object) -> None:
@@ -54,7 +57,7 @@ def up(
 
 def _portal_hint(platform: Platform) -> None:
     """Where the portal is and how to sign in to it (nothing when this process serves no portal)."""
-    server = platform.extras.get("portal")
+    server = platform.portal_server
     url = getattr(server, "url", None)
     if url is None:
         if platform.config.portal.enabled:

@@ -1,8 +1,9 @@
 """``kawa up`` integration: a platform service that hosts the configured apps' functions.
 
-Apps come from ``kawa up --app module:app`` (``platform.extras["apps"]``) and ``functions.apps`` in
-``kawa.yaml``. The running host is published as ``platform.extras["functions"]`` so other services (the
-portal) can read :meth:`~kawa.functions.host.FunctionHost.metrics`.
+Apps come from ``kawa up --app module:app`` (``platform.app_refs``, less those naming app plugins, which
+:mod:`kawa.apps.runtime` starts) and ``functions.apps`` in ``kawa.yaml``. The running host is published as
+``platform.functions_host`` so other services (the portal) can read
+:meth:`~kawa.functions.host.FunctionHost.metrics`.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ if TYPE_CHECKING:
 
 def factory(platform: Platform) -> FunctionHost | None:
     """The function host for ``platform``, or None when no app is configured."""
-    refs = [*platform.extras.get("apps", []), *platform.config.functions.apps]
-    refs = list(dict.fromkeys(refs))
+    from kawa.apps.registry import is_plugin_ref
+
+    given = [ref for ref in platform.app_refs if not is_plugin_ref(ref)]
+    refs = list(dict.fromkeys([*given, *platform.config.functions.apps]))
     if not refs:
         return None
     from kawa.functions.app import load_app
@@ -25,5 +28,5 @@ def factory(platform: Platform) -> FunctionHost | None:
 
     apps = [load_app(ref) for ref in refs]
     host = FunctionHost(apps, log=platform.log, config=platform.config, store_factory=lambda: platform.store)
-    platform.extras["functions"] = host
+    platform.functions_host = host
     return host

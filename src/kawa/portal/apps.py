@@ -24,7 +24,7 @@ class AppNotRunning(NotConfigured):
 class AppView(Protocol):
     """A running app: ``declared`` holds its validated settings, buckets (with ``phi``) and topics;
     ``board`` the panels the portal draws (None: the app has no board). A running app may also hold a
-    ``route_runner`` (the runner of its data routes, read with ``getattr``) for live route statistics."""
+    ``routes`` (the runner of its data routes, or None) for live route statistics."""
 
     @property
     def name(self) -> str: ...
@@ -57,7 +57,3 @@ def find_app(platform: Any, name: str) -> AppView:
 def phi_free_buckets(platform: Any) -> set[str]:
     """The buckets the running apps declare PHI-free."""
     return {bucket for app in installed_apps(platform) for bucket in app.declared.phi_free_buckets()}
-
-
-def route_runners(platform: Any) -> list[Any]:
-    return [r for r in (getattr(app, "route_runner", None) for app in installed_apps(platform)) if r is not None]

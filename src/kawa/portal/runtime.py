@@ -65,9 +65,8 @@ class Portal:
         self.board_lock = threading.Lock()
 
     def _app_phi_free(self) -> Iterable[str]:
-        """PHI-free buckets declared by the apps running here (and ``platform.extras["phi_free_buckets"]``)."""
-        declared: Any = self.platform.extras.get("phi_free_buckets", ())
-        return set(declared) | phi_free_buckets(self.platform)
+        """PHI-free buckets declared by the apps running here (``platform.apps``)."""
+        return phi_free_buckets(self.platform)
 
     def capabilities(self) -> list[CapabilityStatus]:
         out = [CapabilityStatus("log", True)]

@@ -72,7 +72,7 @@ class PortalServer:
         self.port = sock.getsockname()[1]
         self._socket = sock
         self.portal = Portal(self.platform)
-        self.platform.extras["portal"] = self
+        self.platform.portal_server = self
         app = create_app(self.portal)
         config = uvicorn.Config(
             app,
@@ -110,8 +110,8 @@ class PortalServer:
             self._socket.close()
             self._socket = None
         self._server = None
-        if self.platform.extras.get("portal") is self:
-            del self.platform.extras["portal"]
+        if self.platform.portal_server is self:
+            self.platform.portal_server = None
 
     def ensure_admin(self, name: str = "admin") -> AdminLogin | None:
         """For embedded demos: create admin ``name`` with a random password when no user exists yet and
@@ -136,7 +136,7 @@ def serve(platform: Platform, *, host: str | None = None, port: int | None = Non
 
 def build_service(platform: Platform) -> PortalServer | None:
     """``kawa up``'s portal service (None when ``portal.enabled`` is false or another service runs it)."""
-    if not platform.config.portal.enabled or "portal" in platform.extras:
+    if not platform.config.portal.enabled or platform.portal_server is not None:
         return None
     try:
         import fastapi  # noqa: F401

@@ -11,6 +11,10 @@ Python::
                  "sql:sqlite:///orders.db?table=big_orders")
     RouteRunner.local().add(spec)
 
+The three steps of a route's life are public functions: :func:`parse` (a mapping → a validated
+:class:`RouteSpec`), :func:`apply` (store routes in the registry ``kawa up`` follows) and :func:`run` (run
+routes in this process on the backends you hold).
+
 The de-identification functions work on their own too: :func:`kawa.routes.deid.deidentify_dataset`,
 :func:`kawa.routes.redact.redact_pixels`, :func:`kawa.routes.pii.mask_record`. See docs/routes.md.
 """
@@ -37,15 +41,73 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
-    from kawa.routes.components.base import RouteContext, register_component  # noqa: F401
-    from kawa.routes.message import Message  # noqa: F401
-    from kawa.routes.processors import Processor, known_processors, register_processor  # noqa: F401
-    from kawa.routes.registry import RouteRegistry  # noqa: F401
-    from kawa.routes.runner import RouteRunner  # noqa: F401
-    from kawa.routes.spec import EndpointSpec, RouteSpec, load_routes, route  # noqa: F401
-    from kawa.routes.worker import RouteWorker  # noqa: F401
+    from collections.abc import Iterable, Mapping
 
-__all__ = sorted(_LAZY)
+    from kawa.backends import Backends
+    from kawa.config import KawaConfig
+    from kawa.routes.components.base import RouteContext, register_component
+    from kawa.routes.message import Message
+    from kawa.routes.processors import Processor, known_processors, register_processor
+    from kawa.routes.registry import RouteRegistry
+    from kawa.routes.runner import RouteRunner
+    from kawa.routes.spec import EndpointSpec, RouteSpec, load_routes, route
+    from kawa.routes.worker import RouteWorker
+
+__all__ = [
+    "EndpointSpec",
+    "Message",
+    "Processor",
+    "RouteContext",
+    "RouteRegistry",
+    "RouteRunner",
+    "RouteSpec",
+    "RouteWorker",
+    "apply",
+    "known_processors",
+    "load_routes",
+    "parse",
+    "register_component",
+    "register_processor",
+    "route",
+    "run",
+]
+
+
+def parse(data: Mapping[str, Any], origin: str = "<python>") -> RouteSpec:
+    """The route ``data`` describes (what one entry of a routes YAML file holds), validated: unknown
+    endpoint schemes and processors raise :class:`~kawa.errors.InvalidRoute` naming them."""
+    from kawa.routes.runner import validate_route
+    from kawa.routes.spec import parse_route
+
+    spec = parse_route(data, origin=origin)
+    validate_route(spec, origin)
+    return spec
+
+
+def apply(specs: Iterable[RouteSpec], config: KawaConfig) -> list[tuple[str, str]]:
+    """Store ``specs`` in the route registry of ``config``'s home (``kawa up`` starts, restarts or keeps each
+    one); ``(route id, outcome)`` for each, as ``kawa routes apply`` prints them."""
+    from kawa.routes.registry import RouteRegistry
+    from kawa.routes.runner import validate_route
+
+    specs = list(specs)
+    for spec in specs:
+        validate_route(spec)
+    return list(RouteRegistry.for_home(config.home).apply(specs))
+
+
+def run(specs: Iterable[RouteSpec], backends: Backends) -> RouteRunner:
+    """Run ``specs`` as threads of this process on ``backends``; stop them with the runner's ``stop()``."""
+    from kawa.routes.runner import RouteRunner
+
+    runner = RouteRunner(backends)
+    try:
+        for spec in specs:
+            runner.add(spec)
+    except BaseException:
+        runner.stop()
+        raise
+    return runner
 
 
 def __getattr__(name: str) -> Any:

@@ -19,8 +19,8 @@ from kawa.routes.progress import ProgressStore
 from kawa.routes.spec import RouteSpec
 
 if TYPE_CHECKING:
+    from kawa.backends import Backends
     from kawa.config import KawaConfig
-    from kawa.platform import Platform
     from kawa.routes.worker import RouteWorker
 
 log = logging.getLogger("kawa.routes")
@@ -57,29 +57,29 @@ def validate_route(spec: RouteSpec, origin: str = "") -> None:
 
 
 class RouteRunner:
-    """Runs routes as threads of this process."""
+    """Runs routes as threads of this process, on the backends it is given (which it never closes, unless
+    :meth:`local` opened them)."""
 
-    def __init__(self, config: KawaConfig, platform: Platform | None = None) -> None:
-        from kawa.platform import Platform
-
-        self.config = config
-        self.platform = platform or Platform(config)
-        self._owns_platform = platform is None
-        self.progress = ProgressStore(config.path("routes", "progress.db"))
+    def __init__(self, backends: Backends) -> None:
+        self.backends = backends
+        self.config = backends.config
+        self._owns_backends = False
+        self.progress = ProgressStore(self.config.path("routes", "progress.db"))
         self.workers: dict[str, RouteWorker] = {}
         self._specs: dict[str, Any] = {}
         self._lock = threading.Lock()
 
     @classmethod
     def local(cls, config: KawaConfig | None = None) -> RouteRunner:
-        from kawa.config import load_config
+        """A runner on backends opened from ``config`` (default: ``kawa.yaml``), closed by :meth:`stop`."""
+        from kawa.backends import open_backends
 
-        return cls(config or load_config())
+        runner = cls(open_backends(config))
+        runner._owns_backends = True
+        return runner
 
     def context(self, route_id: str) -> RouteContext:
-        return RouteContext(
-            route_id=route_id, config=self.config, progress=self.progress, backends=self.platform.backends
-        )
+        return RouteContext(route_id=route_id, config=self.config, progress=self.progress, backends=self.backends)
 
     def add(self, spec: RouteSpec) -> RouteWorker:
         """Start ``spec``; a running route with the same id and a different definition is replaced."""
@@ -128,5 +128,5 @@ class RouteRunner:
         for route_id in list(self.workers):
             self.remove(route_id)
         self.progress.close()
-        if self._owns_platform:
-            self.platform.stop()
+        if self._owns_backends:
+            self.backends.close()

@@ -29,14 +29,14 @@ class RouteService:
         self.platform = platform
         self.interval = interval
         self.registry = RouteRegistry.for_home(platform.config.home)
-        self.runner = RouteRunner(platform.config, platform)
+        self.runner = RouteRunner(platform.backends)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._digests: dict[str, str] = {}
         self._wanted: dict[str, RouteSpec] = {}
 
     def start(self) -> None:
-        self.platform.extras["routes"] = self.runner
+        self.platform.route_runner = self.runner
         self.refresh()
         self._thread = threading.Thread(target=self._watch, name="routes-watch", daemon=True)
         self._thread.start()
@@ -73,6 +73,8 @@ class RouteService:
         if self._thread is not None:
             self._thread.join(10)
         self.runner.stop()
+        if self.platform.route_runner is self.runner:
+            self.platform.route_runner = None
 
 
 def build_service(platform: Platform) -> RouteService:

@@ -70,13 +70,13 @@ class DeidRoute:
         self.settings = settings
 
     def specs(self) -> list[RouteSpec]:
-        from kawa.routes.spec import parse_route
+        from kawa.routes import parse
 
         base = deid_route_dict(self.settings)
         out = []
         for n in range(1, self.settings.route_workers + 1):
             data = {**base, "id": ROUTE_ID if n == 1 else f"{ROUTE_ID}-{n}"}
-            out.append(parse_route(data, origin="kawa.apps.xray.deid"))
+            out.append(parse(data, origin="kawa.apps.xray.deid"))
         return out
 
     def start(self, platform: Platform) -> RunningRoute:
@@ -87,14 +87,19 @@ def deid_route(settings: XraySettings) -> DeidRoute:
     return DeidRoute(settings)
 
 
+def deid_routes(settings: XraySettings) -> list[RouteSpec]:
+    """The route's copies for ``settings`` (what the X-ray plugin declares as its routes)."""
+    return DeidRoute(settings).specs()
+
+
 class RunningRoute:
     """The route's workers running as threads of this process, on ``platform``'s log and store."""
 
     def __init__(self, specs: list[RouteSpec], platform: Platform) -> None:
-        from kawa.routes.runner import RouteRunner
+        from kawa.routes import run
 
-        self.runner = RouteRunner(platform.config, platform)
-        self.workers = [self.runner.add(spec) for spec in specs]
+        self.runner = run(specs, platform.backends)
+        self.workers = list(self.runner.workers.values())
 
     def dead_lettered(self) -> int:
         return sum(w.stats.dead_lettered for w in self.workers)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import posixpath
 import time
+from pathlib import Path
 from typing import Any
 
 import kawa
@@ -44,15 +45,21 @@ def processed_key(key: str) -> str:
     return key if key.lower().endswith(".png") else f"{key}.png"
 
 
-def build_app(settings: XraySettings | None = None, *, results_db: str | None = None, name: str = "xray") -> App:
+def build_app(
+    settings: XraySettings | None = None,
+    *,
+    results_db: str | None = None,
+    name: str = "xray",
+    home: Path | None = None,
+) -> App:
     """The app with ``settings``; ``results_db`` (SQLAlchemy URL) overrides ``settings.results_db``.
 
-    Without either, rows go to ``sqlite:///<kawa home>/xray/results.db`` of the configuration the function
-    host runs with.
+    Without either, rows go to ``sqlite:///<home>/xray/results.db``: ``home`` is the Kawa home of the
+    platform the app runs on (the plugin passes it; default: the home of the loaded ``kawa.yaml``).
     """
     s = settings or XraySettings()
     app = App(name, config={"xray": s.model_dump(mode="json")})
-    db_url = results_db or s.results_db
+    db_url = results_db or s.results_db or s.results_url(home if home is not None else _configured_home())
 
     @app.function(
         name=FUNCTION,
@@ -69,11 +76,6 @@ def build_app(settings: XraySettings | None = None, *, results_db: str | None = 
         outputs=(s.results_topic,),
     )
     def risk_assessment(obj: kawa.ObjectEvent, ctx: Context) -> CloudEvent | None:
-        nonlocal db_url
-        if db_url is None:
-            from kawa.config import load_config
-
-            db_url = s.results_url(load_config().home)
         return assess(obj, ctx, s, db_url) if obj.is_created else None
 
     return app
@@ -153,5 +155,16 @@ def describe(settings: XraySettings) -> dict[str, Any]:
     }
 
 
-app = build_app()
-"""The app with default settings: ``kawa worker --app kawa.apps.xray.pipeline:app``."""
+def _configured_home() -> Path:
+    from kawa.config import load_config
+
+    return load_config().home
+
+
+def __getattr__(name: str) -> Any:
+    """``app``: the app with default settings (``kawa worker --app kawa.apps.xray.pipeline:app``), built on
+    first use so that importing this module reads no configuration."""
+    if name == "app":
+        built = globals()["app"] = build_app()
+        return built
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

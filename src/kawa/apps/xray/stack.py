@@ -1,9 +1,11 @@
 """Everything the X-ray pipeline needs on one platform: set-up, the model, the running parts, the counts.
 
-:class:`XrayStack` is what ``kawa demo xray``, the tests and the benchmark drive. Embedded shape: it hosts
-the ``risk-assessment`` function and the de-identification route in this process. Distributed shape
-(``host=False``): ``kawa worker`` processes run the function on Kafka while this process prepares buckets,
-topics and notifications, runs the route (unless ``route=False``) and reads the counts.
+:class:`XrayStack` is what ``kawa demo xray``, the tests and the benchmark drive. It starts the app the way
+the platform starts any app (:func:`kawa.apps.runtime.start_app`: its declared buckets, topics and
+notification, its function and its route) and reads the counts. Embedded shape: the ``risk-assessment``
+function and the de-identification route run in this process. Distributed shape (``host=False``):
+``kawa worker`` processes run the function on Kafka while this process prepares what the app declares,
+runs the route (unless ``route=False``) and reads the counts.
 """
 
 from __future__ import annotations
@@ -15,19 +17,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from kawa.apps.xray.deid import deid_route
+from kawa.apps.runtime import prepare_app, start_app, stop_app
 from kawa.apps.xray.pipeline import FUNCTION, build_app
+from kawa.apps.xray.plugin import declare
 from kawa.apps.xray.results import ResultsDB
 from kawa.apps.xray.settings import XraySettings
 from kawa.errors import ModelAliasNotFound, ModelNotFound, TopicNotFound
-from kawa.log import TopicPartition, TopicSpec
+from kawa.log import TopicPartition
 from kawa.platform import Platform
-from kawa.store import NotificationRule, iter_objects
+from kawa.store import iter_objects
 
 if TYPE_CHECKING:
     from kawa.config import KawaConfig
     from kawa.functions import FunctionHost, HostOptions
     from kawa.log import Consumer, EventLog
+    from kawa.routes import RouteRunner
 
 Progress = Callable[[str, int, int], None]
 
@@ -105,27 +109,30 @@ class DeadLetters:
 
 
 class XrayStack:
-    """The X-ray pipeline on ``config``'s log and store. Use as a context manager or start/stop."""
+    """The X-ray pipeline on a platform: the one given (which it leaves running), or one on ``config``'s
+    backends (which it stops). Use as a context manager or start/stop."""
 
     def __init__(
         self,
-        config: KawaConfig,
+        config: KawaConfig | Platform,
         settings: XraySettings | None = None,
         *,
         host: bool = True,
         route: bool = True,
         host_options: HostOptions | None = None,
     ) -> None:
-        self.config = config
+        self._owns_platform = not isinstance(config, Platform)
+        self.platform = config if isinstance(config, Platform) else Platform(config)
+        self.config = self.platform.config
         self.settings = s = settings or XraySettings()
-        self.platform = Platform(config)
-        self.results_url = s.results_url(config.home)
+        self.declared = declare(s)
+        self.results_url = s.results_url(self.config.home)
         self.app = build_app(s, results_db=self.results_url)
         self._host_enabled = host
         self._route_enabled = route
         self._host_options = host_options
         self.host: FunctionHost | None = None
-        self.route: Any = None
+        self.route: RouteRunner | None = None
         self._results: ResultsDB | None = None
         self._dead_letters: dict[str, DeadLetters] = {}
 
@@ -148,14 +155,7 @@ class XrayStack:
     def prepare(self) -> None:
         """Create the buckets, topics and the bucket notification (idempotent)."""
         s = self.settings
-        for bucket in s.buckets():
-            self.store.create_bucket(bucket, exist_ok=True)
-        self.log.create_topic(TopicSpec(s.images_topic, partitions=s.partitions), exist_ok=True)
-        for topic in (s.results_topic, s.dead_letter_topic, s.deid_dead_letter_topic):
-            self.log.create_topic(TopicSpec(topic, partitions=s.partitions), exist_ok=True)
-        self.store.add_notification(
-            NotificationRule(bucket=s.incoming_bucket, topic=s.images_topic, events=("ObjectCreated:*",))
-        )
+        prepare_app(self.platform.backends, self.declared)
         self.results.count()  # creates the table
         self._close_dead_letters()
         self._dead_letters = {t: DeadLetters(self.log, t) for t in (s.dead_letter_topic, s.deid_dead_letter_topic)}
@@ -192,29 +192,18 @@ class XrayStack:
         """Prepare, then host the function and run the de-identification route (each unless switched off:
         in the distributed shape ``kawa worker`` processes host the function)."""
         self.prepare()
-        self.platform.extras["xray"] = self  # the portal's X-ray board reads the settings from here
-        if self._host_enabled:
-            from kawa.functions import FunctionHost
-
-            self.host = FunctionHost(
-                self.app,
-                log=self.log,
-                config=self.config,
-                store_factory=lambda: self.store,
-                options=self._host_options,
-            )
-            self.host.start()
-            self.platform.extras["functions"] = self.host  # replicas and rates for the portal
-        if self._route_enabled:
-            self.route = deid_route(self.settings).start(self.platform)
+        running = start_app(
+            self.platform,
+            self.declared,
+            functions=self._host_enabled,
+            routes=self._route_enabled,
+            host_options=self._host_options,
+        )  # in platform.apps: the portal shows its board
+        self.host, self.route = running.functions, running.routes
 
     def stop(self) -> None:
-        if self.route is not None:
-            self.route.stop()
-            self.route = None
-        if self.host is not None:
-            self.host.stop()
-            self.host = None
+        stop_app(self.platform, self.declared.name)
+        self.host = self.route = None
         from kawa.apps.xray.results import close_shared
 
         self._close_dead_letters()
@@ -222,7 +211,8 @@ class XrayStack:
         if self._results is not None:
             self._results.close()
             self._results = None
-        self.platform.stop()
+        if self._owns_platform:
+            self.platform.stop()
 
     def __enter__(self) -> XrayStack:
         self.start()

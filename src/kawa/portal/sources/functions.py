@@ -1,5 +1,5 @@
 """Functions as the portal sees them: the specs and live metrics of the function host running in this
-process (``platform.extras["functions"]``, published by ``kawa up`` / ``kawa demo <app>``)."""
+process (``platform.function_hosts()``: ``kawa up``'s and each running app's)."""
 
 from __future__ import annotations
 
@@ -31,16 +31,20 @@ class FunctionsSource:
         self.platform = platform
 
     def host(self) -> Any:
-        host = self.platform.extras.get("functions")
+        host = self._first()
         if host is None:
             raise NotConfigured(NOT_HOSTED)
         return host
 
     def available(self) -> tuple[bool, str | None]:
-        return (True, None) if self.platform.extras.get("functions") is not None else (False, NOT_HOSTED)
+        return (True, None) if self._first() is not None else (False, NOT_HOSTED)
+
+    def _first(self) -> Any:
+        hosts = self.platform.function_hosts()
+        return hosts[0] if hosts else None
 
     def specs(self) -> list[FunctionSpec]:
-        host = self.platform.extras.get("functions")
+        host = self._first()
         return list(host.specs) if host is not None else []
 
     def functions(self) -> list[FunctionView]:

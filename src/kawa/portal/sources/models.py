@@ -37,8 +37,7 @@ class ModelsSource:
             if self._registry is None:
                 from kawa.ml.registry import Registry
 
-                shared = self.platform.extras.get("registry")
-                self._registry = shared if shared is not None else Registry(self.platform.config, self.platform.log)
+                self._registry = Registry(self.platform.config, self.platform.log)
             return self._registry
 
     def models(self) -> list[RegisteredModelInfo]:
@@ -55,6 +54,6 @@ class ModelsSource:
 
     def close(self) -> None:
         with self._lock:
-            if self._registry is not None and self.platform.extras.get("registry") is not self._registry:
+            if self._registry is not None:
                 self._registry.close()
             self._registry = None

@@ -1,7 +1,6 @@
 """Data routes as the portal sees them: the routes registered under the Kawa home (what ``kawa routes apply``
 stores and ``kawa up`` runs), merged with the routes running in this process — those of ``kawa up``'s route
-service (``platform.extras["routes"]``, a :class:`~kawa.routes.runner.RouteRunner`) and those an app runs
-itself (the ``route_runner`` of a running app, see :mod:`kawa.portal.apps`), which bring live statistics."""
+service and those of each running app (``platform.route_runners()``), which bring live statistics."""
 
 from __future__ import annotations
 
@@ -9,7 +8,6 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from kawa.errors import NotConfigured, RouteNotFound
-from kawa.portal.apps import route_runners
 
 if TYPE_CHECKING:
     from kawa.platform import Platform
@@ -45,14 +43,7 @@ class RoutesSource:
         self.platform = platform
 
     def runners(self) -> list[RouteRunner]:
-        found = []
-        service_runner = self.platform.extras.get("routes")
-        if service_runner is not None:
-            found.append(service_runner)
-        for app_runner in route_runners(self.platform):
-            if app_runner is not service_runner and app_runner not in found:
-                found.append(app_runner)
-        return found
+        return self.platform.route_runners()
 
     def registry(self) -> Any:
         try:

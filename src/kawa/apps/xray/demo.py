@@ -1,100 +1,90 @@
-"""``kawa demo xray``: the X-ray pneumonia pipeline, end to end, on this machine.
+"""``kawa demo xray``: the X-ray pipeline, end to end, on this machine.
 
-Sets up buckets, topics, the bucket notification and the de-identification route; trains and promotes the
-model as a Kawa job when there is none; uploads generated radiographs at ``--rate``; shows live counts; stops
-on Ctrl-C or after ``--duration`` with a summary read back from the buckets, topics and results table.
+Starts the app on the platform ``kawa demo`` hands over (its buckets, topics, bucket notification, function
+and de-identification route); trains and promotes the model as a Kawa job when there is none; uploads
+generated radiographs at the rate asked; shows live counts; stops on Ctrl-C or after the duration with a
+summary read back from the buckets, topics and results table.
 """
 
 from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
 import uuid
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
-import typer
+from rich.console import Console
 
-from kawa.cli.app import console, get_config
-from kawa.cli.demo_cmds import demo_app
+from kawa.apps.demo import log_to_file, serve_portal
+from kawa.apps.xray.settings import XraySettings
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
 
+    from kawa.apps.plugin import Declared, DemoOptions
     from kawa.apps.xray.stack import Counts, XrayStack
-    from kawa.config import KawaConfig
+    from kawa.platform import Platform
+
+console = Console()
+
+DEFAULT_CORRUPT = 0.01
+"""Share of damaged uploads when the demo is not told: a few, to show dead-lettering."""
 
 
-@demo_app.command("xray")
-def demo_xray(
-    rate: Annotated[float, typer.Option(help="images uploaded per second")] = 20.0,
-    duration: Annotated[float, typer.Option(help="seconds to upload for (0: until Ctrl-C)")] = 0.0,
-    backend: Annotated[str, typer.Option(help="event log: embedded (on disk) or kafka")] = "embedded",
-    kafka: Annotated[
-        str | None,
-        typer.Option(
-            help="Kafka bootstrap host:port (default: the configured kafka:// log, else a "
-            "local broker started with scripts/kafka.sh)"
-        ),
-    ] = None,
-    settings_file: Annotated[
-        Path | None, typer.Option("--settings", help="YAML with X-ray settings (buckets, thresholds, box ...)")
-    ] = None,
-    corrupt: Annotated[float, typer.Option(help="share of damaged uploads, to show dead-lettering")] = 0.01,
-    train_images: Annotated[int, typer.Option(help="generated images to train on when no model exists")] = 1200,
-    portal: Annotated[bool, typer.Option(help="serve the portal and print its URL")] = True,
-) -> None:
-    """Run the X-ray pipeline: upload → notify → assess risk → PHI-free outputs, live in the terminal."""
-    from kawa.apps.xray.settings import load_settings
+def demo(platform: Platform, declared: Declared, options: DemoOptions) -> int:
+    """Run the X-ray pipeline on ``platform``: upload → notify → assess risk → PHI-free outputs, live."""
     from kawa.errors import ConfigError
 
-    if backend not in ("embedded", "kafka"):
-        raise ConfigError(f"--backend must be embedded or kafka, not {backend!r}")
-    settings = load_settings(settings_file, rate=rate, corrupt_fraction=corrupt, train_images=train_images)
-    started_broker = False
-    overrides: dict[str, Any] = {}
-    if backend == "kafka":
-        address, started_broker = _kafka_address(kafka, get_config())
-        overrides["log"] = {"uri": f"kafka://{address}"}
-    config = get_config(**overrides)
+    base: XraySettings = declared.settings
+    changes: dict[str, Any] = {}
+    if options.corrupt is not None:
+        changes["corrupt_fraction"] = options.corrupt
+    elif "corrupt_fraction" not in base.model_fields_set:  # not in the settings either: show a few
+        changes["corrupt_fraction"] = DEFAULT_CORRUPT
+    if options.rate is not None:
+        changes["rate"] = options.rate
+    if options.train_count is not None:
+        changes["train_images"] = options.train_count
     try:
-        _run(config, settings, duration=duration, with_portal=portal, settings_file=settings_file)
-    finally:
-        if started_broker:
-            _kafka_script("stop", check=False)
+        settings = XraySettings.model_validate({**base.model_dump(), **changes})
+    except ValueError as exc:
+        raise ConfigError(f"invalid X-ray settings:\n{exc}") from None
+    _run(platform, settings, options)
+    return 0
 
 
-def _run(config: KawaConfig, settings: Any, *, duration: float, with_portal: bool, settings_file: Path | None) -> None:
+def _run(platform: Platform, settings: XraySettings, options: DemoOptions) -> None:
     from rich.live import Live
 
     from kawa.apps.xray.generator import Generator
     from kawa.apps.xray.stack import XrayStack
 
-    log_file = _log_to_file(config)
+    config = platform.config
+    duration = options.duration
+    log_file = log_to_file(platform, "xray")
     console.print(
         f"[bold]Kawa X-ray demo[/] — home [bold]{config.home}[/], log [bold]{config.log.uri}[/], "
         f"store [bold]{config.store.uri}[/]; platform log in {log_file}"
     )
-    stack = XrayStack(config, settings)
+    stack = XrayStack(platform, settings)
     with console.status("creating buckets, topics, the bucket notification and the de-identification route"):
         stack.prepare()
     console.print(
         f"  buckets {', '.join(settings.buckets())}; topics {settings.images_topic} "
         f"({settings.partitions} partitions), {settings.results_topic}, {settings.dead_letter_topic}"
     )
-    _ensure_model(stack, settings_file)
+    _ensure_model(stack, options.settings_file)
     server = None
     try:
         with console.status("starting the risk-assessment function and the de-identification route"):
             stack.start()
-        if with_portal:
-            server = _start_portal(stack)
+        if options.portal:
+            server = serve_portal(platform, console)
         run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:4]
         prefix = f"scans/{run_id}/"
         generator = Generator(settings, store=stack.store, prefix=prefix)
-        thread, stop = generator.start(rate=settings.rate, duration=duration or None)
+        thread, stop = generator.start(rate=settings.rate, duration=duration or None, count=options.count)
         pace = _Pace(settings.rate, generator)
         console.print(
             f"uploading to [bold]{settings.incoming_bucket}/{prefix}[/], asking for {settings.rate:g} images/s"
@@ -178,22 +168,7 @@ def _interrupt(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _log_to_file(config: KawaConfig) -> Path:
-    """Send the platform's log records to a file: warnings (a dead-lettered upload) would tear the live view."""
-    import logging
-
-    path = Path(config.home) / "xray" / "demo.log"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logger = logging.getLogger("kawa")
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-    return path
-
-
-def _ensure_model(stack: XrayStack, settings_file: Path | None) -> None:
+def _ensure_model(stack: XrayStack, settings_file: str | None) -> None:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     version = stack.model_version()
@@ -218,37 +193,13 @@ def _ensure_model(stack: XrayStack, settings_file: Path | None) -> None:
 
         from kawa.apps.xray.jobs import run_training_job
 
-        result = run_training_job(
-            stack.config, stack.settings, progress=report, settings_file=str(settings_file) if settings_file else None
-        )
+        result = run_training_job(stack.config, stack.settings, progress=report, settings_file=settings_file)
     console.print(
         f"trained [bold]{result.get('model')}[/] v{result.get('version')} in {result.get('seconds')} s "
         f"(job {result.get('job_id')}): held-out AUC {result.get('auc', 0):.3f}, sensitivity "
         f"{result.get('sensitivity', 0):.2f}, specificity {result.get('specificity', 0):.2f}"
         + (f"; promoted to {stack.settings.model_alias}" if result.get("promoted") else "")
     )
-
-
-def _start_portal(stack: XrayStack) -> Any:
-    try:
-        import kawa.portal as portal_module
-
-        server = portal_module.serve(stack.platform)
-    except (ImportError, AttributeError):
-        return None
-    except Exception as exc:  # the demo runs without its portal rather than not at all
-        console.print(f"[yellow]portal not started: {exc}[/]")
-        return None
-    login = server.ensure_admin() if hasattr(server, "ensure_admin") else None
-    if login is not None:
-        hint = f" (user {login.name}, password {login.password}; shown once)"
-    else:
-        hint = (
-            " (sign in with a portal user: admin's password was shown on the first run; "
-            "[bold]kawa users reset-password admin[/] prints a new one)"
-        )
-    console.print(f"portal: [bold link={server.url}]{server.url}[/]{hint}")
-    return server
 
 
 def _view(counts: Counts, settings: Any, pace: _Pace, duration: float) -> RenderableType:
@@ -354,40 +305,3 @@ def _summary(counts: Counts, uploads: list[Any], settings: Any, pace: _Pace, sta
         f"next: [bold]kawa ls {settings.processed_bucket}[/], [bold]kawa consume {settings.results_topic} "
         f"--max 3[/], [bold]kawa models versions {settings.model_name}[/]"
     )
-
-
-def _kafka_address(explicit: str | None, config: KawaConfig) -> tuple[str, bool]:
-    """The broker to use and whether this command started it."""
-    if explicit:
-        return explicit.removeprefix("kafka://"), False
-    if config.log.uri.startswith("kafka://"):
-        return config.log.uri.removeprefix("kafka://"), False
-    running = _kafka_script("status", check=False)  # "running pid N KAWA_TEST_KAFKA=host:port"
-    if "KAWA_TEST_KAFKA=" in running:  # a broker scripts/kafka.sh started earlier: use it, leave it running
-        return running.split("KAWA_TEST_KAFKA=", 1)[1].split()[0], False
-    with console.status("starting a local Apache Kafka broker (scripts/kafka.sh; the first run downloads it)"):
-        out = _kafka_script("start")
-    for line in out.splitlines():
-        if line.startswith("KAWA_TEST_KAFKA="):
-            return line.split("=", 1)[1].strip(), True
-    from kawa.errors import BackendUnavailable
-
-    raise BackendUnavailable("scripts/kafka.sh did not report a broker address; start Kafka and pass --kafka HOST:PORT")
-
-
-def _kafka_script(action: str, *, check: bool = True) -> str:
-    """Run ``scripts/kafka.sh ACTION``; its stdout ('' when ``check`` is off and it failed)."""
-    from kawa.errors import BackendUnavailable
-
-    script = Path(__file__).resolve().parents[3] / "scripts" / "kafka.sh"
-    if not script.is_file():
-        raise BackendUnavailable("no Kafka broker configured: pass --kafka HOST:PORT or set log.uri to kafka://…")
-    done = subprocess.run(["bash", str(script), action], capture_output=True, text=True, timeout=600, check=False)
-    if done.returncode != 0:
-        if not check:
-            return ""
-        raise BackendUnavailable(
-            f"scripts/kafka.sh {action} failed: {done.stderr.strip()[-800:]}; "
-            "pass --kafka HOST:PORT to use a running broker"
-        )
-    return done.stdout
