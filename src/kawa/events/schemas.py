@@ -110,6 +110,11 @@ class Prediction(EventSchema):
     def ref(self) -> EventRef | None:
         return self.event
 
+    def data(self) -> dict[str, Any]:
+        """Only the fields that have a value (a record has ``input_digest`` or ``input_ref``, ``output`` or
+        ``output_digest``), plus ``event`` and ``event_id``, null for a prediction that served no event."""
+        return {"event": None, "event_id": None, **self.model_dump(mode="json", exclude_none=True)}
+
 
 class AliasMoved(EventSchema):
     """``kawa.model.alias.moved``: ``model@alias`` now names ``version`` (``previous_version`` before)."""

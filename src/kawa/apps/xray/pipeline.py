@@ -19,14 +19,15 @@ import posixpath
 import time
 from typing import Any
 
+from kawa.apps.xray.events import ASSESSED_TYPE, XrayAssessed
 from kawa.apps.xray.imaging import UndecodableImage, annotate, decode, encode_png, model_input, redact_text
 from kawa.apps.xray.results import ResultRow, shared_results_db
 from kawa.apps.xray.settings import XraySettings
-from kawa.events import CloudEvent
+from kawa.events import CloudEvent, EventRef
 from kawa.functions import App, Context, PermanentError
 from kawa.store import ObjectEvent, parse_records
 
-RESULT_TYPE = "dev.kawa.xray.assessed"
+RESULT_TYPE = ASSESSED_TYPE
 FUNCTION = "risk-assessment"
 TRAINED_ON_TAG = "kawa.lineage.trained_on"
 """The model version tag that says what the model learned from (``"generated images"``); see train.py."""
@@ -100,7 +101,7 @@ def _assess_one(record: ObjectEvent, event: CloudEvent, ctx: Context, s: XraySet
     clean = redact_text(pixels, s.redact_margin_px)  # the same redaction the trainer applies
     predictor = ctx.model(s.model_ref)  # pinned: one version for this whole event
     source = trained_on(predictor)
-    risk = float(predictor.predict(model_input(clean, s.model_input_size)[None, :], event_id=event.get_id())[0])
+    risk = float(predictor.predict(model_input(clean, s.model_input_size)[None, :], event=EventRef.of(event))[0])
     label = s.label_for(risk)
     out_key = processed_key(record.key)
     ctx.store.put(
@@ -118,39 +119,24 @@ def _assess_one(record: ObjectEvent, event: CloudEvent, ctx: Context, s: XraySet
     now = time.time()
     latency_ms = (time.perf_counter() - started) * 1000
     uploaded = record.time.timestamp() if record.time is not None else None
-    row = ResultRow(
-        time=now,
+    result = XrayAssessed(
+        event=EventRef.of(event),
         bucket=record.bucket,
-        object_key=record.key,
+        key=record.key,
+        processed_bucket=s.processed_bucket,
         processed_key=out_key,
-        model_name=predictor.name,
+        model=predictor.name,
         model_version=int(predictor.version),
+        trained_on=source,
         risk=risk,
         label=label,
-        latency_ms=latency_ms,
-        e2e_ms=(now - uploaded) * 1000 if uploaded is not None else None,
-        event_id=f"{event.get_source()}#{event.get_id()}",
+        latency_ms=round(latency_ms, 3),
+        e2e_ms=round((now - uploaded) * 1000, 3) if uploaded is not None else None,
+        time=now,
     )
-    shared_results_db(db_url).record(row)
+    shared_results_db(db_url).record(ResultRow.of(result))
     ctx.metrics.incr(f"label.{label.lower()}")
-    return ctx.new_event(
-        RESULT_TYPE,
-        {
-            "bucket": record.bucket,
-            "key": record.key,
-            "processed_bucket": s.processed_bucket,
-            "processed_key": out_key,
-            "model": predictor.name,
-            "model_version": int(predictor.version),
-            "trained_on": source,
-            "risk": risk,
-            "label": label,
-            "latency_ms": round(latency_ms, 3),
-            "e2e_ms": round(row.e2e_ms, 3) if row.e2e_ms is not None else None,
-            "time": now,
-        },
-        subject=posixpath.join(record.bucket, record.key),
-    )
+    return ctx.new_event(RESULT_TYPE, result.data(), subject=posixpath.join(record.bucket, record.key))
 
 
 def describe(settings: XraySettings) -> dict[str, Any]:

@@ -31,11 +31,12 @@ class ResultOut(BaseModel):
     object: str | None
     processed_key: str | None
     model: str | None
-    version: str | None
+    version: int | None
     risk: float | None
     label: str | None
     latency_ms: float | None
     event_id: str | None
+    event_source: str | None = None
 
 
 class ResultsSummaryOut(BaseModel):

@@ -1,6 +1,7 @@
 """Results as a live stream: follows a topic of result events (the X-ray app's ``xray-results``) and keeps
 the recent rows and time-bucketed aggregates the board draws. Works on every log backend and across
-processes, because result events are the app's public output.
+processes, because result events are the app's public output. Each event is read with its app's schema
+(:class:`ResultData`), registered with :func:`kawa.events.schemas.register_schema` or given to the tail.
 
 The tail is a consumer in its own group that never commits: on start it seeks back ``history_s`` so the
 board shows the recent past at once.
@@ -12,98 +13,108 @@ import math
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol, cast
 
 from kawa.errors import EventError, KawaError, TopicNotFound
 from kawa.events import from_record
+from kawa.events.ref import EventRef
+from kawa.events.schemas import EventSchema, read_data, schema_for
 from kawa.log.base import Consumer, EventLog, Record
+
+
+class ResultData(Protocol):
+    """What the tail reads from a result event: the fields a result schema declares (the X-ray app's
+    ``XrayAssessed`` is one). An app's result events are read with its own schema, never by guessing."""
+
+    @property
+    def event(self) -> EventRef | None: ...
+    @property
+    def key(self) -> str: ...
+    @property
+    def processed_key(self) -> str: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def model_version(self) -> int: ...
+    @property
+    def risk(self) -> float: ...
+    @property
+    def label(self) -> str: ...
+    @property
+    def latency_ms(self) -> float: ...
+    @property
+    def e2e_ms(self) -> float | None: ...
+    @property
+    def time(self) -> float: ...
+
+
+_FIELDS = frozenset(
+    name for name in dir(ResultData) if not name.startswith("_") and isinstance(getattr(ResultData, name), property)
+)
 
 
 @dataclass(frozen=True)
 class ResultRow:
+    """One result as the board shows it. ``event_source`` + ``event_id``: the :class:`~kawa.events.EventRef` of
+    the input event the result is about (None for results emitted before results carried it)."""
+
     time: float  # epoch seconds
     object: str | None
     processed_key: str | None
     model: str | None
-    version: str | None
+    version: int | None
     risk: float | None
     label: str | None
     latency_ms: float | None  # inside the function
     event_id: str | None = None
     e2e_ms: float | None = None  # upload to result, when the event carries it
+    event_source: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-
-def _first(data: Mapping[str, Any], *names: str) -> Any:
-    for name in names:
-        if data.get(name) is not None:
-            return data[name]
-    return None
-
-
-def _float(value: Any) -> float | None:
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return None
-    return out if math.isfinite(out) else None
-
-
-def _time_s(value: Any, fallback: float) -> float:
-    if isinstance(value, int | float):
-        return float(value) / 1000.0 if value > 1e11 else float(value)
-    if isinstance(value, str):
-        from datetime import datetime
-
-        try:
-            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-        except ValueError:
-            return fallback
-    return fallback
+    @classmethod
+    def of(cls, result: ResultData) -> ResultRow:
+        ref = result.event
+        return cls(
+            time=_time_s(result.time),
+            object=result.key,
+            processed_key=result.processed_key,
+            model=result.model,
+            version=result.model_version,
+            risk=_finite(result.risk),
+            label=result.label,
+            latency_ms=_finite(result.latency_ms),
+            event_id=None if ref is None else ref.id,
+            e2e_ms=_finite(result.e2e_ms),
+            event_source=None if ref is None else ref.source,
+        )
 
 
-def parse_result(record: Record) -> ResultRow | None:
-    """A result row from a result event (None when the record is not one)."""
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _time_s(value: float) -> float:
+    return value / 1000.0 if value > 1e11 else value  # epoch milliseconds from a producer that writes them
+
+
+def parse_result(record: Record, schema: type[EventSchema] | None = None) -> ResultRow | None:
+    """A result row from a result event, read with ``schema`` (by default the schema registered for the
+    event's type); None when the record is not a result event of a known schema or does not match it."""
     try:
         event = from_record(record)
     except EventError:
         return None
-    data = event.get_data()
-    if isinstance(data, bytes | str):
-        import json
-
-        try:
-            data = json.loads(data)
-        except ValueError:
-            return None
-    if not isinstance(data, Mapping):
+    schema = schema or schema_for(str(event.get_type()))
+    if schema is None or not set(schema.model_fields) >= _FIELDS:
         return None
-    fallback = record.timestamp_ms / 1000.0 if record.timestamp_ms else time.time()
-    latency = _float(_first(data, "latency_ms"))
-    if latency is None:
-        seconds = _float(_first(data, "latency_s", "latency"))
-        latency = None if seconds is None else seconds * 1000.0
-    version = _first(data, "model_version", "version")
-    model = _first(data, "model_name", "model")
-    if isinstance(model, Mapping):  # {"name": ..., "version": ...}
-        version = version if version is not None else model.get("version")
-        model = model.get("name")
-    return ResultRow(
-        time=_time_s(_first(data, "time", "timestamp", "processed_at"), fallback),
-        object=_first(data, "object", "key", "source_key"),
-        processed_key=_first(data, "processed_key", "output_key", "processed"),
-        model=None if model is None else str(model),
-        version=None if version is None else str(version),
-        risk=_float(_first(data, "risk", "score", "probability")),
-        label=_first(data, "label"),
-        latency_ms=latency,
-        event_id=str(event.get_id()),
-        e2e_ms=_float(_first(data, "e2e_ms", "end_to_end_ms")),
-    )
+    try:
+        result = read_data(schema, event.get_data())
+    except EventError:
+        return None
+    return ResultRow.of(cast(ResultData, result))
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -116,8 +127,18 @@ def percentile(values: list[float], q: float) -> float | None:
 class ResultsTail:
     """The recent result rows of ``topic``. :meth:`poll` is called from one thread (the sampler)."""
 
-    def __init__(self, log: EventLog, topic: str, group: str, *, history_s: float = 3600.0, keep: int = 20_000) -> None:
+    def __init__(
+        self,
+        log: EventLog,
+        topic: str,
+        group: str,
+        *,
+        schema: type[EventSchema] | None = None,
+        history_s: float = 3600.0,
+        keep: int = 20_000,
+    ) -> None:
         self.log, self.topic, self.group = log, topic, group
+        self.schema = schema  # None: the schema registered for each event's type
         self.history_s = history_s
         self._rows: deque[ResultRow] = deque(maxlen=keep)
         self._by_label: Counter[str] = Counter()  # every row seen since the tail started (monotonic)
@@ -135,7 +156,7 @@ class ResultsTail:
         try:
             for _ in range(20):  # at most 20 batches per call: the sampler must not fall behind its tick
                 batch = self._consumer.poll(timeout=0.0, max_records=max_records)
-                rows = [row for row in (parse_result(r) for r in batch) if row is not None]
+                rows = [row for row in (parse_result(r, self.schema) for r in batch) if row is not None]
                 if rows:
                     with self._lock:
                         self._rows.extend(rows)

@@ -105,7 +105,10 @@ class XraySource:
             if tail is not None:
                 tail.close()
             group = private_group("kawa.portal.results")
-            tail = self._tail = ResultsTail(self.portal.platform.log, settings.results_topic, group)
+            from kawa.apps.xray.events import XrayAssessed  # the app's result schema (its board passes it, #12)
+
+            log = self.portal.platform.log
+            tail = self._tail = ResultsTail(log, settings.results_topic, group, schema=XrayAssessed)
         tail.poll()
         state = BoardState(refreshed_at=time.time())
         dlq_topics = tuple(dict.fromkeys((settings.dead_letter_topic, settings.deid_dead_letter_topic)))
