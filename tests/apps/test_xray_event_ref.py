@@ -42,6 +42,11 @@ def test_one_event_ref_joins_dedupe_results_and_predictions(
         original = from_record(notification)
         first = EventRef.of(original)
 
+        runner = stack.host.runner("risk-assessment")  # type: ignore[union-attr]
+        dedupe, scope = runner.runtime.dedupe, runner.runtime.scope
+        # The host marks an event finished once its outputs are flushed, just after the row is written.
+        wait_for(lambda: dedupe.status(scope, first.key()) == "done", "the upload's event is marked finished")
+
         # The same event again (a redelivery), then the same id from another source: a different event.
         other = EventRef("ceph:s3.default." + settings.incoming_bucket, first.id)
         assert other.id == first.id and other != first
@@ -55,13 +60,13 @@ def test_one_event_ref_joins_dedupe_results_and_predictions(
         producer.flush()
         producer.close()
 
-        runner = stack.host.runner("risk-assessment")  # type: ignore[union-attr]
         wait_for(lambda: stack.results.count() == 2, "the other source's event has its own row")
         wait_for(lambda: runner.runtime.metrics.snapshot().duplicates >= 1, "the redelivery is seen as a duplicate")
 
         # Dedupe state: both refs finished, each under its own key (the old source\x1fid form).
-        dedupe, scope = runner.runtime.dedupe, runner.runtime.scope
-        assert {ref: dedupe.status(scope, ref.key()) for ref in (first, other)} == {first: "done", other: "done"}
+        wait_for(lambda: all(dedupe.status(scope, ref.key()) == "done" for ref in (first, other)),
+                 "both events are marked finished in the dedupe store")
+        assert dedupe.status(scope, first.key()) == "done" and first.key() == f"{first.source}\x1f{first.id}"
 
         # Results table: one row per ref, both for the one object.
         rows = {row.ref: row for row in stack.results.rows()}
