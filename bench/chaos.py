@@ -72,7 +72,7 @@ from kawa.apps.xray.stack import XrayStack
 from kawa.apps.xray.synth import CONTENT_TYPES, EXTENSIONS
 from kawa.config import KawaConfig, load_config
 from kawa.errors import KawaError
-from kawa.events import from_record
+from kawa.events import EventRef, from_record
 from kawa.log.base import EventLog, Record
 from kawa.store import iter_objects
 
@@ -476,8 +476,9 @@ def _read_back(stack: XrayStack, uploads: Uploads, watch: VersionWatch) -> dict[
         dead[topic] = {k for k in keys if any(k in t for t in texts)}
     predictions_topic = stack.config.ml.predictions_topic
     predictions = read_all(log, predictions_topic, stack.topic_size(predictions_topic))
-    prediction_ids = {(from_record(r).get_data() or {}).get("event_id") for r in predictions}  # type: ignore[union-attr]
-    row_event_ids = {row.event_id.rsplit("#", 1)[-1] for row in rows}
+    # Joined on the input event's EventRef (source + id), the one identity rows and predictions share.
+    prediction_ids = {EventRef.find(from_record(r).get_data() or {}) for r in predictions}  # type: ignore[arg-type]
+    row_event_ids = {row.ref for row in rows}
     lost = good_dead = missing_events = 0
     for key, bad in uploads.damaged.items():
         if bad:

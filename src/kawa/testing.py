@@ -111,9 +111,9 @@ def invoke(
     """
     from kawa import deadletter
     from kawa.errors import EventError
+    from kawa.events.s3 import unwrap
     from kawa.functions.app import spec_of
     from kawa.functions.context import Runtime
-    from kawa.functions.envelopes import unwrap
     from kawa.functions.invoke import invoke as invoke_once
     from kawa.functions.invoke import screen
 

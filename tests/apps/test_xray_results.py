@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -60,3 +61,46 @@ def test_percentile_is_nearest_rank() -> None:
     values = [float(v) for v in range(1, 101)]
     assert (percentile(values, 50), percentile(values, 99), percentile(values, 100)) == (50.0, 99.0, 100.0)
     assert percentile([], 50) is None
+
+
+_LEGACY_TABLE = """CREATE TABLE xray_results (
+    id INTEGER PRIMARY KEY, time FLOAT NOT NULL, bucket VARCHAR(255) NOT NULL, object_key VARCHAR(1024) NOT NULL,
+    processed_key VARCHAR(1024) NOT NULL, model_name VARCHAR(255) NOT NULL, model_version INTEGER NOT NULL,
+    risk FLOAT NOT NULL, label VARCHAR(32) NOT NULL, latency_ms FLOAT NOT NULL, e2e_ms FLOAT,
+    event_id VARCHAR(512) NOT NULL, CONSTRAINT uq_xray_results_event_object UNIQUE (event_id, object_key))"""
+
+
+def test_rows_are_keyed_by_the_event_ref_and_a_table_from_before_it_is_migrated(tmp_path: Path) -> None:
+    import sqlalchemy as sa
+
+    from kawa.events import EventRef
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:  # the table as an existing .kawa holds it: source#id in event_id
+        conn.execute(sa.text(_LEGACY_TABLE))
+        conn.execute(sa.text(
+            "INSERT INTO xray_results (time, bucket, object_key, processed_key, model_name, model_version, risk, "
+            "label, latency_ms, e2e_ms, event_id) VALUES (1.0, 'xray-images', 'old.png', 'old.png', 'pneumonia', "
+            "1, 0.2, 'Normal', 5.0, 9.0, 'kawa:s3.local.xray-images#e0')"
+        ))
+    engine.dispose()
+    db = ResultsDB(url)
+    try:
+        (old,) = db.rows()
+        assert old.event_source == "" and old.ref == EventRef("kawa:s3.local.xray-images", "e0")
+        a = EventRef("ceph:s3.default.xray-images", "e1")
+        b = EventRef("kawa:s3.local.xray-images", "e1")  # the same id from another source: another event
+        assert db.record(replace(_row("new.png", a.id), event_source=a.source))
+        assert not db.record(replace(_row("new.png", a.id), event_source=a.source))  # redelivered: nothing new
+        assert {r.ref for r in db.rows()} == {old.ref, a}
+    finally:
+        db.close()
+    fresh = ResultsDB(f"sqlite:///{tmp_path / 'new.db'}")
+    try:
+        assert fresh.record(replace(_row("k.png", a.id), event_source=a.source))
+        assert fresh.record(replace(_row("k.png", b.id), event_source=b.source))
+        assert not fresh.record(replace(_row("k.png", b.id), event_source=b.source))
+        assert sorted(r.ref for r in fresh.rows() if r.ref is not None) == sorted([a, b])
+    finally:
+        fresh.close()

@@ -130,27 +130,9 @@ def test_an_offset_holding_several_events_finishes_with_the_last_of_them() -> No
     assert tracker.committable() == {tp: 3}
 
 
-def test_an_s3_event_of_several_records_unwraps_into_one_event_each() -> None:
-    from kawa.functions.envelopes import from_raw_value, unwrap
-    from kawa.store.parse import parse_records
-    from tests.functions.ceph import ceph_record
-
-    records = [ceph_record("b", "one.png"), ceph_record("b", "two.png")]
-    event = new_event("com.amazonaws.s3.ObjectCreated:Put", "ceph:s3.default.b", {"Records": records}, id="n1")
-    parts = unwrap(event)
-    assert [p.get_id() for p in parts] == ["n1#0", "n1#1"]
-    assert [p.get_subject() for p in parts] == ["one.png", "two.png"]
-    assert [[r.key for r in parse_records(p)] for p in parts] == [["one.png"], ["two.png"]]
-    import json
-
-    raw = from_raw_value(json.dumps({"Records": records}).encode())
-    assert len({e.get_id() for e in raw}) == 2 and [e.get_subject() for e in raw] == ["one.png", "two.png"]
-    assert from_raw_value(b'{"Event": "s3:TestEvent"}') == []
-
-
 def test_a_trigger_scope_names_foreign_buckets() -> None:
+    from kawa.events.s3 import to_cloudevent
     from kawa.functions.filters import TriggerScope
-    from kawa.store.records import to_cloudevent
     from tests.functions.ceph import ceph_record
 
     scope = TriggerScope(["xray-images"])

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from kawa.apps.board import BoardSpec
+    from kawa.events.schemas import EventSchema
 
 ENTRY_POINT_GROUP = "kawa.apps"
 
@@ -102,7 +103,7 @@ class AppPlugin:
     functions: str | Callable[[Any, Any], Any] | None = None
     routes: tuple[str, ...] = ()
     models: Callable[[Any], tuple[ModelDecl, ...]] | None = None
-    events: Mapping[str, type[BaseModel]] = field(default_factory=dict)
+    events: Mapping[str, type[EventSchema]] = field(default_factory=dict)
     """CloudEvents ``type`` → the pydantic schema of its data, for every event type the app emits."""
     board: Callable[[Any], BoardSpec] | None = None
     demo: str | None = None

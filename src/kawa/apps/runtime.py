@@ -167,6 +167,10 @@ def start_app(
         app = declared(app, section if section is not None else section_of(platform.config, app.name))
     if app.name in platform.apps:
         raise ConfigError(f"app {app.name!r} already runs on this platform; stop it before starting it again")
+    from kawa.events.schemas import register_schema
+
+    for event_type, schema in app.plugin.events.items():  # every reader of these types reads the one shape
+        register_schema(event_type, schema)
     backends = platform.backends
     prepare_app(backends, app)
     running = RunningApp(app)

@@ -1,8 +1,10 @@
-"""Durable deduplication of finished work, keyed by CloudEvent ``source`` + ``id``.
+"""Durable deduplication of finished work, keyed by the event's :class:`~kawa.events.EventRef`.
 
-The host records every event a function finished (succeeded or was dead-lettered) and skips an event it
-finds recorded, so a redelivery after a crash or a rebalance changes nothing. Handlers mark their own
-side-effect steps with ``ctx.once(...)`` (:class:`Once`).
+The host records every event a function finished (succeeded or was dead-lettered) under
+``EventRef.of(event).key()`` (``source\x1fid``, the form this store has always used, so existing state needs no
+migration) and skips an event it finds recorded, so a redelivery after a crash or a rebalance changes nothing.
+The same id from another source is another event. Handlers mark their own side-effect steps with
+``ctx.once(...)`` (:class:`Once`).
 
 Backends (``functions.dedupe`` in ``kawa.yaml``, chosen by URI scheme):
 

@@ -188,7 +188,7 @@ class TriggerScope:
         if not self.buckets or not str(event.get_type()).startswith("com.amazonaws.s3."):
             return None
         from kawa.errors import EventError
-        from kawa.store.parse import parse_records
+        from kawa.events.s3 import parse_records
 
         scope = self._bucket_scope()
         try:
@@ -203,7 +203,7 @@ class TriggerScope:
     def note(self, logger: Any, component: str, event: CloudEvent) -> None:
         """Log (at most once a minute per bucket) that ``event`` was skipped as foreign."""
         from kawa.errors import EventError
-        from kawa.store.parse import parse_records
+        from kawa.events.s3 import parse_records
 
         scope = self._bucket_scope()
         try:

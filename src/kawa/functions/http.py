@@ -9,7 +9,7 @@
 - ``500`` the handler failed (Knative retries with backoff, then dead-letters); ``503`` while draining.
 
 A KafkaSource wraps non-CloudEvent records (raw S3 notifications from Ceph) as ``dev.knative.kafka.event``;
-those are unwrapped first (:mod:`kawa.functions.envelopes`). Deliveries are deduplicated by ``source`` +
+those are unwrapped first (:mod:`kawa.events.s3`). Deliveries are deduplicated by ``source`` +
 ``id``: a duplicate of a finished event answers ``202`` with ``kawa-duplicate: true``. Replies also go to
 the function's ``reply_topic`` when a log is configured (a KafkaSource drops sink replies).
 
@@ -37,10 +37,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from kawa.errors import EventError
-from kawa.events import CloudEvent, event_key
+from kawa.events import CloudEvent, EventRef
+from kawa.events.s3 import unwrap
 from kawa.functions.context import Runtime
 from kawa.functions.dedupe import DEAD_LETTERED, DONE, REPLIED
-from kawa.functions.envelopes import unwrap
 from kawa.functions.invoke import Outcome, ainvoke, invoke, send_replies
 
 log = logging.getLogger("kawa.functions.http")
@@ -120,7 +120,7 @@ class FunctionEndpoint:
                     return Response(status_code=202, headers={"kawa-filtered": reason[:200]})
                 return _error(422, "filtered", f"{self.spec.qualified_name} does not take this event: {reason}",
                               filter=self.spec.filter.spec)
-            status = self.runtime.dedupe.status(self.runtime.scope, event_key(event))
+            status = self.runtime.dedupe.status(self.runtime.scope, EventRef.of(event).key())
             if status in (DONE, DEAD_LETTERED):
                 duplicates += 1
                 continue
@@ -172,7 +172,7 @@ class FunctionEndpoint:
             runtime.producer.flush()
         # A reply that went only into this HTTP response is lost if the response is: re-run on a retry.
         status = REPLIED if outcome.replies and not to_log else DONE
-        runtime.dedupe.mark(runtime.scope, [(event_key(event), status)])
+        runtime.dedupe.mark(runtime.scope, [(EventRef.of(event).key(), status)])
 
     async def liveness(self, request: Request) -> Response:
         return JSONResponse({"status": "alive", "function": self.spec.qualified_name})

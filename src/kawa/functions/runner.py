@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from kawa.errors import BackendUnavailable, CommitFailed, EventError, ProducerError
-from kawa.events import CloudEvent, event_key
+from kawa.events import CloudEvent, EventRef
+from kawa.events.s3 import record_events
 from kawa.functions.autoscaler import KPA
 from kawa.functions.context import Runtime
 from kawa.functions.dedupe import DEAD_LETTERED, DONE
-from kawa.functions.envelopes import record_events
 from kawa.functions.invoke import (
     Outcome,
     ainvoke_with_retries,
@@ -214,7 +214,7 @@ class FunctionRunner:
                     metrics.filtered += 1
                     self.tracker.finish(tp, record.offset)
                     continue
-                if dedupe.status(scope, event_key(event)) in (DONE, DEAD_LETTERED):
+                if dedupe.status(scope, EventRef.of(event).key()) in (DONE, DEAD_LETTERED):
                     metrics.duplicates += 1
                     self.tracker.finish(tp, record.offset)
                     continue
@@ -405,7 +405,7 @@ class FunctionRunner:
         runtime, metrics = self.runtime, self.runtime.metrics
         runtime.flush(self.options.flush_timeout_s)
         runtime.dedupe.mark(runtime.scope, [
-            (event_key(job.event), DONE if outcome.status == "ok" else DEAD_LETTERED)
+            (EventRef.of(job.event).key(), DONE if outcome.status == "ok" else DEAD_LETTERED)
             for job, outcome in batch
             if job.event is not None and outcome.status != "abandoned"
         ])

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from kawa.events.ref import EventRef
+
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
@@ -26,22 +28,6 @@ if TYPE_CHECKING:
     from kawa.store.base import ObjectReader, ObjectStore
 
 __all__ = ["EventRef", "ModelSource", "ObjectEvent", "Predictor", "current_event", "handling"]
-
-
-@dataclass(frozen=True)
-class EventRef:
-    """The identity of an event: its CloudEvent ``source`` and ``id`` (ids are unique only per source)."""
-
-    source: str
-    id: str
-
-    @classmethod
-    def of(cls, event: CloudEvent) -> EventRef:
-        return cls(str(event.get_source()), str(event.get_id()))
-
-    def key(self) -> str:
-        """The canonical string form, the dedupe key: ``source`` + ``\\x1f`` + ``id``."""
-        return f"{self.source}\x1f{self.id}"
 
 
 _current: ContextVar[EventRef | None] = ContextVar("kawa_current_event", default=None)
@@ -153,7 +139,7 @@ def object_event(event: CloudEvent, store: Callable[[], ObjectStore] | None) -> 
     """
     from kawa import deadletter
     from kawa.errors import EventError
-    from kawa.store.parse import parse_records  # the one S3 envelope parser
+    from kawa.events.s3 import parse_records  # the one S3 envelope parser
 
     try:
         records = parse_records(event)

@@ -11,9 +11,12 @@ caller until there is room, for at most ``block_timeout_s``, then raises :class:
 log acknowledged it; :meth:`flush` returns only when everything recorded so far is acknowledged (a function
 host calls it before it marks an event done).
 
-Event ``kawa.prediction`` data: ``model``, ``version``, ``event_id`` (the event the prediction served, if
-any), ``input_digest`` (sha256 of dtype, shape and bytes) or ``input_ref``, ``input_shape``, ``output``
-(the values when at most ``max_output_values``, else a digest), ``latency_ms``, ``batch_size``, ``time_ms``.
+Event ``kawa.prediction`` data, the schema :class:`kawa.events.schemas.Prediction`: ``model``, ``version``,
+``event`` (the :class:`~kawa.events.EventRef` ``{"source", "id"}`` of the event the prediction served, if any)
+and ``event_id`` (its id again, for readers of the older form), ``input_digest`` (sha256 of dtype, shape and
+bytes) or ``input_ref``, ``input_shape``, ``output`` (the values when at most ``max_output_values``, else a
+digest), ``latency_ms``, ``batch_size``, ``time_ms``. Records written before the EventRef carry ``event_id``
+alone; :func:`read_prediction` reads both.
 """
 
 from __future__ import annotations
@@ -27,11 +30,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from kawa.events.schemas import PREDICTION_EVENT
+
 if TYPE_CHECKING:
-    from kawa.log.base import EventLog
+    from kawa.events.ref import EventRef
+    from kawa.events.schemas import Prediction
+    from kawa.log.base import EventLog, Record
 
 log = logging.getLogger("kawa.ml.predictions")
-PREDICTION_EVENT = "kawa.prediction"
+__all__ = ["PREDICTION_EVENT", "PredictionLogger", "digest", "read_prediction"]
 
 
 def digest(x: np.ndarray) -> str:
@@ -84,15 +91,21 @@ class PredictionLogger:
         outputs: np.ndarray,
         latency_s: float,
         *,
+        event: EventRef | None = None,
         event_id: str | None = None,
         input_ref: str | None = None,
         batch_size: int = 1,
     ) -> None:
         """Queue one prediction (the arrays are only referenced; do not mutate them afterwards). Blocks while
-        the queue is full, at most ``block_timeout_s``; then :class:`~kawa.errors.PredictionLogFull`."""
+        the queue is full, at most ``block_timeout_s``; then :class:`~kawa.errors.PredictionLogFull`.
+
+        ``event``: the ref of the event the prediction served (what outcome joins use); ``event_id`` alone is
+        the older form, kept for callers that have no source."""
         if len(self._queue) >= self.max_queue:
             self._wait_for_room(model)
-        self._queue.append((model, version, inputs, outputs, latency_s, event_id, input_ref, batch_size, time.time()))
+        self._queue.append(
+            (model, version, inputs, outputs, latency_s, event, event_id, input_ref, batch_size, time.time())
+        )
 
     def _wait_for_room(self, model: str) -> None:
         from kawa.errors import PredictionLogFull
@@ -116,14 +129,16 @@ class PredictionLogger:
 
     def _event(self, entry: tuple[Any, ...]) -> tuple[bytes | None, bytes, list[tuple[str, bytes]]]:
         from kawa.events import new_event, to_kafka
+        from kawa.events.schemas import Prediction
 
-        model, version, inputs, outputs, latency_s, event_id, input_ref, batch_size, when = entry
+        model, version, inputs, outputs, latency_s, ref, event_id, input_ref, batch_size, when = entry
         inputs = np.asarray(inputs)
         outputs = np.asarray(outputs)
         data: dict[str, Any] = {
             "model": model,
             "version": version,
-            "event_id": event_id,
+            "event": ref,
+            "event_id": ref.id if ref is not None else event_id,
             "input_shape": list(inputs.shape),
             "latency_ms": round(latency_s * 1000, 3),
             "batch_size": batch_size,
@@ -141,7 +156,7 @@ class PredictionLogger:
         event = new_event(
             PREDICTION_EVENT,
             self.source,
-            data,
+            Prediction.model_validate(data).data(),
             subject=f"{model}/{version}",
             extensions={"partitionkey": model},
         )
@@ -214,3 +229,16 @@ class PredictionLogger:
             self._drain()
         finally:
             self._producer.close()
+
+
+def read_prediction(record: Record) -> Prediction:
+    """The :class:`~kawa.events.schemas.Prediction` of a ``kawa.prediction`` record (either form; see the module
+    docstring); :class:`~kawa.errors.EventError` when the record is not one."""
+    from kawa.errors import EventError
+    from kawa.events import from_record
+    from kawa.events.schemas import Prediction, read_data
+
+    event = from_record(record)
+    if event.get_type() != PREDICTION_EVENT:
+        raise EventError(f"not a prediction record: its type is {event.get_type()!r}, not {PREDICTION_EVENT!r}")
+    return read_data(Prediction, event.get_data())

@@ -40,6 +40,7 @@ from kawa.ml.refs import ModelRef, parse_ref
 
 if TYPE_CHECKING:
     from kawa.config import KawaConfig
+    from kawa.events.ref import EventRef
     from kawa.log.base import Consumer, EventLog
     from kawa.ml.prediction_log import PredictionLogger
     from kawa.ml.registry import Registry
@@ -97,7 +98,10 @@ class Predictor:
     def __repr__(self) -> str:
         return f"<Predictor {self.name}/{self.version} ({self.flavor})>"
 
-    def predict(self, inputs: Any, *, event_id: str | None = None, input_ref: str | None = None) -> np.ndarray:
+    def predict(
+        self, inputs: Any, *, event: EventRef | None = None, event_id: str | None = None, input_ref: str | None = None
+    ) -> np.ndarray:
+        """``event``: the ref of the event this prediction serves, recorded with it (``event_id``: older form)."""
         x = np.asarray(inputs)
         if self.input_spec.dtype is not None and x.dtype != self.input_spec.dtype:
             x = x.astype(self.input_spec.dtype)
@@ -105,10 +109,11 @@ class Predictor:
         out = self._predict(x)
         latency = time.perf_counter() - start
         if self._logger is not None:
-            if event_id is None:
-                current = current_event()
-                event_id = current.id if current is not None else None
-            self._logger.record(self.name, self.version, x, out, latency, event_id=event_id, input_ref=input_ref)
+            if event is None and event_id is None:
+                event = current_event()
+            self._logger.record(
+                self.name, self.version, x, out, latency, event=event, event_id=event_id, input_ref=input_ref
+            )
         return out
 
     def predict_batch(
@@ -174,8 +179,10 @@ class ModelHandle:
             predictor = pins[key] = self._current
         return predictor
 
-    def predict(self, inputs: Any, *, event_id: str | None = None, input_ref: str | None = None) -> np.ndarray:
-        return self.current().predict(inputs, event_id=event_id, input_ref=input_ref)
+    def predict(
+        self, inputs: Any, *, event: EventRef | None = None, event_id: str | None = None, input_ref: str | None = None
+    ) -> np.ndarray:
+        return self.current().predict(inputs, event=event, event_id=event_id, input_ref=input_ref)
 
     def _swap(self, new: Predictor) -> None:
         self._current = new  # one reference assignment: atomic for readers

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from kawa.events.s3 import ObjectEvent, parse_records
 from kawa.plugins import SchemeRegistry
 from kawa.store.base import (
     Body,
@@ -19,7 +20,7 @@ from kawa.store.base import (
     ObjectStore,
     iter_objects,
 )
-from kawa.store.parse import ObjectEvent, SequencerTracker, order_events, parse_records, sequencer_value
+from kawa.store.parse import SequencerTracker, order_events, sequencer_value
 from kawa.store.rules import NotificationRule
 
 if TYPE_CHECKING:

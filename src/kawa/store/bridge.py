@@ -3,7 +3,7 @@
 Both are at-least-once: the SQS bridge deletes a message only after the log acknowledged every record in
 it (a crash before that leaves the message to reappear after its visibility timeout); the polling bridge
 remembers an object's version only after its event was acknowledged. CloudEvent ids are derived from the
-record (:func:`kawa.store.records.event_id`), so a redelivered record can be deduplicated downstream.
+record (:func:`kawa.events.s3.record_event_id`), so a redelivered record can be deduplicated downstream.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kawa.errors import EventError, KawaError, NotificationPending
+from kawa.events.s3 import parse_records, raw_records
 from kawa.store.base import ObjectInfo, iter_objects
-from kawa.store.parse import parse_records, raw_records
 from kawa.store.rules import NotificationRule, topic_from_rule_id
 from kawa.store.tracker import DELETE, PUT, next_sequencer
 

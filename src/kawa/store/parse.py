@@ -1,181 +1,18 @@
-"""One parser for every bucket notification Kawa may receive, and ordering by ``sequencer``.
+"""Ordering bucket events by ``sequencer``, and acting only on the buckets a trigger names.
 
-Accepted, in any nesting: the S3 envelope ``{"Records": [...]}`` from Ceph RGW (``eventName`` without the
-``s3:`` prefix, ``size`` as a string, ``eventId``/``opaqueData``), MinIO (``s3:`` prefix, integer size,
-URL-encoded keys, ``userMetadata``) and AWS/moto (``s3:`` prefix, URL-encoded keys); a single record; a
-CloudEvent (object, structured JSON, or a log :class:`~kawa.log.base.Record` in binary or structured mode)
-whose data is one of these, which covers Kawa's own notifications and a Knative KafkaSource delivery
-(``dev.knative.kafka.event`` carrying the Kafka value); an SNS notification envelope (``Message``) as SQS
-delivers it. An AWS ``s3:TestEvent`` yields no events.
+Parsing notifications (every shape: Ceph, MinIO, AWS, SNS, KafkaSource) is :mod:`kawa.events.s3`; its typed
+record is :class:`~kawa.events.schemas.ObjectEvent`, which these helpers take.
 """
 
 from __future__ import annotations
 
-import base64
-import json
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from datetime import datetime
+from collections.abc import Iterable
 from typing import Any
 
 from kawa.errors import EventError
-from kawa.store.records import record_key
-from kawa.store.rules import CREATED, REMOVED, normalize_event_name
+from kawa.events.schemas import ObjectEvent
 
-_MAX_DEPTH = 6
-
-
-@dataclass(frozen=True)
-class ObjectEvent:
-    """One change of one object, whatever emitted it. ``event_name`` has no ``s3:`` prefix."""
-
-    event_name: str
-    bucket: str
-    key: str
-    size: int = 0
-    etag: str | None = None
-    sequencer: str | None = None
-    version_id: str | None = None
-    time: datetime | None = None
-    source: str = ""
-    region: str = ""
-    metadata: Mapping[str, str] = field(default_factory=dict)
-    event_id: str | None = None
-    opaque_data: str | None = None
-    configuration_id: str | None = None
-
-    @property
-    def is_created(self) -> bool:
-        return self.event_name.startswith(CREATED + ":")
-
-    @property
-    def is_removed(self) -> bool:
-        return self.event_name.startswith(REMOVED + ":")
-
-
-def parse_records(payload: Any) -> list[ObjectEvent]:
-    """Every S3 event record in ``payload`` as an :class:`ObjectEvent` (see the module docstring).
-
-    Raises :class:`~kawa.errors.EventError` for anything that is not a bucket notification.
-    """
-    return [_event(record) for record in _records(payload, 0)]
-
-
-def _records(payload: Any, depth: int) -> list[Mapping[str, Any]]:
-    if depth > _MAX_DEPTH:
-        raise EventError("notification payload is nested too deeply to be an S3 event")
-    from kawa.events import CloudEvent
-    from kawa.log.base import Record
-
-    if isinstance(payload, Record):
-        from kawa.events import from_record, is_cloudevent
-
-        if is_cloudevent(payload.headers):
-            return _records(from_record(payload), depth + 1)
-        return _records(payload.value, depth + 1)
-    if isinstance(payload, CloudEvent):
-        return _records(payload.get_data(), depth + 1)
-    if isinstance(payload, bytes | bytearray | memoryview):
-        try:
-            payload = bytes(payload).decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise EventError(f"notification payload is not UTF-8 JSON: {exc}") from None
-    if isinstance(payload, str):
-        try:
-            payload = json.loads(payload)
-        except ValueError as exc:
-            raise EventError(f"notification payload is not JSON: {exc}") from None
-    if isinstance(payload, list):
-        return [r for item in payload for r in _records(item, depth + 1)]
-    if not isinstance(payload, Mapping):
-        raise EventError(f"notification payload must be a JSON object, got {type(payload).__name__}")
-    if "Records" in payload:
-        records = payload["Records"]
-        if not isinstance(records, list):
-            raise EventError("'Records' of an S3 notification must be a list")
-        return [r for item in records for r in _records(item, depth + 1)]
-    if "specversion" in payload:  # structured-mode CloudEvent
-        if payload.get("data_base64") is not None:
-            return _records(base64.b64decode(payload["data_base64"]), depth + 1)
-        return _records(payload.get("data"), depth + 1)
-    if payload.get("Type") == "Notification" and "Message" in payload:  # SNS envelope
-        return _records(payload["Message"], depth + 1)
-    if payload.get("Event") == "s3:TestEvent":
-        return []
-    if "eventName" in payload and isinstance(payload.get("s3"), Mapping):
-        return [payload]
-    raise EventError(
-        f"not an S3 bucket notification (no 'Records', 'eventName' or CloudEvent data): keys {sorted(payload)[:8]}"
-    )
-
-
-def _event(record: Mapping[str, Any]) -> ObjectEvent:
-    try:
-        s3 = record["s3"]
-        obj = s3.get("object") or {}
-        bucket = str(s3["bucket"]["name"])
-        key = record_key(record)
-        name = normalize_event_name(str(record["eventName"]))
-    except (KeyError, TypeError) as exc:
-        raise EventError(f"S3 event record lacks {exc}: needs eventName, s3.bucket.name and s3.object.key") from None
-    try:
-        size = int(obj.get("size") or 0)
-    except (TypeError, ValueError):
-        raise EventError(f"S3 event record for {bucket}/{key} has a non-numeric size {obj.get('size')!r}") from None
-    return ObjectEvent(
-        event_name=name,
-        bucket=bucket,
-        key=key,
-        size=size,
-        etag=_text(obj.get("eTag") or obj.get("etag"), strip='"'),
-        sequencer=_text(obj.get("sequencer")),
-        version_id=_text(obj.get("versionId")),
-        time=_time(record.get("eventTime")),
-        source=str(record.get("eventSource") or ""),
-        region=str(record.get("awsRegion") or ""),
-        metadata=_metadata(obj),
-        event_id=_text(record.get("eventId")),
-        opaque_data=_text(record.get("opaqueData")),
-        configuration_id=_text(s3.get("configurationId")),
-    )
-
-
-def _text(value: Any, strip: str = "") -> str | None:
-    if value is None:
-        return None
-    text = str(value).strip(strip)
-    return text or None
-
-
-def _time(value: Any) -> datetime | None:
-    if not value:
-        return None
-    text = str(value).replace("Z", "+00:00")
-    try:
-        return datetime.fromisoformat(text)
-    except ValueError:
-        return None
-
-
-def _metadata(obj: Mapping[str, Any]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    items: Iterable[tuple[Any, Any]]
-    raw = obj.get("metadata")
-    if isinstance(raw, list):  # Ceph: [{"key": "x-amz-meta-foo", "val": "bar"}]
-        items = [(i.get("key"), i.get("val")) for i in raw if isinstance(i, Mapping)]
-    elif isinstance(raw, Mapping):
-        items = raw.items()
-    else:
-        items = []
-    user = obj.get("userMetadata")  # MinIO: {"X-Amz-Meta-Foo": "bar", "content-type": ...}
-    if isinstance(user, Mapping):
-        items = [*items, *((k, v) for k, v in user.items() if str(k).lower().startswith("x-amz-meta-"))]
-    for name, value in items:
-        if name is None:
-            continue
-        lowered = str(name).lower()
-        out[lowered.removeprefix("x-amz-meta-")] = "" if value is None else str(value)
-    return out
+__all__ = ["ON_FOREIGN", "BucketScope", "SequencerTracker", "latest_per_object", "order_events", "sequencer_value"]
 
 
 # --- ordering by sequencer --------------------------------------------------------------------------
@@ -225,11 +62,6 @@ class SequencerTracker:
             return False
         self._seen[ident] = value
         return True
-
-
-def raw_records(payload: Any) -> list[dict[str, Any]]:
-    """The S3 event records in ``payload`` as they arrived (for bridges that forward them unchanged)."""
-    return [dict(record) for record in _records(payload, 0)]
 
 
 # --- acting only on the buckets a trigger names ------------------------------------------------------

@@ -1,17 +1,17 @@
-"""S3 event records (the Ceph/AWS layout), their CloudEvent wrapping, and publishing them to the log."""
+"""S3 event records (the Ceph/AWS layout) and publishing them to the log; their CloudEvent wrapping and parsing
+are :mod:`kawa.events.s3`."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote_plus
 
 from kawa.errors import NotificationError, NotificationPending, ProducerError, TopicNotFound
-from kawa.events import CloudEvent, new_event, to_kafka
+from kawa.events.cloudevents import to_kafka
+from kawa.events.s3 import EVENT_SOURCE, record_event_id, record_key, to_cloudevent
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -21,8 +21,8 @@ if TYPE_CHECKING:
     from kawa.store.rules import NotificationRule, RuleRegistry
 
 _log = logging.getLogger("kawa.store.notify")
-EVENT_SOURCE = "kawa:s3"
-_ENCODED_KEY_SOURCES = ("aws:s3", "minio:s3")  # these URL-encode keys in records (Ceph and Kawa do not)
+__all__ = ["EVENT_SOURCE", "Notifier", "event_id", "event_time", "make_record", "record_key", "to_cloudevent"]
+event_id = record_event_id  # the record's deterministic CloudEvent id (the format lives in kawa.events.s3)
 
 
 def event_time(when: datetime | None = None) -> str:
@@ -74,45 +74,6 @@ def make_record(
             "object": obj,
         },
     }
-
-
-def record_key(record: Mapping[str, Any]) -> str:
-    """The object key of a record, URL-decoded where the emitter encodes it (AWS, moto, MinIO)."""
-    key = str(record["s3"]["object"]["key"])
-    return unquote_plus(key) if record.get("eventSource") in _ENCODED_KEY_SOURCES else key
-
-
-def event_id(record: Mapping[str, Any]) -> str:
-    """A deterministic CloudEvent id, so a redelivered notification can be deduplicated (source + id)."""
-    obj = record["s3"]["object"]
-    parts = [
-        record.get("eventSource", ""),
-        record["s3"]["bucket"]["name"],
-        record_key(record),
-        record.get("eventName", ""),
-        str(obj.get("sequencer") or record.get("eventTime", "")),
-        str(obj.get("eTag", "")),
-        str(obj.get("versionId", "")),
-    ]
-    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
-
-
-def to_cloudevent(record: Mapping[str, Any]) -> CloudEvent:
-    """Wrap a record as the CloudEvents AWS S3 adapter does: type ``com.amazonaws.s3.<eventName>``,
-    source ``<eventSource>.<region>.<bucket>``, subject = key, time = eventTime, data ``{"Records": [..]}``."""
-    from kawa.store.rules import normalize_event_name
-
-    name = normalize_event_name(str(record["eventName"]))
-    bucket = record["s3"]["bucket"]["name"]
-    when = datetime.fromisoformat(str(record["eventTime"]).replace("Z", "+00:00"))
-    return new_event(
-        type=f"com.amazonaws.s3.{name}",
-        source=f"{record.get('eventSource', EVENT_SOURCE)}.{record.get('awsRegion', '')}.{bucket}",
-        data={"Records": [dict(record)]},
-        subject=record_key(record),
-        id=event_id(record),
-        time=when,
-    )
 
 
 class Notifier:

@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from kawa.errors import InvalidTopicSpec, NotificationError
+from kawa.events.s3 import normalize_event_name
 from kawa.store.naming import validate_bucket_name
 
-CREATED = "ObjectCreated"
-REMOVED = "ObjectRemoved"
 KNOWN_EVENTS = frozenset(
     {
         "ObjectCreated:*",
@@ -32,11 +31,6 @@ KNOWN_EVENTS = frozenset(
     }
 )
 _RULE_ID = re.compile(r"^kawa-(?P<topic>[A-Za-z0-9._-]+)-[0-9a-f]{8}$")
-
-
-def normalize_event_name(name: str) -> str:
-    """``s3:ObjectCreated:Put`` (MinIO, AWS) and ``ObjectCreated:Put`` (Ceph) → ``ObjectCreated:Put``."""
-    return name[3:] if name.startswith("s3:") else name
 
 
 @dataclass(frozen=True)

@@ -21,13 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import kawa
+from kawa.apps.xray.events import ASSESSED_TYPE, XrayAssessed
 from kawa.apps.xray.imaging import UndecodableImage, annotate, decode, encode_png, model_input, redact_text
 from kawa.apps.xray.results import ResultRow, shared_results_db
 from kawa.apps.xray.settings import XraySettings
 from kawa.events import CloudEvent
 from kawa.functions import App, Context, PermanentError
 
-RESULT_TYPE = "dev.kawa.xray.assessed"
+RESULT_TYPE = ASSESSED_TYPE
 FUNCTION = "risk-assessment"
 TRAINED_ON_TAG = "kawa.lineage.trained_on"
 """The model version tag that says what the model learned from (``"generated images"``); see train.py."""
@@ -111,39 +112,24 @@ def assess(record: kawa.ObjectEvent, ctx: Context, s: XraySettings, db_url: str)
     now = time.time()
     latency_ms = (time.perf_counter() - started) * 1000
     uploaded = record.time.timestamp() if record.time is not None else None
-    row = ResultRow(
-        time=now,
+    result = XrayAssessed(
+        event=record.ref,
         bucket=record.bucket,
-        object_key=record.key,
+        key=record.key,
+        processed_bucket=s.processed_bucket,
         processed_key=out_key,
-        model_name=predictor.name,
+        model=predictor.name,
         model_version=int(predictor.version),
+        trained_on=source,
         risk=risk,
         label=label,
-        latency_ms=latency_ms,
-        e2e_ms=(now - uploaded) * 1000 if uploaded is not None else None,
-        event_id=f"{record.ref.source}#{record.ref.id}",
+        latency_ms=round(latency_ms, 3),
+        e2e_ms=round((now - uploaded) * 1000, 3) if uploaded is not None else None,
+        time=now,
     )
-    shared_results_db(db_url).record(row)
+    shared_results_db(db_url).record(ResultRow.of(result))
     ctx.metrics.incr(f"label.{label.lower()}")
-    return ctx.new_event(
-        RESULT_TYPE,
-        {
-            "bucket": record.bucket,
-            "key": record.key,
-            "processed_bucket": s.processed_bucket,
-            "processed_key": out_key,
-            "model": predictor.name,
-            "model_version": int(predictor.version),
-            "trained_on": source,
-            "risk": risk,
-            "label": label,
-            "latency_ms": round(latency_ms, 3),
-            "e2e_ms": round(row.e2e_ms, 3) if row.e2e_ms is not None else None,
-            "time": now,
-        },
-        subject=posixpath.join(record.bucket, record.key),
-    )
+    return ctx.new_event(RESULT_TYPE, result.data(), subject=posixpath.join(record.bucket, record.key))
 
 
 def describe(settings: XraySettings) -> dict[str, Any]:

@@ -20,26 +20,14 @@ from kawa.apps.board import (
     TimeSeries,
 )
 from kawa.apps.plugin import AppPlugin, BucketDecl, Declared, ModelDecl, NotificationDecl, TopicDecl
+from kawa.apps.xray.events import ASSESSED_TYPE, XrayAssessed
 from kawa.apps.xray.settings import XraySettings
 
 if TYPE_CHECKING:
-    from pydantic import BaseModel
 
     from kawa.config import KawaConfig
     from kawa.functions import App
 
-RESULT_TYPE = "dev.kawa.xray.assessed"  # the same as kawa.apps.xray.pipeline.RESULT_TYPE (not imported: heavy)
-
-
-def _assessed_schema() -> type[BaseModel] | None:
-    """The schema of ``dev.kawa.xray.assessed`` (``kawa.apps.xray.events.XrayAssessed``), when it exists."""
-    import importlib
-
-    try:
-        schema: type[BaseModel] | None = importlib.import_module("kawa.apps.xray.events").XrayAssessed
-    except (ImportError, AttributeError):  # TODO(lead): apps/xray/events.py (another helper's) defines it
-        return None
-    return schema
 
 
 def buckets(s: XraySettings) -> tuple[BucketDecl, ...]:
@@ -56,8 +44,8 @@ def topics(s: XraySettings) -> tuple[TopicDecl, ...]:
         TopicDecl(
             s.results_topic,
             partitions=s.partitions,
-            event_type=RESULT_TYPE,
-            schema=_assessed_schema(),
+            event_type=ASSESSED_TYPE,
+            schema=XrayAssessed,
             description="one assessment per image",
         ),
         TopicDecl(s.dead_letter_topic, partitions=s.partitions, description="uploads the function could not assess"),
@@ -145,11 +133,6 @@ def board(s: XraySettings) -> BoardSpec:
     )
 
 
-def _events() -> dict[str, type[BaseModel]]:
-    schema = _assessed_schema()
-    return {RESULT_TYPE: schema} if schema is not None else {}
-
-
 plugin = AppPlugin(
     name="xray",
     title="X-ray pneumonia risk",
@@ -161,7 +144,7 @@ plugin = AppPlugin(
     functions=functions,
     routes=("kawa.apps.xray.deid:deid_routes",),
     models=models,
-    events=_events(),
+    events={ASSESSED_TYPE: XrayAssessed},
     board=board,
     demo="kawa.apps.xray.demo:demo",
 )

@@ -1,8 +1,14 @@
 """The results table: one row per assessed image, in SQLite by default or PostgreSQL by URL.
 
 SQL goes through SQLAlchemy Core, so every value is a bound parameter (no string-built SQL). Each row is
-keyed by the input event's identity and the object key: a redelivered event inserts nothing the second time.
-SQLite runs in WAL mode with a busy timeout so several workers (threads or processes) can write to one file.
+keyed by the input event's :class:`~kawa.events.EventRef` (columns ``event_source`` + ``event_id``) and the
+object key: a redelivered event inserts nothing the second time. SQLite runs in WAL mode with a busy timeout
+so several workers (threads or processes) can write to one file.
+
+Tables made before the EventRef have no ``event_source`` column and keep ``source#id`` in ``event_id``: opening
+one adds the column (``''`` in old rows, whose :attr:`ResultRow.ref` is then read from the old form) and a
+unique index on the ref and the key. Their old unique constraint on ``event_id`` + key stays (SQLite cannot
+drop it), which only matters for two events with the same id from different sources for one object.
 """
 
 from __future__ import annotations
@@ -12,9 +18,13 @@ import threading
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kawa.errors import KawaError
+from kawa.events.ref import EventRef
+
+if TYPE_CHECKING:
+    from kawa.apps.xray.events import XrayAssessed
 
 try:  # SQLAlchemy is imported at module import: the results DB is only opened by the app's functions.
     import sqlalchemy as sa
@@ -38,6 +48,37 @@ class ResultRow:
     latency_ms: float
     e2e_ms: float | None
     event_id: str
+    event_source: str = ""
+    """With ``event_id``, the input event's :class:`~kawa.events.EventRef`; ``""`` in rows written before it
+    (their ``event_id`` is ``source#id``)."""
+
+    @classmethod
+    def of(cls, result: XrayAssessed) -> ResultRow:
+        """The row of a result event's data (which must carry its input event's ref)."""
+        if result.event is None:
+            raise KawaError("an X-ray result needs the EventRef of its input event to be stored as a row")
+        return cls(
+            time=result.time,
+            bucket=result.bucket,
+            object_key=result.key,
+            processed_key=result.processed_key,
+            model_name=result.model,
+            model_version=result.model_version,
+            risk=result.risk,
+            label=result.label,
+            latency_ms=result.latency_ms,
+            e2e_ms=result.e2e_ms,
+            event_id=result.event.id,
+            event_source=result.event.source,
+        )
+
+    @property
+    def ref(self) -> EventRef | None:
+        """The input event's ref; for an old row, read from its ``source#id`` (None when it has no ``#``)."""
+        if self.event_source:
+            return EventRef(self.event_source, self.event_id)
+        source, sep, id = self.event_id.partition("#")
+        return EventRef(source, id) if sep and source and id else None
 
 
 _metadata = sa.MetaData()
@@ -56,7 +97,8 @@ results_table = sa.Table(
     sa.Column("latency_ms", sa.Float, nullable=False),
     sa.Column("e2e_ms", sa.Float, nullable=True),
     sa.Column("event_id", sa.String(512), nullable=False),
-    sa.UniqueConstraint("event_id", "object_key", name="uq_xray_results_event_object"),
+    sa.Column("event_source", sa.String(1024), nullable=False, server_default=""),
+    sa.UniqueConstraint("event_source", "event_id", "object_key", name="uq_xray_results_ref_object"),
 )
 
 
@@ -89,6 +131,7 @@ class ResultsDB:
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         try:
             _metadata.create_all(self.engine)
+            _migrate(self.engine)
         except sa.exc.OperationalError as exc:
             raise KawaError(f"cannot reach the results DB {self.engine.url!r}: {exc.orig}") from exc
 
@@ -152,6 +195,26 @@ class ResultsDB:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _migrate(engine: sa.engine.Engine) -> None:
+    """Bring a table made before the EventRef up to date: the ``event_source`` column and its unique index."""
+    columns = {c["name"] for c in sa.inspect(engine).get_columns(results_table.name)}
+    if "event_source" in columns:
+        return
+    try:
+        with engine.begin() as conn:  # fixed DDL, no values: nothing to bind
+            conn.execute(sa.text(
+                f"ALTER TABLE {results_table.name} ADD COLUMN event_source VARCHAR(1024) NOT NULL DEFAULT ''"
+            ))
+            conn.execute(sa.text(
+                f"CREATE UNIQUE INDEX IF NOT EXISTS uq_xray_results_ref_object "
+                f"ON {results_table.name} (event_source, event_id, object_key)"
+            ))
+    except sa.exc.DBAPIError:
+        # Another process migrated the table at the same moment: fine when the column is there now.
+        if "event_source" not in {c["name"] for c in sa.inspect(engine).get_columns(results_table.name)}:
+            raise
 
 
 def _row(mapping: Any) -> ResultRow:

@@ -9,6 +9,7 @@ can exceed the number of distinct events.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import threading
@@ -19,7 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kawa.errors import EventError, KawaError, TopicNotFound
-from kawa.events import from_record
+from kawa.events import EventRef, from_record
+from kawa.events.schemas import read_data, schema_for
 from kawa.log.base import Consumer, EventLog, Record
 
 ALIASES: dict[str, tuple[str, ...]] = {
@@ -76,12 +78,16 @@ def parse_event(record: Record) -> EventRow | None:
             return None
     if not isinstance(data, Mapping):
         return None
+    schema = schema_for(str(event.get_type()))  # the declared schema of the type: one shape for every reader
+    if schema is not None:
+        with contextlib.suppress(EventError):  # an event older than its schema keeps the fields it has
+            data = read_data(schema, data).data()
     fallback = record.timestamp_ms / 1000.0 if record.timestamp_ms else time.time()
     stamp = _time_s(data.get("time")) or _time_s(data.get("timestamp"))
     if stamp is None:
         attr: Any = event.get_attributes().get("time")
         stamp = attr.timestamp() if hasattr(attr, "timestamp") else _time_s(attr)
-    return EventRow(id=f"{event.get_source()}#{event.get_id()}", time=stamp or fallback, data=dict(data))
+    return EventRow(id=EventRef.of(event).key(), time=stamp or fallback, data=dict(data))
 
 
 class EventTail:

@@ -22,7 +22,7 @@ from kawa.errors import EventError
 if TYPE_CHECKING:
     from kawa.log.base import Record
 
-__all__ = ["CloudEvent", "event_key", "from_record", "is_cloudevent", "new_event", "to_kafka"]
+__all__ = ["CloudEvent", "event_key", "from_kafka", "from_record", "is_cloudevent", "new_event", "to_kafka"]
 
 Headers = Sequence[tuple[str, bytes]]
 _FORMAT = JSONFormat()
@@ -116,5 +116,7 @@ def from_kafka(key: bytes | None, value: bytes | None, headers: Headers) -> Clou
 
 
 def event_key(event: CloudEvent) -> str:
-    """The identity of an event for deduplication: ``source`` + ``id`` (unique by the spec)."""
-    return f"{event.get_source()}\x1f{event.get_id()}"
+    """The dedupe key of ``event``: :meth:`kawa.events.ref.EventRef.key` of its ``source`` + ``id``."""
+    from kawa.events.ref import EventRef
+
+    return EventRef.of(event).key()

@@ -1,4 +1,5 @@
-"""parse_records over every documented notification format (written from the formats' descriptions)."""
+"""The one S3 envelope parser (:mod:`kawa.events.s3`) over every documented notification format (written from
+the formats' descriptions), its unwrapping into one S3 CloudEvent per record, and ordering by sequencer."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ import pytest
 
 from kawa.errors import EventError
 from kawa.events import new_event, to_kafka
+from kawa.events.s3 import ObjectEvent, from_raw_value, parse_records, to_cloudevent, unwrap
 from kawa.log.base import Record
-from kawa.store import ObjectEvent, SequencerTracker, order_events, parse_records, sequencer_value
+from kawa.store import SequencerTracker, order_events, sequencer_value
 from kawa.store.parse import latest_per_object
-from kawa.store.records import make_record, to_cloudevent
+from kawa.store.records import make_record
+from tests.functions.ceph import ceph_record
 
 CEPH = {
     "Records": [
@@ -238,3 +241,15 @@ def test_order_and_dedupe_by_sequencer() -> None:
     accepted = [e for e in [put1, put2, put1, delete, put2, other] if tracker.accept(e)]
     assert accepted == [put1, put2, delete, other]  # the redelivered put1 and the stale put2 are dropped
     assert tracker.accept(_event("k", None))  # no sequencer: nothing to order by
+
+
+def test_an_s3_event_of_several_records_unwraps_into_one_event_each() -> None:
+    records = [ceph_record("b", "one.png"), ceph_record("b", "two.png")]
+    event = new_event("com.amazonaws.s3.ObjectCreated:Put", "ceph:s3.default.b", {"Records": records}, id="n1")
+    parts = unwrap(event)
+    assert [p.get_id() for p in parts] == ["n1#0", "n1#1"]
+    assert [p.get_subject() for p in parts] == ["one.png", "two.png"]
+    assert [[r.key for r in parse_records(p)] for p in parts] == [["one.png"], ["two.png"]]
+    raw = from_raw_value(json.dumps({"Records": records}).encode())
+    assert len({e.get_id() for e in raw}) == 2 and [e.get_subject() for e in raw] == ["one.png", "two.png"]
+    assert from_raw_value(b'{"Event": "s3:TestEvent"}') == []
