@@ -33,6 +33,7 @@ import numpy as np
 
 from kawa.ml.loaders import LoadedModel, TensorSpec, load_model_dir
 from kawa.ml.refs import ModelRef, parse_ref
+from kawa.ml.runs import Lineage, lineage_from_tags
 
 if TYPE_CHECKING:
     from kawa.backends import Backends
@@ -87,6 +88,11 @@ class Predictor:
         self.output_spec: TensorSpec = loaded.output
         self._predict = loaded.predict
         self._logger = logger
+
+    @property
+    def lineage(self) -> Lineage:
+        """What this version was trained on (from its registry tags): data read, parent version, job."""
+        return lineage_from_tags(self.name, self.version, None, self.tags)
 
     def __repr__(self) -> str:
         return f"<Predictor {self.name}/{self.version} ({self.flavor})>"

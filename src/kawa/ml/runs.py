@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 TAG_JOB = "kawa.job_id"
@@ -73,6 +74,49 @@ def lineage_tags(
 def provenance_tags(tags: Mapping[str, str]) -> dict[str, str]:
     """The tags worth copying from a run to its model version: job, code version, project, parent, lineage."""
     return {k: v for k, v in tags.items() if k in KAWA_TAGS or k.startswith(LINEAGE_PREFIX)}
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """What a model version was made from.
+
+    ``data`` holds each input the run recorded with ``run.log_lineage(..., name=...)``: its fields
+    (``topic``/``partition``/``offsets``, ``bucket``/``prefix``/``listing_digest``, ``source``,
+    ``description``) by input name. ``parent_version`` is the version it derives from (by default the one
+    ``champion`` pointed to when it was registered).
+    """
+
+    name: str
+    version: int
+    run_id: str | None
+    parent_version: int | None
+    job_id: str | None
+    code_version: str | None
+    data: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def described(self, input_name: str = "data") -> str | None:
+        """What input ``input_name`` was, in words (its ``description``, else its ``source``)."""
+        found = self.data.get(input_name, {})
+        return found.get("description") or found.get("source")
+
+
+def lineage_from_tags(name: str, version: int, run_id: str | None, tags: dict[str, str]) -> Lineage:
+    """Read a :class:`Lineage` from a version's (and its run's) provenance tags."""
+    data: dict[str, dict[str, str]] = {}
+    for key, value in tags.items():
+        if key.startswith(LINEAGE_PREFIX):
+            input_name, _, part = key[len(LINEAGE_PREFIX) :].rpartition(".")
+            data.setdefault(input_name or part, {})[part if input_name else "value"] = value
+    parent = tags.get(TAG_PARENT)
+    return Lineage(
+        name,
+        version,
+        run_id,
+        int(parent) if parent and parent.isdigit() else None,
+        tags.get(TAG_JOB),
+        tags.get(TAG_CODE),
+        data,
+    )
 
 
 class Run:

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from kawa.config import job_environment
+
 
 def resolve(entrypoint: str) -> Callable[..., Any]:
     module_name, _, attr = entrypoint.partition(":")
@@ -33,10 +35,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-    params: dict[str, Any] = json.loads(os.environ.get("KAWA_JOB_PARAMS") or "{}")
+    job = job_environment()
+    params: dict[str, Any] = json.loads(job.params_json or "{}")
     print(
-        f"kawa job {os.environ.get('KAWA_JOB_ID', '?')}: {args[0]}({params}) "
-        f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r}",
+        f"kawa job {job.job_id or '?'}: {args[0]}({params}) CUDA_VISIBLE_DEVICES={job.cuda_visible_devices!r}",
         flush=True,
     )
     try:
@@ -46,10 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException:
         traceback.print_exc()
         return 1
-    job_dir = os.environ.get("KAWA_JOB_DIR")
-    if job_dir and result is not None:
+    if job.job_dir and result is not None:
         try:
-            Path(job_dir, "result.json").write_text(json.dumps(result, default=str))
+            Path(job.job_dir, "result.json").write_text(json.dumps(result, default=str))
         except (TypeError, ValueError, OSError) as exc:
             print(f"kawa job: result not saved: {exc}", file=sys.stderr)
     return 0

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
+from kawa.config import inherited_environment
 from kawa.errors import JobError, ResourceUnavailable
 from kawa.ml.jobs.policy import Allocated, Placement, Waiting, place
 from kawa.ml.jobs.spec import JobSpec, JobState
@@ -116,6 +117,11 @@ class Scheduler:
                 raise JobError(f"job {job_id} is still {job.state} after {timeout}s")
             self._stop.wait(self.tick_s)
 
+    def running(self) -> bool:
+        """Whether a job this scheduler started is still running."""
+        with self._lock:
+            return bool(self._running)
+
     # --- Service (kawa up) ---------------------------------------------------------------------------
 
     def start(self) -> None:
@@ -160,7 +166,7 @@ class Scheduler:
 
     def _env(self, job: Job) -> dict[str, str]:
         spec = job.spec
-        env = dict(os.environ)
+        env = inherited_environment()
         env.update(spec.env)
         home = str(Path(self.config.home).absolute())
         threads = str(max(1, math.ceil(spec.resources.cpu)))
