@@ -20,8 +20,6 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from kawa.config import job_environment
-
 PROGRESS_FILE = "progress.jsonl"
 
 
@@ -58,6 +56,8 @@ class JobContext:
 
 def context() -> JobContext:
     """This process's job context (empty when it is not a job)."""
+    from kawa.config import job_environment  # here: the job runner imports this package and must start fast
+
     env = job_environment()
     return JobContext(env.job_id, Path(env.job_dir) if env.job_dir else None)
 

@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from kawa.config import inherited_environment
 from kawa.errors import JobError, ResourceUnavailable
 from kawa.ml.jobs.policy import Allocated, Placement, Waiting, place
 from kawa.ml.jobs.spec import JobSpec, JobState
@@ -166,6 +165,8 @@ class Scheduler:
 
     def _env(self, job: Job) -> dict[str, str]:
         spec = job.spec
+        from kawa.config import inherited_environment  # here: a job's runner imports this package, keep it light
+
         env = inherited_environment()
         env.update(spec.env)
         home = str(Path(self.config.home).absolute())
@@ -196,6 +197,17 @@ class Scheduler:
     def _launch(self, job: Job) -> None:
         logfile = open(self.store.log_path(job.id), "ab")  # noqa: SIM115 - closed when the job ends
         argv = job.spec.command()
+        if job.spec.is_function:  # the runner then starts without reading Kawa's configuration
+            argv += [
+                "--job-id",
+                job.id,
+                "--job-dir",
+                str(self.store.job_dir(job.id)),
+                "--gpus",
+                ",".join(map(str, job.gpus)),
+                "--params",
+                json.dumps(job.spec.params),
+            ]
         try:
             proc = subprocess.Popen(
                 argv,
