@@ -42,7 +42,7 @@ def run_training_job(
     )
     report = None if progress is None else (lambda p: progress(p.message, p.done, p.total))
     finished = jobs.wait(job.id, config=config, on_progress=report)
-    if finished.state.value != "succeeded":
+    if finished.state is not jobs.JobState.SUCCEEDED:
         tail = jobs.log_tail(job.id, config=config, max_bytes=2000)
         raise JobError(
             f"training job {job.id} {finished.state.value}: {finished.error or ''}\n{tail}\n"
