@@ -17,7 +17,7 @@ from tests.ml.helpers import make_config
 @pytest.fixture
 def progress_module(tmp_path: Path) -> str:
     (tmp_path / "progressfns.py").write_text(
-        textwrap.dedent('''
+        textwrap.dedent("""
         import time
         from pathlib import Path
         from kawa.ml import jobs
@@ -35,7 +35,7 @@ def progress_module(tmp_path: Path) -> str:
         def fail():
             jobs.progress(1, 2, message="halfway")
             raise ValueError("boom")
-        ''')
+        """)
     )
     return "progressfns"
 
