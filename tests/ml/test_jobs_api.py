@@ -58,6 +58,18 @@ def test_submit_follow_wait_result(cfg: KawaConfig, progress_module: str, tmp_pa
     assert last is not None and (last.done, last.total) == (4, 4)
     assert "kawa-progress counting 999/999" in jobs.log_tail(job.id, config=cfg)  # in the log, not the channel
 
+    from kawa.platform import Platform
+    from kawa.portal.sources.jobs import JobsSource
+
+    platform = Platform(cfg)
+    source = JobsSource(platform)  # the portal reads the same channel
+    try:
+        shown = source.progress(job.id)
+        assert shown is not None and (shown.done, shown.total, shown.message) == (4, 4, "counting")
+    finally:
+        source.close()
+        platform.stop()
+
 
 def test_wait_reports_progress_of_a_failed_job(cfg: KawaConfig, progress_module: str, tmp_path: Path) -> None:
     seen: list[Progress] = []
