@@ -250,10 +250,11 @@ def swap_pause(url: str, bodies: list[bytes], concurrency: int, env: dict[str, s
     the swap pause is the longest gap between completions from each move until 200 ms after the first response
     of the new version."""
     sys.path.insert(0, str(ROOT / "src"))
+    from kawa.backends import open_backends
     from kawa.config import load_config
     from kawa.ml.registry import Registry
 
-    registry = Registry(load_config(env=env))
+    registry = Registry(open_backends(load_config(env=env)))  # alias moves published on the backends' log
     registry.versions("bench")  # warm: MLflow imported, registry and log opened before the clock runs
     done: list[tuple[float, str]] = []
     on_done = lambda t, payload: done.append((t, json.loads(payload)["model_version"]))  # noqa: E731

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -279,3 +280,34 @@ def load_config(
         # A relative home in a config file is relative to that file, as users expect.
         config = config.model_copy(update={"home": (file.parent / config.home)})
     return config
+
+
+@dataclass(frozen=True)
+class JobEnvironment:
+    """What the job scheduler hands a job's process through its environment (``KAWA_JOB_*``); all empty
+    outside a job. Read here, the one module that reads the environment."""
+
+    job_id: str | None
+    job_dir: str | None
+    params_json: str | None
+    project: str | None
+    code_version: str | None
+    cuda_visible_devices: str | None
+
+
+def job_environment(env: Mapping[str, str] | None = None) -> JobEnvironment:
+    """The ``KAWA_JOB_*`` variables of this process (or of ``env``)."""
+    environ = os.environ if env is None else env
+    return JobEnvironment(
+        job_id=environ.get("KAWA_JOB_ID") or None,
+        job_dir=environ.get("KAWA_JOB_DIR") or None,
+        params_json=environ.get("KAWA_JOB_PARAMS") or None,
+        project=environ.get("KAWA_JOB_PROJECT") or None,
+        code_version=environ.get("KAWA_CODE_VERSION") or None,
+        cuda_visible_devices=environ.get("CUDA_VISIBLE_DEVICES"),
+    )
+
+
+def inherited_environment() -> dict[str, str]:
+    """A copy of this process's environment, for a child process (a job) to start from."""
+    return dict(os.environ)

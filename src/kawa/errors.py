@@ -158,7 +158,7 @@ class InvalidModelInput(ModelError):
     """Inputs do not match what the model accepts (shape, datatype)."""
 
 
-class TrackingUnavailable(ModelError):
+class TrackingUnavailable(ModelError, BackendUnavailable):
     """Tracking is switched off or its server cannot be reached."""
 
 

@@ -45,7 +45,7 @@ def test_promotion_mid_run_switches_versions_without_failures(tmp_path: Path, tr
         thread = threading.Thread(target=generator.run, kwargs={"rate": RATE, "duration": SECONDS})
         thread.start()
         time.sleep(SECONDS / 3)
-        registry = Registry(config)  # publishes the move on kawa.models, as `kawa models promote` does
+        registry = Registry(stack.platform.backends)  # publishes the move on kawa.models, as `kawa models promote` does
         try:
             promoted_at = time.time()
             registry.promote(MODEL, 2)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -159,6 +161,29 @@ def jobs_logs(
         time.sleep(0.5)
 
 
+@jobs_app.command("progress")
+def jobs_progress(
+    job_id: str,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing until the job ends")] = False,
+) -> None:
+    """Print a job's progress records (what it reports with `kawa.ml.jobs.progress`)."""
+    from kawa.ml import jobs
+
+    config = get_config()
+    records = (
+        jobs.follow_progress(job_id, config=config, drive=False)
+        if follow
+        else iter([p for p in [jobs.last_progress(job_id, config=config)] if p is not None])
+    )
+    shown = False
+    for p in records:
+        shown = True
+        share = f" ({p.fraction:.0%})" if p.fraction is not None else ""
+        console.print(f"{_when(p.time)} {p.message or 'progress'} {p.done}/{p.total}{share}", highlight=False)
+    if not shown:
+        console.print(f"job {job_id} has reported no progress yet")
+
+
 @jobs_app.command("cancel")
 def jobs_cancel(job_id: str) -> None:
     """Cancel a job: a queued one at once, a running one by killing its process group."""
@@ -201,9 +226,24 @@ def jobs_render(
 
 
 def _registry() -> Registry:
+    """A registry that only reads (listing publishes nothing)."""
     from kawa.ml.registry import Registry
 
-    return Registry(get_config())
+    return Registry(get_config(), publish=False)
+
+
+@contextmanager
+def _moving_registry() -> Iterator[Registry]:
+    """A registry whose alias moves are published on the configured log (opened by the backends)."""
+    from kawa.backends import open_backends
+    from kawa.ml.registry import Registry
+
+    with open_backends(get_config()) as backends:
+        registry = Registry(backends)
+        try:
+            yield registry
+        finally:
+            registry.close()
 
 
 @models_app.command("list")
@@ -252,11 +292,8 @@ def models_promote(
     alias: Annotated[str, typer.Option("--alias", "-a", help="alias to move")] = "champion",
 ) -> None:
     """Point ALIAS at VERSION; running functions and servers swap to it. Published on kawa.models."""
-    registry = _registry()
-    try:
+    with _moving_registry() as registry:
         move = registry.promote(name, version, alias)
-    finally:
-        registry.close()
     console.print(f"{name}@{alias}: {move.previous or '-'} → [bold]{move.version}[/]", highlight=False)
     _warn_unpublished(move)
 
@@ -267,13 +304,29 @@ def models_rollback(
     alias: Annotated[str, typer.Option("--alias", "-a", help="alias to move back")] = "champion",
 ) -> None:
     """Move ALIAS back to the version it pointed to before its last move."""
-    registry = _registry()
-    try:
+    with _moving_registry() as registry:
         move = registry.rollback(name, alias)
-    finally:
-        registry.close()
     console.print(f"{name}@{alias}: {move.previous} → [bold]{move.version}[/] (rolled back)", highlight=False)
     _warn_unpublished(move)
+
+
+@models_app.command("lineage")
+def models_lineage(
+    name: str, version: int, as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False
+) -> None:
+    """What VERSION was trained on: its run, the data it read, its parent version, job and code version."""
+    from dataclasses import asdict
+
+    found = _registry().lineage(name, version)
+    if as_json:
+        typer.echo(json.dumps(asdict(found), indent=2))
+        return
+    console.print(f"[bold]{name}/{version}[/]", highlight=False)
+    console.print(f"  run: {found.run_id or '-'}   job: {found.job_id or '-'}   code: {found.code_version or '-'}")
+    console.print(f"  parent version: {found.parent_version if found.parent_version is not None else '-'}")
+    for input_name, fields in sorted(found.data.items()):
+        described = " ".join(f"{k}={v}" for k, v in sorted(fields.items()))
+        console.print(f"  data [bold]{input_name}[/]: {described}", highlight=False)
 
 
 def _warn_unpublished(move: AliasMove) -> None:
@@ -304,12 +357,11 @@ def serve_model(
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kawa.ml").setLevel(logging.INFO)  # loads and swaps
 
-    config = get_config()
-    event_log = None
-    if not no_log:
-        from kawa.log import open_log
+    from kawa.backends import open_backends
 
-        event_log = open_log(config.log.uri, config)
+    config = get_config()
+    backends = open_backends(config)
+    event_log = None if no_log else backends.log
     server = ModelServer(
         config,
         ref,
@@ -328,5 +380,4 @@ def serve_model(
     try:
         server.run()
     finally:
-        if event_log is not None:
-            event_log.close()
+        backends.close()

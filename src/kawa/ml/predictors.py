@@ -37,8 +37,10 @@ import numpy as np
 from kawa.functions.types import current_event
 from kawa.ml.loaders import LoadedModel, TensorSpec, load_model_dir
 from kawa.ml.refs import ModelRef, parse_ref
+from kawa.ml.runs import Lineage, lineage_from_tags
 
 if TYPE_CHECKING:
+    from kawa.backends import Backends
     from kawa.config import KawaConfig
     from kawa.events.ref import EventRef
     from kawa.log.base import Consumer, EventLog
@@ -94,6 +96,11 @@ class Predictor:
         self.output_spec: TensorSpec = loaded.output
         self._predict = loaded.predict
         self._logger = logger
+
+    @property
+    def lineage(self) -> Lineage:
+        """What this version was trained on (from its registry tags): data read, parent version, job."""
+        return lineage_from_tags(self.name, self.version, None, self.tags)
 
     def __repr__(self) -> str:
         return f"<Predictor {self.name}/{self.version} ({self.flavor})>"
@@ -193,13 +200,22 @@ class ModelHandle:
 class ModelManager:
     """Loads models from the registry, caches them and keeps alias references current."""
 
-    def __init__(self, config: KawaConfig, log: EventLog | None = None, *, poll_interval_s: float = 1.0) -> None:
+    def __init__(
+        self, source: KawaConfig | Backends, log: EventLog | None = None, *, poll_interval_s: float = 1.0
+    ) -> None:
+        """``source``: a configuration, or backends whose log is used when ``log`` is not given. Without a
+        log, predictions are not logged and alias moves are noticed by polling only."""
+        from kawa.config import KawaConfig
         from kawa.ml.registry import Registry
 
-        self.config = config
+        if isinstance(source, KawaConfig):
+            self.config = source
+        else:
+            self.config = source.config
+            log = log if log is not None else source.log
         self.log = log
         self.poll_interval_s = poll_interval_s
-        self.registry: Registry = Registry(config, log, publish=False)
+        self.registry: Registry = Registry(self.config, log, publish=False)
         self._logger: PredictionLogger | None = None
         self._handles: dict[str, ModelHandle] = {}
         self._loaded: dict[tuple[str, int], Predictor] = {}
@@ -315,7 +331,7 @@ class ModelManager:
 
     def _version_tags(self, name: str, version: int) -> dict[str, str]:
         try:
-            return dict(self.registry.client.get_model_version(name, str(version)).tags or {})
+            return self.registry.version_tags(name, version)
         except Exception:  # tags are informative: a registry that cannot list them must not stop serving
             log.warning("could not read the tags of %s/%d", name, version, exc_info=True)
             return {}

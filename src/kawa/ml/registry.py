@@ -1,4 +1,18 @@
-"""The model registry: registered models, versions, aliases — MLflow underneath.
+"""The model registry — the public API for registered models: register, alias, promote, rollback, lineage.
+
+::
+
+    from kawa.backends import open_backends
+    from kawa.ml.registry import Registry
+
+    with open_backends() as backends:
+        registry = Registry(backends)          # alias moves are published on backends.log
+        version = registry.register("runs:/…/model", "fraud", run_id=run_id)
+        registry.promote("fraud", version)     # champion → version
+        registry.lineage("fraud", version)     # run id, data read, parent version, job, code version
+        registry.rollback("fraud")             # champion → the previous champion
+
+MLflow is underneath, reached only through the adapter :mod:`kawa.ml.mlflow`.
 
 Embedded: an sqlite tracking store ``<home>/mlflow.db`` with artifacts under ``<home>/mlartifacts``;
 distributed: ``ml.tracking_uri`` names an MLflow tracking server.
@@ -24,21 +38,25 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlparse
 
-from kawa.errors import ModelAliasNotFound, ModelError, ModelNotFound
+from kawa.config import KawaConfig
+from kawa.errors import ModelAliasNotFound, ModelError
+from kawa.ml.mlflow.models import MlflowModels
 from kawa.ml.refs import ModelRef, parse_ref
+from kawa.ml.runs import Lineage, lineage_from_tags, provenance_tags
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-    from kawa.config import KawaConfig
+    from kawa.backends import Backends
     from kawa.log.base import EventLog, Producer
 
 log = logging.getLogger("kawa.ml.registry")
 HISTORY_TAG = "kawa.alias_history."
 HISTORY_LIMIT = 100
 ALIAS_EVENT = "kawa.model.alias.moved"
+
+__all__ = ["ALIAS_EVENT", "AliasMove", "Lineage", "ModelVersionInfo", "RegisteredModelInfo", "Registry"]
 
 
 @dataclass(frozen=True)
@@ -78,114 +96,83 @@ class AliasMove:
         }
 
 
-def _not_found(exc: Exception) -> bool:
-    return "RESOURCE_DOES_NOT_EXIST" in str(getattr(exc, "error_code", "")) or "not found" in str(exc).lower()
-
-
 class Registry:
     """Register versions, move aliases, list versions with metrics and lineage.
 
-    ``log``: where alias events go; None opens the configured log on the first move (and closes it in
-    :meth:`close`); ``publish=False`` publishes nothing.
+    ``source``: a :class:`~kawa.backends.Backends` (alias moves are published on its log, opened on the
+    first move) or a bare configuration (then only on ``log``, when given). The registry never opens a log
+    itself. ``publish=False`` publishes nothing.
     """
 
-    def __init__(self, config: KawaConfig, log: EventLog | None = None, *, publish: bool = True) -> None:
-        self.config = config
+    def __init__(self, source: KawaConfig | Backends, log: EventLog | None = None, *, publish: bool = True) -> None:
+        if isinstance(source, KawaConfig):
+            self._backends: Backends | None = None
+            self.config = source
+        else:
+            self._backends, self.config = source, source.config
         self._log = log
-        self._own_log = False
         self._publish = publish
         self._producer: Producer | None = None
-        self._client: MlflowClient | None = None
+        self._models = MlflowModels(self.config)
         self._lock = threading.Lock()
 
     @property
     def client(self) -> MlflowClient:
-        if self._client is None:
-            from kawa.ml.mlflow_run import client
-
-            self._client = client(self.config)
-        return self._client
+        """The MLflow client underneath (for what the registry API does not cover)."""
+        return self._models.client
 
     # --- versions ------------------------------------------------------------------------------------
 
     def register(
-        self, model_uri: str, name: str, *, run_id: str | None = None, tags: dict[str, str] | None = None
+        self,
+        model_uri: str,
+        name: str,
+        *,
+        run_id: str | None = None,
+        tags: dict[str, str] | None = None,
+        parent_version: int | None = None,
     ) -> int:
-        """Register ``model_uri`` (``models:/m-…``, ``runs:/…``, a path) as a new version of ``name``."""
-        from mlflow.exceptions import MlflowException
-
-        from kawa.ml.mlflow_run import provenance_tags
-
-        mlf = self.client
-        try:
-            try:
-                mlf.get_registered_model(name)
-            except MlflowException as exc:
-                if not _not_found(exc):
-                    raise
-                mlf.create_registered_model(name)
-            # MLflow 3 logged models ("models:/m-…") are registered by id; a server checks the source is its.
-            model_id = model_uri[len("models:/") :] if model_uri.startswith("models:/m-") else None
-            version = mlf.create_model_version(name, model_uri, run_id=run_id, model_id=model_id)
-            for key, value in provenance_tags(tags or {}).items():
-                mlf.set_model_version_tag(name, version.version, key, value)
-        except MlflowException as exc:
-            raise ModelError(f"could not register {model_uri} as {name!r}: {exc.message}") from exc
-        return int(version.version)
+        """Register ``model_uri`` (``models:/m-…``, ``runs:/…``, a path) as a new version of ``name``, with
+        the provenance among ``tags`` (job, code version, ``kawa.lineage.*``) and its parent version
+        (default: the version ``champion`` points to now)."""
+        return self._models.register(model_uri, name, run_id=run_id, tags=tags, parent_version=parent_version)
 
     def list_models(self) -> list[RegisteredModelInfo]:
-        out = []
-        for m in self.client.search_registered_models(max_results=1000):
-            latest = max((int(v.version) for v in m.latest_versions or []), default=None)
-            out.append(RegisteredModelInfo(m.name, latest, {a: int(v) for a, v in (m.aliases or {}).items()}))
-        return sorted(out, key=lambda m: m.name)
+        return [RegisteredModelInfo(m.name, m.latest_version, m.aliases) for m in self._models.models()]
 
     def versions(self, name: str) -> list[ModelVersionInfo]:
         """Every version of ``name``, newest first, with its run's metrics and its provenance tags."""
-        from kawa.ml.mlflow_run import provenance_tags
-
         by_version: dict[int, list[str]] = {}
-        for alias, target in (self._get_model(name).aliases or {}).items():
-            by_version.setdefault(int(target), []).append(alias)
+        for alias, target in self._models.model(name).aliases.items():
+            by_version.setdefault(target, []).append(alias)
         out = []
-        for v in self.client.search_model_versions(f"name = '{name}'", max_results=1000):
+        for v in self._models.versions(name):
             metrics: dict[str, float] = {}
-            lineage = provenance_tags(dict(v.tags or {}))
-            if v.run_id:
-                try:
-                    run = self.client.get_run(v.run_id)
-                    metrics = dict(run.data.metrics)
-                    lineage = {**provenance_tags(dict(run.data.tags)), **lineage}
-                except Exception:  # the run was deleted; the version stands on its own
-                    pass
-            out.append(
-                ModelVersionInfo(
-                    name,
-                    int(v.version),
-                    tuple(sorted(by_version.get(int(v.version), []))),
-                    v.run_id,
-                    int(v.creation_timestamp or 0),
-                    metrics,
-                    lineage,
-                )
-            )
+            lineage = provenance_tags(v.tags)
+            found = self._models.run(v.run_id) if v.run_id else None
+            if found is not None:  # else the run was deleted; the version stands on its own
+                metrics = found[0]
+                lineage = {**provenance_tags(found[1]), **lineage}
+            aliases = tuple(sorted(by_version.get(v.version, [])))
+            out.append(ModelVersionInfo(name, v.version, aliases, v.run_id, v.created_ms, metrics, lineage))
         return sorted(out, key=lambda v: -v.version)
 
-    def _get_model(self, name: str) -> Any:
-        from mlflow.exceptions import MlflowException
+    def version_tags(self, name: str, version: int) -> dict[str, str]:
+        """The tags of one version (what it was trained on, its job, its parent…)."""
+        return dict(self._models.version(name, version).tags)
 
-        try:
-            return self.client.get_registered_model(name)
-        except MlflowException as exc:
-            if _not_found(exc):
-                raise ModelNotFound(
-                    f"no registered model {name!r}; `kawa models list` shows the registered ones"
-                ) from exc
-            raise ModelError(f"registry error for {name!r}: {exc.message}") from exc
+    def lineage(self, name: str, version: int) -> Lineage:
+        """What ``name``/``version`` was trained on: its run, the data it read, its parent version, the job
+        and the code version (from the version's tags, completed by its run's)."""
+        record = self._models.version(name, version)
+        tags = dict(record.tags)
+        found = self._models.run(record.run_id) if record.run_id else None
+        if found is not None:
+            tags = {**provenance_tags(found[1]), **tags}
+        return lineage_from_tags(name, version, record.run_id, tags)
 
     def alias_target(self, name: str, alias: str) -> int | None:
-        aliases = self._get_model(name).aliases or {}
-        return int(aliases[alias]) if alias in aliases else None
+        return self._models.model(name).aliases.get(alias)
 
     def resolve(self, ref: str | ModelRef) -> int:
         """The version a reference points to now."""
@@ -199,29 +186,27 @@ class Registry:
                 )
             return target
         assert parsed.version is not None
-        self._check_version(parsed.name, parsed.version)
+        self._models.version(parsed.name, parsed.version)
         return parsed.version
-
-    def _check_version(self, name: str, version: int) -> None:
-        from mlflow.exceptions import MlflowException
-
-        self._get_model(name)
-        try:
-            self.client.get_model_version(name, str(version))
-        except MlflowException as exc:
-            raise ModelNotFound(
-                f"model {name!r} has no version {version}; `kawa models versions {name}` lists them"
-            ) from exc
 
     # --- aliases -------------------------------------------------------------------------------------
 
     def alias_history(self, name: str, alias: str) -> list[int]:
-        tags = self._get_model(name).tags or {}
+        tags = self._models.model(name).tags
         return [int(v) for v in json.loads(tags.get(HISTORY_TAG + alias, "[]"))]
 
     def promote(self, name: str, version: int, alias: str = "champion") -> AliasMove:
         """Point ``alias`` at ``version`` (remembering where it pointed, for :meth:`rollback`)."""
-        self._check_version(name, version)
+        return self._move(name, version, alias, "promote")
+
+    def set_alias(self, name: str, alias: str, version: int) -> AliasMove:
+        """Point ``alias`` at ``version``: :meth:`promote` for any alias, recorded as a ``set``."""
+        return self._move(name, version, alias, "set")
+
+    alias = set_alias
+
+    def _move(self, name: str, version: int, alias: str, action: str) -> AliasMove:
+        self._models.version(name, version)
         with self._lock:
             previous = self.alias_target(name, alias)
             history = self.alias_history(name, alias)
@@ -230,10 +215,11 @@ class Registry:
             if previous != version:
                 history.append(version)
             self._write(name, alias, version, history)
-        return self._announce(AliasMove(name, alias, version, previous, "promote"))
+        return self._announce(AliasMove(name, alias, version, previous, action))
 
     def rollback(self, name: str, alias: str = "champion") -> AliasMove:
-        """Move ``alias`` back to the version it pointed to before its last move."""
+        """Move ``alias`` back to the version it pointed to before its last move (the history is kept on
+        the registered model, so the rollback itself is recorded and published like any move)."""
         with self._lock:
             current = self.alias_target(name, alias)
             if current is None:
@@ -251,12 +237,18 @@ class Registry:
         return self._announce(AliasMove(name, alias, target, current, "rollback"))
 
     def _write(self, name: str, alias: str, version: int, history: list[int]) -> None:
-        self.client.set_registered_model_alias(name, alias, str(version))
-        self.client.set_registered_model_tag(name, HISTORY_TAG + alias, json.dumps(history[-HISTORY_LIMIT:]))
+        self._models.set_alias(name, alias, version)
+        self._models.set_model_tag(name, HISTORY_TAG + alias, json.dumps(history[-HISTORY_LIMIT:]))
+
+    def _event_log(self) -> EventLog | None:
+        if self._log is None and self._backends is not None:
+            self._log = self._backends.log  # the backends open it, once, for every capability
+        return self._log
 
     def _announce(self, move: AliasMove) -> AliasMove:
         """Publish the move. The registry already holds it, so a log failure does not undo it: the move is
-        returned with ``published=False`` (followers still see it at their next registry poll)."""
+        returned with ``published=False`` (followers still see it at their next registry poll), as it is
+        when there is no log to publish on."""
         if not self._publish:
             return move
         from kawa.events import new_event, to_kafka
@@ -264,14 +256,15 @@ class Registry:
 
         topic = self.config.ml.models_topic
         try:
-            if self._log is None:
-                from kawa.log import open_log
-
-                self._log = open_log(self.config.log.uri, self.config)
-                self._own_log = True
+            event_log = self._event_log()
+            if event_log is None:
+                log.info(
+                    "%s@%s moved to %d; no event log given, nothing published", move.model, move.alias, move.version
+                )
+                return dataclasses.replace(move, published=False)
             if self._producer is None:
-                self._log.create_topic(TopicSpec(topic), exist_ok=True)
-                self._producer = self._log.producer()
+                event_log.create_topic(TopicSpec(topic), exist_ok=True)
+                self._producer = event_log.producer()
             event = new_event(
                 ALIAS_EVENT,
                 "kawa/registry",
@@ -297,32 +290,10 @@ class Registry:
 
     def local_path(self, name: str, version: int) -> Path:
         """A local directory holding the version's model files (downloaded into the home when remote)."""
-        uri = self.client.get_model_version_download_uri(name, str(version))
-        parsed = urlparse(uri)
-        if parsed.scheme in ("", "file"):
-            return Path(unquote(parsed.path))
-        cache = Path(self.config.home).absolute() / "models-cache" / name / str(version)
-        marker = cache / ".complete"
-        if marker.exists():
-            return Path(marker.read_text())
-        import mlflow.artifacts
-
-        from kawa.ml.refs import tracking_uri
-
-        cache.mkdir(parents=True, exist_ok=True)
-        try:
-            local = mlflow.artifacts.download_artifacts(
-                artifact_uri=uri, dst_path=str(cache), tracking_uri=tracking_uri(self.config)
-            )
-        except Exception as exc:
-            raise ModelError(f"could not download {name}/{version} from {uri}: {exc}") from exc
-        marker.write_text(str(local))
-        return Path(local)
+        return self._models.local_path(name, version)
 
     def close(self) -> None:
+        """Close the producer; the log belongs to whoever handed it in (or to the backends)."""
         if self._producer is not None:
             self._producer.close()
             self._producer = None
-        if self._own_log and self._log is not None:
-            self._log.close()
-            self._log = None

@@ -19,32 +19,56 @@ printed) and ``log_model`` registers nothing — this is how GPU hosts without M
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
+
+from kawa.config import job_environment
+from kawa.ml.runs import (
+    LINEAGE_PREFIX,
+    TAG_CODE,
+    TAG_JOB,
+    TAG_PARENT,
+    TAG_PROJECT,
+    Flavor,
+    Run,
+    lineage_tags,
+    listing_digest,
+    provenance_tags,
+)
 
 if TYPE_CHECKING:
+    import os
+
     from kawa.config import KawaConfig
 
-Flavor = Literal["sklearn", "onnx", "pyfunc"]
-
-TAG_JOB = "kawa.job_id"
-TAG_CODE = "kawa.code_version"
-TAG_PROJECT = "kawa.project"
-LINEAGE_PREFIX = "kawa.lineage."
+__all__ = [
+    "LINEAGE_PREFIX",
+    "TAG_CODE",
+    "TAG_JOB",
+    "TAG_PARENT",
+    "TAG_PROJECT",
+    "Flavor",
+    "OfflineRun",
+    "Run",
+    "code_version",
+    "lineage_tags",
+    "listing_digest",
+    "provenance_tags",
+    "run",
+]
 
 
 def code_version(cwd: str | None = None) -> str | None:
     """``KAWA_CODE_VERSION``, else the git commit of ``cwd`` (``+dirty`` when it has changes), else None."""
-    if os.environ.get("KAWA_CODE_VERSION"):
-        return os.environ["KAWA_CODE_VERSION"]
+    pinned = job_environment().code_version
+    if pinned:
+        return pinned
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5, check=True
@@ -60,91 +84,6 @@ def code_version(cwd: str | None = None) -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return f"{sha}+dirty" if dirty else sha or None
-
-
-def listing_digest(keys: Iterable[str]) -> str:
-    """A digest of a bucket listing (sorted keys; pass ``key\\tetag`` strings to pin contents too)."""
-    h = hashlib.sha256()
-    for key in sorted(keys):
-        h.update(key.encode())
-        h.update(b"\n")
-    return "sha256:" + h.hexdigest()
-
-
-def lineage_tags(
-    *,
-    topic: str | None = None,
-    partition: int | None = None,
-    offsets: tuple[int, int] | None = None,
-    bucket: str | None = None,
-    prefix: str | None = None,
-    keys: Iterable[str] | None = None,
-    digest: str | None = None,
-    name: str = "data",
-) -> dict[str, str]:
-    """Tags describing one input: ``topic`` + ``offsets`` (start inclusive, end exclusive) or ``bucket`` +
-    listing digest. ``name`` tells several inputs apart (``kawa.lineage.<name>.*``)."""
-    p = f"{LINEAGE_PREFIX}{name}."
-    tags: dict[str, str] = {}
-    if topic is not None:
-        tags[p + "topic"] = topic
-        if partition is not None:
-            tags[p + "partition"] = str(partition)
-        if offsets is not None:
-            tags[p + "offsets"] = f"{offsets[0]}-{offsets[1]}"
-    if bucket is not None:
-        tags[p + "bucket"] = bucket
-        if prefix:
-            tags[p + "prefix"] = prefix
-        if keys is not None and digest is None:
-            digest = listing_digest(keys)
-        if digest:
-            tags[p + "listing_digest"] = digest
-    return tags
-
-
-class Run:
-    """The common face of an MLflow-backed run and the offline one."""
-
-    run_id: str | None = None
-    tags: dict[str, str]
-
-    def log_param(self, key: str, value: Any) -> None:
-        self.log_params({key: value})
-
-    def log_params(self, params: Mapping[str, Any]) -> None:
-        raise NotImplementedError
-
-    def log_metric(self, key: str, value: float, step: int | None = None) -> None:
-        self.log_metrics({key: value}, step=step)
-
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        raise NotImplementedError
-
-    def set_tags(self, tags: Mapping[str, str]) -> None:
-        raise NotImplementedError
-
-    def log_lineage(self, **kwargs: Any) -> dict[str, str]:
-        """Record what data the run read; see :func:`lineage_tags`."""
-        tags = lineage_tags(**kwargs)
-        self.set_tags(tags)
-        return tags
-
-    def log_artifact(self, path: str | os.PathLike[str]) -> None:
-        raise NotImplementedError
-
-    def log_model(
-        self,
-        model: Any,
-        *,
-        flavor: Flavor = "sklearn",
-        name: str = "model",
-        register_as: str | None = None,
-        input_example: Any = None,
-    ) -> int | None:
-        """Log ``model`` (an sklearn estimator, an ONNX ``ModelProto``/bytes/path, or a pyfunc
-        ``PythonModel``); with ``register_as`` also register it and return the new version number."""
-        raise NotImplementedError
 
 
 class OfflineRun(Run):
@@ -183,6 +122,7 @@ class OfflineRun(Run):
         name: str = "model",
         register_as: str | None = None,
         input_example: Any = None,
+        parent_version: int | None = None,
     ) -> int | None:
         self._write("model", {"flavor": flavor, "name": name, "register_as": register_as, "registered": False})
         return None
@@ -202,24 +142,24 @@ def run(
         from kawa.config import load_config
 
         config = load_config()
+    job = job_environment()
     base_tags: dict[str, str] = {}
-    if os.environ.get("KAWA_JOB_ID"):
-        base_tags[TAG_JOB] = os.environ["KAWA_JOB_ID"]
-    if os.environ.get("KAWA_JOB_PROJECT"):
-        base_tags[TAG_PROJECT] = os.environ["KAWA_JOB_PROJECT"]
+    if job.job_id:
+        base_tags[TAG_JOB] = job.job_id
+    if job.project:
+        base_tags[TAG_PROJECT] = job.project
     version = code_version()
     if version:
         base_tags[TAG_CODE] = version
     base_tags.update(tags or {})
     if not config.ml.tracking:
-        job_dir = os.environ.get("KAWA_JOB_DIR")
-        offline = OfflineRun(Path(job_dir, "tracking.jsonl") if job_dir else None)
+        offline = OfflineRun(Path(job.job_dir, "tracking.jsonl") if job.job_dir else None)
         offline.set_tags(base_tags)
         if params:
             offline.log_params(params)
         yield offline
         return
-    from kawa.ml.mlflow_run import mlflow_run
+    from kawa.ml.mlflow.run import mlflow_run
 
     with mlflow_run(config, experiment or config.ml.experiment, run_name, base_tags) as tracked:
         if params:

@@ -6,10 +6,10 @@ lineage through :mod:`kawa.ml.tracking` and registers the model. Heavy packages 
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
+from kawa.config import job_environment
 from kawa.ml import tracking
 
 
@@ -64,7 +64,7 @@ def torch_mlp(
     """
     import torch
 
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    visible = job_environment().cuda_visible_devices
     cuda = torch.cuda.is_available()
     print(f"CUDA_VISIBLE_DEVICES={visible!r} torch={torch.__version__} cuda_available={cuda}", flush=True)
     if require_cuda and not cuda:

@@ -35,7 +35,12 @@ TRAINED_ON_TAG = "kawa.lineage.trained_on"
 
 
 def trained_on(predictor: object) -> str:
-    """What ``predictor``'s version was trained on, from its registry tags; ``"unknown"`` without the tag."""
+    """What ``predictor``'s version was trained on: its lineage (``Predictor.lineage``), else the tag older
+    versions carry; ``"unknown"`` without either."""
+    lineage = getattr(predictor, "lineage", None)
+    described = lineage.described() if lineage is not None else None
+    if described:
+        return str(described)
     tags = getattr(predictor, "tags", None)
     value = tags.get(TRAINED_ON_TAG) if isinstance(tags, dict) else None
     return str(value) if value else "unknown"

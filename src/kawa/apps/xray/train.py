@@ -32,12 +32,13 @@ if TYPE_CHECKING:
 Progress = Callable[[str, int, int], None]
 """``progress(stage, done, total)``."""
 
-PROGRESS_PREFIX = "kawa-progress"
 
+def job_progress(stage: str, done: int, total: int) -> None:
+    """Progress on the job's progress channel (``kawa demo xray`` and the portal read it); a no-op when
+    :func:`train` runs outside a job."""
+    from kawa.ml import jobs
 
-def print_progress(stage: str, done: int, total: int) -> None:
-    """The job-log form of progress (``kawa demo xray`` reads these lines to draw its bar)."""
-    print(f"{PROGRESS_PREFIX} {stage} {done}/{total}", flush=True)
+    jobs.progress(done, total, message=stage)
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class TrainData:
     x: NDArray[np.float32]
     y: NDArray[np.int64]
     source: str
-    trained_on: str  # what the model learns from, in words: the registered version's trained_on tag
+    trained_on: str  # what the model learns from, in words: recorded as the lineage description
 
 
 def generated_data(settings: XraySettings, n: int, seed: int, progress: Progress | None = None) -> TrainData:
@@ -141,7 +142,7 @@ def train(
     shuffle_labels: bool = False,
     register: bool = True,
     config: KawaConfig | None = None,
-    progress: Progress | None = print_progress,
+    progress: Progress | None = job_progress,
 ) -> dict[str, Any]:
     """Train, evaluate on a held-out quarter, log to MLflow, register as ``settings.model_name`` and
     (``promote``) set ``settings.model_alias`` on it. Returns the metrics, the version and whether it was
@@ -183,12 +184,9 @@ def _track(
     shuffled: bool,
     promote: str,
 ) -> dict[str, Any]:
-    from kawa.config import load_config
+    from kawa.backends import open_backends
     from kawa.ml import tracking
     from kawa.ml.registry import Registry
-
-    config = config or load_config()
-    from kawa.apps.xray.pipeline import TRAINED_ON_TAG
 
     params = {
         "model": "standardize+logistic_regression",
@@ -199,21 +197,23 @@ def _track(
         "shuffled_labels": shuffled,
         "images": len(data.y),
     }
-    with tracking.run("xray-pneumonia", run_name="pneumonia-logreg", params=params, config=config) as run:
-        # kawa.lineage.* run tags are copied onto the registered version: the pipeline reads trained_on there.
-        run.set_tags({"kawa.lineage.data.source": data.source, TRAINED_ON_TAG: data.trained_on})
-        run.log_metrics(metrics)
-        version = run.log_model(onnx_bytes, flavor="onnx", register_as=settings.model_name)
-        run_id = run.run_id
-    out: dict[str, Any] = {"model": settings.model_name, "version": version, "run_id": run_id, "promoted": False}
-    if version is None:
-        return out
-    registry = Registry(config)
-    try:
-        current = registry.alias_target(settings.model_name, settings.model_alias)
-        if promote == "always" or (promote == "if-none" and current is None):
-            registry.promote(settings.model_name, version, settings.model_alias)
-            out["promoted"] = True
-    finally:
-        registry.close()
+    # The backends opened here (from the job's configuration) publish the alias move to running pipelines.
+    with open_backends(config) as backends:
+        with tracking.run("xray-pneumonia", run_name="pneumonia-logreg", params=params, config=backends.config) as run:
+            # Lineage is copied onto the registered version; the pipeline shows its description on each image.
+            run.log_lineage(source=data.source, description=data.trained_on)
+            run.log_metrics(metrics)
+            version = run.log_model(onnx_bytes, flavor="onnx", register_as=settings.model_name)
+            run_id = run.run_id
+        out: dict[str, Any] = {"model": settings.model_name, "version": version, "run_id": run_id, "promoted": False}
+        if version is None:
+            return out
+        registry = Registry(backends)
+        try:
+            current = registry.alias_target(settings.model_name, settings.model_alias)
+            if promote == "always" or (promote == "if-none" and current is None):
+                registry.promote(settings.model_name, version, settings.model_alias)
+                out["promoted"] = True
+        finally:
+            registry.close()
     return out

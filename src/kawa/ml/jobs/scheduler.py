@@ -116,6 +116,11 @@ class Scheduler:
                 raise JobError(f"job {job_id} is still {job.state} after {timeout}s")
             self._stop.wait(self.tick_s)
 
+    def running(self) -> bool:
+        """Whether a job this scheduler started is still running."""
+        with self._lock:
+            return bool(self._running)
+
     # --- Service (kawa up) ---------------------------------------------------------------------------
 
     def start(self) -> None:
@@ -160,7 +165,9 @@ class Scheduler:
 
     def _env(self, job: Job) -> dict[str, str]:
         spec = job.spec
-        env = dict(os.environ)
+        from kawa.config import inherited_environment  # here: a job's runner imports this package, keep it light
+
+        env = inherited_environment()
         env.update(spec.env)
         home = str(Path(self.config.home).absolute())
         threads = str(max(1, math.ceil(spec.resources.cpu)))
@@ -190,6 +197,17 @@ class Scheduler:
     def _launch(self, job: Job) -> None:
         logfile = open(self.store.log_path(job.id), "ab")  # noqa: SIM115 - closed when the job ends
         argv = job.spec.command()
+        if job.spec.is_function:  # the runner then starts without reading Kawa's configuration
+            argv += [
+                "--job-id",
+                job.id,
+                "--job-dir",
+                str(self.store.job_dir(job.id)),
+                "--gpus",
+                ",".join(map(str, job.gpus)),
+                "--params",
+                json.dumps(job.spec.params),
+            ]
         try:
             proc = subprocess.Popen(
                 argv,

@@ -4,13 +4,12 @@ the Kawa home, so the portal lists and submits jobs whether or not the scheduler
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kawa.errors import NotConfigured
 
 if TYPE_CHECKING:
-    from kawa.ml.jobs import Job, JobSpec, Scheduler
+    from kawa.ml.jobs import Job, JobSpec, Progress, Scheduler
     from kawa.ml.resources import Inventory
     from kawa.platform import Platform
 
@@ -67,18 +66,15 @@ class JobsSource:
         return self.scheduler.inventory
 
     def log_tail(self, job_id: str, max_bytes: int = 64 * 1024) -> str:
-        path: Path = self.scheduler.log_path(job_id)
-        if not path.exists():
-            return ""
-        with path.open("rb") as f:
-            f.seek(0, 2)
-            size = f.tell()
-            f.seek(max(0, size - max_bytes))
-            data = f.read()
-        text = data.decode("utf-8", "replace")
-        if size > max_bytes:
-            text = text.split("\n", 1)[-1]
-        return text
+        from kawa.ml import jobs
+
+        return jobs.log_tail(job_id, config=self.platform.config, max_bytes=max_bytes)
+
+    def progress(self, job_id: str) -> Progress | None:
+        """The job's latest record on its progress channel (``jobs.progress`` in the job), or None."""
+        from kawa.ml import jobs
+
+        return jobs.last_progress(job_id, config=self.platform.config)
 
     def build_spec(self, **kwargs: Any) -> JobSpec:
         from kawa.ml.jobs import JobSpec

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from kawa.errors import NotConfigured
 
 if TYPE_CHECKING:
-    from kawa.ml.registry import AliasMove, ModelVersionInfo, RegisteredModelInfo, Registry
+    from kawa.ml.registry import AliasMove, Lineage, ModelVersionInfo, RegisteredModelInfo, Registry
     from kawa.platform import Platform
 
 
@@ -37,7 +37,8 @@ class ModelsSource:
             if self._registry is None:
                 from kawa.ml.registry import Registry
 
-                self._registry = Registry(self.platform.config, self.platform.log)
+                # Alias moves are published on the platform's log (opened by its backends on the first move).
+                self._registry = Registry(self.platform.backends)
             return self._registry
 
     def models(self) -> list[RegisteredModelInfo]:
@@ -45,6 +46,9 @@ class ModelsSource:
 
     def versions(self, name: str) -> list[ModelVersionInfo]:
         return self.registry.versions(name)
+
+    def lineage(self, name: str, version: int) -> Lineage:
+        return self.registry.lineage(name, version)
 
     def promote(self, name: str, version: int, alias: str) -> AliasMove:
         return self.registry.promote(name, version, alias)
