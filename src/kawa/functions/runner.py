@@ -35,6 +35,7 @@ from kawa.functions.invoke import (
     send_replies,
     undecodable,
 )
+from kawa.functions.metrics import FunctionMetrics
 from kawa.functions.offsets import OffsetTracker
 from kawa.functions.options import HostOptions
 from kawa.functions.replicas import Replica, make_replica
@@ -96,6 +97,23 @@ class FunctionRunner:
             initial = self.spec.scaling_policy().clamp(self.spec.initial_scale)
             self._scale_to(initial)
         self._thread.start()
+
+    @property
+    def metrics(self) -> FunctionMetrics:
+        return self.runtime.metrics
+
+    @property
+    def assignment(self) -> frozenset[TopicPartition]:
+        """The partitions this runner's consumer holds (as of its last poll)."""
+        return frozenset(self._assigned)
+
+    def begin_stop(self) -> None:
+        """Stop taking events and end retry waits now; :meth:`stop` then waits for the drain."""
+        self._stopping.set()
+        self._abort.set()
+
+    def close(self) -> None:
+        self.runtime.close()
 
     def stop(self, timeout: float | None = None) -> None:
         """Drain: stop taking events, let running invocations finish (retry waits end early and their events

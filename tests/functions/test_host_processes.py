@@ -1,0 +1,220 @@
+"""Process replicas in the embedded host: every event's effect exactly once under scale up and down and a
+SIGKILLed replica, per-key order, drain on stop, metrics from the children.
+
+The functions are module attributes, so the host's child processes import this module by name. Each effect
+is a row written through ``ctx.once("row", conn=db)`` into a SQLite file that every process shares; the row
+records the process that wrote it, so the tests see that the work ran in children, and in several.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kawa.config import KawaConfig
+from kawa.errors import InvalidFunction
+from kawa.events import CloudEvent, new_event
+from kawa.functions.app import App
+from kawa.functions.host import FunctionHost
+from kawa.functions.options import HostOptions
+from kawa.functions.processes import ProcessFunction
+from kawa.log import EventLog, open_log
+from kawa.log.base import TopicSpec
+from tests.functions.conftest import committed, produce, read_all, wait_for
+
+pytestmark = pytest.mark.timeout(300)
+
+RESULTS = "KAWA_TEST_PROCESS_RESULTS"
+OPTIONS = HostOptions(tick_s=0.05, poll_timeout_s=0.05, commit_interval_s=0.1, drain_timeout_s=30.0,
+                      session_timeout_ms=3000)
+SLOW = 180.0  # deadline for conditions that wait on child processes starting on a loaded 2-core machine
+
+app = App("procs")
+_local = threading.local()
+
+
+def _db() -> sqlite3.Connection:
+    conn: sqlite3.Connection | None = getattr(_local, "conn", None)
+    if conn is None:
+        conn = _local.conn = sqlite3.connect(os.environ[RESULTS], timeout=60)
+    return conn
+
+
+def _effect(event: CloudEvent, ctx: Any) -> CloudEvent:
+    data = event.get_data()
+    assert isinstance(data, dict)
+    time.sleep(float(data.get("work", 0.005)))  # the work itself
+    db = _db()
+    with ctx.once("row", conn=db) as fresh:
+        if fresh:
+            row = (event.get_id(), data["key"], data["seq"], os.getpid())
+            db.execute("INSERT INTO effects VALUES (?, ?, ?, ?)", row)
+    ctx.metrics.incr("effects")
+    return ctx.new_event("procs.done", {"id": event.get_id()})
+
+
+@app.function(topic="scaled", reply_topic="scaled.out", concurrency=2, min_scale=0, max_scale=3,
+              stable_window_s=3.0, scale_to_zero_grace_s=1.0, ordered_by_key=True, replicas="process")
+def scaled(event: CloudEvent, ctx: Any) -> CloudEvent:
+    return _effect(event, ctx)
+
+
+@app.function(topic="steady", reply_topic="steady.out", concurrency=2, min_scale=2, max_scale=2, initial_scale=2,
+              ordered_by_key=True)  # replicas "auto": a sync handler of an importable app runs in processes
+def steady(event: CloudEvent, ctx: Any) -> CloudEvent:
+    return _effect(event, ctx)
+
+
+@app.function(topic="slow", concurrency=4, min_scale=1, max_scale=1, initial_scale=1, replicas="process")
+def slow(event: CloudEvent, ctx: Any) -> CloudEvent:
+    return _effect(event, ctx)
+
+
+@pytest.fixture
+def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[KawaConfig, EventLog, Path]]:
+    db = tmp_path / "effects.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE effects (id TEXT, key TEXT, seq INTEGER, pid INTEGER)")
+    monkeypatch.setenv(RESULTS, str(db))  # the children inherit the environment
+    config = KawaConfig(home=tmp_path / ".kawa")
+    log = open_log("embedded:", config)
+    for topic in ("scaled", "steady", "slow"):
+        log.create_topic(TopicSpec(topic, partitions=4))
+    yield config, log, db
+    log.close()
+
+
+def send(log: EventLog, topic: str, start: int, n: int, keys: int = 8, work: float = 0.005) -> None:
+    for k in range(keys):  # one record key per "key", so ordered_by_key has something to order
+        batch = [
+            new_event("procs.job", "/tests/procs", {"key": f"k{k}", "seq": i, "work": work}, id=f"{topic}-{i}")
+            for i in range(start, start + n) if i % keys == k
+        ]
+        produce(log, topic, batch, key=f"k{k}".encode())
+
+
+def effects(db: Path) -> list[tuple[str, str, int, int]]:
+    with sqlite3.connect(db, timeout=60) as conn:
+        return conn.execute("SELECT id, key, seq, pid FROM effects ORDER BY rowid").fetchall()
+
+
+def assert_exactly_once_in_key_order(db: Path, topic: str, n: int) -> list[tuple[str, str, int, int]]:
+    rows = effects(db)
+    ids = [row[0] for row in rows]
+    assert sorted(ids) == sorted(f"{topic}-{i}" for i in range(n)), "every event's effect exactly once"
+    by_key: dict[str, list[int]] = {}
+    for _id, key, seq, _pid in rows:
+        by_key.setdefault(key, []).append(seq)
+    for key, seqs in by_key.items():
+        assert seqs == sorted(seqs), f"key {key} handled out of order: {seqs}"
+    return rows
+
+
+def total_committed(log: EventLog, group: str, topic: str) -> int:
+    return sum(v or 0 for v in committed(log, group, topic).values())
+
+
+def test_process_replicas_scale_up_and_to_zero_and_deliver_every_event_once(world: Any) -> None:
+    config, log, db = world
+    n = 240
+    with FunctionHost(app, log=log, config=config, functions=["scaled"], options=OPTIONS) as host:
+        hosted = host.runner("scaled")
+        assert isinstance(hosted, ProcessFunction)
+        send(log, "scaled", 0, n, work=0.02)
+        seen: set[int] = set()
+
+        def all_done() -> bool:
+            seen.update(hosted.pids())
+            return len(effects(db)) == n
+
+        wait_for(all_done, timeout=SLOW, interval=0.05)
+        assert len(seen) >= 2, "the backlog scaled the function out to several processes"
+        wait_for(lambda: host.metrics()["procs.scaled"].replicas == 0, timeout=SLOW, interval=0.05)
+        wait_for(lambda: total_committed(log, "kawa-fn-procs-scaled", "scaled") == n, timeout=60)
+        stats = host.metrics()["procs.scaled"]
+        assert stats.succeeded >= n and stats.scale_events >= 2 and stats.latency_p50_ms is not None
+        assert stats.custom.get("effects", 0) >= n, "handler metrics come back from the children"
+        # From zero again: the group's lag brings a process back.
+        send(log, "scaled", n, 40)
+        wait_for(lambda: len(effects(db)) == n + 40, timeout=SLOW, interval=0.05)
+    rows = assert_exactly_once_in_key_order(db, "scaled", n + 40)
+    pids = {row[3] for row in rows}
+    assert os.getpid() not in pids and len(pids) >= 2, "the handlers ran in child processes"
+    replies = {r.header("ce_id") for r in read_all(log, "scaled.out", n + 40, timeout=30)}
+    assert len(replies) == n + 40
+
+
+def test_a_sigkilled_process_replica_loses_nothing(world: Any) -> None:
+    config, log, db = world
+    n = 400
+    with FunctionHost(app, log=log, config=config, functions=["steady"], options=OPTIONS) as host:
+        hosted = host.runner("steady")
+        assert isinstance(hosted, ProcessFunction), "auto runs a sync handler of an importable app in processes"
+        wait_for(lambda: len(hosted.assigned()) == 2 and all(hosted.assigned()), timeout=SLOW, interval=0.05)
+        send(log, "steady", 0, n, work=0.01)
+        wait_for(lambda: len(effects(db)) >= n // 4, timeout=SLOW, interval=0.01)
+        victim = hosted.pids()[0]
+        os.kill(victim, signal.SIGKILL)
+        wait_for(lambda: len(effects(db)) == n, timeout=SLOW, interval=0.05)
+        wait_for(lambda: victim not in hosted.pids() and len(hosted.pids()) == 2, timeout=SLOW, interval=0.05)
+        wait_for(lambda: total_committed(log, "kawa-fn-procs-steady", "steady") == n, timeout=SLOW)
+    rows = assert_exactly_once_in_key_order(db, "steady", n)
+    assert victim in {row[3] for row in rows}, "the killed replica had done part of the work"
+    replies = {r.header("ce_id") for r in read_all(log, "steady.out", n, timeout=30)}
+    assert len(replies) == n, "every event replied (a redelivered reply keeps its id)"
+
+
+def test_stop_drains_process_replicas(world: Any) -> None:
+    config, log, db = world
+    n = 12
+    host = FunctionHost(app, log=log, config=config, functions=["slow"], options=OPTIONS)
+    host.start()
+    try:
+        hosted = host.runner("slow")
+        assert isinstance(hosted, ProcessFunction)
+        send(log, "slow", 0, n, keys=4, work=0.5)
+        wait_for(lambda: host.metrics()["procs.slow"].in_flight > 0, timeout=SLOW, interval=0.01)
+        pids = hosted.pids()
+    finally:
+        host.stop()
+    done = len(effects(db))
+    assert 0 < done < n
+    assert total_committed(log, "kawa-fn-procs-slow", "slow") == done, "what finished was committed, no more"
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)  # the child exited (a zombie would still answer: it was reaped too)
+    with FunctionHost(app, log=log, config=config, functions=["slow"], options=OPTIONS):
+        wait_for(lambda: len(effects(db)) == n, timeout=SLOW, interval=0.05)
+    assert sorted(row[0] for row in effects(db)) == sorted(f"slow-{i}" for i in range(n))
+
+
+def test_process_replicas_need_an_importable_app_and_a_shared_log(world: Any) -> None:
+    config, log, _db_path = world
+    local = App("local")
+
+    @local.function(topic="slow", replicas="process")
+    def handle(event: CloudEvent, ctx: Any) -> None:
+        return None
+
+    with pytest.raises(InvalidFunction, match="not a module-level attribute"):
+        FunctionHost(local, log=log, config=config, options=OPTIONS).start()
+    memory = open_log("memory:")
+    try:
+        with pytest.raises(InvalidFunction, match="lives in this process only"):
+            FunctionHost(app, log=memory, config=config, functions=["slow"], options=OPTIONS).start()
+        # "auto" falls back to threads where processes cannot work; the host override forces threads.
+        with FunctionHost(app, log=memory, config=config, functions=["steady"], options=OPTIONS) as host:
+            assert not isinstance(host.runner("steady"), ProcessFunction)
+    finally:
+        memory.close()
+    forced = HostOptions(tick_s=0.05, replicas="thread")
+    with FunctionHost(app, log=log, config=config, functions=["slow"], options=forced) as host:
+        assert not isinstance(host.runner("slow"), ProcessFunction)
