@@ -28,6 +28,7 @@ from kawa.functions.options import HostOptions
 from kawa.functions.processes import ProcessFunction
 from kawa.log import EventLog, open_log
 from kawa.log.base import TopicSpec
+from kawa.log.partitioner import partition_for_key
 from tests.functions.conftest import committed, produce, read_all, wait_for
 
 pytestmark = pytest.mark.timeout(300)
@@ -36,6 +37,9 @@ RESULTS = "KAWA_TEST_PROCESS_RESULTS"
 OPTIONS = HostOptions(tick_s=0.05, poll_timeout_s=0.05, commit_interval_s=0.1, drain_timeout_s=30.0,
                       session_timeout_ms=3000)
 SLOW = 180.0  # deadline for conditions that wait on child processes starting on a loaded 2-core machine
+
+# Two record keys per partition of a 4-partition topic, so every partition (and every replica) has work.
+KEYS = [k for p in range(4) for k in [f"k{i}" for i in range(100) if partition_for_key(f"k{i}".encode(), 4) == p][:2]]
 
 app = App("procs")
 _local = threading.local()
@@ -92,13 +96,19 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Kaw
     log.close()
 
 
-def send(log: EventLog, topic: str, start: int, n: int, keys: int = 8, work: float = 0.005) -> None:
-    for k in range(keys):  # one record key per "key", so ordered_by_key has something to order
+def send(log: EventLog, topic: str, start: int, n: int, work: float = 0.005) -> None:
+    for k, key in enumerate(KEYS):  # the event's key is its record key, so ordered_by_key has something to order
         batch = [
-            new_event("procs.job", "/tests/procs", {"key": f"k{k}", "seq": i, "work": work}, id=f"{topic}-{i}")
-            for i in range(start, start + n) if i % keys == k
+            new_event("procs.job", "/tests/procs", {"key": key, "seq": i, "work": work}, id=f"{topic}-{i}")
+            for i in range(start, start + n) if i % len(KEYS) == k
         ]
-        produce(log, topic, batch, key=f"k{k}".encode())
+        produce(log, topic, batch, key=key.encode())
+
+
+def replies(log: EventLog, topic: str) -> set[bytes | None]:
+    """The ids of every reply on ``topic`` (all of them are on the log once their inputs are committed)."""
+    total = sum(log.offsets_for_time(topic, 2**50).values())
+    return {r.header("ce_id") for r in read_all(log, topic, total, timeout=60)}
 
 
 def effects(db: Path) -> list[tuple[str, str, int, int]]:
@@ -148,8 +158,7 @@ def test_process_replicas_scale_up_and_to_zero_and_deliver_every_event_once(worl
     rows = assert_exactly_once_in_key_order(db, "scaled", n + 40)
     pids = {row[3] for row in rows}
     assert os.getpid() not in pids and len(pids) >= 2, "the handlers ran in child processes"
-    replies = {r.header("ce_id") for r in read_all(log, "scaled.out", n + 40, timeout=30)}
-    assert len(replies) == n + 40
+    assert len(replies(log, "scaled.out")) == n + 40, "every event replied (a redelivered reply keeps its id)"
 
 
 def test_a_sigkilled_process_replica_loses_nothing(world: Any) -> None:
@@ -168,19 +177,18 @@ def test_a_sigkilled_process_replica_loses_nothing(world: Any) -> None:
         wait_for(lambda: total_committed(log, "kawa-fn-procs-steady", "steady") == n, timeout=SLOW)
     rows = assert_exactly_once_in_key_order(db, "steady", n)
     assert victim in {row[3] for row in rows}, "the killed replica had done part of the work"
-    replies = {r.header("ce_id") for r in read_all(log, "steady.out", n, timeout=30)}
-    assert len(replies) == n, "every event replied (a redelivered reply keeps its id)"
+    assert len(replies(log, "steady.out")) == n, "every event replied (a redelivered reply keeps its id)"
 
 
 def test_stop_drains_process_replicas(world: Any) -> None:
     config, log, db = world
-    n = 12
+    n = 40
     host = FunctionHost(app, log=log, config=config, functions=["slow"], options=OPTIONS)
     host.start()
     try:
         hosted = host.runner("slow")
         assert isinstance(hosted, ProcessFunction)
-        send(log, "slow", 0, n, keys=4, work=0.5)
+        send(log, "slow", 0, n, work=0.5)
         wait_for(lambda: host.metrics()["procs.slow"].in_flight > 0, timeout=SLOW, interval=0.01)
         pids = hosted.pids()
     finally:

@@ -54,6 +54,7 @@ class ChildPlan:
     options: HostOptions
     client_id: str
     report_s: float
+    log_level: int = logging.WARNING  # the host's: a child logs to its inherited stderr at the same level
 
 
 def load_referenced(reference: AppReference) -> App:
@@ -80,6 +81,7 @@ def run_child(conn: Connection, plan: ChildPlan) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.basicConfig(level=plan.log_level, format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
     try:
         runner, closers = _start(plan)
     except Exception as exc:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import sys
 import threading
 import time
@@ -149,6 +150,8 @@ class ProcessFunction:
         self.options = options
         self.client_id = client_id or f"kawa-fn-{spec.name}"
         self.kpa = KPA(spec.scaling_policy())
+        # max_scale 0 means unlimited; processes are not threads, so "unlimited" stops at 2 per core.
+        self._ceiling = spec.max_scale or 2 * (os.cpu_count() or 1)
         self.metrics = FunctionMetrics(spec.app, spec.name, spec.topic, spec.group)
         self.error: str | None = None
         self._mp = multiprocessing.get_context("spawn")
@@ -261,12 +264,13 @@ class ProcessFunction:
             self.kpa.record(now, demand)
             before = len(self._active)
             decision = self.kpa.decide(now, before)
-            self._scale_to(decision.desired)
+            self._scale_to(min(decision.desired, self._ceiling))
             if len(self._active) != before:
                 self.metrics.scale_events += 1
                 log.debug("%s: scale %d → %d processes", self.spec.qualified_name, before, len(self._active))
             m = self.metrics
-            m.desired_replicas, m.replicas, m.panicking = decision.desired, len(self._active), decision.panicking
+            m.desired_replicas = min(decision.desired, self._ceiling)
+            m.replicas, m.panicking = len(self._active), decision.panicking
             m.in_flight = sum(c.in_flight for c in self._active) + sum(c.in_flight for c in self._retiring)
             m.queued = sum(c.queued for c in self._active)
             users = [self._user_gone, *(c.user for c in self._active), *(c.user for c in self._retiring)]
@@ -331,6 +335,7 @@ class ProcessFunction:
         plan = ChildPlan(
             reference=self.reference, function=self.spec.name, config=self.config, options=self.options,
             client_id=f"{self.client_id}-p{self._serial}", report_s=max(0.02, min(0.25, self.options.tick_s)),
+            log_level=logging.getLogger().getEffectiveLevel(),
         )
         ours, theirs = self._mp.Pipe(duplex=True)
         process = self._mp.Process(
