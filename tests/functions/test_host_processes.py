@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -24,11 +25,13 @@ from kawa.errors import InvalidFunction
 from kawa.events import CloudEvent, new_event
 from kawa.functions.app import App
 from kawa.functions.host import FunctionHost
+from kawa.functions.metrics import FunctionMetrics, ReportingMetrics
 from kawa.functions.options import HostOptions
 from kawa.functions.processes import ProcessFunction
 from kawa.log import EventLog, open_log
 from kawa.log.base import TopicSpec
 from kawa.log.partitioner import partition_for_key
+from kawa.portal.sources.functions import FunctionsSource
 from tests.functions.conftest import committed, produce, read_all, wait_for
 
 pytestmark = pytest.mark.timeout(300)
@@ -175,6 +178,9 @@ def test_a_sigkilled_process_replica_loses_nothing(world: Any) -> None:
         wait_for(lambda: len(effects(db)) == n, timeout=SLOW, interval=0.05)
         wait_for(lambda: victim not in hosted.pids() and len(hosted.pids()) == 2, timeout=SLOW, interval=0.05)
         wait_for(lambda: total_committed(log, "kawa-fn-procs-steady", "steady") == n, timeout=SLOW)
+        portal = FunctionsSource(SimpleNamespace(extras={"functions": host}))  # type: ignore[arg-type]
+        view = portal.function("steady").stats  # what the portal's functions page shows
+        assert view.replicas == 2 and view.succeeded >= n and view.custom.get("effects", 0) >= n
     rows = assert_exactly_once_in_key_order(db, "steady", n)
     assert victim in {row[3] for row in rows}, "the killed replica had done part of the work"
     assert len(replies(log, "steady.out")) == n, "every event replied (a redelivered reply keeps its id)"
@@ -226,3 +232,22 @@ def test_process_replicas_need_an_importable_app_and_a_shared_log(world: Any) ->
     forced = HostOptions(tick_s=0.05, replicas="thread")
     with FunctionHost(app, log=log, config=config, functions=["slow"], options=forced) as host:
         assert not isinstance(host.runner("slow"), ProcessFunction)
+
+
+def test_a_child_report_adds_up_in_the_host_metrics() -> None:
+    child, host = ReportingMetrics("a", "f", "t", "g"), FunctionMetrics("a", "f", "t", "g")
+    child.received += 3
+    child.succeeded += 2
+    child.finished(0.004, 0.010)
+    child.finished(0.002, None)
+    child.user.incr("rows", 2)
+    host.absorb(child.report())
+    child.succeeded += 1
+    child.finished(0.006, None)
+    report = child.report()
+    assert report["counters"] == {"succeeded": 1} and report["latency"] == [0.006]
+    host.absorb(report)
+    stats = host.snapshot()
+    assert (stats.received, stats.succeeded) == (3, 3)
+    assert stats.latency_p50_ms == 4.0 and stats.end_to_end_p99_ms == 10.0 and stats.rate_per_s > 0
+    assert child.report()["counters"] == {} and child.report()["user"] == {"rows": 2.0}
