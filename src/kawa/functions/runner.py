@@ -162,7 +162,11 @@ class FunctionRunner:
             full = self._buffered >= self.max_buffered
             if full and time.monotonic() - self._last_poll < 10.0:
                 self._space.wait(self.options.poll_timeout_s)
-                return
+        if full and time.monotonic() - self._last_poll < 10.0:
+            # No poll while the buffer is full, but a rebalance still drops the partitions that moved at once,
+            # so their buffered events are not run here while their new owner runs them too.
+            self._sync_assignment()
+            return
         with self._lock:
             timeout = 0.0 if self._to_mark else self.options.poll_timeout_s
         records = self.consumer.poll(timeout=timeout, max_records=min(500, max(1, self.max_buffered - self._buffered)))
