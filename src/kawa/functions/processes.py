@@ -164,6 +164,7 @@ class ProcessFunction:
         self._hold_until = 0.0  # no new child before this (after children failed to start)
         self._next_lag = 0.0
         self._lag = 0
+        self._drain_s = options.drain_timeout_s
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._control_loop, name=f"kawa-fn-{spec.name}-procs", daemon=True)
 
@@ -179,10 +180,10 @@ class ProcessFunction:
 
     def stop(self, timeout: float | None = None) -> None:
         """Drain every child (SIGTERM), wait for them to leave the group, kill those past the deadline."""
-        timeout = self.options.drain_timeout_s if timeout is None else timeout
+        self._drain_s = self.options.drain_timeout_s if timeout is None else timeout
         self._stopping.set()
         if self._thread.is_alive():
-            self._thread.join(timeout + 15.0)
+            self._thread.join(self._drain_s + 15.0)
 
     def close(self) -> None:
         """Nothing to release: the children closed what they opened."""
@@ -355,7 +356,7 @@ class ProcessFunction:
     def _shutdown(self) -> None:
         with self._lock:
             self._scale_to(0)
-        deadline = time.monotonic() + self.options.drain_timeout_s + 10.0
+        deadline = time.monotonic() + self._drain_s + 10.0  # the children's drain, plus their start-up
         while self._children() and time.monotonic() < deadline:
             self._receive(0.05)
             self._reap()
