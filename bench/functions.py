@@ -17,7 +17,9 @@ Measures, for a no-op function and a 2 ms CPU-bound function:
   (the goal for processes: >= 0.85 x cores / 2 ms). ``--cpu-only`` runs just this comparison.
 
 The last line is JSON: noop_eps_embedded, noop_eps_kafka, overhead_us_embedded, p99_ms_embedded,
-cold_start_ms, cpu_handler_eps_process, cpu_handler_eps_thread, cores (plus the other numbers).
+cold_start_ms, cpu_handler_eps_process, cpu_handler_eps_thread, cores (plus the other numbers: among them
+the CPU ms per event of each replica kind and the load average, since on a busy machine the share of CPU the
+run gets, not the host, bounds the events/s).
 """
 
 from __future__ import annotations
@@ -86,8 +88,22 @@ def cpu_thread(event: Any, ctx: Any) -> None:
     busy(0.002)
 
 
-def cpu_handler_eps(log: EventLog, config: Any, mode: str, n: int, progress: Progress) -> float:
-    """Events/s of the 2 ms CPU-bound handler with ``mode`` replicas (one per core), counted by the host."""
+def cpu_seconds(pids: list[int]) -> float:
+    """CPU time (user + system) of this process and of ``pids`` (Linux /proc; children's share 0 elsewhere)."""
+    total = time.process_time()
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def cpu_handler_eps(log: EventLog, config: Any, mode: str, n: int, progress: Progress) -> tuple[float, float]:
+    """Events/s of the 2 ms CPU-bound handler with ``mode`` replicas (one per core), counted by the host, and
+    the CPU milliseconds the host and its replicas spent per event (what a machine with idle cores is bound
+    by: cores / that = the events/s it can reach)."""
     # Run as a script this file is __main__, which a child process cannot import: use it as a module.
     module = sys.modules[__name__] if __name__ != "__main__" else importlib.import_module(Path(__file__).stem)
     name, topic = f"cpu-{mode}", f"bench-cpu-{mode}"
@@ -102,6 +118,8 @@ def cpu_handler_eps(log: EventLog, config: Any, mode: str, n: int, progress: Pro
             if len(held) == CORES and all(held):
                 break
             time.sleep(0.05)
+        pids = list(getattr(hosted, "pids", list)())
+        cpu_before = cpu_seconds(pids)
         produce(log, topic, n)
         first: tuple[float, int] | None = None
         done = 0
@@ -112,8 +130,9 @@ def cpu_handler_eps(log: EventLog, config: Any, mode: str, n: int, progress: Pro
             progress.update(task, completed=done)
             time.sleep(0.01)
         last = time.perf_counter()
+        cpu_ms = (cpu_seconds(pids) - cpu_before) * 1000.0 / n
     assert first is not None and done >= n, f"{mode} replicas finished {done} of {n} events"
-    return (n - first[1]) / max(last - first[0], 1e-9)
+    return (n - first[1]) / max(last - first[0], 1e-9), cpu_ms
 
 
 def produce(log: EventLog, topic: str, n: int, stamp: bool = False) -> None:
@@ -405,9 +424,12 @@ def main() -> None:
         if not args.cpu_only:
             suite(log, config, n, progress, results)
         cmp_n = max(1000, n // 2)
-        results["cpu_handler_eps_process"] = cpu_handler_eps(log, config, "process", cmp_n, progress)
-        results["cpu_handler_eps_thread"] = cpu_handler_eps(log, config, "thread", cmp_n, progress)
+        for mode in ("process", "thread"):
+            eps, cpu_ms = cpu_handler_eps(log, config, mode, cmp_n, progress)
+            results[f"cpu_handler_eps_{mode}"] = eps
+            results[f"cpu_handler_cpu_ms_per_event_{mode}"] = cpu_ms
         results["cores"] = CORES
+        results["load_average_1m"] = os.getloadavg()[0]  # a loaded machine bounds the events/s, not the host
         log.close()
         results["noop_eps_kafka"] = None
         if not (args.no_kafka or args.cpu_only):
