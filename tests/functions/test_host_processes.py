@@ -29,7 +29,7 @@ from kawa.functions.app import App
 from kawa.functions.host import FunctionHost
 from kawa.functions.metrics import FunctionMetrics, ReportingMetrics
 from kawa.functions.options import HostOptions
-from kawa.functions.processes import ProcessFunction
+from kawa.functions.processes import ProcessFunction, app_reference
 from kawa.log import EventLog, open_log
 from kawa.log.base import TopicSpec
 from kawa.log.partitioner import partition_for_key
@@ -294,3 +294,17 @@ def test_a_child_report_adds_up_in_the_host_metrics() -> None:
     assert (stats.received, stats.succeeded) == (3, 3)
     assert stats.latency_p50_ms == 4.0 and stats.end_to_end_p99_ms == 10.0 and stats.rate_per_s > 0
     assert child.report()["counters"] == {} and child.report()["user"] == {"rows": 2.0}
+
+
+def test_an_app_in_main_is_refused_with_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    script = App("script")
+
+    def handle(event: CloudEvent, ctx: Any) -> None:
+        return None
+
+    handle.__module__ = "__main__"  # as if defined in a script run as `python script.py`
+    script.function(topic="slow")(handle)
+    monkeypatch.setattr(sys.modules["__main__"], "script_app", script, raising=False)
+    why = app_reference(script)
+    assert isinstance(why, str) and "__main__" in why and "move it to a module" in why
+    assert str(app_reference(app)) == "tests.functions.test_host_processes:app"
