@@ -11,16 +11,22 @@ Measures, for a no-op function and a 2 ms CPU-bound function:
 - end-to-end p50/p99 latency: produce → handler done, at a steady offered rate;
 - cold start: from producing the first event after the function scaled to zero to its completion;
 - ``kawa worker`` on Apache Kafka: events/s of a separate worker process (``scripts/kafka.sh start`` is run
-  when no ``--kafka`` address is given and the broker is not running).
+  when no ``--kafka`` address is given and the broker is not running);
+- the 2 ms CPU-bound handler with process replicas and with thread replicas, side by side: one replica per
+  core, concurrency 1, events already in the log, from the first to the last event the host counts as done
+  (the goal for processes: >= 0.85 x cores / 2 ms). ``--cpu-only`` runs just this comparison.
 
 The last line is JSON: noop_eps_embedded, noop_eps_kafka, overhead_us_embedded, p99_ms_embedded,
-cold_start_ms (plus the other numbers).
+cold_start_ms, cpu_handler_eps_process, cpu_handler_eps_thread, cores (plus the other numbers: among them
+the CPU ms per event of each replica kind and the load average, since on a busy machine the share of CPU the
+run gets, not the host, bounds the events/s).
 """
 
 from __future__ import annotations
 
 import argparse
 import faulthandler
+import importlib
 import json
 import os
 import platform
@@ -58,6 +64,75 @@ def busy(seconds: float) -> None:
     end = time.perf_counter() + seconds
     while time.perf_counter() < end:
         pass
+
+
+def cores() -> int:
+    """The cores this process may run on."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
+
+
+CORES = cores()
+CPU_APP = App("benchcpu")  # a module attribute: process replicas import it from this file
+
+
+@CPU_APP.function(topic="bench-cpu-process", concurrency=1, min_scale=CORES, max_scale=CORES, initial_scale=CORES,
+                  replicas="process")
+def cpu_process(event: Any, ctx: Any) -> None:
+    busy(0.002)
+
+
+@CPU_APP.function(topic="bench-cpu-thread", concurrency=1, min_scale=CORES, max_scale=CORES, initial_scale=CORES,
+                  replicas="thread")
+def cpu_thread(event: Any, ctx: Any) -> None:
+    busy(0.002)
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """CPU time (user + system) of this process and of ``pids`` (Linux /proc; children's share 0 elsewhere)."""
+    total = time.process_time()
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def cpu_handler_eps(log: EventLog, config: Any, mode: str, n: int, progress: Progress) -> tuple[float, float]:
+    """Events/s of the 2 ms CPU-bound handler with ``mode`` replicas (one per core), counted by the host, and
+    the CPU milliseconds the host and its replicas spent per event (what a machine with idle cores is bound
+    by: cores / that = the events/s it can reach)."""
+    # Run as a script this file is __main__, which a child process cannot import: use it as a module.
+    module = sys.modules[__name__] if __name__ != "__main__" else importlib.import_module(Path(__file__).stem)
+    name, topic = f"cpu-{mode}", f"bench-cpu-{mode}"
+    log.create_topic(TopicSpec(topic, partitions=max(4, 2 * CORES)), exist_ok=True)
+    task = progress.add_task(f"embedded host, 2 ms CPU, {CORES} {mode} replicas", total=n)
+    with FunctionHost(module.CPU_APP, log=log, config=config, functions=[name], options=OPTIONS) as host:
+        hosted = host.runner(name)
+        assigned = getattr(hosted, "assigned", None)
+        deadline = time.monotonic() + 300
+        while assigned is not None and time.monotonic() < deadline:  # every process in the group, holding partitions
+            held = assigned()
+            if len(held) == CORES and all(held):
+                break
+            time.sleep(0.05)
+        pids = list(getattr(hosted, "pids", list)())
+        cpu_before = cpu_seconds(pids)
+        produce(log, topic, n)
+        first: tuple[float, int] | None = None
+        done = 0
+        while done < n and time.monotonic() < deadline:
+            done = host.metrics()[f"benchcpu.{name}"].succeeded
+            if done and first is None:
+                first = (time.perf_counter(), done)
+            progress.update(task, completed=done)
+            time.sleep(0.01)
+        last = time.perf_counter()
+        cpu_ms = (cpu_seconds(pids) - cpu_before) * 1000.0 / n
+    assert first is not None and done >= n, f"{mode} replicas finished {done} of {n} events"
+    return (n - first[1]) / max(last - first[0], 1e-9), cpu_ms
 
 
 def produce(log: EventLog, topic: str, n: int, stamp: bool = False) -> None:
@@ -252,11 +327,86 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
 
 
+def suite(log: EventLog, config: Any, n: int, progress: Progress, results: dict[str, Any]) -> None:
+    """The host's own numbers: throughput, overhead, latency, cold start."""
+    noop = run_host(
+        log, n, lambda: None, concurrency=4, max_scale=4, progress=progress, label="embedded host, no-op"
+    )
+    results["noop_eps_embedded"] = (n - 1) / (noop.last - noop.first)
+    cpu_n = max(200, n // 10)
+    cpu = run_host(
+        log,
+        cpu_n,
+        lambda: busy(0.002),
+        concurrency=1,
+        max_scale=2,
+        progress=progress,
+        label="embedded host, 2 ms CPU",
+    )
+    results["cpu2ms_eps_embedded"] = (cpu_n - 1) / (cpu.last - cpu.first)
+    serial = run_host(
+        log,
+        n,
+        lambda: None,
+        concurrency=1,
+        max_scale=1,
+        progress=progress,
+        label="embedded host, no-op, one at a time",
+    )
+    per_event = (serial.last - serial.first) / (n - 1)
+    results["overhead_us_embedded"] = (per_event - serial.handler_s / serial.count) * 1e6
+    memory = open_log("memory:", config)
+    mem = run_host(
+        memory,
+        n,
+        lambda: None,
+        concurrency=1,
+        max_scale=1,
+        progress=progress,
+        label="in-memory log, no-op, one at a time (host alone)",
+    )
+    results["overhead_us_memory_log"] = ((mem.last - mem.first) / (n - 1) - mem.handler_s / mem.count) * 1e6
+    memory.close()
+    serial_cpu = run_host(
+        log,
+        cpu_n,
+        lambda: busy(0.002),
+        concurrency=1,
+        max_scale=1,
+        progress=progress,
+        label="embedded host, 2 ms CPU, one at a time",
+    )
+    per_cpu = (serial_cpu.last - serial_cpu.first) / (cpu_n - 1)
+    results["overhead_us_embedded_cpu2ms"] = (per_cpu - serial_cpu.handler_s / serial_cpu.count) * 1e6
+    rate = min(1000.0, results["noop_eps_embedded"] / 4)
+    e2e_n = max(500, min(n, int(rate * 5)))
+    steady = run_host(
+        log,
+        e2e_n,
+        lambda: None,
+        concurrency=4,
+        max_scale=4,
+        stamp=True,
+        rate=rate,
+        progress=progress,
+        label=f"embedded host, end-to-end at {rate:.0f} ev/s",
+    )
+    results["p50_ms_embedded"] = pct(steady.latencies, 0.50) * 1000
+    results["p99_ms_embedded"] = pct(steady.latencies, 0.99) * 1000
+    results["e2e_rate_eps"] = rate
+    task = progress.add_task("cold starts (scale-from-zero)", total=5)
+    colds = cold_starts(log, 5)
+    progress.update(task, completed=5)
+    results["cold_start_ms"] = statistics.median(colds) * 1000
+    results["cold_start_max_ms"] = max(colds) * 1000
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=5000, help="events per throughput run (default 5000)")
     parser.add_argument("--kafka", help="bootstrap host:port of a running broker (default: scripts/kafka.sh)")
     parser.add_argument("--no-kafka", action="store_true", help="skip the kawa worker on Kafka run")
+    parser.add_argument("--cpu-only", action="store_true", help="only the 2 ms CPU handler, processes vs threads")
     args = parser.parse_args()
     n = args.events
     tmp = tempfile.TemporaryDirectory()
@@ -271,79 +421,18 @@ def main() -> None:
         console=console,
     ) as progress:
         log = open_log("embedded:", config)
-        noop = run_host(
-            log, n, lambda: None, concurrency=4, max_scale=4, progress=progress, label="embedded host, no-op"
-        )
-        results["noop_eps_embedded"] = (n - 1) / (noop.last - noop.first)
-        cpu_n = max(200, n // 10)
-        cpu = run_host(
-            log,
-            cpu_n,
-            lambda: busy(0.002),
-            concurrency=1,
-            max_scale=2,
-            progress=progress,
-            label="embedded host, 2 ms CPU",
-        )
-        results["cpu2ms_eps_embedded"] = (cpu_n - 1) / (cpu.last - cpu.first)
-        serial = run_host(
-            log,
-            n,
-            lambda: None,
-            concurrency=1,
-            max_scale=1,
-            progress=progress,
-            label="embedded host, no-op, one at a time",
-        )
-        per_event = (serial.last - serial.first) / (n - 1)
-        results["overhead_us_embedded"] = (per_event - serial.handler_s / serial.count) * 1e6
-        memory = open_log("memory:", config)
-        mem = run_host(
-            memory,
-            n,
-            lambda: None,
-            concurrency=1,
-            max_scale=1,
-            progress=progress,
-            label="in-memory log, no-op, one at a time (host alone)",
-        )
-        results["overhead_us_memory_log"] = ((mem.last - mem.first) / (n - 1) - mem.handler_s / mem.count) * 1e6
-        memory.close()
-        serial_cpu = run_host(
-            log,
-            cpu_n,
-            lambda: busy(0.002),
-            concurrency=1,
-            max_scale=1,
-            progress=progress,
-            label="embedded host, 2 ms CPU, one at a time",
-        )
-        per_cpu = (serial_cpu.last - serial_cpu.first) / (cpu_n - 1)
-        results["overhead_us_embedded_cpu2ms"] = (per_cpu - serial_cpu.handler_s / serial_cpu.count) * 1e6
-        rate = min(1000.0, results["noop_eps_embedded"] / 4)
-        e2e_n = max(500, min(n, int(rate * 5)))
-        steady = run_host(
-            log,
-            e2e_n,
-            lambda: None,
-            concurrency=4,
-            max_scale=4,
-            stamp=True,
-            rate=rate,
-            progress=progress,
-            label=f"embedded host, end-to-end at {rate:.0f} ev/s",
-        )
-        results["p50_ms_embedded"] = pct(steady.latencies, 0.50) * 1000
-        results["p99_ms_embedded"] = pct(steady.latencies, 0.99) * 1000
-        results["e2e_rate_eps"] = rate
-        task = progress.add_task("cold starts (scale-from-zero)", total=5)
-        colds = cold_starts(log, 5)
-        progress.update(task, completed=5)
-        results["cold_start_ms"] = statistics.median(colds) * 1000
-        results["cold_start_max_ms"] = max(colds) * 1000
+        if not args.cpu_only:
+            suite(log, config, n, progress, results)
+        cmp_n = max(1000, n // 2)
+        for mode in ("process", "thread"):
+            eps, cpu_ms = cpu_handler_eps(log, config, mode, cmp_n, progress)
+            results[f"cpu_handler_eps_{mode}"] = eps
+            results[f"cpu_handler_cpu_ms_per_event_{mode}"] = cpu_ms
+        results["cores"] = CORES
+        results["load_average_1m"] = os.getloadavg()[0]  # a loaded machine bounds the events/s, not the host
         log.close()
         results["noop_eps_kafka"] = None
-        if not args.no_kafka:
+        if not (args.no_kafka or args.cpu_only):
             address = kafka_address(args.kafka)
             if address is None:
                 console.print("[yellow]no Kafka broker: skipping the kawa worker run[/]")

@@ -175,6 +175,9 @@ class FunctionsConfig(_Frozen):
         "sqlite:",
         description="dedupe store: 'sqlite:' (under the home) or sqlite:PATH, 'memory:', 'none:' (docs/functions.md)",
     )
+    replicas: Literal["auto", "process", "thread"] = Field(
+        "auto", description="replicas of every hosted function: 'process', 'thread' or 'auto' (each function decides)"
+    )
 
 
 class KawaConfig(_Frozen):

@@ -29,6 +29,8 @@ from kawa.functions.types import ObjectEvent
 
 Handler = Callable[..., Any]
 F = TypeVar("F", bound=Handler)
+ReplicaMode = Literal["auto", "process", "thread"]
+REPLICA_MODES: tuple[str, ...] = ("auto", "process", "thread")
 
 _NAME = re.compile(r"^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$")
 BUCKET_CREATED_FILTER = {"type": {"prefix": "com.amazonaws.s3.ObjectCreated"}}
@@ -70,6 +72,7 @@ class FunctionSpec:
     initial_offset: Literal["earliest", "latest"] = "earliest"
     config: Mapping[str, Any] = field(default_factory=dict)
     is_async: bool = False
+    replicas: ReplicaMode = "auto"
     scope: TriggerScope = field(default_factory=TriggerScope, compare=False)
     """The buckets the trigger names: S3 events of any other bucket are never handled (see TriggerScope)."""
     outputs: tuple[str, ...] | None = None
@@ -144,6 +147,7 @@ class App:
         initial_offset: Literal["earliest", "latest"] = "earliest",
         config: Mapping[str, Any] | None = None,
         outputs: Sequence[str] | None = None,
+        replicas: ReplicaMode = "auto",
     ) -> Callable[[F], F]:
         """A decorator that registers a handler. Trigger: ``topic``, or ``bucket`` (one name or several; its
         object notifications are wired to a topic named like the first bucket unless ``topic`` is given;
@@ -183,7 +187,7 @@ class App:
                 max_backoff_s=max_backoff_s, reply_topic=reply_topic,
                 dead_letter_topic=dead_letter_topic or f"{source}.dlq", ordered_by_key=ordered_by_key,
                 group=group or f"kawa-fn-{self.name}-{fname}", initial_offset=initial_offset,
-                config=dict(config or {}), is_async=inspect.iscoroutinefunction(fn),
+                config=dict(config or {}), is_async=inspect.iscoroutinefunction(fn), replicas=replicas,
                 scope=TriggerScope(buckets, on_foreign), outputs=declared,
                 argument=_argument(fn, fname), app_config=self.config,
             )
@@ -299,6 +303,8 @@ def _validate(spec: FunctionSpec) -> None:
         problems.append("initial_scale must be within 0..max_scale")
     if spec.initial_offset not in ("earliest", "latest"):
         problems.append("initial_offset must be 'earliest' or 'latest'")
+    if spec.replicas not in REPLICA_MODES:
+        problems.append("replicas must be 'auto', 'process' or 'thread'")
     if problems:
         raise InvalidFunction(f"function {spec.qualified_name}: " + "; ".join(problems))
     spec.scaling_policy()  # validates the KPA knobs

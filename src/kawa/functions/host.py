@@ -12,6 +12,9 @@ Guarantees, per function: at-least-once delivery with side effects deduplicated 
 dead-lettering; a failing event is retried with exponential backoff, then dead-lettered to
 ``<topic>.dlq`` with the reason, and never blocks later events (except later events of its key when
 ``ordered_by_key``); ``stop()`` drains running invocations before it leaves the group.
+
+Replicas are threads of this process or child processes (``replicas=`` on a function, ``HostOptions.replicas``,
+``functions.replicas`` in ``kawa.yaml``; see :mod:`kawa.functions.processes`): the same guarantees hold for both.
 """
 
 from __future__ import annotations
@@ -27,15 +30,19 @@ from kawa.functions.context import Runtime
 from kawa.functions.dedupe import DedupeStore, MemoryDedupeStore, open_dedupe
 from kawa.functions.metrics import FunctionStats
 from kawa.functions.options import HostOptions
+from kawa.functions.processes import ProcessFunction, replica_mode
 from kawa.functions.runner import FunctionRunner
 from kawa.log.base import EventLog, TopicSpec
 
 if TYPE_CHECKING:
+    from kawa.backends import Backends
     from kawa.config import KawaConfig
 
 log = logging.getLogger("kawa.functions.host")
 
-__all__ = ["FunctionHost", "HostOptions"]
+__all__ = ["FunctionHost", "HostOptions", "HostedFunction"]
+
+HostedFunction = FunctionRunner | ProcessFunction
 
 
 class FunctionHost:
@@ -47,7 +54,8 @@ class FunctionHost:
         self,
         apps: App | Sequence[App],
         *,
-        log: EventLog,
+        log: EventLog | None = None,
+        backends: Backends | None = None,
         config: KawaConfig | None = None,
         functions: Sequence[str] | None = None,
         dedupe: DedupeStore | None = None,
@@ -56,8 +64,11 @@ class FunctionHost:
         client_id: str | None = None,
     ) -> None:
         self.apps = [apps] if isinstance(apps, App) else list(apps)
-        self.log = log
-        self.config = config
+        if log is None and backends is None:
+            raise TypeError("FunctionHost needs log= or backends=")
+        self.backends = backends
+        self.log: EventLog = log if log is not None else backends.log  # type: ignore[union-attr]
+        self.config = config if config is not None or backends is None else backends.config
         self.options = options or HostOptions()
         self.client_id = client_id
         self.specs = _select(self.apps, functions)
@@ -66,7 +77,8 @@ class FunctionHost:
         self._store_factory = store_factory
         self._store: Any = None
         self._store_lock = threading.Lock()
-        self.runners: dict[str, FunctionRunner] = {}
+        self._own_backends = False
+        self.runners: dict[str, HostedFunction] = {}
         self._started = False
 
     # --- lifecycle --------------------------------------------------------------------------------
@@ -82,16 +94,31 @@ class FunctionHost:
             self._dedupe.prune(self.options.dedupe_retention_s)
         except Exception:
             log.warning("pruning the dedupe store failed", exc_info=True)
-        app_configs = {app.name: app.config for app in self.apps}
+        apps = {app.name: app for app in self.apps}
         try:
             for spec in self.specs:
                 if self.options.create_topics:
                     _ensure_topics(self.log, spec)
                 if spec.bucket:
                     _wire_bucket(self._shared_store(), spec)
+                mode, reference, child_config = replica_mode(
+                    spec, apps[spec.app], options=self.options, config=self.config, log=self.log,
+                    dedupe=None if self._own_dedupe else self._dedupe,
+                )
+                if mode == "process":
+                    assert reference is not None and child_config is not None
+                    hosted = ProcessFunction(
+                        spec, reference=reference, config=child_config, log=self.log, options=self.options,
+                        client_id=self.client_id,
+                    )
+                    hosted.start()
+                    self.runners[spec.qualified_name] = hosted
+                    log.info("hosting %s on %s (group %s) with process replicas", spec.qualified_name, spec.topic,
+                             spec.group)
+                    continue
                 runtime = Runtime(
                     spec, config=self.config, log=self.log, dedupe=self._dedupe,
-                    store_factory=self._shared_store, app_config=app_configs.get(spec.app),
+                    store_factory=self._shared_store, app_config=apps[spec.app].config,
                 )
                 consumer = self.log.consumer(
                     spec.group, [spec.topic], auto_offset_reset=spec.initial_offset,
@@ -111,15 +138,16 @@ class FunctionHost:
         """Drain every function (in parallel) and release resources."""
         runners = list(self.runners.values())
         for runner in runners:
-            runner._stopping.set()
-            runner._abort.set()
+            runner.begin_stop()
         for runner in runners:
             runner.stop(timeout)
-            runner.runtime.close()
+            runner.close()
         self.runners.clear()
-        if self._store is not None and self._store_factory is None and hasattr(self._store, "close"):
-            self._store.close()
         self._store = None
+        if self._own_backends and self.backends is not None:
+            self.backends.close()  # closes the store it opened, never the log handed in
+            self.backends = None
+            self._own_backends = False
         if self._own_dedupe and self._dedupe is not None:
             self._dedupe.close()
             self._dedupe = None
@@ -136,9 +164,9 @@ class FunctionHost:
 
     def metrics(self) -> dict[str, FunctionStats]:
         """A snapshot per function, keyed ``app.function``."""
-        return {name: runner.runtime.metrics.snapshot() for name, runner in self.runners.items()}
+        return {name: runner.metrics.snapshot() for name, runner in self.runners.items()}
 
-    def runner(self, name: str) -> FunctionRunner:
+    def runner(self, name: str) -> HostedFunction:
         """The runner of ``app.function`` (or just ``function`` when unambiguous)."""
         if name in self.runners:
             return self.runners[name]
@@ -153,14 +181,15 @@ class FunctionHost:
         with self._store_lock:
             if self._store is None:
                 factory = self._store_factory
-                if factory is None:
-                    from kawa.errors import FunctionError
+                if factory is not None:
+                    self._store = factory()
+                else:
+                    if self.backends is None:
+                        from kawa.backends import given_backends
 
-                    raise FunctionError(
-                        "this function host has no object store for bucket triggers and ctx.store; give it one: "
-                        "FunctionHost(..., store_factory=lambda: backends.store)"
-                    )
-                self._store = factory()
+                        self.backends = given_backends(self.config, log=self.log)
+                        self._own_backends = True
+                    self._store = self.backends.store
             return self._store
 
 

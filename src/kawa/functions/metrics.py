@@ -1,7 +1,9 @@
 """Function metrics: counters, gauges, rates and latency percentiles, read as immutable snapshots.
 
 The host updates a :class:`FunctionMetrics` from its dispatch thread; readers (the portal, ``kawa worker``
-logs, tests) call :meth:`FunctionMetrics.snapshot`, which is safe from any thread.
+logs, tests) call :meth:`FunctionMetrics.snapshot`, which is safe from any thread. A process replica keeps a
+:class:`ReportingMetrics` and sends :meth:`ReportingMetrics.report` deltas to its host, which adds them to
+the function's metrics with :meth:`FunctionMetrics.absorb`.
 """
 
 from __future__ import annotations
@@ -101,6 +103,10 @@ class UserMetrics:
         with self._lock:
             self._values[name] = float(value)
 
+    def replace(self, values: dict[str, float]) -> None:
+        with self._lock:
+            self._values = dict(values)
+
     def snapshot(self) -> dict[str, float]:
         with self._lock:
             return dict(self._values)
@@ -143,6 +149,18 @@ class FunctionMetrics:
                 self.end_to_end.add(end_to_end_s)
             self.rate.add()
 
+    def absorb(self, report: dict[str, Any]) -> None:
+        """Add a :meth:`ReportingMetrics.report` of a process replica (counters, latency samples)."""
+        with self._lock:
+            for name, delta in report["counters"].items():
+                if name in COUNTERS:
+                    setattr(self, name, getattr(self, name) + int(delta))
+            for seconds in report["latency"]:
+                self.latency.add(seconds)
+                self.rate.add()
+            for seconds in report["end_to_end"]:
+                self.end_to_end.add(seconds)
+
     def snapshot(self) -> FunctionStats:
         with self._lock:
             p50, p99 = self.latency.percentiles(0.5, 0.99)
@@ -157,6 +175,42 @@ class FunctionMetrics:
             latency_p50_ms=_ms(p50), latency_p99_ms=_ms(p99), end_to_end_p99_ms=_ms(e2e),
             scale_events=self.scale_events, skipped_foreign=self.skipped_foreign, custom=self.user.snapshot(),
         )
+
+
+COUNTERS = (
+    "received", "succeeded", "failed_attempts", "retries", "dead_lettered", "filtered", "duplicates",
+    "skipped_foreign",
+)
+
+
+class ReportingMetrics(FunctionMetrics):
+    """The metrics of a process replica: what changed since the last :meth:`report` goes to the host."""
+
+    def __init__(self, app: str, function: str, topic: str, group: str) -> None:
+        super().__init__(app, function, topic, group)
+        self._sent = dict.fromkeys(COUNTERS, 0)
+        self._latency_samples: list[float] = []
+        self._e2e_samples: list[float] = []
+
+    def finished(self, handler_s: float, end_to_end_s: float | None) -> None:
+        super().finished(handler_s, end_to_end_s)
+        with self._lock:
+            self._latency_samples.append(handler_s)
+            if end_to_end_s is not None:
+                self._e2e_samples.append(end_to_end_s)
+
+    def report(self) -> dict[str, Any]:
+        """Counter deltas and latency samples since the last report, the gauges, the handler's own metrics."""
+        with self._lock:
+            now = {name: int(getattr(self, name)) for name in COUNTERS}
+            counters = {name: now[name] - self._sent[name] for name in COUNTERS if now[name] != self._sent[name]}
+            self._sent = now
+            latency, self._latency_samples = self._latency_samples, []
+            e2e, self._e2e_samples = self._e2e_samples, []
+        return {
+            "counters": counters, "latency": latency, "end_to_end": e2e, "in_flight": self.in_flight,
+            "queued": self.queued, "user": self.user.snapshot(),
+        }
 
 
 def _ms(seconds: float | None) -> float | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 
 @dataclass(frozen=True)
@@ -18,3 +19,4 @@ class HostOptions:
     session_timeout_ms: int | None = None
     create_topics: bool = True
     dedupe_retention_s: float = 7 * 24 * 3600.0
+    replicas: Literal["auto", "process", "thread"] | None = None  # overrides every function's ``replicas``

@@ -35,6 +35,7 @@ from kawa.functions.invoke import (
     send_replies,
     undecodable,
 )
+from kawa.functions.metrics import FunctionMetrics
 from kawa.functions.offsets import OffsetTracker
 from kawa.functions.options import HostOptions
 from kawa.functions.replicas import Replica, make_replica
@@ -97,6 +98,23 @@ class FunctionRunner:
             self._scale_to(initial)
         self._thread.start()
 
+    @property
+    def metrics(self) -> FunctionMetrics:
+        return self.runtime.metrics
+
+    @property
+    def assignment(self) -> frozenset[TopicPartition]:
+        """The partitions this runner's consumer holds (as of its last poll)."""
+        return frozenset(self._assigned)
+
+    def begin_stop(self) -> None:
+        """Stop taking events and end retry waits now; :meth:`stop` then waits for the drain."""
+        self._stopping.set()
+        self._abort.set()
+
+    def close(self) -> None:
+        self.runtime.close()
+
     def stop(self, timeout: float | None = None) -> None:
         """Drain: stop taking events, let running invocations finish (retry waits end early and their events
         stay uncommitted), flush, mark, commit, leave the group."""
@@ -144,7 +162,11 @@ class FunctionRunner:
             full = self._buffered >= self.max_buffered
             if full and time.monotonic() - self._last_poll < 10.0:
                 self._space.wait(self.options.poll_timeout_s)
-                return
+        if full and time.monotonic() - self._last_poll < 10.0:
+            # No poll while the buffer is full, but a rebalance still drops the partitions that moved at once,
+            # so their buffered events are not run here while their new owner runs them too.
+            self._sync_assignment()
+            return
         with self._lock:
             timeout = 0.0 if self._to_mark else self.options.poll_timeout_s
         records = self.consumer.poll(timeout=timeout, max_records=min(500, max(1, self.max_buffered - self._buffered)))

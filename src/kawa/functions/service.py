@@ -27,6 +27,6 @@ def factory(platform: Platform) -> FunctionHost | None:
     from kawa.functions.host import FunctionHost
 
     apps = [load_app(ref) for ref in refs]
-    host = FunctionHost(apps, log=platform.log, config=platform.config, store_factory=lambda: platform.store)
+    host = FunctionHost(apps, backends=platform.backends)
     platform.functions_host = host
     return host

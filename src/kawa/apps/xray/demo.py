@@ -32,6 +32,10 @@ DEFAULT_CORRUPT = 0.01
 """Share of damaged uploads when the demo is not told: a few, to show dead-lettering."""
 
 
+POOL_IMAGES = 64
+POOL_ABOVE_RATE = 10.0
+
+
 def demo(platform: Platform, declared: Declared, options: DemoOptions) -> int:
     """Run the X-ray pipeline on ``platform``: upload → notify → assess risk → PHI-free outputs, live."""
     from kawa.errors import ConfigError
@@ -83,7 +87,11 @@ def _run(platform: Platform, settings: XraySettings, options: DemoOptions) -> No
             server = serve_portal(platform, console)
         run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:4]
         prefix = f"scans/{run_id}/"
-        generator = Generator(settings, store=stack.store, prefix=prefix)
+        # Drawing a radiograph costs more CPU than the pipeline's work on it (~55 ms): above a few images/s
+        # the uploader cycles through prepared images (every upload is still its own object and event).
+        pool = POOL_IMAGES if settings.rate > POOL_ABOVE_RATE else 0
+        with console.status(f"drawing {pool} radiographs to upload in turn" if pool else "starting the uploader"):
+            generator = Generator(settings, store=stack.store, prefix=prefix, pool=pool)
         thread, stop = generator.start(rate=settings.rate, duration=duration or None, count=options.count)
         pace = _Pace(settings.rate, generator)
         console.print(
