@@ -167,3 +167,39 @@ def test_kawa_demo_lists_the_installed_app_and_runs_its_demo(installed: Path, tm
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "echoed 3 of 3 objects" in run.stdout, run.stdout
+
+
+def test_the_installed_example_gets_its_own_board_without_portal_code(installed: Path, tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from kawa.portal.app import create_app
+    from kawa.portal.permissions import Role
+    from kawa.portal.runtime import Portal
+
+    platform = Platform(config_for(tmp_path / ".kawa"))
+    portal: Portal | None = None
+    try:
+        start_app(platform, "echo")
+        portal = Portal(platform)
+        portal.users.add_user("admin-user", Role.ADMIN, "correct horse battery")
+        _info, token = portal.users.create_token("admin-user", "test")
+        headers = {"Authorization": f"Bearer {token}"}
+        for i in range(3):
+            platform.store.put("echo-in", f"hello-{i}.txt", b"hi")
+        assert echoed(platform, 3) == 3
+        with TestClient(create_app(portal), base_url="http://127.0.0.1") as client:
+            apps = client.get("/api/apps", headers=headers).json()["items"]
+            assert [a["name"] for a in apps] == ["echo"]
+            deadline, counts = time.monotonic() + 60, {}
+            while counts != {"in": 3, "out": 3} and time.monotonic() < deadline:
+                portal.sampler.tick()
+                board = client.get("/api/apps/echo/board", headers=headers).json()
+                counts = {c["label"]: c["value"] for c in board["echo"]["counts"]}
+            assert counts == {"in": 3, "out": 3}, board
+            assert board["panels"] == ["echo"] and board["echo"]["kind"] == "counters"
+            page = client.get("/apps/echo", headers=headers)
+            assert page.status_code == 200 and "Echo" in page.text
+    finally:
+        if portal is not None:
+            portal.stop()
+        platform.stop()

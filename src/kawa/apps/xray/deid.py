@@ -25,7 +25,7 @@ from kawa.apps.xray.settings import XraySettings
 
 if TYPE_CHECKING:
     from kawa.platform import Platform
-    from kawa.routes.spec import RouteSpec
+    from kawa.routes import RouteSpec
 
 ROUTE_ID = "xray-deidentify"
 
