@@ -34,10 +34,16 @@ def gbstats_python() -> Path:
 _SCRIPT = r"""
 import json, sys
 from gbstats.frequentist.tests import SequentialConfig, SequentialTwoSidedTTest
-from gbstats.models.statistics import ProportionStatistic, SampleMeanStatistic
+from gbstats.models.statistics import ProportionStatistic, RegressionAdjustedStatistic, SampleMeanStatistic
 out = []
 for case in json.load(sys.stdin):
-    if case["kind"] == "mean":
+    if case["kind"] == "cuped":  # gbstats computes the pooled theta itself when the test is built
+        a, b = (RegressionAdjustedStatistic(
+            n=case["n_" + s],
+            post_statistic=SampleMeanStatistic(n=case["n_" + s], sum=case["sum_" + s], sum_squares=case["ss_" + s]),
+            pre_statistic=SampleMeanStatistic(n=case["n_" + s], sum=case["xsum_" + s], sum_squares=case["xss_" + s]),
+            post_pre_sum_of_products=case["xy_" + s], theta=0.0) for s in ("a", "b"))
+    elif case["kind"] == "mean":
         a = SampleMeanStatistic(n=case["n_a"], sum=case["sum_a"], sum_squares=case["ss_a"])
         b = SampleMeanStatistic(n=case["n_b"], sum=case["sum_b"], sum_squares=case["ss_b"])
     else:

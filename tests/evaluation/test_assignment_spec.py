@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scipy import stats
 
+import kawa.evaluation
 from kawa.evaluation import Arm, Assigner, ExperimentSpec, Guardrail, assign, shadow, unit_uniform
 from kawa.evaluation.errors import EvaluationError, InvalidExperimentSpec
 
@@ -112,3 +117,14 @@ def test_invalid_specs_are_refused_with_what_to_do(change: dict[str, object], me
 def test_unknown_fields_in_a_stored_spec_are_refused() -> None:
     with pytest.raises(InvalidExperimentSpec, match="unknown fields \\['colour'\\]"):
         ExperimentSpec.from_dict({**_spec().to_dict(), "colour": "red"})
+
+
+def test_the_request_path_import_does_not_load_numpy_or_scipy() -> None:
+    code = ("import sys, kawa.evaluation\n"
+            "from kawa.evaluation import Assigner\n"
+            "Assigner('s', [('a', 0.5), ('b', 0.5)]).assign('u')\n"
+            "print(sorted(m for m in ('numpy', 'scipy') if m in sys.modules))")
+    env = {**os.environ, "PYTHONPATH": str(Path(kawa.evaluation.__file__).parents[2])}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120,
+                          check=True)
+    assert done.stdout.strip() == "[]"

@@ -119,6 +119,7 @@ def test_cuped_narrows_the_interval_and_keeps_coverage() -> None:
     assert float(np.median(ratios)) == pytest.approx(0.6, abs=0.05)  # sqrt(1 - corr²) with corr = 0.8
 
 
+@pytest.mark.timeout(1200)  # the first run builds gbstats' virtualenv
 def test_sequential_interval_equals_gbstats_on_the_same_data() -> None:
     rng = np.random.default_rng(5)
     cases, ours = [], []
@@ -144,6 +145,27 @@ def test_sequential_interval_equals_gbstats_on_the_same_data() -> None:
         assert mine.estimate == pytest.approx(ref["estimate"], abs=1e-9)
         assert mine.lower == pytest.approx(ref["lower"], abs=1e-6)
         assert mine.upper == pytest.approx(ref["upper"], abs=1e-6)
+        assert mine.p_value == pytest.approx(ref["p_value"], abs=1e-6)
+
+
+@pytest.mark.timeout(1200)  # the first run builds gbstats' virtualenv
+def test_regression_adjusted_interval_equals_gbstats_cuped() -> None:
+    rng = np.random.default_rng(6)
+    cases, ours = [], []
+    for alpha, horizon in ((0.05, 2000.0), (0.01, 10000.0), (0.1, 800.0)):
+        n_a, n_b = int(rng.integers(100, 3000)), int(rng.integers(100, 3000))
+        x_a, x_b = rng.normal(5, 2, n_a), rng.normal(5, 2, n_b)
+        y_a = 1.0 + 0.7 * x_a + rng.normal(0, 1, n_a)
+        y_b = 1.2 + 0.7 * x_b + rng.normal(0, 1.2, n_b)
+        case: dict[str, object] = {"kind": "cuped", "alpha": alpha, "horizon": horizon}
+        for s, x, y in (("a", x_a, y_a), ("b", x_b, y_b)):
+            case |= {f"n_{s}": len(y), f"sum_{s}": float(y.sum()), f"ss_{s}": float((y * y).sum()),
+                     f"xsum_{s}": float(x.sum()), f"xss_{s}": float((x * x).sum()), f"xy_{s}": float((x * y).sum())}
+        cases.append(case)
+        ours.append(cuped_difference(y_a, x_a, y_b, x_b, alpha=alpha, rho2=planned_mixing_variance(alpha, horizon)))
+    for mine, ref in zip(ours, gbstats_sequential(cases), strict=True):
+        assert mine.estimate == pytest.approx(ref["estimate"], abs=1e-9)
+        assert (mine.lower, mine.upper) == pytest.approx((ref["lower"], ref["upper"]), abs=1e-6)
         assert mine.p_value == pytest.approx(ref["p_value"], abs=1e-6)
 
 
