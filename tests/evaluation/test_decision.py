@@ -140,3 +140,12 @@ def test_a_record_with_uninformative_looks_is_still_strict_json() -> None:
     assert decision is None and lk.comparisons[0].lower == float("-inf")
     back = DecisionRecord.from_json(record(spec, state).to_json())
     assert back.looks[0].comparisons[0].lower == float("-inf")
+
+
+def test_malformed_records_and_look_data_are_refused_in_kawas_words() -> None:
+    with pytest.raises(RecordMismatch, match="not a Kawa decision record"):
+        DecisionRecord.from_json('{"spec": {}}')
+    with pytest.raises(RecordMismatch, match="not a Kawa decision record"):
+        DecisionRecord.from_json("not json")
+    with pytest.raises(EvaluationError, match="look data must have 'arms'"):
+        LookData.from_dict({"assigned": {"champion": 1}})

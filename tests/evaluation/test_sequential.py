@@ -87,6 +87,24 @@ def test_proportion_aa_under_peeking_stays_within_alpha() -> None:
     assert one.upper - one.estimate == pytest.approx(half_width(var[0, -1] * n[-1], n[-1], ALPHA, rho2))
 
 
+def test_power_and_units_to_decision_compared_with_a_fixed_horizon_test_of_the_same_power() -> None:
+    rng = np.random.default_rng(12)
+    delta, batch = 0.15, 25
+    per_arm = math.ceil(2 * (stats.norm.ppf(0.975) + stats.norm.ppf(0.8)) ** 2 / delta**2)  # 80 % power: 698
+    looks = math.ceil(3 * per_arm / batch)
+    d, var, n = _peeking_runs(rng, 1000, looks, batch, delta)
+    rho2 = planned_mixing_variance(ALPHA, horizon=2 * per_arm)
+    rejected = log_e_value(d, var * n, n, rho2) >= math.log(1 / ALPHA)
+    units = np.where(rejected.any(axis=1), n[0, rejected.argmax(axis=1)], np.inf)
+    fixed_look = round(per_arm / batch) - 1
+    fixed_power = float(np.mean(z_test_p(d[:, fixed_look], var[:, fixed_look]) <= ALPHA))
+    assert 0.75 <= fixed_power <= 0.85  # the fixed-horizon test has the power it was sized for
+    # the always-valid test, looking after every batch, decides at about the fixed sample size in the median...
+    assert float(np.median(units)) <= 1.2 * 2 * per_arm
+    # ...and reaches more power than the fixed test if it may run to 3x that size
+    assert np.mean(units <= 3 * 2 * per_arm) >= 0.95
+
+
 def test_the_planned_mixing_variance_gives_a_near_narrowest_interval_at_the_horizon() -> None:
     # the closed form is Howard et al.'s approximation of the optimum: within 0.1% of the true minimum width
     for horizon in (500, 4000, 100_000):

@@ -60,8 +60,13 @@ class LookData:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> LookData:
-        return cls({k: ArmStats(**v) for k, v in d["arms"].items()}, dict(d["assigned"]),
-                   {k: dict(v) for k, v in d.get("guardrails", {}).items()}, tuple(d.get("window", (0.0, 0.0))))
+        try:
+            window = tuple(float(t) for t in d.get("window", (0.0, 0.0)))
+            return cls({k: ArmStats(**v) for k, v in d["arms"].items()}, dict(d["assigned"]),
+                       {k: dict(v) for k, v in d.get("guardrails", {}).items()}, (window[0], window[1]))
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+            raise EvaluationError("look data must have 'arms' ({arm: {n, mean, variance}}), 'assigned' "
+                                  "({arm: count}), and optionally 'guardrails' and 'window' [start, end]") from exc
 
 
 @dataclass(frozen=True)
@@ -212,7 +217,15 @@ class DecisionRecord:
 
     @classmethod
     def from_json(cls, text: str) -> DecisionRecord:
-        d = json.loads(text)
+        """Parse :meth:`to_json` output; anything else is a :class:`RecordMismatch`."""
+        try:
+            return cls._from_dict(json.loads(text))
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+            raise RecordMismatch("this is not a Kawa decision record (expected the JSON written by "
+                                 "DecisionRecord.to_json)") from exc
+
+    @classmethod
+    def _from_dict(cls, d: Mapping[str, Any]) -> DecisionRecord:
         looks = tuple(Look(lk["index"], tuple(lk["window"]), lk["n"],
                            tuple(_comparison(c) for c in lk["comparisons"]),
                            lk["srm_p_value"], lk["guardrails"]) for lk in d["looks"])

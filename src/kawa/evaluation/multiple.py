@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kawa.evaluation.errors import EvaluationError
+from kawa.evaluation.sequential import FloatArray
 
 
 @dataclass(frozen=True)
@@ -22,8 +23,8 @@ class Correction:
     rejected: tuple[bool, ...]
 
 
-def _check(p_values: Sequence[float], alpha: float) -> np.ndarray:  # type: ignore[type-arg]
-    p = np.asarray(p_values, dtype=float)
+def _check(p_values: Sequence[float], alpha: float) -> FloatArray:
+    p: FloatArray = np.asarray(p_values, dtype=float)
     if p.ndim != 1 or p.size == 0 or np.any((p < 0) | (p > 1)) or np.any(np.isnan(p)):
         raise EvaluationError("give one or more p-values, each between 0 and 1")
     if not 0 < alpha < 1:

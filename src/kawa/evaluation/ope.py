@@ -21,10 +21,13 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 from scipy import stats
 
 from kawa.evaluation.errors import EvaluationError, NoOverlap, NoPropensities
 from kawa.evaluation.sequential import ArrayLike, FloatArray, half_width
+
+IntArray = npt.NDArray[np.int64]
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,7 @@ class OPEResult:
 
 
 def _prepare(rewards: ArrayLike, actions: ArrayLike, behavior: ArrayLike | None,
-             target: ArrayLike) -> tuple[FloatArray, np.ndarray, FloatArray, FloatArray, FloatArray]:  # type: ignore[type-arg]
+             target: ArrayLike) -> tuple[FloatArray, IntArray, FloatArray, FloatArray, FloatArray]:
     if behavior is None:
         raise NoPropensities("the decision log has no propensities; off-policy evaluation needs the logging "
                              "probability of every action — log the assignment propensities, or configure a "
@@ -78,7 +81,7 @@ def _prepare(rewards: ArrayLike, actions: ArrayLike, behavior: ArrayLike | None,
                         "the log cannot value it — give those actions a randomised exploration share first")
     rows = np.arange(n)
     w = pi[rows, a] / mu[rows, a]
-    return r, a, mu, pi, w
+    return r, a.astype(np.int64), mu, pi, w
 
 
 def _overlap(w: FloatArray, mu: FloatArray, pi: FloatArray) -> Overlap:
