@@ -107,11 +107,18 @@ def test_spec_hash_is_stable_and_changes_with_any_field() -> None:
     ({"horizon": None}, "give a planned horizon"),
     ({"min_sample": 10, "max_sample": 5}, "min_sample \\(10\\) exceeds max_sample"),
     ({"salt": ""}, "salt must be a non-empty string"),
+    ({"arms": (Arm("a", "half", model="m@a"), Arm("b", 0.5, model="m@b"))}, "has weight half"),  # type: ignore[arg-type]
+    ({"guardrails": (Guardrail("x", "high"),)}, "needs a finite limit"),  # type: ignore[arg-type]
     ({"guardrails": (Guardrail("x", 1.0), Guardrail("x", 2.0))}, "each guardrail metric may appear once"),
 ])
 def test_invalid_specs_are_refused_with_what_to_do(change: dict[str, object], message: str) -> None:
     with pytest.raises(InvalidExperimentSpec, match=message):
         _spec(**change)
+
+
+def test_lists_from_yaml_or_json_give_the_same_spec() -> None:
+    spec = _spec()
+    assert dataclasses.replace(spec, arms=list(spec.arms), guardrails=list(spec.guardrails)) == spec  # type: ignore[arg-type]
 
 
 def test_unknown_fields_in_a_stored_spec_are_refused() -> None:

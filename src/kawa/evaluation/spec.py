@@ -80,6 +80,9 @@ class ExperimentSpec:
     mixing_variance: float | None = None
 
     def __post_init__(self) -> None:
+        # lists (from YAML or JSON) become tuples, so equal specs compare and hash equal
+        object.__setattr__(self, "arms", tuple(self.arms))
+        object.__setattr__(self, "guardrails", tuple(self.guardrails))
         if not self.control and self.arms:
             object.__setattr__(self, "control", self.arms[0].name)
         _validate(self)
@@ -155,7 +158,7 @@ def _validate(spec: ExperimentSpec) -> None:
     if len(set(names)) != len(names) or any(not n for n in names):
         raise InvalidExperimentSpec(f"{where}: arm names must be non-empty and distinct, got {names}")
     for arm in spec.arms:
-        if not math.isfinite(arm.weight) or arm.weight <= 0:
+        if not _is_number(arm.weight) or not math.isfinite(arm.weight) or arm.weight <= 0:
             raise InvalidExperimentSpec(f"{where}: arm {arm.name!r} has weight {arm.weight}; weights must be "
                                         "positive (drop an arm instead of giving it weight 0)")
         if arm.holdout and arm.model is not None:
@@ -169,11 +172,12 @@ def _validate(spec: ExperimentSpec) -> None:
     if spec.control not in names:
         raise InvalidExperimentSpec(f"{where}: control {spec.control!r} is not one of the arms {names}")
     for label, a in (("alpha", spec.alpha), ("srm_alpha", spec.srm_alpha)):
-        if not 0 < a < 1:
+        if not _is_number(a) or not 0 < a < 1:
             raise InvalidExperimentSpec(f"{where}: {label} must be between 0 and 1 (exclusive), got {a}")
     if spec.metric_kind not in ("mean", "proportion"):
         raise InvalidExperimentSpec(f"{where}: metric_kind must be 'mean' or 'proportion'")
-    if not math.isfinite(spec.maturity_window_s) or spec.maturity_window_s < 0:
+    if (not _is_number(spec.maturity_window_s) or not math.isfinite(spec.maturity_window_s)
+            or spec.maturity_window_s < 0):
         raise InvalidExperimentSpec(f"{where}: maturity_window_s must be a finite number of seconds >= 0")
     for label, n in (("horizon", spec.horizon), ("min_sample", spec.min_sample), ("max_sample", spec.max_sample)):
         if n is not None and (not isinstance(n, int) or n <= 0):
@@ -181,7 +185,8 @@ def _validate(spec: ExperimentSpec) -> None:
     if spec.min_sample is not None and spec.max_sample is not None and spec.min_sample > spec.max_sample:
         raise InvalidExperimentSpec(f"{where}: min_sample ({spec.min_sample}) exceeds max_sample "
                                     f"({spec.max_sample})")
-    if spec.mixing_variance is not None and not (math.isfinite(spec.mixing_variance) and spec.mixing_variance > 0):
+    mv = spec.mixing_variance
+    if mv is not None and not (_is_number(mv) and math.isfinite(mv) and mv > 0):
         raise InvalidExperimentSpec(f"{where}: mixing_variance must be a positive number")
     if spec.mixing_variance is None and spec.horizon is None and spec.max_sample is None:
         raise InvalidExperimentSpec(f"{where}: give a planned horizon (units), a max_sample or a mixing_variance "
@@ -190,6 +195,10 @@ def _validate(spec: ExperimentSpec) -> None:
     if len(set(metrics)) != len(metrics):
         raise InvalidExperimentSpec(f"{where}: each guardrail metric may appear once, got {metrics}")
     for g in spec.guardrails:
-        if g.direction not in ("max", "min") or not math.isfinite(g.limit):
+        if g.direction not in ("max", "min") or not _is_number(g.limit) or not math.isfinite(g.limit):
             raise InvalidExperimentSpec(f"{where}: guardrail {g.metric!r} needs a finite limit and direction "
                                         "'max' or 'min'")
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
