@@ -12,6 +12,7 @@ from scipy import stats
 from kawa.evaluation.errors import EvaluationError
 from kawa.evaluation.sequential import (
     cuped_difference,
+    fitted_mixing_variance,
     half_width,
     log_e_value,
     mean_difference,
@@ -199,6 +200,18 @@ def test_fixed_n_welch_test_agrees_with_scipy() -> None:
         assert (mine.lower, mine.upper) == pytest.approx((ci.low, ci.high), rel=1e-8)
     z = rng.normal(size=20)
     assert z_test_p(z, np.ones(20)) == pytest.approx(2 * stats.norm.sf(np.abs(z)))
+
+
+def test_the_mixing_variance_can_be_fitted_from_past_experiments() -> None:
+    rng = np.random.default_rng(13)
+    tau2, unit_variance, n = 0.01, 4.0, 2000  # past true effects ~ N(0, 0.1²); each estimated from 2,000 units
+    sampling = np.full(400, unit_variance / n)
+    effects = rng.normal(0, math.sqrt(tau2), 400) + rng.normal(0, np.sqrt(sampling))
+    assert fitted_mixing_variance(effects, sampling, unit_variance) == pytest.approx(tau2 / unit_variance, rel=0.2)
+    with pytest.raises(EvaluationError, match="no larger than their noise"):
+        fitted_mixing_variance(np.zeros(10), np.full(10, 0.1), 1.0)
+    with pytest.raises(EvaluationError, match="at least three past effects"):
+        fitted_mixing_variance([0.1], [0.01], 1.0)
 
 
 def test_small_or_degenerate_arms_give_no_evidence_and_bad_tuning_is_refused() -> None:

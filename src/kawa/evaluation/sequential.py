@@ -10,7 +10,8 @@ per-unit variance ``s² = V·N``, and a mixing variance ``rho²`` (per unit):
 
 The e-value is (asymptotically) a nonnegative martingale under ``θ = θ₀``, so ``p = min(1, 1/max e)`` over all
 looks is an always-valid p-value and the intervals hold simultaneously at every look with probability ≥ 1-alpha.
-``rho²`` from a planned horizon ``n*`` minimises the width at ``n*`` (Howard et al. 2021, eq. for rho):
+``rho²`` is given, fitted from past experiments (:func:`fitted_mixing_variance`), or taken from a planned
+horizon ``n*`` so that it minimises the width at ``n*`` (Howard et al. 2021):
 ``rho² = (-2 ln alpha + ln(-2 ln alpha + 1)) / n*``. All array functions broadcast, so thousands of simulated runs are
 one call.
 """
@@ -37,6 +38,27 @@ def planned_mixing_variance(alpha: float, horizon: float) -> float:
                               f"horizon={horizon}")
     la = -2.0 * math.log(alpha)
     return (la + math.log(la + 1.0)) / float(horizon)
+
+
+def fitted_mixing_variance(effects: ArrayLike, variances: ArrayLike, unit_variance: float) -> float:
+    """rho² fitted from past experiments: their effect estimates ``d_i`` with sampling variances ``V_i``.
+
+    The mixture is a normal prior on the effect, ``N(0, tau²)``; by the method of moments
+    ``tau² = mean(d_i² - V_i)`` (E[d²] = tau² + V), and in per-unit terms ``rho² = tau² / s²`` for the new
+    experiment's per-unit variance ``s²``. Refused when the past effects are indistinguishable from noise.
+    """
+    d = np.asarray(effects, dtype=float)
+    v = np.asarray(variances, dtype=float)
+    if d.ndim != 1 or d.shape != v.shape or len(d) < 3 or np.any(v < 0):
+        raise EvaluationError("fitting the mixing variance needs at least three past effects, each with its "
+                              "(non-negative) sampling variance")
+    if not unit_variance > 0:
+        raise EvaluationError("the per-unit variance of the new experiment must be positive")
+    tau2 = float(np.mean(d * d - v))
+    if not tau2 > 0:
+        raise EvaluationError("the past effects are no larger than their noise, so no mixing variance can be "
+                              "fitted from them; plan a horizon instead")
+    return tau2 / unit_variance
 
 
 def half_width(unit_variance: ArrayLike, n: ArrayLike, alpha: float, rho2: float) -> FloatArray:
