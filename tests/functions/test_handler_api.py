@@ -96,8 +96,8 @@ def test_a_prediction_is_linked_to_the_event_being_handled() -> None:
     recorded: list[str | None] = []
 
     class Recorder:
-        def record(self, *args: Any, event_id: str | None = None, **kwargs: Any) -> None:
-            recorded.append(event_id)
+        def record(self, *args: Any, event: Any = None, event_id: str | None = None, **kwargs: Any) -> None:
+            recorded.append(event_id if event_id is not None else (event.id if event is not None else None))
 
     spec = TensorSpec("x", None, None)
     loaded = LoadedModel("fake", lambda x: np.asarray(x).sum(axis=1), spec, spec)

@@ -37,7 +37,8 @@ def test_anonymized_bucket_fills_without_phi_under_kawa_up(tmp_path: Path) -> No
     from pydicom import dcmread
     from pydicom.data import get_testdata_file
 
-    from kawa.store import NotificationRule, open_store
+    from kawa.backends import open_backends
+    from kawa.store import NotificationRule
 
     (tmp_path / "kawa.yaml").write_text(
         f"home: {tmp_path / '.kawa'}\nstore: {{uri: '{tmp_path / 'buckets'}'}}\nportal: {{port: 0}}\n"
@@ -47,7 +48,8 @@ def test_anonymized_bucket_fills_without_phi_under_kawa_up(tmp_path: Path) -> No
     env.pop("KAWA_HOME", None)
     cli = [sys.executable, "-m", "kawa.cli"]
     config = load_config(tmp_path / "kawa.yaml", env={})
-    store = open_store(config.store.uri, config)
+    backends = open_backends(config)
+    store = backends.store
     store.create_bucket("xray-images", exist_ok=True)
     store.add_notification(NotificationRule(bucket="xray-images", topic="xray-images"))
     applied = subprocess.run(
@@ -125,4 +127,4 @@ def test_anonymized_bucket_fills_without_phi_under_kawa_up(tmp_path: Path) -> No
             seen.add("generated")
     assert seen == {"rg1", "generated"}
     assert len(studies) == 3  # the two planted files share one (remapped) study
-    store.close()
+    backends.close()
