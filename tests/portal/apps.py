@@ -1,14 +1,13 @@
-"""Installed apps for the portal's tests: the X-ray app's board declared the way its plugin does (a test
-helper until ``kawa.apps.xray.plugin`` provides the official one), and a way to install any app view on a
-platform (``platform.apps``, as the platform does for the apps it starts)."""
+"""Installed apps for the portal's tests: the X-ray app as its plugin declares it, and a way to install any
+app view on a platform (``platform.apps``, as the platform does for the apps it starts)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
-from kawa.apps.board import BoardSpec, Column, Count, Counters, FlowGraph, ImageStrip, Marker, Table, TimeSeries
-from kawa.apps.plugin import AppPlugin, BucketDecl, Declared, NotificationDecl, TopicDecl
+from kawa.apps.board import BoardSpec, Count, Counters
+from kawa.apps.plugin import AppPlugin, BucketDecl, Declared, TopicDecl
 from kawa.log.base import TopicSpec
 
 
@@ -31,54 +30,16 @@ def install(platform: Any, app: InstalledApp) -> InstalledApp:
 
 
 def xray_board(s: Any) -> BoardSpec:
-    marker = Marker("label", "Pneumonia", "pneumonia")
-    strip = {"results_topic": s.results_topic, "marker": marker, "limit": 10}
-    return BoardSpec(
-        title="X-ray pipeline",
-        panels=(
-            Counters(
-                "pipeline",
-                (Count("uploaded", "Uploaded", bucket=s.incoming_bucket),
-                 Count("processed", "Processed", bucket=s.processed_bucket)),
-                title="Pipeline",
-            ),
-            Counters(
-                "outcomes",
-                (Count("anonymized", "Anonymized", bucket=s.anonymized_bucket),
-                 Count("dead_lettered", "Dead-lettered", topics=(s.dead_letter_topic, s.deid_dead_letter_topic))),
-                ordered=False,
-            ),
-            ImageStrip("uploaded", s.incoming_bucket, "Last uploaded", **strip),
-            ImageStrip("processed", s.processed_bucket, "Last processed", **strip),
-            ImageStrip("anonymized", s.anonymized_bucket, "Last anonymized", **strip),
-            Table(
-                "results",
-                s.results_topic,
-                (Column("time", "time", "time"), Column("label", "label"), Column("risk", "risk"),
-                 Column("model", "model"), Column("model_version", "version"), Column("latency_ms", "latency", "ms")),
-                title="Latest results",
-                link_bucket_field="processed_bucket",
-                link_key_field="processed_key",
-            ),
-            TimeSeries("by_label", s.results_topic, "Results by label", split_by="label"),
-            TimeSeries("by_version", s.results_topic, "Images by model version", split_by="model_version"),
-            FlowGraph(),
-        ),
-        dead_letter_topics=(s.dead_letter_topic, s.deid_dead_letter_topic),
-    )
+    """The X-ray app's own board (what its plugin declares)."""
+    from kawa.apps.xray.plugin import board
+
+    return board(s)
 
 
 def xray_view(s: Any) -> InstalledApp:
-    declared = Declared(
-        AppPlugin("xray", title="X-ray"),
-        s,
-        buckets=(BucketDecl(s.incoming_bucket, phi=True), BucketDecl(s.processed_bucket),
-                 BucketDecl(s.anonymized_bucket)),
-        topics=(TopicDecl(s.images_topic), TopicDecl(s.results_topic), TopicDecl(s.dead_letter_topic),
-                TopicDecl(s.deid_dead_letter_topic)),
-        notifications=(NotificationDecl(s.incoming_bucket, s.images_topic),),
-    )
-    return InstalledApp("xray", declared, xray_board(s))
+    from kawa.apps.xray.plugin import declare
+
+    return InstalledApp("xray", declare(s), xray_board(s))
 
 
 def xray_app(platform: Any) -> Any:

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 def buckets(s: XraySettings) -> tuple[BucketDecl, ...]:
     return (
         BucketDecl(s.incoming_bucket, phi=True, description="uploaded radiographs (PNG, JPEG, DICOM)"),
-        BucketDecl(s.processed_bucket, phi=True, description="annotated images with the detected text redacted"),
+        BucketDecl(s.processed_bucket, phi=False, description="annotated images with the detected text redacted"),
         BucketDecl(s.anonymized_bucket, phi=False, description="de-identified images (no patient data)"),
     )
 
@@ -76,17 +76,10 @@ def functions(s: XraySettings, config: KawaConfig) -> App:
 
 
 def board(s: XraySettings) -> BoardSpec:
-    """Uploaded → processed → anonymized, the newest images of each bucket (pneumonia marked), the results
-    (each row linking to its image), results over time by label and by model version, and the flow."""
-    pneumonia = Marker("label", "Pneumonia", label="pneumonia")
-    strips = tuple(
-        ImageStrip(f"{name}-images", bucket, title=title, results_topic=s.results_topic, marker=pneumonia)
-        for name, bucket, title in (
-            ("uploaded", s.incoming_bucket, "Uploaded"),
-            ("processed", s.processed_bucket, "Processed (annotated)"),
-            ("anonymized", s.anonymized_bucket, "Anonymized"),
-        )
-    )
+    """Uploaded → processed, then what came of them (anonymized copies, dead letters); the newest images of
+    each bucket (pneumonia marked on the thumbnail); the results, each row linking to its annotated image;
+    results over time by label and by model version; and the flow."""
+    marker = Marker("label", "Pneumonia", "pneumonia")
     return BoardSpec(
         title="X-ray pneumonia risk",
         panels=(
@@ -95,38 +88,43 @@ def board(s: XraySettings) -> BoardSpec:
                 (
                     Count("uploaded", "Uploaded", bucket=s.incoming_bucket),
                     Count("processed", "Processed", bucket=s.processed_bucket),
-                    Count("anonymized", "Anonymized", bucket=s.anonymized_bucket),
                 ),
                 title="Pipeline",
             ),
-            Counters(
-                "dead-letters",
+            Counters(  # two branches of one upload: neither bounds the other
+                "outcomes",
                 (
-                    Count("function", "Not assessed", topics=(s.dead_letter_topic,)),
-                    Count("route", "Not de-identified", topics=(s.deid_dead_letter_topic,)),
+                    Count("anonymized", "Anonymized", bucket=s.anonymized_bucket),
+                    Count("dead_lettered", "Dead-lettered", topics=(s.dead_letter_topic, s.deid_dead_letter_topic)),
                 ),
-                title="Dead letters",
+                title="Outcomes",
                 ordered=False,
-                action="deadletters.read",
             ),
-            *strips,
+            *(
+                ImageStrip(name, bucket, title, results_topic=s.results_topic, marker=marker, limit=10)
+                for name, bucket, title in (
+                    ("uploaded", s.incoming_bucket, "Last uploaded"),
+                    ("processed", s.processed_bucket, "Last processed"),
+                    ("anonymized", s.anonymized_bucket, "Last anonymized"),
+                )
+            ),
             Table(
                 "results",
                 s.results_topic,
                 (
-                    Column("time", "Time", "time"),
-                    Column("key", "Image"),
-                    Column("label", "Label"),
-                    Column("risk", "Risk", "percent"),
-                    Column("model_version", "Model version"),
-                    Column("latency_ms", "Latency", "ms"),
+                    Column("time", "time", "time"),
+                    Column("label", "label"),
+                    Column("risk", "risk"),
+                    Column("model", "model"),
+                    Column("model_version", "version"),
+                    Column("latency_ms", "latency", "ms"),
                 ),
                 title="Latest results",
-                link_bucket_field="bucket",
-                link_key_field="key",
+                link_bucket_field="processed_bucket",
+                link_key_field="processed_key",
             ),
-            TimeSeries("by-label", s.results_topic, title="Results by label", split_by="label"),
-            TimeSeries("by-model", s.results_topic, title="Results by model version", split_by="model_version"),
+            TimeSeries("by_label", s.results_topic, "Results by label", split_by="label"),
+            TimeSeries("by_version", s.results_topic, "Images by model version", split_by="model_version"),
             FlowGraph(),
         ),
         dead_letter_topics=(s.dead_letter_topic, s.deid_dead_letter_topic),
