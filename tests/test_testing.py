@@ -18,7 +18,7 @@ import pytest
 import kawa
 from kawa.errors import FunctionNotFound, InvalidFunction
 from kawa.events import CloudEvent
-from kawa.store import ObjectEvent as NotificationRecord
+from kawa.store import S3Record as NotificationRecord
 from kawa.testing import cloud_event, invoke, s3_created, s3_removed
 
 app = kawa.App("clinic", config={"threshold": 0.5})

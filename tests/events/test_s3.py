@@ -12,7 +12,7 @@ import pytest
 
 from kawa.errors import EventError
 from kawa.events import new_event, to_kafka
-from kawa.events.s3 import ObjectEvent, from_raw_value, parse_records, to_cloudevent, unwrap
+from kawa.events.s3 import S3Record, from_raw_value, parse_records, to_cloudevent, unwrap
 from kawa.log.base import Record
 from kawa.store import SequencerTracker, order_events, sequencer_value
 from kawa.store.parse import latest_per_object
@@ -106,7 +106,7 @@ AWS = {
 AWS_TEST_EVENT = {"Service": "Amazon S3", "Event": "s3:TestEvent", "Time": "2024-03-01T10:00:00.000Z", "Bucket": "xray"}
 
 
-def only(events: list[ObjectEvent]) -> ObjectEvent:
+def only(events: list[S3Record]) -> S3Record:
     assert len(events) == 1
     return events[0]
 
@@ -221,8 +221,8 @@ def test_bad_payloads(payload: Any, message: str) -> None:
         parse_records(payload)
 
 
-def _event(key: str, sequencer: str | None, name: str = "ObjectCreated:Put") -> ObjectEvent:
-    return ObjectEvent(name, "b", key, sequencer=sequencer)
+def _event(key: str, sequencer: str | None, name: str = "ObjectCreated:Put") -> S3Record:
+    return S3Record(name, "b", key, sequencer=sequencer)
 
 
 def test_sequencer_compares_as_padded_hex() -> None:

@@ -22,7 +22,7 @@ _LAZY = {
     "is_cloudevent": "kawa.events.cloudevents",
     "event_key": "kawa.events.cloudevents",
     "EventRef": "kawa.events.ref",
-    "ObjectEvent": "kawa.events.schemas",
+    "S3Record": "kawa.events.schemas",
     "parse_records": "kawa.events.s3",
 }
 
@@ -36,7 +36,7 @@ if TYPE_CHECKING:  # the "X as X" form re-exports each name for type checkers
     from kawa.events.cloudevents import to_kafka as to_kafka
     from kawa.events.ref import EventRef as EventRef
     from kawa.events.s3 import parse_records as parse_records
-    from kawa.events.schemas import ObjectEvent as ObjectEvent
+    from kawa.events.schemas import S3Record as S3Record
 
 __all__ = sorted(_LAZY)
 

@@ -8,7 +8,7 @@ whose data is one of these, which covers Kawa's own notifications and a Knative 
 (``dev.knative.kafka.event`` carrying the Kafka value); an SNS notification envelope (``Message``) as SQS
 delivers it. An AWS ``s3:TestEvent`` yields no events.
 
-- :func:`parse_records` reads any of these as typed :class:`~kawa.events.schemas.ObjectEvent` records;
+- :func:`parse_records` reads any of these as typed :class:`~kawa.events.schemas.S3Record` records;
   :func:`raw_records` gives the records as they arrived (for bridges that forward them unchanged).
 - :func:`to_cloudevent` wraps one record as the CloudEvents AWS S3 adapter does (type
   ``com.amazonaws.s3.<eventName>``, source ``<eventSource>.<region>.<bucket>``, subject = key), with a
@@ -32,7 +32,7 @@ from urllib.parse import unquote_plus
 
 from kawa.errors import EventError
 from kawa.events.cloudevents import CloudEvent, from_record, is_cloudevent, new_event
-from kawa.events.schemas import CREATED, REMOVED, ObjectEvent
+from kawa.events.schemas import CREATED, REMOVED, S3Record
 
 if TYPE_CHECKING:
     from kawa.log.base import Record
@@ -43,7 +43,7 @@ __all__ = [
     "KAFKA_SOURCE_TYPE",
     "REMOVED",
     "S3_TYPE_PREFIX",
-    "ObjectEvent",
+    "S3Record",
     "from_raw_value",
     "normalize_event_name",
     "parse_records",
@@ -111,8 +111,8 @@ def to_cloudevent(record: Mapping[str, Any]) -> CloudEvent:
 # --- reading any envelope ---------------------------------------------------------------------------
 
 
-def parse_records(payload: Any) -> list[ObjectEvent]:
-    """Every S3 event record in ``payload`` as an :class:`ObjectEvent` (see the module docstring).
+def parse_records(payload: Any) -> list[S3Record]:
+    """Every S3 event record in ``payload`` as an :class:`S3Record` (see the module docstring).
 
     Raises :class:`~kawa.errors.EventError` for anything that is not a bucket notification.
     """
@@ -169,7 +169,7 @@ def _records(payload: Any, depth: int) -> list[Mapping[str, Any]]:
     )
 
 
-def _event(record: Mapping[str, Any]) -> ObjectEvent:
+def _event(record: Mapping[str, Any]) -> S3Record:
     try:
         s3 = record["s3"]
         obj = s3.get("object") or {}
@@ -182,7 +182,7 @@ def _event(record: Mapping[str, Any]) -> ObjectEvent:
         size = int(obj.get("size") or 0)
     except (TypeError, ValueError):
         raise EventError(f"S3 event record for {bucket}/{key} has a non-numeric size {obj.get('size')!r}") from None
-    return ObjectEvent(
+    return S3Record(
         event_name=name,
         bucket=bucket,
         key=key,

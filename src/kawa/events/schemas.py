@@ -3,7 +3,7 @@
 ============================  ===========================  ====================================================
 event type                    schema                       emitted by
 ============================  ===========================  ====================================================
-``com.amazonaws.s3.<name>``   :class:`ObjectEvent`         the store's notifications (typed view of one record;
+``com.amazonaws.s3.<name>``   :class:`S3Record`            the store's notifications (typed view of one record;
                                                            the wire form stays the S3 record, see ``events.s3``)
 ``kawa.prediction``           :class:`Prediction`          ``ml/prediction_log.py``, one per prediction
 ``kawa.model.alias.moved``    :class:`AliasMoved`          the model registry, when an alias moves
@@ -32,8 +32,8 @@ __all__ = [
     "AliasMoved",
     "DeadLetterSummary",
     "EventSchema",
-    "ObjectEvent",
     "Prediction",
+    "S3Record",
     "read_data",
     "register_schema",
     "schema_for",
@@ -46,7 +46,7 @@ ALIAS_EVENT = "kawa.model.alias.moved"
 
 
 @pydantic_dataclass(frozen=True)
-class ObjectEvent:
+class S3Record:
     """One change of one object, whatever emitted it (Ceph, MinIO, AWS, Kawa's store). ``event_name`` has no
     ``s3:`` prefix; ``key`` is URL-decoded; ``etag`` has no quotes."""
 

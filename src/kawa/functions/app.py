@@ -281,10 +281,10 @@ def _argument(fn: Handler, fname: str) -> Literal["event", "object"]:
             return "event"
     if annotation is ObjectEvent:
         return "object"
-    if getattr(annotation, "__name__", None) == "ObjectEvent":
+    if getattr(annotation, "__name__", None) in ("ObjectEvent", "S3Record"):
         raise InvalidFunction(
-            f"function {fname!r}: {first.name!r} is annotated {annotation.__module__}.ObjectEvent (a notification "
-            "record); a handler takes kawa.ObjectEvent"
+            f"function {fname!r}: {first.name!r} is annotated {annotation.__module__}.{annotation.__name__} (a "
+            "notification record); a handler takes kawa.ObjectEvent"
         )
     return "event"
 

@@ -77,7 +77,6 @@ class FunctionHost:
         self._store_factory = store_factory
         self._store: Any = None
         self._store_lock = threading.Lock()
-        self._own_backends = False
         self.runners: dict[str, HostedFunction] = {}
         self._started = False
 
@@ -144,10 +143,6 @@ class FunctionHost:
             runner.close()
         self.runners.clear()
         self._store = None
-        if self._own_backends and self.backends is not None:
-            self.backends.close()  # closes the store it opened, never the log handed in
-            self.backends = None
-            self._own_backends = False
         if self._own_dedupe and self._dedupe is not None:
             self._dedupe.close()
             self._dedupe = None
@@ -183,13 +178,15 @@ class FunctionHost:
                 factory = self._store_factory
                 if factory is not None:
                     self._store = factory()
-                else:
-                    if self.backends is None:
-                        from kawa.backends import given_backends
-
-                        self.backends = given_backends(self.config, log=self.log)
-                        self._own_backends = True
+                elif self.backends is not None:
                     self._store = self.backends.store
+                else:
+                    from kawa.errors import FunctionError
+
+                    raise FunctionError(
+                        "this function host has no object store for bucket triggers and ctx.store; give it one: "
+                        "FunctionHost(..., backends=backends) or store_factory=lambda: backends.store"
+                    )
             return self._store
 
 

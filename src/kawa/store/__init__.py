@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from kawa.events.s3 import ObjectEvent, parse_records
+from kawa.events.s3 import S3Record, parse_records
 from kawa.plugins import SchemeRegistry
 from kawa.store.base import (
     Body,
@@ -31,11 +31,11 @@ __all__ = [
     "Body",
     "BucketInfo",
     "NotificationRule",
-    "ObjectEvent",
     "ObjectInfo",
     "ObjectPage",
     "ObjectReader",
     "ObjectStore",
+    "S3Record",
     "SequencerTracker",
     "iter_objects",
     "open_store",

@@ -1,7 +1,7 @@
 """Ordering bucket events by ``sequencer``, and acting only on the buckets a trigger names.
 
 Parsing notifications (every shape: Ceph, MinIO, AWS, SNS, KafkaSource) is :mod:`kawa.events.s3`; its typed
-record is :class:`~kawa.events.schemas.ObjectEvent`, which these helpers take.
+record is :class:`~kawa.events.schemas.S3Record`, which these helpers take.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from kawa.errors import EventError
-from kawa.events.schemas import ObjectEvent
+from kawa.events.schemas import S3Record
 
 __all__ = ["ON_FOREIGN", "BucketScope", "SequencerTracker", "latest_per_object", "order_events", "sequencer_value"]
 
@@ -29,14 +29,14 @@ def sequencer_value(sequencer: str | None) -> int:
         return -1
 
 
-def order_events(events: Iterable[ObjectEvent]) -> list[ObjectEvent]:
+def order_events(events: Iterable[S3Record]) -> list[S3Record]:
     """Events sorted so that those of one object come in sequencer order (stable otherwise)."""
     return sorted(events, key=lambda e: (e.bucket, e.key, sequencer_value(e.sequencer)))
 
 
-def latest_per_object(events: Iterable[ObjectEvent]) -> dict[tuple[str, str], ObjectEvent]:
+def latest_per_object(events: Iterable[S3Record]) -> dict[tuple[str, str], S3Record]:
     """The newest event per ``(bucket, key)`` by sequencer (later arrival wins a tie)."""
-    latest: dict[tuple[str, str], ObjectEvent] = {}
+    latest: dict[tuple[str, str], S3Record] = {}
     for event in events:
         current = latest.get((event.bucket, event.key))
         if current is None or sequencer_value(event.sequencer) >= sequencer_value(current.sequencer):
@@ -53,7 +53,7 @@ class SequencerTracker:
     def __init__(self) -> None:
         self._seen: dict[tuple[str, str], int] = {}
 
-    def accept(self, event: ObjectEvent) -> bool:
+    def accept(self, event: S3Record) -> bool:
         value = sequencer_value(event.sequencer)
         if value < 0:
             return True
@@ -90,16 +90,16 @@ class BucketScope:
     def dead_letters(self) -> bool:
         return self.on_foreign == "dead-letter"
 
-    def is_foreign(self, event: ObjectEvent) -> bool:
+    def is_foreign(self, event: S3Record) -> bool:
         return bool(self.buckets) and event.bucket not in self.buckets
 
-    def reason(self, event: ObjectEvent) -> str:
+    def reason(self, event: S3Record) -> str:
         """Why ``event`` is not acted on, in words fit for a log line or a dead letter (no key: keys may
         name patients)."""
         names = ", ".join(sorted(self.buckets))
         return f"the notification is for bucket {event.bucket!r}, which the trigger does not name (it names {names})"
 
-    def note(self, logger: Any, component: str, event: ObjectEvent) -> None:
+    def note(self, logger: Any, component: str, event: S3Record) -> None:
         import time
 
         now = time.monotonic()
