@@ -27,6 +27,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from queue import Empty
 from typing import Any
 
 DEID_KEY = b"kawa-bench-bare-baseline-key-32b"
@@ -140,6 +141,23 @@ def _worker(job: BareJob, ready: Any, go: Any, done: Any) -> None:
     bare.db.close()
 
 
+def _gather(queue: Any, procs: list[Any], timeout: float) -> list[Any]:
+    """One item per process from ``queue``; fails at once, with the exit code, when a process dies first
+    (its traceback is on stderr) rather than waiting out ``timeout``."""
+    items: list[Any] = []
+    deadline = time.monotonic() + timeout
+    while len(items) < len(procs):
+        try:
+            items.append(queue.get(timeout=1))
+        except Empty:
+            dead = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+            if dead:
+                raise RuntimeError(f"a bare worker exited with code {dead[0]}: see its traceback above") from None
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"bare workers sent {len(items)} of {len(procs)} in {timeout:.0f} s") from None
+    return items
+
+
 def run_bare(
     items: list[tuple[str, bytes]],
     images: int,
@@ -173,10 +191,9 @@ def run_bare(
     for proc in procs:
         proc.start()
     try:
-        for _ in procs:
-            ready.get(timeout=300)
+        _gather(ready, procs, 300)
         go.set()
-        spans = [done.get(timeout=1800) for _ in procs]
+        spans = _gather(done, procs, 1800)
     finally:
         for proc in procs:
             proc.join(60)

@@ -154,10 +154,11 @@ def test_distributed_shape_end_to_end(deployment: Path, workers: list[subprocess
             assert contains_phi(processed, phi) == [] and text_max(original, processed) == 0.0
             with stack.store.get(settings.anonymized_bucket, upload.key) as reader:
                 anonymized = reader.read()
-            assert contains_phi(anonymized, phi) == []
+            own = batch.phi_for(upload)  # a shifted date may land on another patient's date
+            assert contains_phi(anonymized, own) == []
             assert text_max(original, anonymized) <= (0.15 if upload.fmt == "jpeg" else 0.0)
             if upload.fmt == "dicom":
-                assert dicom_phi(anonymized, phi) == []
+                assert dicom_phi(anonymized, own) == []
         for topic in (settings.dead_letter_topic, settings.deid_dead_letter_topic):
             for record in read_topic(stack.log, topic, 2):
                 assert contains_phi(record_text(record), phi) == []

@@ -146,8 +146,8 @@ def test_no_phi_in_processed_objects(run: Run) -> None:
 
 def test_no_phi_in_anonymized_objects(run: Run) -> None:
     s = run.settings
-    phi = run.batch.phi
     for upload in run.batch.images:
+        phi = run.batch.phi_for(upload)
         data = run.get(s.anonymized_bucket, upload.key)
         if upload.fmt == "dicom":
             assert data[128:132] == b"DICM"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -17,6 +18,8 @@ from kawa.apps.xray.settings import XraySettings
 from kawa.apps.xray.synth import RadiographGenerator
 from kawa.log.base import EventLog, Record
 
+_DATE = re.compile(r"\d{8}|\d{4}-\d{2}-\d{2}")
+
 
 @dataclass(frozen=True)
 class Batch:
@@ -26,6 +29,13 @@ class Batch:
     @property
     def phi(self) -> set[str]:
         return {value for u in [*self.images, *self.corrupt] for value in u.phi}
+
+    def phi_for(self, upload: Upload) -> set[str]:
+        """What must not appear in ``upload``'s de-identified output: all of its own planted values, and
+        every other patient's except dates. A date shifted by a random number of days can land on another
+        patient's real date; that is a coincidence of the calendar, not a leak."""
+        others = {v for u in [*self.images, *self.corrupt] if u is not upload for v in u.phi if not _DATE.fullmatch(v)}
+        return set(upload.phi) | others
 
 
 def upload_batch(generator: Generator, formats: Iterable[str], *, corrupt: bool = True) -> Batch:

@@ -130,7 +130,7 @@ class ResultsDB:
         if self.engine.dialect.name == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         try:
-            _metadata.create_all(self.engine)
+            _create(self.engine)
             _migrate(self.engine)
         except sa.exc.OperationalError as exc:
             raise KawaError(f"cannot reach the results DB {self.engine.url!r}: {exc.orig}") from exc
@@ -195,6 +195,17 @@ class ResultsDB:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _create(engine: sa.engine.Engine) -> None:
+    """Create the table when it is missing. Two processes opening a new DB at once can both see no table;
+    the one that loses the race gets "already exists", which means the table is there: check again."""
+    try:
+        _metadata.create_all(engine)
+    except sa.exc.OperationalError as exc:
+        if "already exists" not in str(exc.orig):
+            raise
+        _metadata.create_all(engine)  # checkfirst: now finds the winner's table and creates nothing
 
 
 def _migrate(engine: sa.engine.Engine) -> None:
