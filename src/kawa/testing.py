@@ -29,9 +29,11 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
+    from kawa.evaluation.experiments import ExperimentState
+    from kawa.evaluation.spec import ExperimentSpec
     from kawa.events import CloudEvent
     from kawa.functions.app import FunctionSpec, Handler
-    from kawa.functions.types import EventRef, Predictor
+    from kawa.functions.types import Decision, EventRef, Predictor
     from kawa.log.base import DeliveryCallback, Headers, RecordMetadata
     from kawa.store.base import ObjectStore
 
@@ -65,6 +67,9 @@ class Prediction:
     inputs: Any
     outputs: Any
     event: EventRef | None
+    decision: Decision | None = None
+    """The experiment decision it was made under (arm, propensity, unit), when the handler passed
+    ``experiment=`` to ``ctx.model``."""
 
 
 @dataclass
@@ -100,6 +105,8 @@ def invoke(
     config: Mapping[str, Any] | None = None,
     *,
     buckets: Sequence[str] = (),
+    experiments: Sequence[ExperimentSpec | ExperimentState] = (),
+    shadow: bool = False,
 ) -> Invocation:
     """Run ``function`` (a handler decorated with ``@app.function`` or ``app.get(name)``) on ``event``.
 
@@ -107,7 +114,9 @@ def invoke(
     that object in it first. ``models`` maps references (``"pneumonia@champion"``) to fakes.
     ``config`` overrides the function's settings (``ctx.config``). ``buckets`` are created in the store
     first, as the platform creates an app's buckets before its functions run (the trigger's buckets are
-    always created).
+    always created). ``experiments`` are the experiments ``ctx.model(ref, experiment=..., unit=...)`` finds
+    (specs run, in ``shadow`` mode when asked; give an ``ExperimentState`` for a stopped one); each prediction
+    then carries its :class:`~kawa.functions.types.Decision`.
     """
     from kawa import deadletter
     from kawa.errors import EventError
@@ -128,9 +137,12 @@ def invoke(
     result = Invocation("ok", store)
     recorder = _Recorder()
     fakes = _FakeModels(models or {}, result.predictions)
+    from kawa.evaluation.serving import StaticExperiments
+
     runtime = Runtime(
-        spec, store=store, models=fakes, producer=recorder, app_config={**spec.app_config, **(config or {})}
-    )
+        spec, store=store, models=fakes, producer=recorder, app_config={**spec.app_config, **(config or {})},
+        experiments=StaticExperiments.of(*experiments, shadow=shadow),
+    )  # fmt: skip
     try:
         try:
             events = unwrap(event)
@@ -340,10 +352,12 @@ class _FakePredictor:
     def predict(self, inputs: npt.ArrayLike, /) -> np.ndarray[Any, np.dtype[Any]]:
         import numpy as np
 
-        from kawa.functions.types import current_event
+        from kawa.functions.types import current_decision, current_event
 
         predict = getattr(self._fake, "predict", None)
         raw = predict(inputs) if callable(predict) else self._fake(inputs)  # type: ignore[operator]
         out = np.asarray(raw)
-        self._predictions.append(Prediction(self.name, self.version, inputs, out, current_event()))
+        self._predictions.append(
+            Prediction(self.name, self.version, inputs, out, current_event(), current_decision())
+        )
         return out

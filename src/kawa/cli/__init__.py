@@ -18,7 +18,7 @@ def _register() -> None:
     from kawa.cli import log_cmds, platform_cmds  # noqa: F401
 
     optional_modules = (
-        "store_cmds", "function_cmds", "model_cmds", "route_cmds", "demo_cmds", "portal_cmds",
+        "store_cmds", "function_cmds", "model_cmds", "route_cmds", "demo_cmds", "portal_cmds", "experiment_cmds",
     )
     for optional in optional_modules:
         try:

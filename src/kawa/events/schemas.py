@@ -88,8 +88,10 @@ class Prediction(EventSchema):
     """``kawa.prediction``: one prediction of one model version.
 
     ``event`` is the :class:`~kawa.events.EventRef` of the event the prediction served; ``event_id`` repeats
-    its id for readers of the older form. Older records carry ``event_id`` alone: :attr:`ref` is then None
-    (an id without its source names no event).
+    its id for readers of the older form. A prediction made inside an experiment carries the
+    ``experiment``, the ``arm`` and its ``propensity``, the randomisation ``unit``, whether it ``acting`` (False:
+    scored in shadow or for a holdout) and the spec's ``spec_hash``; the others leave them out. Older records
+    carry ``event_id`` alone: :attr:`ref` is then None (an id without its source names no event).
     """
 
     model: str
@@ -105,6 +107,12 @@ class Prediction(EventSchema):
     latency_ms: float
     batch_size: int = 1
     time_ms: int
+    experiment: str | None = None
+    arm: str | None = None
+    propensity: float | None = None
+    unit: str | None = None
+    acting: bool | None = None
+    spec_hash: str | None = None
 
     @property
     def ref(self) -> EventRef | None:

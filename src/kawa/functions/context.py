@@ -25,6 +25,7 @@ from kawa.functions.types import ModelSource, Predictor
 if TYPE_CHECKING:
     from kawa.backends import Backends
     from kawa.config import KawaConfig
+    from kawa.evaluation.serving import ExperimentSource
     from kawa.functions.app import FunctionSpec
     from kawa.log.base import EventLog, Producer
     from kawa.store.base import ObjectStore
@@ -75,6 +76,7 @@ class Runtime:
         store: ObjectStore | None = None,
         store_factory: Callable[[], ObjectStore] | None = None,
         models: ModelSource | None = None,
+        experiments: ExperimentSource | None = None,
         producer: Producer | None = None,
         dedupe: DedupeStore | None = None,
         metrics: FunctionMetrics | None = None,
@@ -93,6 +95,8 @@ class Runtime:
         self._store_factory = store_factory
         self._models = models
         self._own_models = models is None
+        self._experiments = experiments
+        self._own_experiments = experiments is None
         self._producer = producer
         self._own_producer = producer is None
         self._lock = threading.Lock()
@@ -152,6 +156,31 @@ class Runtime:
                     self._models = RegistryModels(self.config, self.log)
         return self._models.predictor(ref)
 
+    def arm(self, ref: str, experiment: str, unit: str) -> Predictor:
+        """The predictor ``unit``'s arm of ``experiment`` names (see :mod:`kawa.evaluation.serving`)."""
+        from kawa.evaluation.serving import route
+
+        return route(self.experiments.get(experiment), ref, unit, self)
+
+    def predictor(self, ref: str) -> Predictor:
+        return self.model(ref)
+
+    @property
+    def experiments(self) -> ExperimentSource:
+        if self._experiments is None:
+            with self._lock:
+                if self._experiments is None:
+                    log = self.log
+                    if log is None:
+                        raise FunctionError(
+                            f"function {self.spec.qualified_name} has no event log to read experiments from; its "
+                            "host gives it one; in a unit test, pass experiments=[spec] to kawa.testing.invoke"
+                        )
+                    from kawa.evaluation.experiments import ExperimentsView
+
+                    self._experiments = ExperimentsView(log)
+        return self._experiments
+
     def emit(self, topic: str, event: CloudEvent, key: bytes | None = None) -> None:
         record_key, value, headers = to_kafka(event)
         self.producer.produce(topic, value, key=record_key if record_key is not None else key, headers=headers)
@@ -174,6 +203,11 @@ class Runtime:
         if self._models is not None and self._own_models:
             self._models.close()
             self._models = None
+        if self._experiments is not None and self._own_experiments:
+            close = getattr(self._experiments, "close", None)
+            if callable(close):
+                close()
+            self._experiments = None
         if self._store_factory is not None or self.backends is not None:
             self._store = None  # the host's: a later use asks the host again
 
@@ -225,14 +259,30 @@ class Context:
     def store(self) -> ObjectStore:
         return self._runtime.store
 
-    def model(self, ref: str) -> Predictor:
+    def model(self, ref: str, *, experiment: str | None = None, unit: str | None = None) -> Predictor:
         """The predictor ``ref`` names (``"pneumonia@champion"``); ``.predict(x)``, ``.name``, ``.version``.
 
         Pinned for this event: every call with the same ``ref`` while handling one event returns the same
-        model version, even when the alias moves meanwhile (the next event gets the new version)."""
-        pinned = self._models.get(ref)
+        model version, even when the alias moves meanwhile (the next event gets the new version).
+
+        ``experiment``: the unit ``unit`` (a patient, a card: the spec's randomisation unit) gets the model its
+        arm names, and every prediction is recorded with the arm and its propensity
+        (:class:`~kawa.evaluation.serving.ArmPredictor`; ``.arm``, ``.acts``). A stopped experiment gives
+        ``ref`` itself."""
+        if experiment is None:
+            key = ref
+        elif unit is None or not str(unit):
+            raise FunctionError(
+                f"ctx.model({ref!r}, experiment={experiment!r}) needs unit=: the key of the unit the experiment "
+                "randomises (a patient, a card, an image)"
+            )
+        else:
+            key = f"{ref}\x1f{experiment}\x1f{unit}"
+        pinned = self._models.get(key)
         if pinned is None:
-            pinned = self._models[ref] = self._runtime.model(ref)
+            runtime = self._runtime
+            pinned = runtime.model(ref) if experiment is None else runtime.arm(ref, experiment, str(unit))
+            self._models[key] = pinned
         return pinned
 
     def emit(self, topic: str, event: CloudEvent, *, key: bytes | None = None) -> None:

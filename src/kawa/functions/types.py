@@ -27,10 +27,56 @@ if TYPE_CHECKING:
     from kawa.events import CloudEvent
     from kawa.store.base import ObjectReader, ObjectStore
 
-__all__ = ["EventRef", "ModelSource", "ObjectEvent", "Predictor", "current_event", "handling"]
+__all__ = [
+    "Decision",
+    "EventRef",
+    "ModelSource",
+    "ObjectEvent",
+    "Predictor",
+    "current_decision",
+    "current_event",
+    "deciding",
+    "handling",
+]
 
 
 _current: ContextVar[EventRef | None] = ContextVar("kawa_current_event", default=None)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What an experiment decided for the prediction being made; the prediction record carries it.
+
+    ``unit`` is the randomisation unit's key as the app gave it (pass a pseudonym when the key is PHI);
+    ``propensity`` is the probability the randomisation gave ``arm``; ``acting`` is False for an arm scored in
+    shadow (or a holdout), whose score is recorded but must not act; ``spec_hash`` names the exact spec.
+    """
+
+    experiment: str
+    arm: str
+    propensity: float
+    unit: str
+    acting: bool = True
+    spec_hash: str = ""
+
+
+_decision: ContextVar[Decision | None] = ContextVar("kawa_current_decision", default=None)
+
+
+def current_decision() -> Decision | None:
+    """The experiment decision of the prediction being made in this thread or task, or None."""
+    return _decision.get()
+
+
+@contextmanager
+def deciding(decision: Decision) -> Iterator[None]:
+    """Within this block, predictions are recorded with ``decision`` (the experiment router wraps each
+    prediction of an arm in it)."""
+    token = _decision.set(decision)
+    try:
+        yield
+    finally:
+        _decision.reset(token)
 
 
 def current_event() -> EventRef | None:

@@ -15,8 +15,9 @@ Event ``kawa.prediction`` data, the schema :class:`kawa.events.schemas.Predictio
 ``event`` (the :class:`~kawa.events.EventRef` ``{"source", "id"}`` of the event the prediction served, if any)
 and ``event_id`` (its id again, for readers of the older form), ``input_digest`` (sha256 of dtype, shape and
 bytes) or ``input_ref``, ``input_shape``, ``output`` (the values when at most ``max_output_values``, else a
-digest), ``latency_ms``, ``batch_size``, ``time_ms``. Records written before the EventRef carry ``event_id``
-alone; :func:`read_prediction` reads both.
+digest), ``latency_ms``, ``batch_size``, ``time_ms``; inside an experiment
+(:func:`kawa.functions.types.deciding`) also ``experiment``, ``arm``, ``propensity``, ``unit``, ``acting`` and
+``spec_hash``. Records written before the EventRef carry ``event_id`` alone; :func:`read_prediction` reads both.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from kawa.events.schemas import PREDICTION_EVENT
+from kawa.functions.types import current_decision
 
 if TYPE_CHECKING:
     from kawa.events.ref import EventRef
@@ -104,8 +106,9 @@ class PredictionLogger:
         if len(self._queue) >= self.max_queue:
             self._wait_for_room(model)
         self._queue.append(
-            (model, version, inputs, outputs, latency_s, event, event_id, input_ref, batch_size, time.time())
-        )
+            (model, version, inputs, outputs, latency_s, event, event_id, input_ref, batch_size, time.time(),
+             current_decision())
+        )  # fmt: skip
 
     def _wait_for_room(self, model: str) -> None:
         from kawa.errors import PredictionLogFull
@@ -131,7 +134,7 @@ class PredictionLogger:
         from kawa.events import new_event, to_kafka
         from kawa.events.schemas import Prediction
 
-        model, version, inputs, outputs, latency_s, ref, event_id, input_ref, batch_size, when = entry
+        model, version, inputs, outputs, latency_s, ref, event_id, input_ref, batch_size, when, decision = entry
         inputs = np.asarray(inputs)
         outputs = np.asarray(outputs)
         data: dict[str, Any] = {
@@ -144,6 +147,9 @@ class PredictionLogger:
             "batch_size": batch_size,
             "time_ms": int(when * 1000),
         }
+        if decision is not None:
+            data.update(experiment=decision.experiment, arm=decision.arm, propensity=decision.propensity,
+                        unit=decision.unit, acting=decision.acting, spec_hash=decision.spec_hash)
         if input_ref is not None:
             data["input_ref"] = input_ref
         else:

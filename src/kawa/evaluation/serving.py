@@ -1,0 +1,157 @@
+"""Experiments in the request path: ``ctx.model(ref, experiment=..., unit=...)`` returns an :class:`ArmPredictor`.
+
+The router assigns the unit (pure, sticky: :mod:`kawa.evaluation.assignment`), picks the model version its arm
+names, and wraps every prediction in :func:`~kawa.functions.types.deciding`, so the prediction record — the
+decision record monitoring and evaluation read — carries the experiment, the arm, its propensity, the unit
+and the spec's hash. App code does not change between arms, nor when the experiment stops: a stopped
+experiment routes every unit to ``ref`` again, with no experiment fields on its records.
+
+- An arm with a ``model`` reference is scored with that model; an arm without one (a baseline ``policy`` or a
+  ``holdout``) is scored with ``ref``, so its score is still on record; :attr:`ArmPredictor.acts` is False for
+  a holdout (compute, do not act — the silent arm) and :attr:`ArmPredictor.policy` names a baseline policy the
+  app applies instead of the score.
+- **Shadow mode** (an experiment created with ``shadow=True``) scores every arm that has a model on every call
+  and records each (``acting`` false for the others), so off-policy evaluation has every candidate's score.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from kawa.evaluation.assignment import Assigner
+from kawa.evaluation.errors import EvaluationError
+from kawa.evaluation.experiments import ExperimentNotFound, ExperimentState
+from kawa.functions.types import Decision, deciding
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    from kawa.evaluation.spec import Arm, ExperimentSpec
+    from kawa.functions.types import Predictor
+
+__all__ = ["ArmPredictor", "ExperimentSource", "StaticExperiments", "route"]
+
+
+class ExperimentSource(Protocol):
+    """Where the request path finds an experiment: the log's cached view, or fixed states in tests."""
+
+    def get(self, name: str) -> ExperimentState: ...
+
+
+class StaticExperiments:
+    """A fixed set of experiments (running unless given as stopped states): for unit tests."""
+
+    def __init__(self, experiments: Mapping[str, ExperimentState]) -> None:
+        self._states = dict(experiments)
+
+    @classmethod
+    def of(cls, *items: ExperimentSpec | ExperimentState, shadow: bool = False) -> StaticExperiments:
+        states = [i if isinstance(i, ExperimentState) else ExperimentState(i, "running", 0, shadow=shadow)
+                  for i in items]  # fmt: skip
+        return cls({s.name: s for s in states})
+
+    def get(self, name: str) -> ExperimentState:
+        state = self._states.get(name)
+        if state is None:
+            given = ", ".join(sorted(self._states)) or "none"
+            raise ExperimentNotFound(f"no experiment named {name!r} (given: {given})")
+        return state
+
+
+@dataclass(frozen=True)
+class _Scored:
+    predictor: Predictor
+    decision: Decision
+
+
+class ArmPredictor:
+    """The model a unit's arm names, for one event. Satisfies :class:`~kawa.functions.types.Predictor`."""
+
+    def __init__(self, assigned: _Scored, arm: Arm, shadows: tuple[_Scored, ...] = ()) -> None:
+        self._assigned = assigned
+        self._shadows = shadows
+        self.decision = assigned.decision
+        self.holdout = arm.holdout
+        self.policy = arm.policy
+
+    @property
+    def name(self) -> str:
+        return self._assigned.predictor.name
+
+    @property
+    def version(self) -> int:
+        return self._assigned.predictor.version
+
+    @property
+    def ref(self) -> str:
+        return self._assigned.predictor.ref
+
+    @property
+    def tags(self) -> Mapping[str, str]:
+        return self._assigned.predictor.tags
+
+    @property
+    def experiment(self) -> str:
+        return self.decision.experiment
+
+    @property
+    def arm(self) -> str:
+        return self.decision.arm
+
+    @property
+    def propensity(self) -> float:
+        return self.decision.propensity
+
+    @property
+    def acts(self) -> bool:
+        """False for a holdout arm: the score is recorded, the app must not act on it."""
+        return not self.holdout
+
+    def predict(self, inputs: npt.ArrayLike, /) -> np.ndarray[Any, np.dtype[Any]]:
+        """The assigned arm's output; in shadow mode the other arms are scored and recorded too."""
+        with deciding(self._assigned.decision):
+            out = self._assigned.predictor.predict(inputs)
+        for shadow in self._shadows:
+            with deciding(shadow.decision):
+                shadow.predictor.predict(inputs)
+        return out
+
+    def __repr__(self) -> str:
+        return f"<ArmPredictor {self.experiment}:{self.arm} -> {self.ref}>"
+
+
+def route(state: ExperimentState, ref: str, unit: str, models: Any) -> Predictor:
+    """The predictor for ``unit`` under ``state`` (``models.predictor(ref)`` loads a version). A stopped
+    experiment routes to ``ref`` itself. Raises :class:`EvaluationError` when ``ref`` is not the experiment's
+    model, or ``unit`` is empty."""
+    spec = state.spec
+    name = ref.split("@", 1)[0].split("/", 1)[0]
+    if name != spec.model:
+        raise EvaluationError(
+            f"experiment {spec.name!r} is on model {spec.model!r}, but the handler asked for {ref!r}; "
+            f"ask for {spec.model}@<alias> with this experiment"
+        )
+    if not state.running:
+        return models.predictor(ref)  # type: ignore[no-any-return]
+    if not unit:
+        raise EvaluationError(f"experiment {spec.name!r} randomises by {spec.unit!r}: pass unit=<its value>")
+    assignment = Assigner.for_spec(spec).assign(unit)
+    spec_hash = spec.spec_hash()
+    arms = {a.name: a for a in spec.arms}
+    arm = arms[assignment.arm]
+    assigned = _Scored(
+        models.predictor(arm.model or ref),
+        Decision(spec.name, arm.name, assignment.propensity, unit, acting=not arm.holdout, spec_hash=spec_hash),
+    )
+    shadows: tuple[_Scored, ...] = ()
+    if state.shadow:
+        shadows = tuple(
+            _Scored(models.predictor(other.model),
+                    Decision(spec.name, other.name, other.weight, unit, acting=False, spec_hash=spec_hash))
+            for other in spec.arms
+            if other.name != arm.name and other.model is not None
+        )  # fmt: skip
+    return ArmPredictor(assigned, arm, shadows)
