@@ -348,6 +348,10 @@ def serve_model(
     max_wait_ms: Annotated[float, typer.Option("--max-wait-ms", help="longest a request waits for a batch")] = 5.0,
     poll_interval: Annotated[float, typer.Option(help="seconds between registry checks")] = 1.0,
     no_log: Annotated[bool, typer.Option("--no-log", help="neither log predictions nor follow kawa.models")] = False,
+    experiment: Annotated[
+        str | None,
+        typer.Option("--experiment", help='route each request\'s "parameters": {"unit": ...} to its arm'),
+    ] = None,
 ) -> None:
     """Serve a registered model over Open Inference Protocol v2 (REST) with micro-batching."""
     import logging
@@ -371,6 +375,7 @@ def serve_model(
         max_wait_ms=max_wait_ms,
         log=event_log,
         poll_interval_s=poll_interval,
+        experiment=experiment,
     )
     console.print(
         f"serving [bold]{ref}[/] (version {server.handle.version}, {server.handle.current().flavor}) on "

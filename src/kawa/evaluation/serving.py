@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from kawa.evaluation.spec import Arm, ExperimentSpec
     from kawa.functions.types import Predictor
 
-__all__ = ["ArmPredictor", "ExperimentSource", "StaticExperiments", "route"]
+__all__ = ["ArmPredictor", "ExperimentSource", "RoutePlan", "StaticExperiments", "check_model", "plan", "route"]
 
 
 class ExperimentSource(Protocol):
@@ -123,35 +123,56 @@ class ArmPredictor:
         return f"<ArmPredictor {self.experiment}:{self.arm} -> {self.ref}>"
 
 
-def route(state: ExperimentState, ref: str, unit: str, models: Any) -> Predictor:
-    """The predictor for ``unit`` under ``state`` (``models.predictor(ref)`` loads a version). A stopped
-    experiment routes to ``ref`` itself. Raises :class:`EvaluationError` when ``ref`` is not the experiment's
-    model, or ``unit`` is empty."""
-    spec = state.spec
+@dataclass(frozen=True)
+class RoutePlan:
+    """What one request of ``unit`` does under a running experiment: score ``ref`` (the arm's model, or the
+    handler's own reference) under ``decision``; in shadow mode also each of ``shadows`` (ref, decision)."""
+
+    arm: Arm
+    ref: str
+    decision: Decision
+    shadows: tuple[tuple[str, Decision], ...] = ()
+
+
+def check_model(state: ExperimentState, ref: str) -> None:
+    """Raise :class:`EvaluationError` when ``ref`` does not name the experiment's model."""
     name = ref.split("@", 1)[0].split("/", 1)[0]
-    if name != spec.model:
+    if name != state.spec.model:
         raise EvaluationError(
-            f"experiment {spec.name!r} is on model {spec.model!r}, but the handler asked for {ref!r}; "
-            f"ask for {spec.model}@<alias> with this experiment"
+            f"experiment {state.name!r} is on model {state.spec.model!r}, but {ref!r} was asked for; "
+            f"ask for {state.spec.model}@<alias> with this experiment"
         )
-    if not state.running:
-        return models.predictor(ref)  # type: ignore[no-any-return]
+
+
+def plan(state: ExperimentState, ref: str, unit: str) -> RoutePlan:
+    """Pure: the arm ``unit`` gets under the running experiment ``state`` and what to score for it."""
+    spec = state.spec
+    check_model(state, ref)
     if not unit:
         raise EvaluationError(f"experiment {spec.name!r} randomises by {spec.unit!r}: pass unit=<its value>")
     assignment = Assigner.for_spec(spec).assign(unit)
     spec_hash = spec.spec_hash()
-    arms = {a.name: a for a in spec.arms}
-    arm = arms[assignment.arm]
-    assigned = _Scored(
-        models.predictor(arm.model or ref),
-        Decision(spec.name, arm.name, assignment.propensity, unit, acting=not arm.holdout, spec_hash=spec_hash),
-    )
-    shadows: tuple[_Scored, ...] = ()
+    arm = next(a for a in spec.arms if a.name == assignment.arm)
+    decision = Decision(spec.name, arm.name, assignment.propensity, unit, acting=not arm.holdout,
+                        spec_hash=spec_hash)  # fmt: skip
+    shadows: tuple[tuple[str, Decision], ...] = ()
     if state.shadow:
         shadows = tuple(
-            _Scored(models.predictor(other.model),
-                    Decision(spec.name, other.name, other.weight, unit, acting=False, spec_hash=spec_hash))
+            (other.model, Decision(spec.name, other.name, other.weight, unit, acting=False, spec_hash=spec_hash))
             for other in spec.arms
             if other.name != arm.name and other.model is not None
-        )  # fmt: skip
-    return ArmPredictor(assigned, arm, shadows)
+        )
+    return RoutePlan(arm, arm.model or ref, decision, shadows)
+
+
+def route(state: ExperimentState, ref: str, unit: str, models: Any) -> Predictor:
+    """The predictor for ``unit`` under ``state`` (``models.predictor(ref)`` loads a version). A stopped
+    experiment routes to ``ref`` itself. Raises :class:`EvaluationError` when ``ref`` is not the experiment's
+    model, or ``unit`` is empty."""
+    if not state.running:
+        check_model(state, ref)
+        return models.predictor(ref)  # type: ignore[no-any-return]
+    chosen = plan(state, ref, unit)
+    assigned = _Scored(models.predictor(chosen.ref), chosen.decision)
+    shadows = tuple(_Scored(models.predictor(r), d) for r, d in chosen.shadows)
+    return ArmPredictor(assigned, chosen.arm, shadows)

@@ -37,6 +37,7 @@ from kawa.functions.types import current_decision
 if TYPE_CHECKING:
     from kawa.events.ref import EventRef
     from kawa.events.schemas import Prediction
+    from kawa.functions.types import Decision
     from kawa.log.base import EventLog, Record
 
 log = logging.getLogger("kawa.ml.predictions")
@@ -97,17 +98,19 @@ class PredictionLogger:
         event_id: str | None = None,
         input_ref: str | None = None,
         batch_size: int = 1,
+        decision: Decision | None = None,
     ) -> None:
         """Queue one prediction (the arrays are only referenced; do not mutate them afterwards). Blocks while
         the queue is full, at most ``block_timeout_s``; then :class:`~kawa.errors.PredictionLogFull`.
 
         ``event``: the ref of the event the prediction served (what outcome joins use); ``event_id`` alone is
-        the older form, kept for callers that have no source."""
+        the older form, kept for callers that have no source. ``decision``: the experiment decision it was made
+        under (default: :func:`~kawa.functions.types.current_decision`)."""
         if len(self._queue) >= self.max_queue:
             self._wait_for_room(model)
         self._queue.append(
             (model, version, inputs, outputs, latency_s, event, event_id, input_ref, batch_size, time.time(),
-             current_decision())
+             decision or current_decision())
         )  # fmt: skip
 
     def _wait_for_room(self, model: str) -> None:

@@ -1,8 +1,9 @@
 """``kawa serve-model NAME@ALIAS``: a model over Open Inference Protocol v2, micro-batched, hot-swapped.
 
 The server holds a :class:`~kawa.ml.predictors.ModelManager` handle, so it follows alias moves exactly as
-functions do, and logs every prediction to the ``predictions`` topic. uvicorn runs it (with uvloop and
-httptools when installed).
+functions do, and logs every prediction to the ``predictions`` topic. With ``experiment`` it routes each
+request's unit (``"parameters": {"unit": ...}``) to its arm's model (see
+:class:`~kawa.ml.serving.app.InferenceApp`). uvicorn runs it (with uvloop and httptools when installed).
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from kawa.errors import BackendUnavailable
+from kawa.errors import BackendUnavailable, KawaError
 
 if TYPE_CHECKING:
     from kawa.config import KawaConfig
+    from kawa.evaluation.serving import ExperimentSource
     from kawa.log.base import EventLog
     from kawa.ml.predictors import ModelManager
     from kawa.ml.serving.app import InferenceApp
@@ -44,6 +46,8 @@ class ModelServer:
         log: EventLog | None = None,
         poll_interval_s: float = 1.0,
         manager: ModelManager | None = None,
+        experiment: str | None = None,
+        experiments: ExperimentSource | None = None,
     ) -> None:
         from kawa.ml.predictors import ModelManager
         from kawa.ml.serving.app import InferenceApp
@@ -52,7 +56,19 @@ class ModelServer:
         self.manager = manager or ModelManager(config, log, poll_interval_s=poll_interval_s)
         self._own_manager = manager is None
         self.handle = self.manager.get(ref)  # load before accepting requests
-        self.app: InferenceApp = InferenceApp(self.handle, max_batch=max_batch, max_wait_ms=max_wait_ms)
+        self._own_experiments = experiment is not None and experiments is None
+        if self._own_experiments:
+            if log is None:
+                raise KawaError(f"serving {ref} in experiment {experiment!r} needs the event log the experiment is "
+                                "on (leave out --no-log)")
+            from kawa.evaluation.experiments import ExperimentsView
+
+            experiments = ExperimentsView(log)
+        self.experiments = experiments
+        self.app: InferenceApp = InferenceApp(
+            self.handle, max_batch=max_batch, max_wait_ms=max_wait_ms, experiment=experiment,
+            experiments=experiments, handles=self.manager.get,
+        )  # fmt: skip
         self._server: Any = None
         self._thread: threading.Thread | None = None
 
@@ -109,5 +125,9 @@ class ModelServer:
         self.close()
 
     def close(self) -> None:
+        if self._own_experiments:
+            close = getattr(self.experiments, "close", None)
+            if callable(close):
+                close()
         if self._own_manager:
             self.manager.close()

@@ -12,14 +12,19 @@ hop before its batch runs.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kawa import __version__
 from kawa.errors import InvalidModelInput
+from kawa.evaluation.serving import check_model, plan
 from kawa.ml.predictors import ModelHandle
 from kawa.ml.serving.batcher import MicroBatcher
 from kawa.ml.serving.oip import datatype_of, decode_request, dumps, encode_response, spec_shape
+
+if TYPE_CHECKING:
+    from kawa.evaluation.serving import ExperimentSource
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -35,12 +40,37 @@ class HTTPError(Exception):
 
 
 class InferenceApp:
-    """Serves one model reference (its handle follows alias moves) with micro-batching."""
+    """Serves one model reference (its handle follows alias moves) with micro-batching.
 
-    def __init__(self, handle: ModelHandle, *, max_batch: int = 32, max_wait_ms: float = 5.0) -> None:
+    With ``experiment`` (and ``experiments``, where it is found, and ``handles``, which loads an arm's model
+    reference), a request names its randomisation unit in ``"parameters": {"unit": ...}``: it is scored by the
+    model of the unit's arm (one micro-batcher per arm), recorded with the arm and its propensity, and the
+    response's ``parameters`` say ``experiment``, ``arm``, ``propensity`` and ``acts``. A stopped experiment
+    serves the reference itself.
+    """
+
+    def __init__(
+        self,
+        handle: ModelHandle,
+        *,
+        max_batch: int = 32,
+        max_wait_ms: float = 5.0,
+        experiment: str | None = None,
+        experiments: ExperimentSource | None = None,
+        handles: Callable[[str], ModelHandle] | None = None,
+    ) -> None:
         self.handle = handle
         self.batcher = MicroBatcher(handle.current, max_batch=max_batch, max_wait_ms=max_wait_ms)
         self.name = handle.name
+        self.experiment = experiment
+        if experiment is not None and (experiments is None or handles is None):
+            raise ValueError("an experiment needs experiments= (where it is found) and handles= (arm models)")
+        self._experiments = experiments
+        self._handles = handles
+        self._arm_batchers: dict[str, MicroBatcher] = {}
+        self._max_batch, self._max_wait_ms = max_batch, max_wait_ms
+        if experiment is not None and experiments is not None:
+            check_model(experiments.get(experiment), str(handle.ref))  # fail at start, not per request
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -66,6 +96,8 @@ class InferenceApp:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 self.batcher.close()
+                for batcher in self._arm_batchers.values():
+                    batcher.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -122,9 +154,39 @@ class InferenceApp:
             if not message.get("more_body"):
                 break
         model = self.handle.current()
-        x, request_id = decode_request(body, model.input_spec)
-        out, used = await self.batcher.submit(x, request_id)
-        return encode_response(used.name, used.version, out, request_id, used.output_spec.name)
+        x, request_id, parameters = decode_request(body, model.input_spec)
+        if self.experiment is None or self._experiments is None:
+            out, used = await self.batcher.submit(x, request_id)
+            return encode_response(used.name, used.version, out, request_id, used.output_spec.name)
+        state = self._experiments.get(self.experiment)
+        if not state.running:
+            out, used = await self.batcher.submit(x, request_id)
+            return encode_response(used.name, used.version, out, request_id, used.output_spec.name,
+                                   {"experiment": state.name, "status": state.status})  # fmt: skip
+        unit = parameters.get("unit")
+        if not isinstance(unit, str | int) or isinstance(unit, bool) or str(unit) == "":
+            raise HTTPError(400, f'this server runs experiment {state.name!r}, randomised by {state.spec.unit!r}: '
+                                 'send "parameters": {"unit": "<its value>"} with each request')
+        chosen = plan(state, str(self.handle.ref), str(unit))
+        pending = [self._arm_batcher(chosen.ref).submit(x, request_id, chosen.decision)]
+        pending += [self._arm_batcher(ref).submit(x, request_id, decision) for ref, decision in chosen.shadows]
+        results = await asyncio.gather(*pending)
+        out, used = results[0]
+        d = chosen.decision
+        return encode_response(used.name, used.version, out, request_id, used.output_spec.name,
+                               {"experiment": d.experiment, "arm": d.arm, "propensity": d.propensity,
+                                "acts": d.acting})  # fmt: skip
+
+    def _arm_batcher(self, ref: str) -> MicroBatcher:
+        if ref == str(self.handle.ref):
+            return self.batcher
+        batcher = self._arm_batchers.get(ref)
+        if batcher is None:
+            assert self._handles is not None
+            handle = self._handles(ref)
+            batcher = MicroBatcher(handle.current, max_batch=self._max_batch, max_wait_ms=self._max_wait_ms)
+            self._arm_batchers[ref] = batcher
+        return batcher
 
     def _metadata(self) -> dict[str, Any]:
         model = self.handle.current()

@@ -62,8 +62,9 @@ def spec_shape(spec: TensorSpec) -> list[int]:
     return [-1, *[-1 if d is None else d for d in spec.shape]] if spec.shape is not None else [-1]
 
 
-def decode_request(body: bytes, spec: TensorSpec) -> tuple[np.ndarray, str | None]:
-    """The input tensor of an infer request (cast to the model's dtype) and the request's ``id``."""
+def decode_request(body: bytes, spec: TensorSpec) -> tuple[np.ndarray, str | None, dict[str, Any]]:
+    """The input tensor of an infer request (cast to the model's dtype), the request's ``id`` and its
+    ``parameters`` (an object; empty when absent)."""
     try:
         request = loads(body)
     except ValueError as exc:
@@ -110,11 +111,15 @@ def decode_request(body: bytes, spec: TensorSpec) -> tuple[np.ndarray, str | Non
             raise InvalidModelInput(f"model takes {datatype_of(spec.dtype)}; cannot use {datatype} data")
         x = x.astype(spec.dtype)
     request_id = request.get("id")
-    return x, str(request_id) if request_id is not None else None
+    parameters = request.get("parameters") or {}
+    if not isinstance(parameters, dict):
+        raise InvalidModelInput('request "parameters" must be an object')
+    return x, str(request_id) if request_id is not None else None, parameters
 
 
 def encode_response(
-    model: str, version: int, output: np.ndarray, request_id: str | None, output_name: str = "output-0"
+    model: str, version: int, output: np.ndarray, request_id: str | None, output_name: str = "output-0",
+    parameters: dict[str, Any] | None = None,
 ) -> bytes:
     out = np.asarray(output)
     body: dict[str, Any] = {
@@ -131,4 +136,6 @@ def encode_response(
     }
     if request_id is not None:
         body["id"] = request_id
+    if parameters:
+        body["parameters"] = parameters
     return dumps(body)
