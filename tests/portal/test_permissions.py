@@ -34,6 +34,7 @@ EXPECTED: dict[str, set[str]] = {
     "jobs.submit": {DS, ML, AD},
     "jobs.cancel": {DS, ML, AD},
     "models.promote": {ML, AD},
+    "experiments.manage": {DS, ML, AD},
     "users.manage": {AD},
 }
 
@@ -235,6 +236,34 @@ def _rollback(w: World, role: str) -> Any:
     return w.client.post(f"/api/models/{MODEL}/rollback", json={}, headers=w.headers(role))
 
 
+def _experiment(w: World, name: str) -> dict[str, Any]:
+    return {"name": name, "model": MODEL, "unit": "patient", "salt": name, "primary_metric": "m",
+            "maturity_window_s": 60, "horizon": 100,
+            "arms": [{"name": "a", "weight": 0.5, "model": f"{MODEL}@champion"},
+                     {"name": "b", "weight": 0.5, "holdout": True}]}  # fmt: skip
+
+
+def _running_experiment(w: World) -> str:
+    name = f"run-{w.n()}"
+    response = w.client.post("/api/experiments", json={"spec": _experiment(w, name)}, headers=w.admin())
+    assert response.status_code == 201, response.text
+    return name
+
+
+def _create_experiment(w: World, role: str) -> Any:
+    return w.client.post("/api/experiments", json={"spec": _experiment(w, f"e-{role}-{w.n()}")},
+                         headers=w.headers(role))
+
+
+def _stop_experiment(w: World, role: str) -> Any:
+    return w.client.post(f"/api/experiments/{_running_experiment(w)}/stop", json={}, headers=w.headers(role))
+
+
+def _stop_experiment_form(w: World, role: str) -> Any:
+    return w.client.post(f"/experiments/{_running_experiment(w)}/stop", data={"reason": "matrix"},
+                         headers=w.headers(role), follow_redirects=False)
+
+
 def _list_users(w: World, role: str) -> Any:
     return w.client.get("/api/users", headers=w.headers(role))
 
@@ -279,6 +308,9 @@ CASES: list[tuple[str, Request, set[int]]] = [
     ("models.promote", _promote, {200}),
     ("models.promote", _promote_form, {303}),
     ("models.promote", _rollback, {200}),
+    ("experiments.manage", _create_experiment, {201}),
+    ("experiments.manage", _stop_experiment, {200}),
+    ("experiments.manage", _stop_experiment_form, {303}),
     ("users.manage", _list_users, {200}),
     ("users.manage", _add_user, {201}),
     ("users.manage", _patch_user, {200}),

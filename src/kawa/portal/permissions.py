@@ -31,6 +31,7 @@ class Action(StrEnum):
     JOBS_SUBMIT = "jobs.submit"
     JOBS_CANCEL = "jobs.cancel"
     MODELS_PROMOTE = "models.promote"  # promote and roll back aliases
+    EXPERIMENTS_MANAGE = "experiments.manage"  # create and stop experiments
     TOKENS_OWN = "tokens.own"  # create and revoke one's own API tokens
     USERS_MANAGE = "users.manage"  # add users, change roles, reset passwords
 
@@ -50,7 +51,9 @@ PERMISSIONS: dict[Role, frozenset[Action]] = {
             Action.ROUTES_MANAGE,
         }
     ),
-    Role.DATA_SCIENTIST: frozenset(_EVERYONE | {Action.DEADLETTERS_READ, Action.JOBS_SUBMIT, Action.JOBS_CANCEL}),
+    Role.DATA_SCIENTIST: frozenset(
+        _EVERYONE | {Action.DEADLETTERS_READ, Action.JOBS_SUBMIT, Action.JOBS_CANCEL, Action.EXPERIMENTS_MANAGE}
+    ),
     Role.ML_ENGINEER: frozenset(
         _EVERYONE
         | {
@@ -59,6 +62,7 @@ PERMISSIONS: dict[Role, frozenset[Action]] = {
             Action.JOBS_SUBMIT,
             Action.JOBS_CANCEL,
             Action.MODELS_PROMOTE,
+            Action.EXPERIMENTS_MANAGE,
         }
     ),
     Role.ADMIN: frozenset(Action),

@@ -15,6 +15,7 @@ from kawa.errors import KawaError
 from kawa.portal.apps import NO_APPS, installed_apps, phi_free_buckets
 from kawa.portal.security import load_secret, users_db_path
 from kawa.portal.sources.appboard import AppBoards
+from kawa.portal.sources.experiments import ExperimentsSource
 from kawa.portal.sources.functions import FunctionsSource
 from kawa.portal.sources.jobs import JobsSource
 from kawa.portal.sources.log import LogSource
@@ -59,6 +60,7 @@ class Portal:
         self.routes = RoutesSource(platform)
         self.jobs = JobsSource(platform)
         self.models = ModelsSource(platform)
+        self.experiments = ExperimentsSource(platform)
         self.boards = AppBoards(self)
         self.sampler: Sampler = Sampler(self, self.config.portal.sample_interval_s)
         self.board_cache: dict[tuple[int, str, str], dict[str, Any]] = {}  # (sample, role, app) -> board

@@ -9,6 +9,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 
 from kawa import errors as e
+from kawa.evaluation.errors import InvalidExperimentSpec
+from kawa.evaluation.experiments import ExperimentExists, ExperimentNotFound
 from kawa.portal.apps import AppNotRunning
 from kawa.portal.login import LoginThrottled
 from kawa.portal.users import TokenNotFound
@@ -53,6 +55,8 @@ _STATUS: tuple[tuple[type[e.KawaError], int], ...] = (
     (e.FunctionNotFound, 404),
     (e.OffsetOutOfRange, 404),
     (e.RouteNotFound, 404),
+    (ExperimentNotFound, 404),
+    (ExperimentExists, 409),
     (e.NotConfigured, 409),
     (e.UserExists, 409),
     (e.TopicExists, 409),
@@ -66,6 +70,7 @@ _STATUS: tuple[tuple[type[e.KawaError], int], ...] = (
     (e.InvalidPartition, 422),
     (e.ConfigError, 422),
     (e.InvalidRoute, 422),
+    (InvalidExperimentSpec, 422),
     (e.BackendUnavailable, 503),
 )
 
