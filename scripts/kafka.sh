@@ -179,6 +179,10 @@ share.coordinator.state.topic.min.isr=1
 # Test-friendly timings: groups form at once, short sessions allowed.
 group.initial.rebalance.delay.ms=0
 group.min.session.timeout.ms=1000
+# A broker restarted after a crash re-registers once its old session expires (default 9 s): shorter, but
+# long enough that a busy machine stalling the JVM does not fence the only broker.
+broker.session.timeout.ms=4000
+broker.heartbeat.interval.ms=1000
 # Retention and compaction run soon after start and often.
 log.initial.task.delay.ms=500
 log.retention.check.interval.ms=1000

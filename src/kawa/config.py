@@ -98,6 +98,10 @@ class StoreNotifyConfig(_Frozen):
         1.0, ge=0, description="local watcher: a file counts as complete after this long without change"
     )
     rescan_interval_s: float = Field(60.0, gt=0)
+    publish_timeout_s: float = Field(
+        10.0, gt=0, description="how long a write waits for the log to take its notification before the notification "
+        "waits in the outbox (the write itself is kept either way)",
+    )
 
 
 class StoreConfig(_Frozen):

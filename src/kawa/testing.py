@@ -300,7 +300,7 @@ class _Recorder:
             offset = len(self._records) - 1
         return RecordMetadata(topic, 0, offset, timestamp_ms or 0)
 
-    def close(self) -> None:
+    def close(self, timeout: float | None = None) -> None:
         return None
 
     def events(self) -> list[tuple[str, CloudEvent]]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from kawa.config import KafkaClientConfig, KawaConfig, LogConfig
+from kawa.config import KafkaClientConfig, KawaConfig, LogConfig, StoreConfig, StoreNotifyConfig
 from kawa.errors import NotificationPending
 from kawa.events import from_record
 from kawa.log import open_log
@@ -89,7 +89,10 @@ def _topic_events(log: EventLog, topic: str, expect: int, timeout: float = 120) 
 def test_a_put_while_kafka_is_down_is_notified_when_it_is_back(
     restartable_kafka: RestartableKafka, tmp_path: Path
 ) -> None:
-    config = KawaConfig(log=LogConfig(kafka=KafkaClientConfig(extra={"message.timeout.ms": "3000"})))
+    config = KawaConfig(
+        log=LogConfig(kafka=KafkaClientConfig(extra={"message.timeout.ms": "3000"})),
+        store=StoreConfig(notify=StoreNotifyConfig(publish_timeout_s=3.0)),  # a put waits 3 s, then the outbox
+    )
     log = open_log(f"kafka://{restartable_kafka.bootstrap}", config)
     topic = f"outbox-{uuid.uuid4().hex[:8]}"
     root = tmp_path / "store"

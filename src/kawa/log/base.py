@@ -172,8 +172,9 @@ class Producer(Protocol):
         """Produce one record and wait for its acknowledgement."""
         ...
 
-    def close(self) -> None:
-        """Flush and release resources."""
+    def close(self, timeout: float | None = None) -> None:
+        """Flush (at most ``timeout`` seconds; None: the backend's default) and release resources. Records not
+        acknowledged by then are reported in the error raised (:class:`ProducerError`)."""
         ...
 
 

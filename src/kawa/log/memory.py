@@ -219,7 +219,7 @@ class MemoryProducer(SendMixin):
     def flush(self, timeout: float | None = None) -> None:
         """Records are stored when produced; nothing is pending."""
 
-    def close(self) -> None:
+    def close(self, timeout: float | None = None) -> None:
         pass
 
 

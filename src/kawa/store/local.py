@@ -72,8 +72,9 @@ class LocalStore:
         self.registry = RuleRegistry(self.root / STATE / "notifications.json")
         self.ledger = Ledger(self.root / STATE / "ledger.sqlite")
         self.notifier = Notifier(
-            self.registry, self._log, config.store.region, outbox=self.root / STATE / "outbox.sqlite"
-        )
+            self.registry, self._log, config.store.region, outbox=self.root / STATE / "outbox.sqlite",
+            publish_timeout_s=config.store.notify.publish_timeout_s,
+        )  # fmt: skip
         self.tracker = ChangeTracker(self.ledger, self.notifier)
         self._etags: dict[tuple[str, tuple[int, int, int]], str] = {}
 

@@ -206,7 +206,8 @@ class Notifier:
         with self._lock:
             if self._producer is not None:
                 try:
-                    self._producer.close()
+                    # Bounded like a publish: what the log has not acknowledged is in the outbox already.
+                    self._producer.close(timeout=self.publish_timeout_s)
                 except ProducerError as exc:
                     # Every notification the log did not acknowledge is in the outbox (publish() raised for it),
                     # so nothing is lost with this producer: the next relay publishes it.

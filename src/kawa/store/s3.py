@@ -72,7 +72,8 @@ class S3Store:
         self.client: Any = self.session.client("s3", endpoint_url=sc.endpoint_url, config=self.boto_config)
         self.registry = RuleRegistry(config.path("store", "s3-notifications.json"))
         self._given_log = log
-        self.notifier = Notifier(self.registry, self._log, sc.region, outbox=config.path("store", "s3-outbox.sqlite"))
+        self.notifier = Notifier(self.registry, self._log, sc.region, outbox=config.path("store", "s3-outbox.sqlite"),
+                                 publish_timeout_s=sc.notify.publish_timeout_s)  # fmt: skip
 
     def _log(self) -> EventLog:
         if self._given_log is None:

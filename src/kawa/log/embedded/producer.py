@@ -126,8 +126,8 @@ class EmbeddedProducer(SendMixin):
     def flush(self, timeout: float | None = None) -> None:
         self._write_pending()
 
-    def close(self) -> None:
-        self.flush()
+    def close(self, timeout: float | None = None) -> None:
+        self.flush(timeout)
         with self._lock:
             self._closed = True
             self._wake.notify_all()

@@ -348,8 +348,9 @@ class KafkaProducer:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def close(self) -> None:
-        """Refuse new records, flush (bounded by :attr:`default_flush_s`), then stop serving delivery reports.
+    def close(self, timeout: float | None = None) -> None:
+        """Refuse new records, flush (bounded by ``timeout``, default :attr:`default_flush_s`), then stop serving
+        delivery reports.
         Records Kafka did not acknowledge by then are reported in the error; whoever produced them must not
         count them as done."""
         if self._was_forked:
@@ -359,7 +360,7 @@ class KafkaProducer:
                 return
             self._closed = True  # first: a flush under threads that keep producing would never end
         try:
-            self.flush()
+            self.flush(timeout)
         finally:
             self._stop.set()
             # librdkafka's handle lives as long as this object, and the poller holds it: nothing is
