@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from kawa.evaluation.spec import ExperimentSpec
     from kawa.events import CloudEvent
     from kawa.functions.app import FunctionSpec, Handler
-    from kawa.functions.types import Decision, EventRef, Predictor
+    from kawa.functions.types import Allocation, EventRef, Predictor
     from kawa.log.base import DeliveryCallback, Headers, RecordMetadata
     from kawa.store.base import ObjectStore
 
@@ -67,8 +67,8 @@ class Prediction:
     inputs: Any
     outputs: Any
     event: EventRef | None
-    decision: Decision | None = None
-    """The experiment decision it was made under (arm, propensity, unit), when the handler passed
+    allocation: Allocation | None = None
+    """The experiment allocation it was made under (arm, propensity, unit), when the handler passed
     ``experiment=`` to ``ctx.model``."""
 
 
@@ -116,7 +116,7 @@ def invoke(
     first, as the platform creates an app's buckets before its functions run (the trigger's buckets are
     always created). ``experiments`` are the experiments ``ctx.model(ref, experiment=..., unit=...)`` finds
     (specs run, in ``shadow`` mode when asked; give an ``ExperimentState`` for a stopped one); each prediction
-    then carries its :class:`~kawa.functions.types.Decision`.
+    then carries its :class:`~kawa.functions.types.Allocation`.
     """
     from kawa import deadletter
     from kawa.errors import EventError
@@ -352,12 +352,12 @@ class _FakePredictor:
     def predict(self, inputs: npt.ArrayLike, /) -> np.ndarray[Any, np.dtype[Any]]:
         import numpy as np
 
-        from kawa.functions.types import current_decision, current_event
+        from kawa.functions.types import current_allocation, current_event
 
         predict = getattr(self._fake, "predict", None)
         raw = predict(inputs) if callable(predict) else self._fake(inputs)  # type: ignore[operator]
         out = np.asarray(raw)
         self._predictions.append(
-            Prediction(self.name, self.version, inputs, out, current_event(), current_decision())
+            Prediction(self.name, self.version, inputs, out, current_event(), current_allocation())
         )
         return out

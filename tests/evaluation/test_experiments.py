@@ -21,7 +21,7 @@ from kawa.evaluation.spec import Arm, ExperimentSpec
 from kawa.evaluation.status import experiment_status, read_status
 from kawa.events.schemas import Prediction
 from kawa.functions import App
-from kawa.functions.types import Decision, deciding
+from kawa.functions.types import Allocation, allocating
 from kawa.log import EventLog, open_log
 from kawa.ml.prediction_log import PredictionLogger, read_prediction
 from kawa.testing import cloud_event, invoke
@@ -132,7 +132,7 @@ def test_units_get_their_arm_and_every_prediction_says_so() -> None:
         reply = out.replies[0].get_data()
         assert reply["arm"] == expected and reply["risk"] == (0.25 if expected == "champion" else 0.75)
         (prediction,) = out.predictions
-        assert prediction.decision == Decision("triage", expected, 0.5, patient, True, spec().spec_hash())
+        assert prediction.allocation == Allocation("triage", expected, 0.5, patient, True, spec().spec_hash())
         arms[patient] = expected
     again = invoke(score, _observe("p7"), models=MODELS, experiments=[spec()])
     assert again.replies[0].get_data()["arm"] == arms["p7"]  # sticky
@@ -142,9 +142,9 @@ def test_units_get_their_arm_and_every_prediction_says_so() -> None:
 
 def test_shadow_scores_every_arm_and_only_the_assigned_one_acts() -> None:
     out = invoke(score, _observe("p1"), models=MODELS, experiments=[spec()], shadow=True)
-    decisions = {p.decision.arm: p for p in out.predictions if p.decision is not None}
-    assert set(decisions) == {"champion", "challenger"}
-    acting = [arm for arm, p in decisions.items() if p.decision and p.decision.acting]
+    allocations = {p.allocation.arm: p for p in out.predictions if p.allocation is not None}
+    assert set(allocations) == {"champion", "challenger"}
+    acting = [arm for arm, p in allocations.items() if p.allocation and p.allocation.acting]
     assert acting == [out.replies[0].get_data()["arm"]]
 
 
@@ -159,7 +159,7 @@ def test_a_holdout_arm_is_scored_but_does_not_act_and_a_stopped_experiment_serve
 
     stopped = ExperimentState(spec(), "stopped", 0, reason="done")
     out = invoke(score, _observe("p1"), models=MODELS, experiments=[stopped])
-    assert out.replies[0].get_data()["arm"] is None and out.predictions[0].decision is None
+    assert out.replies[0].get_data()["arm"] is None and out.predictions[0].allocation is None
 
 
 def test_a_missing_unit_or_the_wrong_model_is_a_clear_error() -> None:
@@ -178,16 +178,16 @@ def test_a_missing_unit_or_the_wrong_model_is_a_clear_error() -> None:
     assert out.outcome == "failed" and "is on model 'risk'" in str(out.error)
 
 
-# --- decision records on the log, and the status ------------------------------------------------------
+# --- allocation records on the log, and the status ------------------------------------------------------
 
 
-def _record(logger: PredictionLogger, decision: Decision | None) -> None:
+def _record(logger: PredictionLogger, allocation: Allocation | None) -> None:
     x = np.zeros((1, 3))
-    if decision is None:
+    if allocation is None:
         logger.record("risk", 1, x, np.array([0.5]), 0.001)
         return
-    with deciding(decision):
-        logger.record("risk", 1 if decision.arm == "champion" else 2, x, np.array([0.5]), 0.001)
+    with allocating(allocation):
+        logger.record("risk", 1 if allocation.arm == "champion" else 2, x, np.array([0.5]), 0.001)
 
 
 def test_decision_records_reach_the_log_and_feed_the_status(log: EventLog) -> None:
@@ -197,10 +197,10 @@ def test_decision_records_reach_the_log_and_feed_the_status(log: EventLog) -> No
     for n in range(60):
         patient = f"p{n}"
         arm = assign(patient, "s1", [("champion", 0.5), ("challenger", 0.5)]).arm
-        _record(logger, Decision("triage", arm, 0.5, patient, True, h))
-        _record(logger, Decision("triage", arm, 0.5, patient, True, h))  # a second prediction, same unit
+        _record(logger, Allocation("triage", arm, 0.5, patient, True, h))
+        _record(logger, Allocation("triage", arm, 0.5, patient, True, h))  # a second prediction, same unit
     _record(logger, None)  # outside the experiment
-    _record(logger, Decision("triage", "champion", 0.5, "old", True, "an-older-spec"))
+    _record(logger, Allocation("triage", "champion", 0.5, "old", True, "an-older-spec"))
     logger.close()
     status = read_status(log, state, "predictions")
     by_arm = {a.arm: a for a in status.arms}
@@ -243,7 +243,7 @@ def test_the_cli_creates_lists_shows_and_stops(tmp_path: Path) -> None:
     assert [e["status"] for e in json.loads(result.output)] == ["running"]
     log = open_log(log_uri, KawaConfig(home=tmp_path / ".kawa"))
     logger = PredictionLogger(log, "predictions")
-    _record(logger, Decision("triage", "champion", 0.5, "p1", True, spec().spec_hash()))
+    _record(logger, Allocation("triage", "champion", 0.5, "p1", True, spec().spec_hash()))
     logger.close()
     log.close()
     result = runner.invoke(cli, ["--log", log_uri, "experiments", "status", "triage", "--json"])

@@ -1,4 +1,4 @@
-"""The experiments API and page: list, status per arm from decision records (units, SRM), stop; the page's
+"""The experiments API and page: list, status per arm from allocation records (units, SRM), stop; the page's
 allocation chart in a real browser (Debian's headless Chromium via Playwright, as test_browser.py)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 
 from kawa.evaluation.assignment import assign
 from kawa.evaluation.spec import Arm, ExperimentSpec
-from kawa.functions.types import Decision, deciding
+from kawa.functions.types import Allocation, allocating
 from kawa.ml.prediction_log import PredictionLogger
 from kawa.platform import Platform
 from tests.portal.conftest import PASSWORD, bearer, make_config
@@ -26,8 +26,8 @@ SPEC = ExperimentSpec(
 )  # fmt: skip
 
 
-def decisions(platform: Platform, units: int, *, broken: bool = False) -> dict[str, int]:
-    """Decision records as a function serving the experiment writes them; ``broken`` logs every unit as shown."""
+def allocations(platform: Platform, units: int, *, broken: bool = False) -> dict[str, int]:
+    """Allocation records as a function serving the experiment writes them; ``broken`` logs every unit as shown."""
     logger = PredictionLogger(platform.log, platform.config.ml.predictions_topic)
     counts = {"shown": 0, "silent": 0}
     try:
@@ -35,8 +35,8 @@ def decisions(platform: Platform, units: int, *, broken: bool = False) -> dict[s
             unit = f"pt-{n}"
             arm = "shown" if broken else assign(unit, SPEC.salt, [("shown", 0.8), ("silent", 0.2)]).arm
             counts[arm] += 1
-            decision = Decision(SPEC.name, arm, SPEC.weight_of(arm), unit, arm == "shown", SPEC.spec_hash())
-            with deciding(decision):
+            allocation = Allocation(SPEC.name, arm, SPEC.weight_of(arm), unit, arm == "shown", SPEC.spec_hash())
+            with allocating(allocation):
                 logger.record("sepsis", 3, np.zeros((1, 4)), np.array([0.1]), 0.002)
     finally:
         logger.close()
@@ -53,7 +53,7 @@ def test_the_api_lists_shows_and_stops(client: Any, tokens: Any, portal: Any) ->
     assert client.post("/api/experiments", json={"spec": SPEC.to_dict()}, headers=admin).status_code == 409
     bad = client.post("/api/experiments", json={"spec": {**SPEC.to_dict(), "alpha": 2}}, headers=admin)
     assert bad.status_code == 422 and "alpha" in bad.json()["detail"]
-    counts = decisions(portal.platform, 200)
+    counts = allocations(portal.platform, 200)
     status = client.get("/api/experiments/alerting", headers=viewer).json()
     assert {a["arm"]: a["units"] for a in status["arms"]} == counts
     assert status["sample_ratio_mismatch"] is False and status["arms"][0]["versions"] == [3]
@@ -81,7 +81,7 @@ def served(tmp_path: Path) -> Iterator[Any]:
 def test_the_page_draws_the_split_flags_a_mismatch_and_stops(served: Any, browser: Any) -> None:  # noqa: F811
     server = served
     server.portal.experiments.create(SPEC.to_dict())
-    decisions(server.platform, 300, broken=True)  # every unit logged as shown: the split is broken
+    allocations(server.platform, 300, broken=True)  # every unit logged as shown: the split is broken
     ARTIFACTS.mkdir(exist_ok=True)
     page = browser.new_page(viewport={"width": 1300, "height": 900})
     errors: list[str] = []

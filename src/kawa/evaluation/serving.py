@@ -1,7 +1,7 @@
 """Experiments in the request path: ``ctx.model(ref, experiment=..., unit=...)`` returns an :class:`ArmPredictor`.
 
 The router assigns the unit (pure, sticky: :mod:`kawa.evaluation.assignment`), picks the model version its arm
-names, and wraps every prediction in :func:`~kawa.functions.types.deciding`, so the prediction record — the
+names, and wraps every prediction in :func:`~kawa.functions.types.allocating`, so the prediction record — the
 decision record monitoring and evaluation read — carries the experiment, the arm, its propensity, the unit
 and the spec's hash. App code does not change between arms, nor when the experiment stops: a stopped
 experiment routes every unit to ``ref`` again, with no experiment fields on its records.
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from kawa.evaluation.assignment import Assigner
 from kawa.evaluation.errors import EvaluationError
 from kawa.evaluation.experiments import ExperimentNotFound, ExperimentState
-from kawa.functions.types import Decision, deciding
+from kawa.functions.types import Allocation, allocating
 
 if TYPE_CHECKING:
     import numpy as np
@@ -64,7 +64,7 @@ class StaticExperiments:
 @dataclass(frozen=True)
 class _Scored:
     predictor: Predictor
-    decision: Decision
+    allocation: Allocation
 
 
 class ArmPredictor:
@@ -73,7 +73,7 @@ class ArmPredictor:
     def __init__(self, assigned: _Scored, arm: Arm, shadows: tuple[_Scored, ...] = ()) -> None:
         self._assigned = assigned
         self._shadows = shadows
-        self.decision = assigned.decision
+        self.allocation = assigned.allocation
         self.holdout = arm.holdout
         self.policy = arm.policy
 
@@ -95,15 +95,15 @@ class ArmPredictor:
 
     @property
     def experiment(self) -> str:
-        return self.decision.experiment
+        return self.allocation.experiment
 
     @property
     def arm(self) -> str:
-        return self.decision.arm
+        return self.allocation.arm
 
     @property
     def propensity(self) -> float:
-        return self.decision.propensity
+        return self.allocation.propensity
 
     @property
     def acts(self) -> bool:
@@ -112,10 +112,10 @@ class ArmPredictor:
 
     def predict(self, inputs: npt.ArrayLike, /) -> np.ndarray[Any, np.dtype[Any]]:
         """The assigned arm's output; in shadow mode the other arms are scored and recorded too."""
-        with deciding(self._assigned.decision):
+        with allocating(self._assigned.allocation):
             out = self._assigned.predictor.predict(inputs)
         for shadow in self._shadows:
-            with deciding(shadow.decision):
+            with allocating(shadow.allocation):
                 shadow.predictor.predict(inputs)
         return out
 
@@ -126,12 +126,12 @@ class ArmPredictor:
 @dataclass(frozen=True)
 class RoutePlan:
     """What one request of ``unit`` does under a running experiment: score ``ref`` (the arm's model, or the
-    handler's own reference) under ``decision``; in shadow mode also each of ``shadows`` (ref, decision)."""
+    handler's own reference) under ``allocation``; in shadow mode also each of ``shadows`` (ref, allocation)."""
 
     arm: Arm
     ref: str
-    decision: Decision
-    shadows: tuple[tuple[str, Decision], ...] = ()
+    allocation: Allocation
+    shadows: tuple[tuple[str, Allocation], ...] = ()
 
 
 def check_model(state: ExperimentState, ref: str) -> None:
@@ -153,16 +153,16 @@ def plan(state: ExperimentState, ref: str, unit: str) -> RoutePlan:
     assignment = Assigner.for_spec(spec).assign(unit)
     spec_hash = spec.spec_hash()
     arm = next(a for a in spec.arms if a.name == assignment.arm)
-    decision = Decision(spec.name, arm.name, assignment.propensity, unit, acting=not arm.holdout,
+    allocation = Allocation(spec.name, arm.name, assignment.propensity, unit, acting=not arm.holdout,
                         spec_hash=spec_hash)  # fmt: skip
-    shadows: tuple[tuple[str, Decision], ...] = ()
+    shadows: tuple[tuple[str, Allocation], ...] = ()
     if state.shadow:
         shadows = tuple(
-            (other.model, Decision(spec.name, other.name, other.weight, unit, acting=False, spec_hash=spec_hash))
+            (other.model, Allocation(spec.name, other.name, other.weight, unit, acting=False, spec_hash=spec_hash))
             for other in spec.arms
             if other.name != arm.name and other.model is not None
         )
-    return RoutePlan(arm, arm.model or ref, decision, shadows)
+    return RoutePlan(arm, arm.model or ref, allocation, shadows)
 
 
 def route(state: ExperimentState, ref: str, unit: str, models: Any) -> Predictor:
@@ -173,6 +173,6 @@ def route(state: ExperimentState, ref: str, unit: str, models: Any) -> Predictor
         check_model(state, ref)
         return models.predictor(ref)  # type: ignore[no-any-return]
     chosen = plan(state, ref, unit)
-    assigned = _Scored(models.predictor(chosen.ref), chosen.decision)
+    assigned = _Scored(models.predictor(chosen.ref), chosen.allocation)
     shadows = tuple(_Scored(models.predictor(r), d) for r, d in chosen.shadows)
     return ArmPredictor(assigned, chosen.arm, shadows)

@@ -28,14 +28,14 @@ if TYPE_CHECKING:
     from kawa.store.base import ObjectReader, ObjectStore
 
 __all__ = [
-    "Decision",
+    "Allocation",
     "EventRef",
     "ModelSource",
     "ObjectEvent",
     "Predictor",
-    "current_decision",
+    "allocating",
+    "current_allocation",
     "current_event",
-    "deciding",
     "handling",
 ]
 
@@ -44,7 +44,7 @@ _current: ContextVar[EventRef | None] = ContextVar("kawa_current_event", default
 
 
 @dataclass(frozen=True)
-class Decision:
+class Allocation:
     """What an experiment decided for the prediction being made; the prediction record carries it.
 
     ``unit`` is the randomisation unit's key as the app gave it (pass a pseudonym when the key is PHI);
@@ -60,23 +60,23 @@ class Decision:
     spec_hash: str = ""
 
 
-_decision: ContextVar[Decision | None] = ContextVar("kawa_current_decision", default=None)
+_allocation: ContextVar[Allocation | None] = ContextVar("kawa_current_allocation", default=None)
 
 
-def current_decision() -> Decision | None:
-    """The experiment decision of the prediction being made in this thread or task, or None."""
-    return _decision.get()
+def current_allocation() -> Allocation | None:
+    """The experiment allocation of the prediction being made in this thread or task, or None."""
+    return _allocation.get()
 
 
 @contextmanager
-def deciding(decision: Decision) -> Iterator[None]:
-    """Within this block, predictions are recorded with ``decision`` (the experiment router wraps each
+def allocating(allocation: Allocation) -> Iterator[None]:
+    """Within this block, predictions are recorded with ``allocation`` (the experiment router wraps each
     prediction of an arm in it)."""
-    token = _decision.set(decision)
+    token = _allocation.set(allocation)
     try:
         yield
     finally:
-        _decision.reset(token)
+        _allocation.reset(token)
 
 
 def current_event() -> EventRef | None:

@@ -16,7 +16,7 @@ Event ``kawa.prediction`` data, the schema :class:`kawa.events.schemas.Predictio
 and ``event_id`` (its id again, for readers of the older form), ``input_digest`` (sha256 of dtype, shape and
 bytes) or ``input_ref``, ``input_shape``, ``output`` (the values when at most ``max_output_values``, else a
 digest), ``latency_ms``, ``batch_size``, ``time_ms``; inside an experiment
-(:func:`kawa.functions.types.deciding`) also ``experiment``, ``arm``, ``propensity``, ``unit``, ``acting`` and
+(:func:`kawa.functions.types.allocating`) also ``experiment``, ``arm``, ``propensity``, ``unit``, ``acting`` and
 ``spec_hash``. Records written before the EventRef carry ``event_id`` alone; :func:`read_prediction` reads both.
 """
 
@@ -32,12 +32,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from kawa.events.schemas import PREDICTION_EVENT
-from kawa.functions.types import current_decision
+from kawa.functions.types import current_allocation
 
 if TYPE_CHECKING:
     from kawa.events.ref import EventRef
     from kawa.events.schemas import Prediction
-    from kawa.functions.types import Decision
+    from kawa.functions.types import Allocation
     from kawa.log.base import EventLog, Record
 
 log = logging.getLogger("kawa.ml.predictions")
@@ -98,19 +98,19 @@ class PredictionLogger:
         event_id: str | None = None,
         input_ref: str | None = None,
         batch_size: int = 1,
-        decision: Decision | None = None,
+        allocation: Allocation | None = None,
     ) -> None:
         """Queue one prediction (the arrays are only referenced; do not mutate them afterwards). Blocks while
         the queue is full, at most ``block_timeout_s``; then :class:`~kawa.errors.PredictionLogFull`.
 
         ``event``: the ref of the event the prediction served (what outcome joins use); ``event_id`` alone is
-        the older form, kept for callers that have no source. ``decision``: the experiment decision it was made
-        under (default: :func:`~kawa.functions.types.current_decision`)."""
+        the older form, kept for callers that have no source. ``allocation``: the experiment arm it was made
+        under (default: :func:`~kawa.functions.types.current_allocation`)."""
         if len(self._queue) >= self.max_queue:
             self._wait_for_room(model)
         self._queue.append(
             (model, version, inputs, outputs, latency_s, event, event_id, input_ref, batch_size, time.time(),
-             decision or current_decision())
+             allocation or current_allocation())
         )  # fmt: skip
 
     def _wait_for_room(self, model: str) -> None:
@@ -137,7 +137,7 @@ class PredictionLogger:
         from kawa.events import new_event, to_kafka
         from kawa.events.schemas import Prediction
 
-        model, version, inputs, outputs, latency_s, ref, event_id, input_ref, batch_size, when, decision = entry
+        model, version, inputs, outputs, latency_s, ref, event_id, input_ref, batch_size, when, allocation = entry
         inputs = np.asarray(inputs)
         outputs = np.asarray(outputs)
         data: dict[str, Any] = {
@@ -150,9 +150,9 @@ class PredictionLogger:
             "batch_size": batch_size,
             "time_ms": int(when * 1000),
         }
-        if decision is not None:
-            data.update(experiment=decision.experiment, arm=decision.arm, propensity=decision.propensity,
-                        unit=decision.unit, acting=decision.acting, spec_hash=decision.spec_hash)
+        if allocation is not None:
+            data.update(experiment=allocation.experiment, arm=allocation.arm, propensity=allocation.propensity,
+                        unit=allocation.unit, acting=allocation.acting, spec_hash=allocation.spec_hash)
         if input_ref is not None:
             data["input_ref"] = input_ref
         else:

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kawa.functions.types import Decision, current_event
+from kawa.functions.types import Allocation, current_event
 from kawa.ml.loaders import LoadedModel, TensorSpec, load_model_dir
 from kawa.ml.refs import ModelRef, parse_ref
 from kawa.ml.runs import Lineage, lineage_from_tags
@@ -127,10 +127,10 @@ class Predictor:
         self,
         batch: Sequence[np.ndarray],
         event_ids: Sequence[str | None] | None = None,
-        decisions: Sequence[Decision | None] | None = None,
+        allocations: Sequence[Allocation | None] | None = None,
     ) -> list[np.ndarray]:
         """One model call for several requests (rows concatenated along axis 0); outputs split back.
-        ``decisions``: per request, the experiment decision its record carries."""
+        ``allocations``: per request, the experiment allocation its record carries."""
         sizes = [len(x) for x in batch]
         joined = batch[0] if len(batch) == 1 else np.concatenate(batch, axis=0)
         start = time.perf_counter()
@@ -139,10 +139,10 @@ class Predictor:
         parts = np.split(out, np.cumsum(sizes)[:-1]) if len(batch) > 1 else [out]
         if self._logger is not None:
             ids = event_ids or [None] * len(batch)
-            tags = decisions or [None] * len(batch)
-            for x, y, event_id, decision in zip(batch, parts, ids, tags, strict=True):
+            tags = allocations or [None] * len(batch)
+            for x, y, event_id, allocation in zip(batch, parts, ids, tags, strict=True):
                 self._logger.record(self.name, self.version, x, y, latency, event_id=event_id, batch_size=len(batch),
-                                    decision=decision)  # fmt: skip
+                                    allocation=allocation)  # fmt: skip
         return parts
 
 

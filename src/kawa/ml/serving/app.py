@@ -168,11 +168,11 @@ class InferenceApp:
             raise HTTPError(400, f'this server runs experiment {state.name!r}, randomised by {state.spec.unit!r}: '
                                  'send "parameters": {"unit": "<its value>"} with each request')
         chosen = plan(state, str(self.handle.ref), str(unit))
-        pending = [self._arm_batcher(chosen.ref).submit(x, request_id, chosen.decision)]
-        pending += [self._arm_batcher(ref).submit(x, request_id, decision) for ref, decision in chosen.shadows]
+        pending = [self._arm_batcher(chosen.ref).submit(x, request_id, chosen.allocation)]
+        pending += [self._arm_batcher(ref).submit(x, request_id, allocation) for ref, allocation in chosen.shadows]
         results = await asyncio.gather(*pending)
         out, used = results[0]
-        d = chosen.decision
+        d = chosen.allocation
         return encode_response(used.name, used.version, out, request_id, used.output_spec.name,
                                {"experiment": d.experiment, "arm": d.arm, "propensity": d.propensity,
                                 "acts": d.acting})  # fmt: skip

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from kawa.functions.types import Decision
+from kawa.functions.types import Allocation
 from kawa.ml.predictors import Predictor
 
 
@@ -28,7 +28,7 @@ from kawa.ml.predictors import Predictor
 class _Item:
     x: np.ndarray
     request_id: str | None
-    decision: Decision | None
+    allocation: Allocation | None
     future: asyncio.Future[tuple[np.ndarray, Predictor]]
     at: float
 
@@ -75,16 +75,16 @@ class MicroBatcher:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kawa-predict")
 
     async def submit(
-        self, x: np.ndarray, request_id: str | None = None, decision: Decision | None = None
+        self, x: np.ndarray, request_id: str | None = None, allocation: Allocation | None = None
     ) -> tuple[np.ndarray, Predictor]:
-        """The model's output for ``x`` and the version (predictor) that computed it; ``decision`` (an
+        """The model's output for ``x`` and the version (predictor) that computed it; ``allocation`` (an
         experiment's arm and propensity) goes into its prediction record."""
         loop = asyncio.get_running_loop()
         if self._task is None:
             self._ready = asyncio.Event()
             self._task = loop.create_task(self._run())
         future: asyncio.Future[tuple[np.ndarray, Predictor]] = loop.create_future()
-        self._queue.append(_Item(x, request_id, decision, future, time.monotonic()))
+        self._queue.append(_Item(x, request_id, allocation, future, time.monotonic()))
         assert self._ready is not None
         self._ready.set()
         return await future
@@ -127,9 +127,9 @@ class MicroBatcher:
             for items in groups.values():
                 xs = [i.x for i in items]
                 ids = [i.request_id for i in items]
-                decisions = [i.decision for i in items]
+                allocations = [i.allocation for i in items]
                 try:
-                    outs = await loop.run_in_executor(self._executor, model.predict_batch, xs, ids, decisions)
+                    outs = await loop.run_in_executor(self._executor, model.predict_batch, xs, ids, allocations)
                 except Exception as exc:
                     self.stats.failed_batches += 1
                     for item in items:
