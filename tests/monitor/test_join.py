@@ -263,7 +263,9 @@ def test_the_joiner_on_the_log_rebuilds_its_state_after_a_restart(log: EventLog)
         [*decisions, *outcomes], key=lambda x: x.decided_at if isinstance(x, DecisionRecord) else x.observed_at
     )
     batches = [(items[i : i + 15], 0.0) for i in range(0, len(items), 15)]
-    batches = [(b, max(x.decided_at if isinstance(x, DecisionRecord) else x.observed_at for x in b)) for b, _ in batches]
+    batches = [
+        (b, max(x.decided_at if isinstance(x, DecisionRecord) else x.observed_at for x in b)) for b, _ in batches
+    ]
     batches.append(([], 1000.0))
     half = len(batches) // 2
 

@@ -116,7 +116,13 @@ def test_cohorts_group_by_prediction_time_version_and_arm() -> None:
     matured = []
     for i in range(400):
         d = DecisionRecord(
-            EventRef("s", str(i)), "sepsis", 1 + i % 2, f"p{i}", float(i), score=float(p[i]), arm="A" if i < 200 else None
+            EventRef("s", str(i)),
+            "sepsis",
+            1 + i % 2,
+            f"p{i}",
+            float(i),
+            score=float(p[i]),
+            arm="A" if i < 200 else None,
         )
         matured.append(Matured(d, int(y[i]), None, observed=bool(y[i]) or i % 3 == 0, matured_at=i + 10.0))
     out = cohorts(matured, bucket=100.0, threshold=0.4, k=10)

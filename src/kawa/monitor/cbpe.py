@@ -4,10 +4,10 @@ If a score ``p`` is calibrated — ``P(y = 1 | p) = p`` — then before any labe
 positive with probability ``p``, so the confusion matrix and the AUROC the labels *will* give can be
 estimated from the scores alone:
 
-- expected confusion at threshold ``t``: ``TP = Σ_{p≥t} p``, ``FP = Σ_{p≥t} (1−p)``, ``FN = Σ_{p<t} p``,
-  ``TN = Σ_{p<t} (1−p)``; sensitivity and PPV are ratios of these expectations (as NannyML's CBPE does);
+- expected confusion at threshold ``t``: ``TP = Σ_{p≥t} p``, ``FP = Σ_{p≥t} (1-p)``, ``FN = Σ_{p<t} p``,
+  ``TN = Σ_{p<t} (1-p)``; sensitivity and PPV are ratios of these expectations (as NannyML's CBPE does);
 - expected AUROC: the expected number of correctly ordered (positive, negative) pairs over the expected
-  number of pairs, ``Σ_{i≠j} p_i (1−p_j) [s_i > s_j] (ties ½) / Σ_{i≠j} p_i (1−p_j)``, in O(n log n);
+  number of pairs, ``Σ_{i≠j} p_i (1-p_j) [s_i > s_j] (ties ½) / Σ_{i≠j} p_i (1-p_j)``, in O(n log n);
 - ``auroc_band``: where the realised AUROC falls with probability ``level`` if the scores are calibrated
   (Monte-Carlo labels ``y ~ Bernoulli(p)``, seeded), so a small cohort's sampling error is not read as drift.
 
@@ -79,9 +79,7 @@ class Estimate:
     assumes_no_concept_drift: bool = True
 
 
-def estimate(
-    p: ArrayLike, *, threshold: float = 0.5, level: float = 0.95, draws: int = 400, seed: int = 0
-) -> Estimate:
+def estimate(p: ArrayLike, *, threshold: float = 0.5, level: float = 0.95, draws: int = 400, seed: int = 0) -> Estimate:
     """The label-free estimate of a cohort whose calibrated scores are ``p``."""
     probs = _probs(p)
     called = probs >= threshold

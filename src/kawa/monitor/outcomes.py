@@ -100,7 +100,7 @@ class OutcomeJoiner:
             raise MonitorError("start() the outcome joiner before stepping it")
         ends = {topic: self._ends(topic) for topic in self.topics}
         result = self._apply(ends, watermark, fixed=watermark is not None)
-        record = {"watermark": result.watermark if math.isfinite(result.watermark) else None}
+        record: dict[str, object] = {"watermark": result.watermark if math.isfinite(result.watermark) else None}
         record.update({t: {str(p): o for p, o in ends[t].items()} for t in self.topics})
         self._producer.send(self.checkpoints, json.dumps(record, separators=(",", ":")).encode())
         return result

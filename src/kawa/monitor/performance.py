@@ -9,13 +9,13 @@ metric                        definition (interval)
 ============================  =====================================================================================
 AUROC                         Mann-Whitney with mid-ranks for ties (DeLong's variance, fast form of Sun & Xu 2014;
                               Wald interval clipped to [0, 1])
-AUPRC                         average precision ``Σ (R_n − R_{n−1}) P_n`` over the distinct score thresholds
+AUPRC                         average precision ``Σ (R_n - R_{n-1}) P_n`` over the distinct score thresholds
                               (sklearn's ``average_precision_score``; no interpolation)
 precision@k                   share of positives among the ``k`` highest scores, ties at the k-th broken by record
                               order (Wilson)
 sensitivity, PPV              at the operating threshold, positive when ``score >= threshold`` (Wilson)
 Brier                         mean squared error of the score as a probability (Wald interval)
-ECE                           ``Σ_b (n_b / N) |ȳ_b − p̄_b|`` over ``bins`` equal-width bins of [0, 1]
+ECE                           ``Σ_b (n_b / N) |ȳ_b - p̄_b|`` over ``bins`` equal-width bins of [0, 1]
 ============================  =====================================================================================
 
 Undefined values (AUROC of a cohort with one class, PPV with no positive call) are NaN, never 0.
@@ -74,7 +74,9 @@ def _arrays(y: ArrayLike, s: ArrayLike) -> tuple[NDArray[np.int64], NDArray[np.f
     labels = np.asarray(y)
     scores = np.asarray(s, dtype=np.float64)
     if labels.shape != scores.shape or labels.ndim != 1:
-        raise MonitorError(f"labels and scores must be two 1-d arrays of one length, got {labels.shape}, {scores.shape}")
+        raise MonitorError(
+            f"labels and scores must be two 1-d arrays of one length, got {labels.shape}, {scores.shape}"
+        )
     if labels.size and not np.isin(labels, (0, 1)).all():
         raise MonitorError("labels must be 0 or 1; map other outcomes to a binary label first")
     if not np.isfinite(scores).all():
@@ -199,7 +201,7 @@ def evaluate(y: ArrayLike, s: ArrayLike, *, threshold: float = 0.5, k: int = 100
     """All metrics of one cohort; ``s`` must be probabilities for Brier and ECE to mean anything."""
     labels, scores = _arrays(y, s)
     sens, ppv = at_threshold(labels, scores, threshold, level)
-    calibrated = bool(labels.size) and 0.0 <= scores.min() and scores.max() <= 1.0
+    calibrated = bool(labels.size) and scores.min() >= 0.0 and scores.max() <= 1.0
     return Metrics(
         n=int(labels.size),
         positives=int(labels.sum()),
@@ -253,7 +255,9 @@ def cohorts(
         ss.append(d.score)
         seen.append(m.observed)
     out = []
-    for (model, version, arm, index), (ys, ss, seen) in sorted(groups.items(), key=lambda g: (g[0][:2], g[0][3], g[0][2])):
+    for (model, version, arm, index), (ys, ss, seen) in sorted(
+        groups.items(), key=lambda g: (g[0][:2], g[0][3], g[0][2])
+    ):
         start = origin + index * bucket
         metrics = evaluate(np.array(ys), np.array(ss), threshold=threshold, k=k, level=level)
         out.append(

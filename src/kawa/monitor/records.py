@@ -88,9 +88,7 @@ class SnapshotSpec:
             raise MonitorError(f"a snapshot spec declares each feature once; repeated: {sorted(_repeated(names))}")
 
     @classmethod
-    def of(
-        cls, numeric: Sequence[str] = (), categorical: Sequence[str] = (), phi: Sequence[str] = ()
-    ) -> SnapshotSpec:
+    def of(cls, numeric: Sequence[str] = (), categorical: Sequence[str] = (), phi: Sequence[str] = ()) -> SnapshotSpec:
         """A spec from name lists; ``phi`` names inputs that are declared (so they are known) but never kept."""
         decls = [FeatureDecl(n, "numeric") for n in numeric] + [FeatureDecl(n, "categorical") for n in categorical]
         decls += [FeatureDecl(n, "numeric", phi=True) for n in phi]
