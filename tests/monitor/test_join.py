@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from kawa.config import KawaConfig, LogConfig
 from kawa.events.ref import EventRef
 from kawa.log import EventLog, TopicSpec, open_log
+from kawa.monitor.errors import MonitorError
 from kawa.monitor.join import (
     Advance,
     JoinConfig,
@@ -23,6 +24,8 @@ from kawa.monitor.join import (
     on_decision,
     on_outcome,
     replay,
+    restore,
+    snapshot,
 )
 from kawa.monitor.outcomes import OutcomeJoiner, publish
 from kawa.monitor.records import DecisionRecord, OutcomeEvent
@@ -228,6 +231,32 @@ def test_a_restart_that_replays_the_steps_so_far_gives_identical_results() -> No
     assert sum(len(r.matured) for r in whole) == 200 and full.counts().orphans > 0
 
 
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 10_000), by=st.sampled_from(["ref", "entity"]), cut=st.floats(0.1, 0.9))
+def test_a_snapshot_restored_from_json_continues_exactly_like_the_original(seed: int, by: str, cut: float) -> None:
+    import json
+
+    config = JoinConfig(horizon=8.0, by=by, grace=2.0)  # type: ignore[arg-type]
+    decisions, outcomes = stream(seed, 60, by)
+    plan = list(steps(decisions, outcomes, random.Random(seed), 2.0))
+    at = int(len(plan) * cut)
+    original = JoinState(config)
+    replay(original, plan[:at])
+    copy = restore(json.loads(json.dumps(snapshot(original), allow_nan=False)))
+    assert snapshot(copy) == snapshot(original) and copy.counts() == original.counts()
+    assert replay(copy, plan[at:]) == replay(original, plan[at:])
+    assert copy.counts() == original.counts()
+
+
+def test_a_damaged_snapshot_is_refused() -> None:
+    with pytest.raises(MonitorError, match="not a join snapshot"):
+        restore({"format": "other"})
+    data = snapshot(JoinState(JoinConfig(horizon=1.0)))
+    del data["timers"]
+    with pytest.raises(MonitorError, match="damaged"):
+        restore(data)
+
+
 # ---- the joiner on a real embedded log ---------------------------------------------------------------------
 
 
@@ -290,6 +319,39 @@ def test_the_joiner_on_the_log_rebuilds_its_state_after_a_restart(log: EventLog)
     assert third.counts == second.counts and third.counts.pending == 0
     assert third.step(2000.0).matured == ()  # nothing is emitted twice
     third.close()
+
+
+def test_the_joiner_restarts_from_its_last_snapshot(log: EventLog, monkeypatch: pytest.MonkeyPatch) -> None:
+    import kawa.monitor.outcomes as outcomes_module
+
+    monkeypatch.setattr(outcomes_module, "PART_BYTES", 2048)  # a snapshot in several parts
+    config = JoinConfig(horizon=8.0, by="entity", grace=2.0)
+    decisions, outcomes = stream(4, 80, "entity")
+    items: list[DecisionRecord | OutcomeEvent] = sorted(
+        [*decisions, *outcomes], key=lambda x: x.decided_at if isinstance(x, DecisionRecord) else x.observed_at
+    )
+    times = [x.decided_at if isinstance(x, DecisionRecord) else x.observed_at for x in items]
+    batches = [(items[i : i + 10], max(times[i : i + 10])) for i in range(0, len(items), 10)]
+    batches.append(([], 1000.0))
+    half = 7
+    first = OutcomeJoiner(log, config, checkpoints="ckpt-s", snapshot_every=3).start()
+    before = run(first, batches[:half])
+    first.close()
+    assert log.describe_topic("ckpt-s").partitions[0].end_offset > half + 2 * 2  # 7 steps, 2 snapshots in parts
+    second = OutcomeJoiner(log, config, checkpoints="ckpt-s", snapshot_every=3).start()
+    assert second.replayed_steps == 1  # the snapshot after step 6, then step 7 replayed
+    assert second.counts == first.counts and snapshot(second.state) == snapshot(first.state)
+    after = run(second, batches[half:])
+    second.close()
+    log.create_topic(TopicSpec("decisions-3", 2))
+    log.create_topic(TopicSpec("outcomes-3", 1))
+    whole = OutcomeJoiner(log, config, decisions="decisions-3", outcomes="outcomes-3", checkpoints="ckpt-t").start()
+    assert run(whole, batches) == before + after and whole.counts == second.counts
+    whole.close()
+    other = OutcomeJoiner(log, JoinConfig(horizon=9.0, by="entity"), checkpoints="ckpt-s")
+    with pytest.raises(MonitorError, match="checkpoint topic of its own"):
+        other.start()
+    other.close()
 
 
 def test_the_joiner_skips_foreign_and_invalid_records(log: EventLog) -> None:

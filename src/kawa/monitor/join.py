@@ -28,12 +28,12 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Literal
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
 
 from kawa.monitor.errors import MonitorError
-from kawa.monitor.records import DecisionRecord, OutcomeEvent
+from kawa.monitor.records import DecisionData, DecisionRecord, OutcomeData, OutcomeEvent
 
 __all__ = [
     "Advance",
@@ -45,6 +45,9 @@ __all__ = [
     "advance",
     "on_decision",
     "on_outcome",
+    "replay",
+    "restore",
+    "snapshot",
 ]
 
 JoinBy = Literal["ref", "entity"]
@@ -52,6 +55,7 @@ Missing = Literal["negative", "exclude"]
 OutcomeStatus = Literal["joined", "orphan", "duplicate", "late"]
 
 _MATURE, _FORGET, _RELEASE = 0, 1, 2
+SNAPSHOT_FORMAT = "kawa.monitor.join/1"
 
 
 @dataclass(frozen=True)
@@ -322,3 +326,54 @@ def replay(
             on_outcome(state, o)
         out.append(advance(state, watermark))
     return out
+
+
+def _finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+def snapshot(state: JoinState) -> dict[str, Any]:
+    """The whole state as JSON-ready data (format ``kawa.monitor.join/1``): :func:`restore` gives back a state
+    that behaves identically, so a checkpoint can stand in for replaying the topics up to it."""
+    return {
+        "format": SNAPSHOT_FORMAT,
+        "config": asdict(state.config),
+        "watermark": _finite(state.watermark),
+        "seq": state.seq,
+        "n": dict(state.n),
+        "entries": [
+            [e.decision.data().data(), e.maturity, e.label, e.value, e.outcomes, e.matured]
+            for e in state.entries.values()
+        ],
+        "held": [
+            [target, [[h.outcome.data().data(), h.release_at, h.matched, h.orphan, h.late] for h in held.values()]]
+            for target, held in state.held.items()
+        ],
+        "late": [o.data().data() for o in state.late_buffer],
+        "timers": [list(t) for t in state.timers],
+    }
+
+
+def restore(data: Mapping[str, Any]) -> JoinState:
+    """The state a :func:`snapshot` holds; :class:`MonitorError` for data that is not one."""
+    if not isinstance(data, Mapping) or data.get("format") != SNAPSHOT_FORMAT:
+        raise MonitorError(f"not a join snapshot (format {SNAPSHOT_FORMAT}); take one with kawa.monitor.join.snapshot")
+    try:
+        state = JoinState(JoinConfig(**data["config"]))
+        state.watermark = -math.inf if data["watermark"] is None else float(data["watermark"])
+        state.seq = int(data["seq"])
+        state.n = {str(k): int(v) for k, v in data["n"].items()}
+        for raw, maturity, label, value, outcomes, matured in data["entries"]:
+            decision = DecisionRecord.from_data(DecisionData.model_validate(raw))
+            state.entries[decision.key] = _Entry(decision, maturity, label, value, outcomes, matured)
+            state.by_target.setdefault(state._target_of(decision), []).append(decision.key)
+        for target, held in data["held"]:
+            here = state.held[target] = {}
+            for raw, release_at, matched, orphan, late in held:
+                outcome = OutcomeEvent.from_data(OutcomeData.model_validate(raw))
+                here[outcome.key] = _Held(outcome, release_at, matched, orphan, late)
+        state.late_buffer = [OutcomeEvent.from_data(OutcomeData.model_validate(o)) for o in data["late"]]
+        state.timers = [(float(a), int(q), int(k), str(key), str(t)) for a, q, k, key, t in data["timers"]]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise MonitorError(f"the join snapshot is damaged ({exc}); rebuild the state by replaying the topics") from None
+    return state

@@ -7,9 +7,13 @@ the recorded steps from the beginning of both topics, so its state is the state 
 after its last recorded step, bit for bit, whichever process it runs in (a restart or a second worker). A
 step whose checkpoint was not written before a crash is redone, and gives the same result.
 
+With ``snapshot_every=k`` it also writes the whole join state (:func:`kawa.monitor.join.snapshot`, split into
+parts of at most 256 KiB) after every ``k``-th step; a restart then loads the last complete snapshot and
+replays only the steps after it, so the topics need to keep only the records since that snapshot. A snapshot
+cut short by a crash is ignored.
+
 It holds no state the log cannot rebuild; it commits no consumer offsets (the checkpoint topic is the record
-of progress). Replay needs the topics' records from the start: give the decisions and outcomes topics a
-retention longer than the monitoring period.
+of progress).
 """
 
 from __future__ import annotations
@@ -19,13 +23,23 @@ import math
 import time
 import uuid
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from kawa.errors import EventError
 from kawa.events.cloudevents import to_kafka
 from kawa.log.base import Consumer, Record, TopicPartition, TopicSpec
 from kawa.monitor.errors import MonitorError
-from kawa.monitor.join import Advance, JoinConfig, JoinCounts, JoinState, advance, on_decision, on_outcome
+from kawa.monitor.join import (
+    Advance,
+    JoinConfig,
+    JoinCounts,
+    JoinState,
+    advance,
+    on_decision,
+    on_outcome,
+    restore,
+    snapshot,
+)
 from kawa.monitor.records import DecisionRecord, OutcomeEvent, decode
 
 if TYPE_CHECKING:
@@ -35,6 +49,8 @@ if TYPE_CHECKING:
 __all__ = ["OutcomeJoiner", "publish"]
 
 Offsets = dict[int, int]
+SNAPSHOT_HEADER = "kawa-join-snapshot"
+PART_BYTES = 256 * 1024
 
 
 def publish(producer: Producer, topic: str, event: CloudEvent) -> RecordMetadata:
@@ -60,6 +76,7 @@ class OutcomeJoiner:
         outcomes: str = "outcomes",
         checkpoints: str = "monitor-join-checkpoints",
         lateness: float = 0.0,
+        snapshot_every: int | None = None,
         read_timeout_s: float = 30.0,
     ) -> None:
         self.log = log
@@ -68,9 +85,13 @@ class OutcomeJoiner:
         self.checkpoints = checkpoints
         self.lateness = lateness
         self.read_timeout_s = read_timeout_s
+        if snapshot_every is not None and snapshot_every < 1:
+            raise MonitorError(f"snapshot_every is a number of steps >= 1 (or None: never), got {snapshot_every}")
+        self.snapshot_every = snapshot_every
         self.state = JoinState(config)
         self.invalid = 0
         self.steps = 0
+        self.replayed_steps = 0  # steps redone by start() (after the snapshot it loaded, if any)
         self._latest = -math.inf
         self._positions: dict[str, Offsets] = {decisions: {}, outcomes: {}}
         self._consumers: dict[str, Consumer] = {}
@@ -83,10 +104,25 @@ class OutcomeJoiner:
         for topic in (*self.topics, self.checkpoints):
             self._consumers[topic] = self.log.consumer(group + "-" + topic, [topic])
         self._producer = self.log.producer()
-        ends = self._ends(self.checkpoints)
-        for record in self._read(self.checkpoints, {0: 0}, ends):
-            step = json.loads(record.value or b"{}")
+        steps: list[dict[str, Any]] = []
+        parts: list[bytes] = []
+        latest: tuple[int, bytes] | None = None  # (steps recorded before it, the snapshot)
+        for record in self._read(self.checkpoints, {0: 0}, self._ends(self.checkpoints)):
+            mark = record.header(SNAPSHOT_HEADER)
+            if mark is None:
+                steps.append(json.loads(record.value or b"{}"))
+                parts = []
+                continue
+            index, total = (int(x) for x in mark.decode().split("/"))
+            parts = [] if index == 0 else parts
+            parts = [*parts, record.value or b""] if index == len(parts) else []
+            if len(parts) == total:
+                latest, parts = (len(steps), b"".join(parts)), []
+        if latest is not None:
+            self._load(json.loads(latest[1]))
+        for step in steps[latest[0] if latest else 0 :]:
             self._apply({t: {int(p): o for p, o in step[t].items()} for t in self.topics}, step["watermark"])
+            self.replayed_steps += 1
         return self
 
     @property
@@ -103,7 +139,36 @@ class OutcomeJoiner:
         record: dict[str, object] = {"watermark": result.watermark if math.isfinite(result.watermark) else None}
         record.update({t: {str(p): o for p, o in ends[t].items()} for t in self.topics})
         self._producer.send(self.checkpoints, json.dumps(record, separators=(",", ":")).encode())
+        if self.snapshot_every is not None and self.steps % self.snapshot_every == 0:
+            self._write_snapshot()
         return result
+
+    def _write_snapshot(self) -> None:
+        assert self._producer is not None
+        body = {
+            "join": snapshot(self.state),
+            "positions": {t: {str(p): o for p, o in self._positions[t].items()} for t in self.topics},
+            "latest": self._latest if math.isfinite(self._latest) else None,
+            "steps": self.steps,
+            "invalid": self.invalid,
+        }
+        data = json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+        chunks = [data[i : i + PART_BYTES] for i in range(0, len(data), PART_BYTES)]
+        for i, chunk in enumerate(chunks):
+            header = (SNAPSHOT_HEADER, f"{i}/{len(chunks)}".encode())
+            self._producer.produce(self.checkpoints, chunk, headers=[header])
+        self._producer.flush()
+
+    def _load(self, body: dict[str, Any]) -> None:
+        self.state = restore(body["join"])
+        if self.state.config != self.config:
+            raise MonitorError(
+                f"the checkpoint topic {self.checkpoints!r} holds a join with {self.state.config}, not "
+                f"{self.config}; use a checkpoint topic of its own for each join configuration"
+            )
+        self._positions = {t: {int(p): o for p, o in body["positions"][t].items()} for t in self.topics}
+        self._latest = -math.inf if body["latest"] is None else float(body["latest"])
+        self.steps, self.invalid = int(body["steps"]), int(body["invalid"])
 
     def close(self) -> None:
         for consumer in self._consumers.values():
