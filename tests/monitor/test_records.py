@@ -150,3 +150,22 @@ def test_decode_skips_other_types_and_names_bad_data() -> None:
     with pytest.raises(EventError, match="no data"):
         decode(new_event(OUTCOME_EVENT, "s", None))
     assert math.isfinite(decision().decided_at)
+
+
+def test_log_records_are_read_on_the_fast_path_and_structured_mode_through_the_sdk() -> None:
+    record = decision()
+    key, value, headers = to_kafka(record.to_event("s"))
+    binary = Record("decisions", 0, 0, key, value, tuple(headers))
+    assert decode(binary) == decode(from_kafka(key, value, headers)) == record
+    bad = Record("decisions", 0, 1, key, b'{"model":"m"}', tuple(headers))
+    with pytest.raises(EventError, match="DecisionData data is invalid at 'event'"):
+        decode(bad)
+    foreign = tuple((k, b"kawa.prediction" if k == "ce_type" else v) for k, v in headers)
+    assert decode(Record("decisions", 0, 2, key, value, foreign)) is None
+    structured = json.dumps(
+        {"specversion": "1.0", "type": DECISION_EVENT, "source": "s", "id": "1", "data": json.loads(value)}
+    ).encode()
+    ce_json = (("content-type", b"application/cloudevents+json"),)
+    assert decode(Record("decisions", 0, 3, key, structured, ce_json)) == record
+    with pytest.raises(EventError, match="not a CloudEvent"):
+        decode(Record("decisions", 0, 4, None, b"{}", ()))

