@@ -167,9 +167,11 @@ def main() -> None:
     perf_s = time.perf_counter() - t0
     print(f"performance of {len(matured):,} matured decisions in {len(table)} cohorts: {perf_s:.3f} s", flush=True)
     first = table[0].metrics
+    auroc, auprc = first.auroc, first.auprc
     print(
-        f"  first cohort: n={first.n} AUROC {first.auroc.estimate:.3f} [{first.auroc.low:.3f}, {first.auroc.high:.3f}]"
-        f" AUPRC {first.auprc:.3f} Brier {first.brier.estimate:.3f} ECE {first.ece:.3f}",
+        f"  first cohort: n={first.n} AUROC {auroc.estimate:.3f} [{auroc.low:.3f}, {auroc.high:.3f}]"
+        f" AUPRC {auprc.estimate:.3f} [{auprc.low:.3f}, {auprc.high:.3f}]"
+        f" Brier {first.brier.estimate:.3f} ECE {first.ece:.3f}",
         flush=True,
     )
 

@@ -3,6 +3,7 @@ a restart in the middle (pure replay and on a real embedded log), checked agains
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -181,11 +182,12 @@ def steps(
     """Honest steps: every record with a time up to the watermark is read before the advance to it; the order
     of the records within a step is shuffled."""
     end = max([d.decided_at for d in decisions] + [o.observed_at for o in outcomes]) + 100
-    w = 0.0
+    prev, w = -math.inf, 0.0
     while w < end:
         w += width
-        ds = [d for d in decisions if w - width < d.decided_at <= w or (w == width and d.decided_at <= 0)]
-        os_ = [o for o in outcomes if w - width < o.observed_at <= w]
+        ds = [d for d in decisions if prev < d.decided_at <= w]
+        os_ = [o for o in outcomes if prev < o.observed_at <= w]
+        prev = w
         rng.shuffle(ds)
         rng.shuffle(os_)
         yield ds, os_, w
@@ -366,4 +368,24 @@ def test_the_joiner_skips_foreign_and_invalid_records(log: EventLog) -> None:
     assert [m.decision for m in joiner.step().matured] == []  # watermark = latest time (0.0) - lateness
     assert joiner.step(5.0).matured[0].decision == dec(1, 0.0)
     assert joiner.invalid == 1 and joiner.counts.decisions == 1
+    joiner.close()
+
+
+def test_the_joiner_loop_steps_until_stopped(log: EventLog) -> None:
+    import threading
+
+    write(log, [dec(1, 0.0), dec(2, 50.0), OutcomeEvent(1.0, ref=ref(1), label=1)], ("decisions", "outcomes"))
+    joiner = OutcomeJoiner(log, JoinConfig(horizon=10.0)).start()
+    stop = threading.Event()
+    seen: list[Advance] = []
+
+    def on_step(result: Advance) -> None:
+        seen.append(result)
+        if len(seen) == 1:
+            write(log, [dec(3, 100.0)], ("decisions", "outcomes"))  # moves the watermark past ev-2's maturity
+        else:
+            stop.set()
+
+    joiner.run(on_step, stop, interval_s=0.0)
+    assert [labels(r) for r in seen] == [{"ev-1": 1}, {"ev-2": 0}]
     joiner.close()

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import pytest
-from scipy import stats
+from scipy import integrate, stats
 from sklearn import calibration
 from sklearn import metrics as skm
 
@@ -18,6 +18,7 @@ from kawa.monitor.performance import (
     at_threshold,
     auprc,
     auroc,
+    bootstrap_auprc,
     brier,
     cohorts,
     delong,
@@ -67,6 +68,32 @@ def test_delong_variance_equals_the_pairwise_kernel() -> None:
     assert got.high - got.estimate == pytest.approx(stats.norm.ppf(0.975) * se, abs=1e-12)
 
 
+@pytest.mark.parametrize("ties", [False, True])
+def test_the_auprc_bootstrap_equals_sklearn_on_the_same_resamples(ties: bool) -> None:
+    y, p = sample(4, n=150, ties=ties)
+    got = bootstrap_auprc(y, p, draws=60, seed=3)
+    idx = np.random.default_rng(3).integers(0, y.size, (60, y.size))
+    values = [skm.average_precision_score(y[i], p[i]) for i in idx if y[i].sum() > 0]
+    low, high = np.quantile(values, [0.025, 0.975])
+    assert got.estimate == pytest.approx(skm.average_precision_score(y, p), abs=1e-12)
+    assert (got.low, got.high) == pytest.approx((low, high), abs=1e-12)
+
+
+def test_the_auprc_bootstrap_interval_covers_the_true_auprc() -> None:
+    # binormal, prevalence 0.4: AUPRC = ∫ φ(t-1) · π S₁(t) / (π S₁(t) + (1-π) S₀(t)) dt, S the survival functions
+    pi = 0.4
+    curve = lambda t: (  # noqa: E731
+        stats.norm.pdf(t - 1) * pi * stats.norm.sf(t - 1) / (pi * stats.norm.sf(t - 1) + (1 - pi) * stats.norm.sf(t))
+    )
+    truth = integrate.quad(curve, -12, 12)[0]
+    rng = np.random.default_rng(7)
+    y = np.r_[np.ones(80, int), np.zeros(120, int)]
+    covered = sum(
+        bootstrap_auprc(y, np.r_[rng.normal(1, 1, 80), rng.normal(0, 1, 120)], seed=i).covers(truth) for i in range(400)
+    )
+    assert 0.93 <= covered / 400 <= 0.97, covered
+
+
 def test_wilson_equals_scipy() -> None:
     for k, n in [(0, 10), (3, 10), (10, 10), (37, 250)]:
         ci = stats.binomtest(k, n).proportion_ci(confidence_level=0.9, method="wilson")
@@ -100,6 +127,7 @@ def test_wilson_intervals_cover_at_their_level() -> None:
 
 def test_undefined_metrics_are_nan_and_bad_input_is_refused() -> None:
     assert math.isnan(auroc([1, 1], [0.2, 0.3])) and math.isnan(auprc([0, 0], [0.2, 0.3]))
+    assert math.isnan(bootstrap_auprc([0, 0], [0.2, 0.3]).low)
     m = evaluate(np.array([0, 0]), np.array([0.1, 0.2]), threshold=0.5, k=5)
     assert math.isnan(m.ppv.estimate) and math.isnan(m.sensitivity.estimate) and m.k == 2
     assert m.brier.estimate == pytest.approx((0.01 + 0.04) / 2)
@@ -133,4 +161,6 @@ def test_cohorts_group_by_prediction_time_version_and_arm() -> None:
     idx = [i for i in range(100) if i % 2 == 0]
     assert first.metrics.n == 50 and first.end == 100.0
     assert first.metrics.auroc.estimate == pytest.approx(skm.roc_auc_score(y[idx], p[idx]))
+    assert first.metrics.auprc.estimate == pytest.approx(skm.average_precision_score(y[idx], p[idx]))
+    assert first.metrics.auprc.low < first.metrics.auprc.estimate < first.metrics.auprc.high
     assert first.assumed_negative == sum(1 for i in idx if not y[i] and i % 3 != 0)

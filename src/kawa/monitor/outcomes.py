@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from kawa.errors import EventError
@@ -169,6 +170,14 @@ class OutcomeJoiner:
         self._positions = {t: {int(p): o for p, o in body["positions"][t].items()} for t in self.topics}
         self._latest = -math.inf if body["latest"] is None else float(body["latest"])
         self.steps, self.invalid = int(body["steps"]), int(body["invalid"])
+
+    def run(self, on_step: Callable[[Advance], None], stop: threading.Event, *, interval_s: float = 1.0) -> None:
+        """Step until ``stop`` is set, handing each step's result to ``on_step`` once its checkpoint is durable
+        (a consumer that must not lose results writes them idempotently, keyed by the decision), and waiting
+        ``interval_s`` between steps (less when ``stop`` is set meanwhile)."""
+        while not stop.is_set():
+            on_step(self.step())
+            stop.wait(interval_s)
 
     def close(self) -> None:
         for consumer in self._consumers.values():

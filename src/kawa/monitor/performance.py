@@ -10,7 +10,8 @@ metric                        definition (interval)
 AUROC                         Mann-Whitney with mid-ranks for ties (DeLong's variance, fast form of Sun & Xu 2014;
                               Wald interval clipped to [0, 1])
 AUPRC                         average precision ``Σ (R_n - R_{n-1}) P_n`` over the distinct score thresholds
-                              (sklearn's ``average_precision_score``; no interpolation)
+                              (sklearn's ``average_precision_score``; no interpolation; percentile bootstrap,
+                              seeded)
 precision@k                   share of positives among the ``k`` highest scores, ties at the k-th broken by record
                               order (Wilson)
 sensitivity, PPV              at the operating threshold, positive when ``score >= threshold`` (Wilson)
@@ -41,6 +42,7 @@ __all__ = [
     "at_threshold",
     "auprc",
     "auroc",
+    "bootstrap_auprc",
     "brier",
     "cohorts",
     "delong",
@@ -139,6 +141,38 @@ def auprc(y: ArrayLike, s: ArrayLike) -> float:
     return float(np.sum(np.diff(recall, prepend=0.0) * precision))
 
 
+def bootstrap_auprc(y: ArrayLike, s: ArrayLike, *, draws: int = 200, level: float = 0.95, seed: int = 0) -> Interval:
+    """AUPRC with a percentile bootstrap interval (``draws`` resamples of the cohort, seeded so a dashboard
+    shows the same interval twice). Resamples without a positive are dropped. Ties are handled exactly as
+    :func:`auprc` does: each positive counts the precision at the end of its group of equal scores."""
+    labels, scores = _arrays(y, s)
+    estimate = auprc(labels, scores)
+    n = labels.size
+    if math.isnan(estimate) or draws < 1:
+        return Interval(estimate, _NAN, _NAN, level)
+    rng = np.random.default_rng(seed)
+    values: list[NDArray[np.float64]] = []
+    rows = max(1, 2_000_000 // n)  # bound the memory of one chunk of resamples
+    for start in range(0, draws, rows):
+        idx = rng.integers(0, n, (min(rows, draws - start), n))
+        order = np.argsort(-scores[idx], axis=1, kind="stable")
+        ys = np.take_along_axis(labels[idx], order, 1)
+        ss = np.take_along_axis(scores[idx], order, 1)
+        precision = np.cumsum(ys, axis=1) / np.arange(1, n + 1)
+        # the position of the end of each record's tie group: the next index where the score changes
+        ends = np.where(np.c_[ss[:, 1:] != ss[:, :-1], np.ones((ss.shape[0], 1), bool)], np.arange(n), n)
+        ends = np.minimum.accumulate(ends[:, ::-1], axis=1)[:, ::-1]
+        group_precision = np.take_along_axis(precision, ends, 1)
+        positives = ys.sum(axis=1)
+        ok = positives > 0
+        values.append((ys * group_precision).sum(axis=1)[ok] / positives[ok])
+    sample = np.concatenate(values)
+    if sample.size == 0:
+        return Interval(estimate, _NAN, _NAN, level)
+    low, high = np.quantile(sample, [0.5 - level / 2, 0.5 + level / 2])
+    return Interval(estimate, float(low), float(high), level)
+
+
 def precision_at_k(y: ArrayLike, s: ArrayLike, k: int, level: float = 0.95) -> Interval:
     """The share of positives among the ``k`` highest-scored records (all of them when fewer), Wilson."""
     labels, scores = _arrays(y, s)
@@ -187,7 +221,7 @@ class Metrics:
     n: int
     positives: int
     auroc: Interval
-    auprc: float
+    auprc: Interval
     precision_at_k: Interval
     k: int
     threshold: float
@@ -197,8 +231,18 @@ class Metrics:
     ece: float
 
 
-def evaluate(y: ArrayLike, s: ArrayLike, *, threshold: float = 0.5, k: int = 100, level: float = 0.95) -> Metrics:
-    """All metrics of one cohort; ``s`` must be probabilities for Brier and ECE to mean anything."""
+def evaluate(
+    y: ArrayLike,
+    s: ArrayLike,
+    *,
+    threshold: float = 0.5,
+    k: int = 100,
+    level: float = 0.95,
+    bootstrap: int = 200,
+    seed: int = 0,
+) -> Metrics:
+    """All metrics of one cohort; ``s`` must be probabilities for Brier and ECE to mean anything.
+    ``bootstrap``: resamples for the AUPRC interval (0: no interval)."""
     labels, scores = _arrays(y, s)
     sens, ppv = at_threshold(labels, scores, threshold, level)
     calibrated = bool(labels.size) and scores.min() >= 0.0 and scores.max() <= 1.0
@@ -206,7 +250,7 @@ def evaluate(y: ArrayLike, s: ArrayLike, *, threshold: float = 0.5, k: int = 100
         n=int(labels.size),
         positives=int(labels.sum()),
         auroc=delong(labels, scores, level),
-        auprc=auprc(labels, scores),
+        auprc=bootstrap_auprc(labels, scores, draws=bootstrap, level=level, seed=seed),
         precision_at_k=precision_at_k(labels, scores, k, level) if labels.size else _nan_interval(level),
         k=min(k, int(labels.size)),
         threshold=threshold,
@@ -238,6 +282,7 @@ def cohorts(
     threshold: float = 0.5,
     k: int = 100,
     level: float = 0.95,
+    bootstrap: int = 200,
 ) -> list[CohortPerformance]:
     """Group matured decisions by model, version, arm and prediction-time bucket (``bucket`` seconds from
     ``origin``) and compute each cohort's metrics. Decisions without a score or a binary label are left out;
@@ -259,7 +304,7 @@ def cohorts(
         groups.items(), key=lambda g: (g[0][:2], g[0][3], g[0][2])
     ):
         start = origin + index * bucket
-        metrics = evaluate(np.array(ys), np.array(ss), threshold=threshold, k=k, level=level)
+        metrics = evaluate(np.array(ys), np.array(ss), threshold=threshold, k=k, level=level, bootstrap=bootstrap)
         out.append(
             CohortPerformance(
                 model, version, arm or None, start, start + bucket, metrics, assumed_negative=seen.count(False)
