@@ -48,6 +48,7 @@ __all__ = [
     "replay",
     "restore",
     "snapshot",
+    "step",
 ]
 
 JoinBy = Literal["ref", "entity"]
@@ -312,20 +313,27 @@ def advance(state: JoinState, watermark: float) -> Advance:
     return Advance(watermark, tuple(matured), tuple(expired), late)
 
 
+def step(
+    state: JoinState, decisions: Iterable[DecisionRecord], outcomes: Iterable[OutcomeEvent], watermark: float
+) -> Advance:
+    """One step: add ``decisions``, then ``outcomes``, then advance to ``watermark``. Within the step the records
+    go in event-time order (decisions by decision time, outcomes by observation time), so the order they arrived
+    in does not matter: the same outcome sent twice counts by its first observation, not by whichever copy came
+    first off the log."""
+    for d in sorted(decisions, key=lambda d: d.decided_at):
+        on_decision(state, d)
+    for o in sorted(outcomes, key=lambda o: o.observed_at):
+        on_outcome(state, o)
+    return advance(state, watermark)
+
+
 def replay(
     state: JoinState,
     steps: Iterable[tuple[Iterable[DecisionRecord], Iterable[OutcomeEvent], float]],
 ) -> list[Advance]:
-    """Run ``(decisions, outcomes, watermark)`` steps: each step adds its decisions, then its outcomes, then
-    advances. The service records its steps so that a restart replays them into an identical state."""
-    out = []
-    for decisions, outcomes, watermark in steps:
-        for d in decisions:
-            on_decision(state, d)
-        for o in outcomes:
-            on_outcome(state, o)
-        out.append(advance(state, watermark))
-    return out
+    """Run ``(decisions, outcomes, watermark)`` steps (each one :func:`step`). The service records its steps so
+    that a restart replays them into an identical state."""
+    return [step(state, decisions, outcomes, watermark) for decisions, outcomes, watermark in steps]
 
 
 def _finite(x: float) -> float | None:

@@ -35,11 +35,9 @@ from kawa.monitor.join import (
     JoinConfig,
     JoinCounts,
     JoinState,
-    advance,
-    on_decision,
-    on_outcome,
     restore,
     snapshot,
+    step,
 )
 from kawa.monitor.records import DecisionRecord, OutcomeEvent, decode
 
@@ -121,8 +119,8 @@ class OutcomeJoiner:
                 latest, parts = (len(steps), b"".join(parts)), []
         if latest is not None:
             self._load(json.loads(latest[1]))
-        for step in steps[latest[0] if latest else 0 :]:
-            self._apply({t: {int(p): o for p, o in step[t].items()} for t in self.topics}, step["watermark"])
+        for recorded in steps[latest[0] if latest else 0 :]:
+            self._apply({t: {int(p): o for p, o in recorded[t].items()} for t in self.topics}, recorded["watermark"])
             self.replayed_steps += 1
         return self
 
@@ -201,15 +199,11 @@ class OutcomeJoiner:
                     outcomes.append(item)
                     self._latest = max(self._latest, item.observed_at)
             self._positions[topic] = dict(ends[topic])
-        for decision in decisions:
-            on_decision(self.state, decision)
-        for outcome in outcomes:
-            on_outcome(self.state, outcome)
         if watermark is None:
             # A recorded step with no watermark (nothing read yet) or an unfixed one: derive it from the data.
             watermark = self._latest - self.lateness if not fixed else -math.inf
         self.steps += 1
-        return advance(self.state, watermark)
+        return step(self.state, decisions, outcomes, watermark)
 
     def _decode(self, record: Record) -> DecisionRecord | OutcomeEvent | None:
         try:

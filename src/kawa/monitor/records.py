@@ -142,8 +142,10 @@ def _coerce(decl: FeatureDecl, value: Any) -> FeatureValue:
 
 @dataclass(frozen=True)
 class DecisionRecord:
-    """One served prediction, as monitoring sees it. ``score`` and/or ``action`` is set; ``arm`` and
-    ``propensity`` stay None outside an experiment."""
+    """One served prediction, as monitoring sees it. ``score`` and/or ``action`` is set; ``experiment``,
+    ``arm``, ``propensity``, ``spec_hash`` and ``acting`` stay None outside an experiment (``acting`` False: the
+    arm was scored in shadow or is a holdout, so the decision did not act; ``entity`` is then the experiment's
+    randomisation unit)."""
 
     ref: EventRef
     model: str
@@ -155,6 +157,9 @@ class DecisionRecord:
     arm: str | None = None
     propensity: float | None = None
     features: Mapping[str, FeatureValue] = field(default_factory=dict)
+    experiment: str | None = None
+    spec_hash: str | None = None
+    acting: bool | None = None
 
     def __post_init__(self) -> None:
         if self.score is None and self.action is None:
@@ -184,6 +189,9 @@ class DecisionRecord:
             arm=self.arm,
             propensity=self.propensity,
             features=dict(self.features),
+            experiment=self.experiment,
+            spec_hash=self.spec_hash,
+            acting=self.acting,
         )
 
     def to_event(self, source: str) -> CloudEvent:
@@ -205,6 +213,9 @@ class DecisionRecord:
             arm=data.arm,
             propensity=data.propensity,
             features=data.features,
+            experiment=data.experiment,
+            spec_hash=data.spec_hash,
+            acting=data.acting,
         )
 
 
@@ -288,6 +299,9 @@ class DecisionData(EventSchema):
     arm: str | None = None
     propensity: float | None = None
     features: dict[str, float | str | None] = {}
+    experiment: str | None = None
+    spec_hash: str | None = None
+    acting: bool | None = None
 
     def data(self) -> dict[str, Any]:
         """Fields that have a value (a snapshot keeps its missing features as null)."""
