@@ -108,6 +108,51 @@ def status(name: str, as_json: AsJson = False) -> None:
         console.print(note)
 
 
+@experiments_app.command("evaluate")
+def evaluate(
+    name: str,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="keep looking every --interval until decided")]
+    = False,
+    interval: Annotated[float, typer.Option("--interval", help="seconds between looks with --follow")] = 10.0,
+    join_by: Annotated[str, typer.Option("--join-by", help="outcomes name their decision's event (ref) or an "
+                                          "entity and time (entity)")] = "ref",
+    auto_stop: Annotated[bool, typer.Option("--auto-stop/--no-auto-stop", help="stop the experiment when a look "
+                                            "decides")] = True,
+) -> None:
+    """Join the experiment's decisions to their matured outcomes and take always-valid looks; each look goes to
+    the kawa.evaluations topic, a decision too (with its full decision record)."""
+    import time
+
+    from kawa.errors import KawaError
+    from kawa.evaluation.service import Evaluator
+
+    if join_by not in ("ref", "entity"):
+        raise KawaError(f"--join-by is ref or entity, not {join_by!r}")
+    store, _ = _store()
+    evaluator = Evaluator(store.log, name, join_by=join_by, auto_stop=auto_stop).start()  # type: ignore[arg-type]
+    try:
+        while True:
+            the_look = evaluator.step()
+            if the_look is not None:
+                n = ", ".join(f"{arm} {count}" for arm, count in the_look.n.items())
+                console.print(f"look {the_look.index}: matured units {n}; SRM p = {the_look.srm_p_value:.3g}")
+                for c in the_look.comparisons:
+                    console.print(f"  {c.arm} - {evaluator.spec.control}: {c.estimate:+.4g} "
+                                  f"[{c.lower:+.4g}, {c.upper:+.4g}] (always-valid p = {c.p_value:.3g})")
+            elif evaluator.decision is None:
+                console.print("no decisions of this experiment yet")
+            if evaluator.decision is not None:
+                d = evaluator.decision
+                console.print(f"[bold]decided[/] at look {d.look}: {d.kind}" + (f" ({d.arm})" if d.arm else "")
+                              + f": {d.reason}")  # fmt: skip
+                return
+            if not follow:
+                return
+            time.sleep(interval)
+    finally:
+        evaluator.close()
+
+
 @experiments_app.command("stop")
 def stop(
     name: str,

@@ -213,7 +213,7 @@ class DecisionRecord:
     rule_version: str = RULE_VERSION
 
     def to_json(self) -> str:
-        return json.dumps(_jsonable(asdict(self)), sort_keys=True, allow_nan=False)
+        return json.dumps(jsonable(asdict(self)), sort_keys=True, allow_nan=False)
 
     @classmethod
     def from_json(cls, text: str) -> DecisionRecord:
@@ -268,11 +268,11 @@ def _num(v: Any) -> Any:
     return {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}.get(v, v) if isinstance(v, str) else v
 
 
-def _jsonable(obj: Any) -> Any:
+def jsonable(obj: Any) -> Any:
     if isinstance(obj, float) and not math.isfinite(obj):
         return "nan" if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
     if isinstance(obj, Mapping):
-        return {k: _jsonable(v) for k, v in obj.items()}
+        return {k: jsonable(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
+        return [jsonable(v) for v in obj]
     return obj

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -20,7 +21,7 @@ from kawa.errors import FunctionError
 from kawa.events import CloudEvent, event_key, new_event, to_kafka
 from kawa.functions.dedupe import DedupeStore, MemoryDedupeStore, Once
 from kawa.functions.metrics import FunctionMetrics, UserMetrics
-from kawa.functions.types import ModelSource, Predictor
+from kawa.functions.types import EventRef, ModelSource, Predictor
 
 if TYPE_CHECKING:
     from kawa.backends import Backends
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from kawa.evaluation.serving import ExperimentSource
     from kawa.functions.app import FunctionSpec
     from kawa.log.base import EventLog, Producer
+    from kawa.monitor.records import DecisionRecord, SnapshotSpec
     from kawa.store.base import ObjectStore
 
 _NAMESPACE = uuid.UUID("6f1c2a8e-4b7d-5e0f-9a3c-1d2e3f4a5b6c")
@@ -97,6 +99,7 @@ class Runtime:
         self._own_models = models is None
         self._experiments = experiments
         self._own_experiments = experiments is None
+        self._topics: set[str] = set()
         self._producer = producer
         self._own_producer = producer is None
         self._lock = threading.Lock()
@@ -180,6 +183,16 @@ class Runtime:
 
                     self._experiments = ExperimentsView(log)
         return self._experiments
+
+    def ensure_topic(self, topic: str) -> None:
+        """Create ``topic`` on the host's log the first time this runtime writes to it (platform topics such as
+        the decisions topic are not declared by the app)."""
+        if topic in self._topics or self.log is None:
+            return
+        from kawa.log.base import TopicSpec
+
+        self.log.create_topic(TopicSpec(topic), exist_ok=True)
+        self._topics.add(topic)
 
     def emit(self, topic: str, event: CloudEvent, key: bytes | None = None) -> None:
         record_key, value, headers = to_kafka(event)
@@ -311,6 +324,40 @@ class Context:
             id=derived_id(spec, self.event, f"new:{self._seq}"),
             **kwargs,
         )
+
+    def decide(
+        self,
+        entity: str,
+        *,
+        model: Predictor,
+        score: float | None = None,
+        action: str | None = None,
+        features: Mapping[str, Any] | None = None,
+        snapshot: SnapshotSpec | None = None,
+        topic: str = "decisions",  # kawa.monitor.records.DECISIONS_TOPIC (not imported here: it loads numpy)
+    ) -> DecisionRecord:
+        """Record the decision this event led to: a ``kawa.monitor.decision`` record on ``topic`` (flushed before
+        the event counts as done, like ``emit``), linked to this event, naming ``model``'s version and — when
+        ``model`` came from ``ctx.model(ref, experiment=..., unit=...)`` — its experiment, arm and propensity.
+        ``features``: the model's inputs; with ``snapshot`` (the app's declaration) only the declared, non-PHI
+        ones are kept, else they must already be PHI-free. Monitoring joins outcomes to these records and
+        evaluation compares arms on them. Returns the record."""
+        from kawa.monitor.records import DecisionRecord
+
+        allocation = getattr(model, "allocation", None)
+        kept = snapshot.snapshot(features or {}) if snapshot is not None else dict(features or {})
+        record = DecisionRecord(
+            ref=EventRef.of(self.event), model=model.name, version=model.version, entity=str(entity),
+            decided_at=time.time(), score=None if score is None else float(score), action=action,
+            arm=getattr(allocation, "arm", None), propensity=getattr(allocation, "propensity", None),
+            features=kept, experiment=getattr(allocation, "experiment", None),
+            spec_hash=getattr(allocation, "spec_hash", None), acting=getattr(allocation, "acting", None),
+        )  # fmt: skip
+        spec = self._runtime.spec
+        self._runtime.ensure_topic(topic)
+        self._runtime.emit(topic, record.to_event(f"kawa://{spec.app}/{spec.name}"))
+        self._emitted += 1
+        return record
 
     def idempotency_key(self, name: str = "") -> str:
         """A stable key for (function, input event, ``name``): use it to make a side effect idempotent."""

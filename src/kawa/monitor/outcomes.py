@@ -62,7 +62,10 @@ class OutcomeJoiner:
     """Joins the ``decisions`` and ``outcomes`` topics with ``config``, recording its steps on ``checkpoints``.
 
     ``lateness``: the default watermark is the latest event time read (decision times and outcome observation
-    times) minus ``lateness`` seconds. Records that are not decision or outcome events are skipped; records
+    times) minus ``lateness`` seconds. ``accept``: only decisions it returns True for are joined (it sees every
+    decision read, in log order, on replay too). ``on_advance``: called with every step's result, replayed steps
+    included, so a consumer of the matured decisions rebuilds with the join (use it without ``snapshot_every``:
+    a snapshot skips the steps before it). Records that are not decision or outcome events are skipped; records
     whose data does not match the schema are counted in :attr:`invalid` and skipped.
     """
 
@@ -77,6 +80,8 @@ class OutcomeJoiner:
         lateness: float = 0.0,
         snapshot_every: int | None = None,
         read_timeout_s: float = 30.0,
+        accept: Callable[[DecisionRecord], bool] | None = None,
+        on_advance: Callable[[Advance], None] | None = None,
     ) -> None:
         self.log = log
         self.config = config
@@ -87,6 +92,8 @@ class OutcomeJoiner:
         if snapshot_every is not None and snapshot_every < 1:
             raise MonitorError(f"snapshot_every is a number of steps >= 1 (or None: never), got {snapshot_every}")
         self.snapshot_every = snapshot_every
+        self.accept = accept
+        self.on_advance = on_advance
         self.state = JoinState(config)
         self.invalid = 0
         self.steps = 0
@@ -193,6 +200,8 @@ class OutcomeJoiner:
             for record in self._read(topic, self._positions[topic], ends[topic]):
                 item = self._decode(record)
                 if isinstance(item, DecisionRecord) and topic == decisions_topic:
+                    if self.accept is not None and not self.accept(item):
+                        continue
                     decisions.append(item)
                     self._latest = max(self._latest, item.decided_at)
                 elif isinstance(item, OutcomeEvent) and topic == outcomes_topic:
@@ -203,7 +212,10 @@ class OutcomeJoiner:
             # A recorded step with no watermark (nothing read yet) or an unfixed one: derive it from the data.
             watermark = self._latest - self.lateness if not fixed else -math.inf
         self.steps += 1
-        return step(self.state, decisions, outcomes, watermark)
+        result = step(self.state, decisions, outcomes, watermark)
+        if self.on_advance is not None:
+            self.on_advance(result)
+        return result
 
     def _decode(self, record: Record) -> DecisionRecord | OutcomeEvent | None:
         try:

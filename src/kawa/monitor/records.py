@@ -50,6 +50,9 @@ __all__ = [
 
 DECISION_EVENT = "kawa.monitor.decision"
 OUTCOME_EVENT = "kawa.monitor.outcome"
+DECISIONS_TOPIC = "decisions"
+"""Where ``ctx.decide`` writes decision records (and the outcome joiner and evaluator read them)."""
+OUTCOMES_TOPIC = "outcomes"
 FeatureKind = Literal["numeric", "categorical"]
 FeatureValue = float | str | None
 

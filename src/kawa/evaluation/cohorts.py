@@ -1,0 +1,109 @@
+"""An experiment's units and their matured outcomes, per arm: what each look of the evaluator is computed from.
+
+Pure and I/O-free. :meth:`Cohorts.add_decision` sees every decision record (it is the outcome joiner's
+``accept`` filter: it keeps the experiment's own assigned decisions); :meth:`Cohorts.add_advance` takes the
+joiner's matured decisions. :meth:`Cohorts.look_data` turns them into the :class:`~kawa.evaluation.decision.
+LookData` of one look.
+
+The analysis unit is the randomisation unit (a patient, a card): a unit's metric aggregates its matured
+decisions — for a proportion the largest label (did the outcome happen for this unit at all), for a mean the
+average value — so a unit decided on many times counts once, as the randomisation did.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from kawa.evaluation.decision import ArmStats, LookData
+
+if TYPE_CHECKING:
+    from kawa.evaluation.spec import ExperimentSpec
+    from kawa.monitor.join import Advance
+    from kawa.monitor.records import DecisionRecord
+
+__all__ = ["Cohorts"]
+
+
+@dataclass
+class _Unit:
+    total: float = 0.0
+    count: int = 0
+    peak: float = -math.inf
+
+
+@dataclass
+class Cohorts:
+    """The experiment ``spec``'s assigned units per arm and their matured outcomes (mutable; only its methods
+    change it). ``foreign`` counts decisions that name the experiment under another spec hash."""
+
+    spec: ExperimentSpec
+    assigned: dict[str, set[str]] = field(default_factory=dict)
+    matured: dict[str, dict[str, _Unit]] = field(default_factory=dict)
+    versions: dict[str, set[int]] = field(default_factory=dict)
+    foreign: int = 0
+    first_decision: float = math.inf
+    watermark: float = -math.inf
+
+    def __post_init__(self) -> None:
+        self._hash = self.spec.spec_hash()
+        self._holdouts = {a.name for a in self.spec.arms if a.holdout}
+        for arm in self.spec.arm_names:
+            self.assigned.setdefault(arm, set())
+            self.matured.setdefault(arm, {})
+            self.versions.setdefault(arm, set())
+
+    def add_decision(self, d: DecisionRecord) -> bool:
+        """Keep ``d`` when it is the decision of a unit's *assigned* arm in this experiment (an acting arm, or a
+        holdout: scored, never shown); shadow scores of the other arms and other experiments' decisions are
+        not joined."""
+        if d.experiment != self.spec.name:
+            return False
+        if d.spec_hash != self._hash or d.arm not in self.assigned:
+            self.foreign += 1
+            return False
+        if d.acting is False and d.arm not in self._holdouts:
+            return False  # a shadow score: recorded for off-policy evaluation, not an assignment
+        self.assigned[d.arm].add(d.entity)
+        self.versions[d.arm].add(d.version)
+        self.first_decision = min(self.first_decision, d.decided_at)
+        return True
+
+    def add_advance(self, step: Advance) -> None:
+        self.watermark = max(self.watermark, step.watermark)
+        for m in step.matured:
+            arm = m.decision.arm
+            if arm is None or arm not in self.matured:
+                continue
+            value = float(m.value if m.value is not None else (m.label or 0))
+            unit = self.matured[arm].setdefault(m.decision.entity, _Unit())
+            unit.total += value
+            unit.count += 1
+            unit.peak = max(unit.peak, value)
+
+    def arm_stats(self, arm: str) -> ArmStats:
+        units = self.matured[arm].values()
+        if self.spec.metric_kind == "proportion":
+            values = [u.peak for u in units]
+        else:
+            values = [u.total / u.count for u in units]
+        n = len(values)
+        if n == 0:
+            return ArmStats(0, 0.0, 0.0)
+        mean = math.fsum(values) / n
+        variance = math.fsum((v - mean) ** 2 for v in values) / (n - 1) if n > 1 else 0.0
+        return ArmStats(n, mean, variance)
+
+    def look_data(self) -> LookData:
+        """The data of a look now: matured-metric stats and assigned units per arm, and the window from the
+        first decision to the join's watermark."""
+        arms = {a: self.arm_stats(a) for a in self.spec.arm_names}
+        assigned = {a: max(len(self.assigned[a]), arms[a].n) for a in self.spec.arm_names}
+        start = self.first_decision if math.isfinite(self.first_decision) else 0.0
+        end = self.watermark if math.isfinite(self.watermark) else start
+        return LookData(arms=arms, assigned=assigned, window=(start, max(start, end)))
+
+    @property
+    def units(self) -> int:
+        return sum(len(s) for s in self.assigned.values())
