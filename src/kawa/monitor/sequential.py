@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -103,7 +103,8 @@ class SequentialState:
 @dataclass(frozen=True)
 class SequentialDetector:
     """Calibrated per-feature CUSUMs (frozen config; build it with :func:`calibrate_sequential`). Channel ``c`` reads
-    column ``channel_feature[c]`` of a batch; ``k`` and ``h`` are per channel; ``tables`` (binned mode) are each
+    column ``channel_feature[c]`` of a batch; ``k`` is per channel, ``h`` per one-sided CUSUM (every channel's
+    upward one, then every channel's downward one); ``tables`` (binned mode) are each
     channel's score per reference bin, with ``edges`` the bins' cut points per feature."""
 
     features: tuple[str, ...]
@@ -123,7 +124,8 @@ class SequentialDetector:
     n_reference: int = 0
 
     def scores(self, values: FloatArray) -> FloatArray:
-        """Each channel's score for a block of records (records x features): 0 where the value is missing."""
+        """Each channel's score for a block of records (records x features); NaN where the value is missing."""
+        z: FloatArray
         if self.mode == "mean":
             z = (values - np.asarray(self.center)) / np.asarray(self.scale)
         else:
@@ -133,14 +135,13 @@ class SequentialDetector:
                 bins = np.searchsorted(np.asarray(self.edges[f]), col, side="right")
                 z[:, c] = np.asarray(table)[np.minimum(bins, len(table) - 1)]
                 z[np.isnan(col), c] = np.nan
-        missing = np.isnan(z)
-        return np.where(missing, 0.0, z) if missing.any() else z
+        return z
 
     def step(
         self,
         state: SequentialState,
-        batch: FloatArray | Mapping[str, Sequence[float] | FloatArray],
-        times: Sequence[float] | FloatArray | None = None,
+        batch: npt.ArrayLike | Mapping[str, npt.ArrayLike],
+        times: npt.ArrayLike | None = None,
     ) -> tuple[SequentialState, tuple[SequentialEvent, ...]]:
         """Feed a batch of records (an array of records x ``features``, or one column per feature name), in order;
         returns the new state and the alerts and resolutions it raised, in record order."""
@@ -154,10 +155,13 @@ class SequentialDetector:
         zeros = np.asarray(state.zeros, dtype=np.int64) if state.zeros else np.zeros(2 * channels, dtype=np.int64)
         run = _Run(self, dict(state.open or {}), dict(state.last_crossing or {}), state.crossings, t, state.records)
         k = np.concatenate([np.asarray(self.k), np.asarray(self.k)])
-        h = np.concatenate([np.asarray(self.h), np.asarray(self.h)])
+        h = np.asarray(self.h)
         for lo in range(0, n, _BLOCK):
             z = self.scores(values[lo : lo + _BLOCK])
             inc = np.concatenate([z - k[:channels], -z - k[channels:]], axis=1)
+            missing = np.isnan(inc)
+            if missing.any():
+                inc[missing] = 0.0  # a missing value is no evidence: the CUSUM stays where it was
             start, zeros = run.block(inc, start, zeros, h, state.records + lo)
         run.resolve_until(state.records + n)
         new = SequentialState(
@@ -170,7 +174,7 @@ class SequentialDetector:
         )
         return new, tuple(run.events)
 
-    def _matrix(self, batch: FloatArray | Mapping[str, Sequence[float] | FloatArray]) -> FloatArray:
+    def _matrix(self, batch: npt.ArrayLike | Mapping[str, npt.ArrayLike]) -> FloatArray:
         if isinstance(batch, Mapping):
             missing = [f for f in self.features if f not in batch]
             if missing:
@@ -306,13 +310,15 @@ def calibrate_sequential(
     scale = tuple(s.scale for s in sketches)
     cf: list[int] = []
     kinds: list[Channel] = []
-    hs: list[float] = []
+    hs: list[float] = []  # upward CUSUMs' thresholds
+    down: list[float] = []  # downward ones'
     tables: list[tuple[float, ...]] = []
     for f, sketch in enumerate(sketches):
         if mode == "mean":
             cf.append(f)
             kinds.append("mean")
             hs.append(cusum.threshold(target, k, 2 * k))
+            down.append(hs[-1])
             continue
         p = np.asarray(sketch.counts, dtype=np.float64) / sketch.observed
         loc = (np.asarray(sketch.positions) - center[f]) / scale[f]
@@ -324,12 +330,13 @@ def calibrate_sequential(
             cf.append(f)
             kinds.append(kind)
             tables.append(tuple(float(v) for v in table))
-            if not np.any(table):
-                hs.append(math.inf)  # a degenerate score (e.g. two equal bins have no spread): never alarms
+            if not np.any(table):  # a degenerate score (e.g. two equal bins have no spread): never alarms
+                hs.append(math.inf)
+                down.append(math.inf)
                 continue
-            theta = min(cusum.drift_exponent(table, p, k), cusum.drift_exponent(-table, p, k))
-            hs.append(cusum.threshold(target, k, theta))
-    finite = [v for v in hs if math.isfinite(v)]
+            hs.append(cusum.threshold(target, k, cusum.drift_exponent(table, p, k)))
+            down.append(cusum.threshold(target, k, cusum.drift_exponent(-table, p, k)))
+    finite = [v for v in hs + down if math.isfinite(v)]
     quiet = clear_after if clear_after is not None else math.ceil(4 * max(finite, default=1.0) / k)
     if quiet < 1:
         raise MonitorError(f"clear_after must be at least 1 record, got {quiet}")
@@ -341,7 +348,7 @@ def calibrate_sequential(
         channel_feature=tuple(cf),
         channel_kind=tuple(kinds),
         k=(k,) * len(cf),
-        h=tuple(hs),
+        h=tuple(hs + down),
         center=center,
         scale=scale,
         edges=tuple(s.edges for s in sketches) if mode == "binned" else (),
@@ -364,8 +371,3 @@ def _standardise(values: FloatArray, p: FloatArray) -> FloatArray:
     sd = math.sqrt(float(p @ (values - m) ** 2))
     out: FloatArray = (values - m) / sd if sd > 1e-12 else np.zeros_like(values)
     return out
-
-
-def with_threshold(detector: SequentialDetector, h: float) -> SequentialDetector:
-    """The same detector with every finite threshold set to ``h`` (for simulations of the run length)."""
-    return replace(detector, h=tuple(h if math.isfinite(v) else v for v in detector.h))
