@@ -17,9 +17,18 @@ with river's ADWIN, KSWIN and PageHinkley and with Kawa's windowed detector, on 
   stationary records and the tail; its false-alarm rate per 10^6 records of 20 features is scaled from those.
 - **ADWIN at a matched false-alarm rate**: river's default ``delta = 0.002`` raises about 13 false alarms per 10^6
   records here; ``--adwin-matched-delta`` (default 1e-4) runs ADWIN a second time at a rate like Kawa's budget.
+  Conversely ``kawa_mean_at_adwin_rate`` is Kawa's detector declared at ADWIN's rate (``--adwin-rate-arl0``).
 - **Windowed detector** (Kawa's ``DriftDetector``, KS on sliding windows of 200 records sliding by 50, ARL0 = 1000
   windows, effect gate 0.1): on the last ``--windowed-prefix`` stationary records and the tails.
-- **Peers** (Evidently, NannyML) need their own virtualenv; not implemented here: their keys are null.
+- **Peers** (``--peers``): Evidently 0.7's data-drift preset (PSI, normed Wasserstein) and NannyML 0.13's univariate
+  drift (KS, Wasserstein) in their own virtualenv (``~/.cache/kawa/evidently-venv``, created on first use, pinned),
+  on ``--peer-windows`` windows of ``--peer-window-size`` records against a reference of 20,000; Kawa's time is its
+  sketches of the windows and its statistics from them against the precomputed reference profile. The
+  differences: Kawa's PSI formula on Evidently's bins, and Kawa's sketch statistics (10 reference-quantile bins)
+  against the peers' raw-sample values - the latter measure Kawa's binning, not an error. Kawa floors every bin
+  proportion at 1e-4 and Evidently only empty bins (at 1e-4 or a millionth of the smallest), so their PSI agree
+  where no bin is below 1e-4 (reported apart). Without ``--peers``
+  their keys are null.
 
 Progress goes to stderr; the last line of stdout is JSON with ``records_per_s``, ``rss_mb_1m``, ``rss_mb_10m``,
 ``evidently_s``, ``nannyml_s``, ``kawa_s``, ``max_stat_diff``, ``delay_05sigma``, ``delay_1sigma``,
@@ -38,6 +47,7 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -175,7 +185,9 @@ def windowed_run(ref: Profile, prefix: np.ndarray, tails: list[np.ndarray]) -> t
 def detection(args: argparse.Namespace, ref: Profile) -> dict[str, Any]:
     from river import drift
 
-    dets = {mode: detector(ref, args.arl0, mode) for mode in ("mean", "binned")}
+    dets = {"mean": detector(ref, args.arl0, "mean"), "binned": detector(ref, args.arl0, "binned")}
+    # the same CUSUMs declared at the false-alarm rate river's default ADWIN shows here (about 13 per 10^6 records)
+    dets["mean_at_adwin_rate"] = detector(ref, args.adwin_rate_arl0)
     delays: dict[str, dict[float, list[float]]] = {}
     alarms: dict[str, int] = {}
     counted: dict[str, int] = {}
@@ -197,10 +209,10 @@ def detection(args: argparse.Namespace, ref: Profile) -> dict[str, Any]:
             tail = base.copy()
             tail[:, j] += shift
             tails.append(tail)
-        for mode, det in dets.items():
+        for name, det in dets.items():
             state, events = det.step(SequentialState(), prefix)
             fa = sum(isinstance(e, SequentialAlert) for e in events)
-            note(f"kawa_{mode}", fa, args.records, [first_alert_sequential(det, state, t) for t in tails])
+            note(f"kawa_{name}", fa, args.records, [first_alert_sequential(det, state, t) for t in tails])
         note("river_adwin", *_pair(river_run(drift.ADWIN, prefix, tails), args.records))
         matched = functools.partial(drift.ADWIN, delta=args.adwin_matched_delta)
         note("river_adwin_matched", *_pair(river_run(matched, prefix, tails), args.records))
@@ -218,13 +230,13 @@ def detection(args: argparse.Namespace, ref: Profile) -> dict[str, Any]:
         )
     if args.stationary:
         rng = np.random.default_rng(10_000)
-        for mode, det in dets.items():
+        for name, det in dets.items():
             state, fa = SequentialState(), 0
             for _ in range(0, args.stationary, 100_000):
                 state, events = det.step(state, rng.normal(size=(100_000, F)))
                 fa += sum(isinstance(e, SequentialAlert) for e in events)
-            alarms[f"kawa_{mode}"] += fa
-            counted[f"kawa_{mode}"] += state.records
+            alarms[f"kawa_{name}"] += fa
+            counted[f"kawa_{name}"] += state.records
     out: dict[str, Any] = {}
     for name, by_shift in delays.items():
         for shift, ds in by_shift.items():
@@ -234,6 +246,112 @@ def detection(args: argparse.Namespace, ref: Profile) -> dict[str, Any]:
         out[f"{name}_false_alarms_per_1e6"] = round(alarms[name] / counted[name] * 1e6, 3)
         out[f"{name}_false_alarm_records"] = counted[name]
     return out
+
+
+PEER_VENV = Path.home() / ".cache" / "kawa" / "evidently-venv"
+PEER_PINS = ("evidently==0.7.23", "nannyml==0.13.1", "pandas<3")  # Evidently 0.7 fails to import under pandas 3
+PEER_SCRIPT = r"""
+import json, sys, time, warnings
+import numpy as np, pandas as pd
+warnings.filterwarnings("ignore")
+from evidently import DataDefinition, Dataset, Report
+from evidently.presets import DataDriftPreset
+import nannyml as nml
+
+data = np.load(sys.argv[1])
+ref, windows = data["ref"], data["windows"]
+cols = [f"x{i}" for i in range(ref.shape[1])]
+dd = DataDefinition(numerical_columns=cols)
+ref_ds = Dataset.from_pandas(pd.DataFrame(ref, columns=cols), data_definition=dd)
+out = {"evidently": {}, "nannyml": {}}
+t0 = time.perf_counter()
+for method in ("psi", "wasserstein"):
+    values = []
+    for w in windows:
+        cur = Dataset.from_pandas(pd.DataFrame(w, columns=cols), data_definition=dd)
+        snap = Report([DataDriftPreset(method=method)]).run(cur, ref_ds).dict()
+        by_col = {m["config"]["column"]: m["value"] for m in snap["metrics"] if "column" in m["config"]}
+        values.append([float(by_col[c]) for c in cols])
+    out["evidently"][method] = values
+out["evidently_s"] = time.perf_counter() - t0
+t0 = time.perf_counter()
+calc = nml.UnivariateDriftCalculator(
+    column_names=cols, continuous_methods=["kolmogorov_smirnov", "wasserstein", "jensen_shannon"],
+    chunk_size=windows.shape[1],
+)
+calc.fit(pd.DataFrame(ref, columns=cols))
+res = calc.calculate(pd.DataFrame(windows.reshape(-1, ref.shape[1]), columns=cols)).filter(period="analysis").to_df()
+out["nannyml_s"] = time.perf_counter() - t0
+for method in ("kolmogorov_smirnov", "wasserstein"):
+    out["nannyml"][method] = np.column_stack([res[(c, method, "value")].to_numpy() for c in cols]).tolist()
+print(json.dumps(out))
+"""
+
+
+def peer_python() -> Path:
+    """The peers' own virtualenv (created on first use, pinned): Evidently and NannyML stay out of Kawa's."""
+    python = PEER_VENV / "bin" / "python"
+    if not python.exists():
+        log(f"creating {PEER_VENV} with {', '.join(PEER_PINS)} (once)")
+        subprocess.run([sys.executable, "-m", "venv", str(PEER_VENV)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", *PEER_PINS], check=True)
+    return python
+
+
+def peers(windows_n: int, window_size: int) -> dict[str, Any]:
+    """Evidently's data-drift preset (PSI, normed Wasserstein) and NannyML's univariate drift (KS, Wasserstein) on
+    the same windows as Kawa's statistics; their time and Kawa's, and the largest differences of the values."""
+    from kawa.monitor import drift
+
+    rng = np.random.default_rng(77)
+    ref = rng.normal(size=(20_000, F))
+    windows = rng.normal(size=(windows_n, window_size, F))
+    windows[windows_n // 2 :, :, :3] += 0.25  # half the windows drift in three features
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "windows.npz"
+        np.savez(path, ref=ref, windows=windows)
+        done = subprocess.run(
+            [str(peer_python()), "-c", PEER_SCRIPT, str(path)], check=True, capture_output=True, text=True
+        )
+    theirs = json.loads(done.stdout.strip().splitlines()[-1])
+    names = [f"x{i}" for i in range(F)]
+    t0 = time.perf_counter()
+    profile = build_profile({n: ref[:, i] for i, n in enumerate(names)})
+    ks = np.empty((windows_n, F))
+    wd = np.empty((windows_n, F))
+    for w in range(windows_n):
+        live = profile.empty().add({n: windows[w, :, i] for i, n in enumerate(names)})
+        for i, n in enumerate(names):
+            r, q = profile.features[n], live.features[n]
+            ks[w, i] = drift.ks_statistic(r.counts, q.counts)
+            wd[w, i] = drift.wasserstein(r.counts, q.counts, r.positions) / r.scale  # type: ignore[union-attr]
+    kawa_s = time.perf_counter() - t0
+    psi = np.empty((windows_n, F))
+    plain = np.zeros((windows_n, F), dtype=bool)  # no bin below the floors, where the two PSI rules differ
+    for w in range(windows_n):  # Kawa's PSI formula on Evidently's bins (Sturges over reference and window)
+        for i in range(F):
+            edges = np.histogram_bin_edges(np.concatenate([ref[:, i], windows[w, :, i]]), bins="sturges")
+            r_counts = np.histogram(ref[:, i], edges)[0]
+            q_counts = np.histogram(windows[w, :, i], edges)[0]
+            psi[w, i] = drift.psi(r_counts, q_counts)
+            plain[w, i] = min(r_counts.min() / r_counts.sum(), q_counts.min() / q_counts.sum()) >= drift.PSI_FLOOR
+    psi_gap = np.abs(psi - np.asarray(theirs["evidently"]["psi"]))
+    diffs = {
+        "psi_same_bins": float(np.max(psi_gap)),
+        "psi_same_bins_no_bin_below_1e-4": float(np.max(psi_gap[plain], initial=0.0)),
+        "psi_pairs_with_no_bin_below_1e-4": int(plain.sum()),
+        "wasserstein_binned_vs_evidently": float(np.max(np.abs(wd - np.asarray(theirs["evidently"]["wasserstein"])))),
+        "ks_binned_vs_nannyml": float(np.max(np.abs(ks - np.asarray(theirs["nannyml"]["kolmogorov_smirnov"])))),
+    }
+    return {
+        "evidently_s": round(theirs["evidently_s"], 3),
+        "nannyml_s": round(theirs["nannyml_s"], 3),
+        "kawa_s": round(kawa_s, 4),
+        "max_stat_diff": max(v for k, v in diffs.items() if not k.startswith("psi_pairs")),
+        "stat_diffs": diffs,
+        "peer_windows": windows_n,
+        "peer_window_size": window_size,
+    }
 
 
 def _pair(result: tuple[int, list[float]], records: int) -> tuple[int, int, list[float]]:
@@ -251,10 +369,14 @@ def main() -> None:
     parser.add_argument(
         "--adwin-matched-delta", type=float, default=1e-4, help="ADWIN's delta for a false-alarm rate like Kawa's"
     )
+    parser.add_argument("--adwin-rate-arl0", type=float, default=75_000, help="ARL0 at ADWIN's false-alarm rate")
     parser.add_argument("--kswin-prefix", type=int, default=2_000)
     parser.add_argument("--windowed-prefix", type=int, default=20_000)
     parser.add_argument("--no-windowed", dest="windowed", action="store_false")
     parser.add_argument("--no-rss", dest="rss", action="store_false")
+    parser.add_argument("--peers", action="store_true", help="Evidently and NannyML in their own virtualenv")
+    parser.add_argument("--peer-windows", type=int, default=10)
+    parser.add_argument("--peer-window-size", type=int, default=5_000)
     parser.add_argument("--rss-child", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.rss_child:
@@ -287,8 +409,10 @@ def main() -> None:
         nannyml_s=None,
         kawa_s=None,
         max_stat_diff=None,
-        cbpe_abs_err_auroc=None,
+        cbpe_abs_err_auroc=None,  # the label-free estimate is another module's
     )
+    if args.peers:
+        result.update(peers(args.peer_windows, args.peer_window_size))
     for key, value in result.items():
         log(f"  {key}: {value}")
     print(json.dumps(result))
