@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Literal
 
 import numpy as np
@@ -123,18 +124,32 @@ class SequentialDetector:
     reference_version: str = ""
     n_reference: int = 0
 
+    @cached_property
+    def _arrays(self) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, list[FloatArray], list[FloatArray]]:
+        """The config as numpy arrays, built once (the dataclass fields stay hashable tuples)."""
+        k = np.asarray(self.k, dtype=np.float64)
+        return (
+            np.asarray(self.center, dtype=np.float64),
+            np.asarray(self.scale, dtype=np.float64),
+            np.concatenate([k, k]),
+            np.asarray(self.h, dtype=np.float64),
+            [np.asarray(e, dtype=np.float64) for e in self.edges],
+            [np.asarray(t, dtype=np.float64) for t in self.tables],
+        )
+
     def scores(self, values: FloatArray) -> FloatArray:
         """Each channel's score for a block of records (records x features); NaN where the value is missing."""
-        z: FloatArray
+        center, scale, _, _, edges, tables = self._arrays
         if self.mode == "mean":
-            z = (values - np.asarray(self.center)) / np.asarray(self.scale)
-        else:
-            z = np.empty((values.shape[0], len(self.channel_feature)))
-            for c, (f, table) in enumerate(zip(self.channel_feature, self.tables, strict=True)):
-                col = values[:, f]
-                bins = np.searchsorted(np.asarray(self.edges[f]), col, side="right")
-                z[:, c] = np.asarray(table)[np.minimum(bins, len(table) - 1)]
-                z[np.isnan(col), c] = np.nan
+            mean_z: FloatArray = (values - center) / scale
+            return mean_z
+        z = np.empty((values.shape[0], len(self.channel_feature)))
+        bins: dict[int, npt.NDArray[np.intp]] = {}
+        for c, f in enumerate(self.channel_feature):
+            if f not in bins:  # the channels of one feature share its bins
+                bins[f] = np.searchsorted(edges[f], values[:, f], side="right")
+            z[:, c] = tables[c][bins[f]]
+        z[np.isnan(values[:, list(self.channel_feature)])] = np.nan
         return z
 
     def step(
@@ -154,8 +169,7 @@ class SequentialDetector:
         start = np.asarray(state.cusums, dtype=np.float64) if state.cusums else np.zeros(2 * channels)
         zeros = np.asarray(state.zeros, dtype=np.int64) if state.zeros else np.zeros(2 * channels, dtype=np.int64)
         run = _Run(self, dict(state.open or {}), dict(state.last_crossing or {}), state.crossings, t, state.records)
-        k = np.concatenate([np.asarray(self.k), np.asarray(self.k)])
-        h = np.asarray(self.h)
+        _, _, k, h, _, _ = self._arrays
         for lo in range(0, n, _BLOCK):
             z = self.scores(values[lo : lo + _BLOCK])
             inc = np.concatenate([z - k[:channels], -z - k[channels:]], axis=1)
