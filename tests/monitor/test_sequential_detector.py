@@ -33,54 +33,62 @@ def normal_reference() -> Profile:
     return build_profile({f"x{i}": rng.normal(size=50_000) for i in range(F)})
 
 
-def _naive(det: SequentialDetector, x: np.ndarray) -> list[tuple[str, int, int, str]]:  # type: ignore[type-arg]
+def _naive(det: SequentialDetector, x: np.ndarray) -> tuple[list[tuple[str, int, int, str, int]], int]:  # type: ignore[type-arg]
     """The detector written out record by record in pure python: Page's recursion, reset on crossing, one alert
-    per feature until ``clear_after`` quiet records resolve it. Returns (kind, feature, record, channel)."""
+    per feature until ``clear_after`` quiet records resolve it. Returns (kind, feature, record, channel, change
+    point) per event, and the number of crossings (one per feature and record)."""
     c = len(det.channel_feature)
-    up, down = [0.0] * c, [0.0] * c
+    sums = [0.0] * (2 * c)  # upward CUSUMs, then downward ones
+    zero = [0] * (2 * c)  # the record after which each last stood at 0
     open_: dict[int, int] = {}  # feature -> record of its last crossing
-    out: list[tuple[str, int, int, str]] = []
+    out: list[tuple[str, int, int, str, int]] = []
+    crossings = 0
     for t, row in enumerate(x.tolist(), start=1):
         for f, last in sorted(open_.items(), key=lambda kv: kv[1]):
             if last + det.clear_after < t:
-                out.append(("resolved", f, last + det.clear_after, ""))
+                out.append(("resolved", f, last + det.clear_after, "", 0))
                 del open_[f]
-        crossed: dict[int, tuple[float, str]] = {}
+        crossed: dict[int, tuple[float, str, int]] = {}
         for ch in range(c):
             f = det.channel_feature[ch]
             v = row[f]
-            if math.isnan(v):
+            if math.isnan(v):  # no evidence: the CUSUMs stay (and one at 0 still stands at 0 after this record)
+                for j in (ch, ch + c):
+                    if sums[j] == 0.0:
+                        zero[j] = t
                 continue
             if det.mode == "mean":
                 z = (v - det.center[f]) / det.scale[f]
             else:
                 b = sum(1 for e in det.edges[f] if v >= e)
                 z = det.tables[ch][b]
-            up[ch] = max(0.0, up[ch] + z - det.k[ch])
-            down[ch] = max(0.0, down[ch] - z - det.k[ch])
-            for s, h in ((up, det.h[ch]), (down, det.h[ch + c])):
-                if s[ch] > h:
-                    ratio = s[ch] / h
+            for j, inc in ((ch, z - det.k[ch]), (ch + c, -z - det.k[ch])):
+                sums[j] = max(0.0, sums[j] + inc)
+                if sums[j] == 0.0:
+                    zero[j] = t
+                if sums[j] > det.h[j]:
+                    ratio = sums[j] / det.h[j]
                     if f not in crossed or ratio > crossed[f][0]:
-                        crossed[f] = (ratio, det.channel_kind[ch])
-                    s[ch] = 0.0
-        for f, (_, kind) in sorted(crossed.items()):
+                        crossed[f] = (ratio, det.channel_kind[ch], zero[j])
+                    sums[j], zero[j] = 0.0, t
+        crossings += len(crossed)
+        for f, (_, kind, point) in sorted(crossed.items()):
             if f not in open_:
-                out.append(("alert", f, t, kind))
+                out.append(("alert", f, t, kind, point))
             open_[f] = t
     for f, last in sorted(open_.items(), key=lambda kv: kv[1]):
         if last + det.clear_after <= len(x):
-            out.append(("resolved", f, last + det.clear_after, ""))
-    return out
+            out.append(("resolved", f, last + det.clear_after, "", 0))
+    return sorted(out, key=lambda r: (r[2], r[0], r[1])), crossings
 
 
-def _summary(det: SequentialDetector, events: tuple[SequentialEvent, ...]) -> list[tuple[str, int, int, str]]:
+def _summary(det: SequentialDetector, events: tuple[SequentialEvent, ...]) -> list[tuple[str, int, int, str, int]]:
     out = []
     for e in events:
         if isinstance(e, SequentialAlert):
-            out.append(("alert", det.features.index(e.feature), e.record, e.channel))
+            out.append(("alert", det.features.index(e.feature), e.record, e.channel, e.change_point))
         else:
-            out.append(("resolved", det.features.index(e.alert.feature), e.record, ""))
+            out.append(("resolved", det.features.index(e.alert.feature), e.record, "", 0))
     return sorted(out, key=lambda r: (r[2], r[0], r[1]))
 
 
@@ -100,22 +108,25 @@ def test_the_closed_form_kernel_equals_pages_recursion() -> None:
 
 
 @pytest.mark.parametrize("mode", ["mean", "binned"])
-def test_alerts_equal_a_naive_record_by_record_detector(normal_reference: Profile, mode: Mode) -> None:
-    """A busy stream (small budget, shifts up, down and in spread, missing values): every alert and resolution, at
-    the same record, as the pure-python detector."""
+@pytest.mark.parametrize("strength", [1.0, 3.0])
+def test_alerts_equal_a_naive_record_by_record_detector(normal_reference: Profile, mode: Mode, strength: float) -> None:
+    """A busy stream (small budget; shifts up, down and in spread, at 3 sigma crossing every few records across
+    several blocks; missing values): every alert with its change point and every resolution, at the same record,
+    and the same number of crossings, as the pure-python detector."""
     det = calibrate_sequential(
         normal_reference, arl0=300, shift=1.0, mode=mode, features=["x0", "x1", "x2"], clear_after=40
     )
     rng = np.random.default_rng(3)
-    x = rng.normal(size=(3000, 3))
-    x[1000:1600, 0] += 1.0
-    x[1800:2400, 1] -= 1.5
-    x[2000:, 2] *= 2.5
+    x = rng.normal(size=(5000, 3))
+    x[1000:1600, 0] += strength
+    x[1800:4400, 1] -= 1.5 * strength
+    x[2000:, 2] *= 1.5 + strength
     x[rng.random(size=x.shape) < 0.02] = np.nan
-    _, events = det.step(SequentialState(), x)
-    expected = _naive(det, x)
+    state, events = det.step(SequentialState(), x)
+    expected, crossings = _naive(det, x)
     assert len([e for e in expected if e[0] == "alert"]) >= 3
-    assert _summary(det, events) == sorted(expected, key=lambda r: (r[2], r[0], r[1]))
+    assert _summary(det, events) == expected
+    assert state.crossings == crossings
 
 
 def test_the_drift_exponent_of_a_normal_score_is_2k() -> None:

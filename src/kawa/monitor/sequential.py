@@ -224,52 +224,56 @@ class _Run:
     def block(
         self, inc: FloatArray, start: FloatArray, zeros: npt.NDArray[np.int64], h: FloatArray, pos: int
     ) -> tuple[FloatArray, npt.NDArray[np.int64]]:
-        """Run one block of increments from ``start``; handle each crossing in record order (the crossed CUSUM
-        restarts at 0 and the rest of the block runs again from there)."""
-        while inc.shape[0]:
-            s = cusum.cusum_paths(inc, start)
-            over = s > h
-            rows = np.flatnonzero(over.any(axis=1))
-            upto = inc.shape[0] if rows.size == 0 else int(rows[0]) + 1
-            at0 = s[:upto] == 0
-            seen = at0.any(axis=0)
-            last0 = upto - 1 - np.argmax(at0[::-1], axis=0)
-            zeros = np.where(seen, pos + last0 + 1, zeros)
-            start = s[upto - 1].copy()
-            if rows.size == 0:
-                return start, zeros
-            record = pos + upto
-            crossed = np.flatnonzero(over[upto - 1])
-            self.cross(record, crossed, start, zeros, h)
-            start[crossed] = 0.0
-            zeros[crossed] = record
-            inc, pos = inc[upto:], record
-        return start, zeros
+        """Run one block of increments from ``start`` and handle its crossings in record order. A crossed CUSUM
+        restarts at 0, so only its own column is recomputed from there, and only as far as its next crossing
+        (looking ahead 64 rows, then 4 times more each time): a persistent shift, which crosses every few records,
+        costs a few rows per crossing."""
+        m = inc.shape[0]
+        s = cusum.cusum_paths(inc, start)
+        first = _first_over(s, h, 0, m)
+        segment = np.zeros(inc.shape[1], dtype=np.int64)  # row where each column last restarted in this block
+        while True:
+            r = int(first.min())
+            if r >= m:
+                break
+            crossed = np.flatnonzero(first == r)
+            points = []
+            for c in crossed:  # the change point: where this CUSUM last stood at 0
+                at0 = np.flatnonzero(s[segment[c] : r + 1, c] == 0)
+                points.append(pos + int(segment[c] + at0[-1]) + 1 if at0.size else int(zeros[c]))
+            self.cross(pos + r + 1, crossed, s[r, crossed].copy(), points, h)
+            s[r, crossed] = 0.0
+            segment[crossed] = r
+            first[crossed] = _restart(s, inc, h, crossed, r + 1)
+        at0 = s == 0
+        last0 = m - 1 - np.argmax(at0[::-1], axis=0)
+        return s[-1].copy(), np.where(at0.any(axis=0), pos + last0 + 1, zeros)
 
     def cross(
-        self, record: int, crossed: npt.NDArray[np.intp], s: FloatArray, zeros: npt.NDArray[np.int64], h: FloatArray
+        self, record: int, crossed: npt.NDArray[np.intp], values: FloatArray, points: list[int], h: FloatArray
     ) -> None:
         det = self.det
         channels = len(det.channel_feature)
         self.resolve_until(record - 1)
-        best: dict[int, int] = {}
-        for c in crossed:
+        best: dict[int, int] = {}  # feature -> index into crossed of its strongest crossing
+        for i, c in enumerate(crossed):
             f = det.channel_feature[c % channels]
-            if f not in best or s[c] / h[c] > s[best[f]] / h[best[f]]:
-                best[f] = int(c)
-        for f, c in sorted(best.items()):
+            if f not in best or values[i] / h[c] > values[best[f]] / h[crossed[best[f]]]:
+                best[f] = i
+        for f, i in sorted(best.items()):
             self.crossings += 1
             name = det.features[f]
             self.last[name] = record
             if name in self.open:
                 continue
+            c = int(crossed[i])
             up = c < channels
-            cp = int(zeros[c])
+            cp = points[i]
             k = det.k[c % channels]
-            size = (float(s[c]) / max(record - cp, 1) + k) * (1 if up else -1)
+            size = (float(values[i]) / max(record - cp, 1) + k) * (1 if up else -1)
             alert = SequentialAlert(
-                name, det.channel_kind[c % channels], "up" if up else "down", float(s[c]), float(h[c]), record, cp,
-                size, self.time(record), det.reference_version, det.arl0, det.n_reference,
+                name, det.channel_kind[c % channels], "up" if up else "down", float(values[i]), float(h[c]), record,
+                cp, size, self.time(record), det.reference_version, det.arl0, det.n_reference,
             )  # fmt: skip
             self.open[name] = alert
             self.events.append(alert)
@@ -282,6 +286,38 @@ class _Run:
             if at > record:
                 break
             self.events.append(SequentialResolved(self.open.pop(name), at, self.time(at)))
+
+
+def _restart(
+    s: FloatArray, inc: FloatArray, h: FloatArray, cols: npt.NDArray[np.intp], lo: int
+) -> npt.NDArray[np.int64]:
+    """Recompute columns ``cols`` of the block's CUSUMs ``s`` from 0 at row ``lo``, each up to its next crossing
+    (rows past it are recomputed when that crossing restarts it); the rows of those crossings."""
+    m = s.shape[0]
+    first = np.full(cols.size, m, dtype=np.int64)
+    pending = np.arange(cols.size)
+    start = np.zeros(cols.size)
+    step = 64
+    while pending.size and lo < m:
+        hi = min(m, lo + step)
+        c = cols[pending]
+        seg = cusum.cusum_paths(inc[lo:hi, c], start)
+        s[lo:hi, c] = seg
+        over = seg > h[c]
+        hit = over.any(axis=0)
+        first[pending[hit]] = lo + over[:, hit].argmax(axis=0)
+        start, pending = seg[-1, ~hit], pending[~hit]
+        lo, step = hi, step * 4
+    return first
+
+
+def _first_over(s: FloatArray, h: FloatArray, lo: int, m: int) -> npt.NDArray[np.int64]:
+    """Per column, the first row at or after ``lo`` where ``s`` exceeds ``h`` (``m`` where none does)."""
+    if lo >= m:
+        return np.full(s.shape[1], m, dtype=np.int64)
+    over = s[lo:] > h
+    found: npt.NDArray[np.int64] = np.where(over.any(axis=0), lo + over.argmax(axis=0), m)
+    return found
 
 
 def calibrate_sequential(
