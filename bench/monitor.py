@@ -7,7 +7,8 @@ with river's ADWIN, KSWIN and PageHinkley and with Kawa's windowed detector, on 
 - **Throughput**: records/s of ``SequentialDetector.step`` with 20 numeric N(0,1) features in batches of 10,000
   records, one thread, best of three runs (the data is generated beforehand and not timed);
   ``records_per_s_with_sketches`` also adds each batch to a window sketch of the reference profile (the windowed
-  statistics' input). RSS at 1M and at 10M
+  statistics' input); ``records_per_s_persistent_1sigma`` streams a persistent 1 sd shift in one feature (a
+  crossing every few dozen records). RSS at 1M and at 10M
   records: a fresh subprocess each streams that many records through the detector, generating them batch by
   batch, and reports its peak RSS.
 - **Detection**, per seed: 20 N(0,1) features; ``--records`` stationary records, then ``--tail`` records where one
@@ -86,14 +87,16 @@ def detector(ref: Profile, arl0: float, mode: Mode = "mean") -> SequentialDetect
     return calibrate_sequential(ref, arl0=arl0, shift=0.5, mode=mode, reference_version="bench@1")
 
 
-def throughput(det: SequentialDetector, records: int, sketches: Profile | None = None) -> float:
+def throughput(det: SequentialDetector, records: int, sketches: Profile | None = None, shift: float = 0.0) -> float:
     """Records/s through ``det.step`` (and, given a reference profile, also into a window sketch of it: what the
-    monitor does with each decision record); the best of three runs, since the machine is shared."""
-    return max(_throughput(det, records, sketches) for _ in range(3))
+    monitor does with each decision record), with ``shift`` sd added to the first feature throughout (a persistent
+    drift: a crossing every few dozen records at 1 sd); the best of three runs, since the machine is shared."""
+    return max(_throughput(det, records, sketches, shift) for _ in range(3))
 
 
-def _throughput(det: SequentialDetector, records: int, sketches: Profile | None) -> float:
+def _throughput(det: SequentialDetector, records: int, sketches: Profile | None, shift: float) -> float:
     block = np.random.default_rng(1).normal(size=(200_000, F))
+    block[:, 0] += shift
     state, done, spent = SequentialState(), 0, 0.0
     window = sketches.empty() if sketches is not None else None
     while done < records:
@@ -404,9 +407,11 @@ def main() -> None:
     result["records_per_s"] = round(throughput(det, args.throughput))
     result["records_per_s_binned"] = round(throughput(binned, args.throughput))
     result["records_per_s_with_sketches"] = round(throughput(det, args.throughput, ref))
+    result["records_per_s_persistent_1sigma"] = round(throughput(det, args.throughput // 4, shift=1.0))
     log(
         f"throughput: {result['records_per_s']} records/s (mean), {result['records_per_s_binned']} (binned), "
-        f"{result['records_per_s_with_sketches']} (mean, and sketched into a window)"
+        f"{result['records_per_s_with_sketches']} (mean, and sketched into a window), "
+        f"{result['records_per_s_persistent_1sigma']} (mean, under a persistent 1 sd shift)"
     )
     result["rss_mb_1m"] = rss(1_000_000, args.arl0) if args.rss else None
     result["rss_mb_10m"] = rss(10_000_000, args.arl0) if args.rss else None
