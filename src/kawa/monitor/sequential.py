@@ -13,7 +13,7 @@ exceeds its threshold ``h``. ``k`` is half the shift to detect, in reference sta
   bin's standardised position (a mean shift); ``spread`` by the standardised square of it (a change of scale or of
   the tails, which leaves the mean alone). Each bin's score is a constant, so the score's null distribution is
   the reference's bin probabilities whatever the feature's distribution, and each channel's threshold is computed
-  from it exactly (its drift exponent), not from a normal model.
+  from that distribution (its drift exponent, in the same approximation), not from a normal model.
 - **Budget.** ``arl0`` is the expected number of stationary *records* between false alarms over all features
   together. Each of the ``2m`` one-sided CUSUMs gets a run length of ``2m * arl0`` (Bonferroni on the false-alarm
   rate: the rates add up to at most ``1 / arl0``).
