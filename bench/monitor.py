@@ -26,7 +26,7 @@ with river's ADWIN, KSWIN and PageHinkley and with Kawa's windowed detector, on 
 - **Peers** (``--peers``): Evidently 0.7's data-drift preset (PSI, normed Wasserstein) and NannyML 0.13's univariate
   drift (KS, Wasserstein) in their own virtualenv (``~/.cache/kawa/evidently-venv``, created on first use, pinned),
   on ``--peer-windows`` windows of ``--peer-window-size`` records against a reference of 20,000; Kawa's time is its
-  sketches of the windows and its statistics from them against the precomputed reference profile. The
+  reference profile, its sketches of the windows and its statistics from them. The
   differences: Kawa's PSI formula on Evidently's bins, and Kawa's sketch statistics (10 reference-quantile bins)
   against the peers' raw-sample values - the latter measure Kawa's binning, not an error. Kawa floors every bin
   proportion at 1e-4 and Evidently only empty bins (at 1e-4 or a millionth of the smallest), so their PSI agree
