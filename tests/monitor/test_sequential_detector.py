@@ -250,12 +250,15 @@ def test_an_alert_is_deduplicated_while_the_shift_persists_and_resolved_after_it
     assert state.open == {}
 
 
-@settings(max_examples=25, deadline=None)
-@given(cuts=st.lists(st.integers(min_value=1, max_value=2_999), max_size=12))
-def test_how_a_stream_is_batched_does_not_change_its_alerts(cuts: list[int]) -> None:
+@settings(max_examples=30, deadline=None)
+@given(
+    cuts=st.lists(st.integers(min_value=1, max_value=2_999), max_size=12),
+    mode=st.sampled_from(["mean", "binned"]),
+)
+def test_how_a_stream_is_batched_does_not_change_its_alerts(cuts: list[int], mode: Mode) -> None:
     rng = np.random.default_rng(22)
     ref = build_profile({"a": rng.normal(size=5_000), "b": rng.normal(size=5_000)})
-    det = calibrate_sequential(ref, arl0=500, shift=1.0, clear_after=30)
+    det = calibrate_sequential(ref, arl0=500, shift=1.0, clear_after=30, mode=mode)
     x = rng.normal(size=(3_000, 2))
     x[800:1500, 0] += 1.0
     times = np.arange(3_000) * 0.5
@@ -294,3 +297,24 @@ def test_bad_inputs_say_what_to_do(normal_reference: Profile) -> None:
         calibrate_sequential(normal_reference, arl0=1)
     state, events = det.step(SequentialState(), {"x0": [0.1, np.nan], "x1": [np.nan, 0.2]})
     assert state.records == 2 and events == ()
+
+
+def test_degenerate_features_constant_and_binary() -> None:
+    """A feature constant in the reference: mean mode (scale falls back to 1) alarms on a change of 2 within 30
+    records, binned mode has nothing to score (its thresholds are infinite). A binary 0/1 feature's bins are
+    (-inf, 0), [0, 1), [1, inf): a live value below 0 lands in the bin the reference never filled and alarms at once
+    in binned mode."""
+    rng = np.random.default_rng(30)
+    ref = build_profile({"c": np.ones(1000), "b": rng.integers(0, 2, 1000).astype(float)})
+    x = np.column_stack([np.ones(500), rng.integers(0, 2, 500).astype(float)])
+    x[250:, 0] = 3.0
+    mean = calibrate_sequential(ref, arl0=1e5, features=["c"])
+    _, events = mean.step(SequentialState(), x[:, :1])
+    (alert,) = _alerts(events)
+    assert alert.feature == "c" and 250 < alert.record <= 280
+    binned = calibrate_sequential(ref, arl0=1e5, mode="binned")
+    assert all(math.isinf(h) for h, f in zip(binned.h, binned.channel_feature * 2, strict=True) if f == 0)
+    y = x.copy()
+    y[250:, 1] = -1.0
+    _, events = binned.step(SequentialState(), y)
+    assert [(a.feature, a.channel, a.record) for a in _alerts(events)] == [("b", "spread", 251)]
