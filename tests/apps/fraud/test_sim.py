@@ -27,7 +27,7 @@ def test_same_seed_same_table_and_sorted_by_time() -> None:
 def test_fraud_share_and_share_per_scenario_match_the_book(design_sim: Simulation) -> None:
     tx = design_sim.tx
     share = np.bincount(tx.scenario, minlength=5) / len(tx)
-    # The book: 0.84 % fraud (1: 0.06 %, 2: 0.52 %, 3: 0.26 %); rows ≈ customers × 183 × 2 × 0.969.
+    # The book: 0.84 % fraud (1: 0.06 %, 2: 0.52 %, 3: 0.26 %); rows ≈ customers x 183 x 2 x 0.969.
     assert 0.9 * 1000 * 183 * 2 * 0.969 < len(tx) < 1.1 * 1000 * 183 * 2 * 0.969
     assert 0.006 < tx.is_fraud.mean() < 0.011
     assert 0.0003 < share[1] < 0.001

@@ -93,7 +93,9 @@ def duckdb_features(
         import duckdb
         import pyarrow as pa
     except ImportError as exc:
-        raise MissingDependency(f"the SQL backfill needs duckdb and pyarrow: pip install duckdb pyarrow ({exc})") from exc
+        raise MissingDependency(
+            f"the SQL backfill needs duckdb and pyarrow: pip install duckdb pyarrow ({exc})"
+        ) from exc
     spec = spec or FeatureSpec(start_date=tx.start_date)
     first = first_fraud_labels(labels)
     con: Any = duckdb.connect(config={"threads": threads})

@@ -4,9 +4,9 @@ For a payment at time ``t`` (seconds) by customer ``c`` at terminal ``m``, with 
 days and the feedback delay ``d`` (7 days):
 
 - ``amount``; ``is_weekend`` (Saturday or Sunday); ``is_night`` (hour of day ≤ 6);
-- ``customer_nb_tx_{w}d``: payments of ``c`` in ``(t − w, t]``, this one and earlier ones at the same second
+- ``customer_nb_tx_{w}d``: payments of ``c`` in ``(t - w, t]``, this one and earlier ones at the same second
   included (stream order: time, then ``tx_id``); ``customer_avg_amount_{w}d``: their mean amount;
-- ``terminal_nb_tx_{w}d``: payments at ``m`` in ``(t − d − w, t − d]`` (the window shifted by the delay);
+- ``terminal_nb_tx_{w}d``: payments at ``m`` in ``(t - d - w, t - d]`` (the window shifted by the delay);
 - ``terminal_risk_{w}d``: the share of those payments known to be fraud at ``t`` — a payment counts from the
   first fraud label event for it with ``observed_at ≤ t``; 0 when the window is empty.
 
@@ -49,9 +49,11 @@ class FeatureSpec:
     def names(self) -> tuple[str, ...]:
         ws = self.windows_days
         return (
-            ("amount", "is_weekend", "is_night")
-            + tuple(f"customer_{kind}_{w}d" for w in ws for kind in ("nb_tx", "avg_amount"))
-            + tuple(f"terminal_{kind}_{w}d" for w in ws for kind in ("nb_tx", "risk"))
+            "amount",
+            "is_weekend",
+            "is_night",
+            *(f"customer_{kind}_{w}d" for w in ws for kind in ("nb_tx", "avg_amount")),
+            *(f"terminal_{kind}_{w}d" for w in ws for kind in ("nb_tx", "risk")),
         )
 
 
@@ -86,7 +88,7 @@ class _Customer:
 
 
 class _Terminal:
-    __slots__ = ("frauds", "heads", "known", "top", "times")
+    __slots__ = ("frauds", "heads", "known", "times", "top")
 
     def __init__(self, n: int) -> None:
         self.times: list[int] = []

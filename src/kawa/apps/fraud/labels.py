@@ -19,11 +19,12 @@ randomness comes from the ``seed`` they are given.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from itertools import pairwise
 
 import numpy as np
 
 from kawa.apps.fraud.errors import InvalidTransactions
-from kawa.apps.fraud.transactions import B, F64, I8, I64, SECONDS_PER_DAY, Transactions
+from kawa.apps.fraud.transactions import F64, I8, I64, SECONDS_PER_DAY, B, Transactions
 
 ORACLE, INVESTIGATION, CHARGEBACK = 0, 1, 2
 SOURCE_NAMES = {ORACLE: "oracle", INVESTIGATION: "investigation", CHARGEBACK: "chargeback"}
@@ -140,7 +141,7 @@ def investigate(
     explored = np.zeros(len(day), dtype=bool)
     propensity = np.zeros(len(day), dtype=np.float64)
     bounds = np.flatnonzero(np.r_[True, day[1:] != day[:-1], True])
-    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+    for lo, hi in pairwise(bounds):
         rank = lo + np.lexsort((customer[lo:hi], -best[lo:hi]))
         top, rest = rank[:k], rank[k:]
         investigated[top] = True

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kawa.apps.fraud.errors import InvalidTransactions
-from kawa.apps.fraud.transactions import B, F64, I64
+from kawa.apps.fraud.transactions import F64, I64, B
 
 
 @dataclass(frozen=True, eq=False)
@@ -55,7 +55,7 @@ def card_precision_at_k(
     detected: set[int] = set()
     days = np.unique(card_day)
     daily = np.zeros(len(days))
-    bounds = np.searchsorted(card_day, np.r_[days, days[-1] + 1])
+    bounds = [int(b) for b in np.atleast_1d(np.searchsorted(card_day, np.r_[days, days[-1] + 1]))]
     for i in range(len(days)):
         lo, hi = bounds[i], bounds[i + 1]
         cards, scores, frauds = card[lo:hi], card_score[lo:hi], card_fraud[lo:hi]
@@ -81,7 +81,7 @@ def _check(y: B, score: F64) -> tuple[B, F64]:
 def auroc(y: B, score: F64) -> float:
     """Area under the ROC curve: P(score of a fraud > score of a genuine payment), ties one half."""
     y, score = _check(y, score)
-    uniq, inverse, counts = np.unique(score, return_inverse=True, return_counts=True)
+    _, inverse, counts = np.unique(score, return_inverse=True, return_counts=True)
     # Mid-ranks of tied scores: (first rank + last rank) / 2, ranks starting at 1.
     ends = np.cumsum(counts)
     mid = ends - (counts - 1) / 2.0
@@ -92,7 +92,7 @@ def auroc(y: B, score: F64) -> float:
 
 
 def auprc(y: B, score: F64) -> float:
-    """Average precision: the sum over distinct thresholds of (recall gain) × precision at that threshold."""
+    """Average precision: the sum over distinct thresholds of (recall gain) x precision at that threshold."""
     y, score = _check(y, score)
     order = np.argsort(-score, kind="stable")
     s, yy = score[order], y[order]

@@ -3,7 +3,7 @@
 The design (Le Borgne et al., *Reproducible Machine Learning for Credit Card Fraud Detection*, ch. 3),
 re-implemented here from its description:
 
-- customers at uniform places on a 100×100 square, each with a mean amount U(5, 100), a standard deviation of
+- customers at uniform places on a 100x100 square, each with a mean amount U(5, 100), a standard deviation of
   half of it and a mean number of transactions a day U(0, 4); terminals at uniform places;
 - a customer pays only at terminals within ``radius`` of home, chosen uniformly among them;
 - each day a customer makes Poisson(mean) payments at times drawn from N(12:00, 20,000 s) (kept within the
@@ -11,7 +11,7 @@ re-implemented here from its description:
 - fraud scenario 1: every amount over 220 is fraud;
 - scenario 2: every day 2 terminals (per 10,000) are compromised: all their payments of the next 28 days are fraud;
 - scenario 3: every day 3 customers (per 5,000) are compromised: over the next 14 days a third of their
-  payments get 5× amounts and are fraud;
+  payments get 5x amounts and are fraud;
 - scenario 4 (new, for the retraining loop): from ``drift_day`` on, fraudsters switch from scenario 3 to card
   testing — every day the same number of cards get a burst of small payments at night at one random terminal.
 
@@ -178,10 +178,9 @@ def _genuine(
     pick = rng.random(len(cell))
     n_near = prof.n_terminals_of()[customer]
     keep = (seconds > 0) & (seconds < SECONDS_PER_DAY) & (n_near > 0)
-    customer, day, seconds, amount, fallback, pick = (
-        a[keep] for a in (customer, day, seconds, amount, fallback, pick)
-    )
-    amount = np.round(np.where(amount < 0, fallback, amount), 2)
+    customer, day = customer[keep], day[keep]
+    seconds, fallback, pick = seconds[keep], fallback[keep], pick[keep]
+    amount = np.round(np.where(amount[keep] < 0, fallback, amount[keep]), 2).astype(np.float64)
     n_near = prof.n_terminals_of()[customer]
     terminal = prof.neighbours[prof.offsets[customer] + (pick * n_near).astype(np.int64)]
     time = day * SECONDS_PER_DAY + seconds.astype(np.int64)
@@ -228,7 +227,7 @@ def simulate(settings: SimSettings | None = None) -> Simulation:
     scenario = np.zeros(len(time), dtype=np.int8)
     scenario[amount > settings.amount_threshold] = 1
 
-    # Scenario 2: a terminal × day table of compromise, filled one drawing day at a time.
+    # Scenario 2: a terminal x day table of compromise, filled one drawing day at a time.
     compromised = np.zeros((settings.n_terminals, settings.days), dtype=bool)
     t_cases: list[int] = []
     t_days: list[int] = []

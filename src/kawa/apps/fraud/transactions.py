@@ -18,10 +18,10 @@ from kawa.apps.fraud.errors import InvalidTransactions
 
 SECONDS_PER_DAY = 86_400
 NIGHT_LAST_HOUR = 6
-"""A transaction is at night when its hour of day is at most this (00:00–06:59, the handbook's definition)."""
+"""A transaction is at night when its hour of day is at most this (00:00-06:59, the handbook's definition)."""
 
 SCENARIO_NAMES = {0: "genuine", 1: "amount", 2: "terminal", 3: "customer", 4: "card_testing"}
-"""``scenario`` codes: 1 amount over the threshold, 2 compromised terminal, 3 compromised card (×5 amounts),
+"""``scenario`` codes: 1 amount over the threshold, 2 compromised terminal, 3 compromised card (x5 amounts),
 4 card testing (the pattern that starts mid-run)."""
 
 I64 = npt.NDArray[np.int64]
