@@ -13,7 +13,9 @@ re-implemented here from its description:
 - scenario 3: every day 3 customers (per 5,000) are compromised: over the next 14 days a third of their
   payments get 5x amounts and are fraud;
 - scenario 4 (new, for the retraining loop): from ``drift_day`` on, fraudsters switch from scenario 3 to card
-  testing — every day the same number of cards get a burst of small payments at night at one random terminal.
+  testing — every day 15 cards (per 5,000 customers) get a burst of 2-6 small payments (0.50-5.00) at night,
+  a minute or two apart, at one random terminal. Amount, terminal risk and the old customer patterns miss it;
+  a model retrained on labels after the drift learns it (night, small, several payments in a day).
 
 At the book's size (5,000 customers, 10,000 terminals, 183 days) this gives about 1.75M payments and 0.8 %
 fraud; at about 37,000 customers (terminals twice as many) about 13M, the Royal Bank of Canada's volume.
@@ -58,12 +60,12 @@ class SimSettings(BaseModel):
 
     drift_day: int | None = Field(140, ge=0, description="scenario 4 starts this day; None: never")
     card_testing_per_day: float | None = Field(
-        None, ge=0, description="scenario 4 cards a day; None: as many as scenario 3 compromised"
+        None, ge=0, description="scenario 4 cards a day; None: 15 per 5,000 customers"
     )
     drift_replaces_scenario3: bool = Field(
         True, description="from drift_day no new scenario-3 cards: the fraud moves to the new pattern"
     )
-    burst_size: tuple[int, int] = Field((5, 20), description="scenario 4: payments a burst, inclusive range")
+    burst_size: tuple[int, int] = Field((2, 6), description="scenario 4: payments a burst, inclusive range")
     burst_amount: tuple[float, float] = (0.5, 5.0)
     burst_start_hours: tuple[int, int] = Field((0, 5), description="a burst starts in [from, to) hours")
     burst_gap_seconds: tuple[int, int] = (10, 120)
@@ -93,7 +95,7 @@ class SimSettings(BaseModel):
     @property
     def testing_per_day(self) -> float:
         rate = self.card_testing_per_day
-        return rate if rate is not None else self.customers_per_day
+        return rate if rate is not None else 15.0 * self.customers / 5_000
 
 
 @dataclass(frozen=True, eq=False)
