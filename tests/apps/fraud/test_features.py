@@ -13,7 +13,15 @@ from hypothesis import strategies as st
 
 from kawa.apps.fraud.backfill import duckdb_features, numpy_features
 from kawa.apps.fraud.errors import InvalidTransactions
-from kawa.apps.fraud.features import FeatureSpec, FeatureState, Outcome, Payment, stream_features, update
+from kawa.apps.fraud.features import (
+    FeatureSpec,
+    FeatureState,
+    Outcome,
+    Payment,
+    observe_label,
+    stream_features,
+    update,
+)
 from kawa.apps.fraud.labels import LabelEvents, chargebacks, investigate, merge, oracle_labels
 from kawa.apps.fraud.sim import Simulation
 from kawa.apps.fraud.transactions import SECONDS_PER_DAY, Transactions
@@ -122,8 +130,6 @@ def test_the_stream_refuses_events_out_of_time_order() -> None:
     update(state, Payment(0, 1, 1, 1000, 5.0))
     with pytest.raises(InvalidTransactions, match="time order"):
         update(state, Payment(1, 1, 1, 999, 5.0))
-    from kawa.apps.fraud.features import observe_label
-
     with pytest.raises(InvalidTransactions, match="time order"):
         observe_label(state, Outcome(0, 1, 0, 10, True))
 
@@ -143,3 +149,28 @@ def test_parity_holds_for_any_small_table(rows: list[tuple[int, int, int, int, b
     stream = stream_features(tx, labels)
     np.testing.assert_allclose(stream, numpy_features(tx, labels), rtol=0, atol=1e-9)
     np.testing.assert_allclose(stream, duckdb_features(tx, labels, threads=1), rtol=0, atol=1e-9)
+
+
+def test_long_histories_are_compacted_and_stay_exact() -> None:
+    """A busy card at two busy terminals over 120 days: the state drops what left every window (bounded
+    memory) and the features stay equal to the batch ones."""
+    rng = np.random.default_rng(4)
+    n = 4000
+    time = np.sort(rng.integers(0, 120 * DAY, n)).tolist()
+    tx = _table(customer=[7] * n, terminal=rng.integers(0, 2, n).tolist(), time=time,
+                amount=(rng.integers(1, 10_000, n) / 100).tolist(), fraud=(rng.random(n) < 0.2).tolist())
+    labels = oracle_labels(tx, 7)
+    np.testing.assert_allclose(stream_features(tx, labels), numpy_features(tx, labels), rtol=0, atol=1e-9)
+    state = FeatureState()
+    events = sorted([(t, 1, i) for i, t in enumerate(tx.time.tolist())]
+                    + [(o, 0, i) for i, o in enumerate(labels.observed_at.tolist())])
+    for _, kind, i in events:
+        if kind:
+            update(state, Payment(i, 7, int(tx.terminal_id[i]), int(tx.time[i]), float(tx.amount[i])))
+        else:
+            observe_label(state, Outcome(int(labels.tx_id[i]), int(labels.terminal_id[i]), int(labels.tx_time[i]),
+                                         int(labels.observed_at[i]), bool(labels.is_fraud[i])))
+    last_30 = int(np.sum(tx.time > tx.time[-1] - 30 * DAY))
+    assert len(state.customers[7].times) <= last_30 + 257
+    for term in state.terminals.values():
+        assert len(term.times) <= 2 * last_30 + 257 and len(term.frauds) <= len(term.times)

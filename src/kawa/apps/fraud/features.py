@@ -133,20 +133,31 @@ def observe_label(state: FeatureState, label: Outcome) -> None:
 
 
 def update(state: FeatureState, tx: Payment) -> tuple[float, ...]:
-    """The features of ``tx`` (in :attr:`FeatureSpec.names` order), then ``tx`` joins the state."""
+    """The features of ``tx`` (in :attr:`FeatureSpec.names` order), then ``tx`` joins the state.
+
+    The customer part reads and writes only ``tx.customer_id``'s state, the terminal part only
+    ``tx.terminal_id``'s (and the label events of that terminal): on a partitioned log each part runs where
+    its key lives, the terminal part after a repartition by terminal."""
     t = tx.time
     state._advance(t)
     spec = state.spec
-    n = len(spec.windows_days)
     day = t // SECONDS_PER_DAY
     weekend = float((spec.start_date.weekday() + day) % 7 >= 5)
     night = float((t % SECONDS_PER_DAY) // 3600 <= NIGHT_LAST_HOUR)
     out: list[float] = [tx.amount, weekend, night]
-
     cust = state.customers.get(tx.customer_id)
     if cust is None:
-        cust = state.customers[tx.customer_id] = _Customer(n)
-    cents = round(tx.amount * 100)
+        cust = state.customers[tx.customer_id] = _Customer(len(spec.windows_days))
+    _customer_part(cust, spec, t, round(tx.amount * 100), out)
+    term = state.terminals.get(tx.terminal_id)
+    if term is None:
+        term = state.terminals[tx.terminal_id] = _Terminal(len(spec.windows_days))
+    _terminal_part(term, spec, t, out)
+    return tuple(out)
+
+
+def _customer_part(cust: _Customer, spec: FeatureSpec, t: int, cents: int, out: list[float]) -> None:
+    """Count and mean amount over ``(t - w, t]``: integer cents, so the running sums are exact."""
     times, amounts, heads, sums = cust.times, cust.cents, cust.heads, cust.sums
     times.append(t)
     amounts.append(cents)
@@ -164,9 +175,9 @@ def update(state: FeatureState, tx: Payment) -> tuple[float, ...]:
         del times[:oldest], amounts[:oldest]
         cust.heads = [h - oldest for h in heads]
 
-    term = state.terminals.get(tx.terminal_id)
-    if term is None:
-        term = state.terminals[tx.terminal_id] = _Terminal(n)
+
+def _terminal_part(term: _Terminal, spec: FeatureSpec, t: int, out: list[float]) -> None:
+    """Count over ``(t - d - w, t - d]`` and the share of it with a fraud label already observed."""
     shifted = t - spec.delay_days * SECONDS_PER_DAY
     ttimes, theads, top = term.times, term.heads, term.top
     while top < len(ttimes) and ttimes[top] <= shifted:
@@ -190,7 +201,6 @@ def update(state: FeatureState, tx: Payment) -> tuple[float, ...]:
         term.top -= oldest
         cut = bisect_right(frauds, shifted - max(spec.windows_days) * SECONDS_PER_DAY)
         del frauds[:cut]
-    return tuple(out)
 
 
 def stream_features(tx: Transactions, labels: LabelEvents, spec: FeatureSpec | None = None) -> F64:
