@@ -43,6 +43,7 @@ def main() -> None:
     ap.add_argument("--stream-rows", type=int, default=200_000)
     ap.add_argument("--start-day", type=int, default=None, help="protocol start (default: 115, or days - 21)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--duckdb-memory", default=None, help="DuckDB memory_limit, e.g. 2GB (it spills beyond)")
     ap.add_argument("--drift-depth", type=int, default=5, help="tree depth for the drift comparison")
     args = ap.parse_args()
     if args.days < 21:
@@ -58,7 +59,7 @@ def main() -> None:
     print(f"simulated {len(tx):,} payments in {sim_wall:.1f} s, fraud {tx.is_fraud.mean():.4%}", flush=True)
 
     t0 = time.perf_counter()
-    feats = duckdb_features(tx, labels, threads=args.threads)
+    feats = duckdb_features(tx, labels, threads=args.threads, memory_limit=args.duckdb_memory)
     backfill_wall = time.perf_counter() - t0
     t0 = time.perf_counter()
     feats_np = numpy_features(tx, labels)

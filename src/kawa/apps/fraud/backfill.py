@@ -22,6 +22,8 @@ from kawa.apps.fraud.features import FeatureSpec
 from kawa.apps.fraud.labels import LabelEvents, first_fraud_labels
 from kawa.apps.fraud.transactions import F64, I64, SECONDS_PER_DAY, Transactions, is_night, is_weekend
 
+_BATCH_ROWS = 1 << 20
+
 
 def feature_sql(spec: FeatureSpec) -> str:
     """The DuckDB query over tables ``tx`` (row, customer_id, terminal_id, time, amount) and ``fraud_labels``
@@ -86,9 +88,15 @@ ORDER BY x.row
 
 
 def duckdb_features(
-    tx: Transactions, labels: LabelEvents, spec: FeatureSpec | None = None, *, threads: int = 2
+    tx: Transactions,
+    labels: LabelEvents,
+    spec: FeatureSpec | None = None,
+    *,
+    threads: int = 2,
+    memory_limit: str | None = None,
 ) -> F64:
-    """The features of every payment, computed by DuckDB (in memory, ``threads`` threads)."""
+    """The features of every payment, computed by DuckDB in memory with ``threads`` threads; ``memory_limit``
+    (e.g. ``"3GB"``) caps DuckDB's own memory, which then spills to a temporary directory."""
     try:
         import duckdb
         import pyarrow as pa
@@ -98,7 +106,10 @@ def duckdb_features(
         ) from exc
     spec = spec or FeatureSpec(start_date=tx.start_date)
     first = first_fraud_labels(labels)
-    con: Any = duckdb.connect(config={"threads": threads})
+    config: dict[str, Any] = {"threads": threads}
+    if memory_limit is not None:
+        config["memory_limit"] = memory_limit
+    con: Any = duckdb.connect(config=config)
     try:
         con.register("tx", pa.table({
             "row": np.arange(len(tx), dtype=np.int64), "customer_id": tx.customer_id,
@@ -108,10 +119,17 @@ def duckdb_features(
             "tx_id": first.tx_id, "terminal_id": first.terminal_id, "tx_time": first.tx_time,
             "observed_at": first.observed_at,
         }))
-        result = con.execute(feature_sql(spec)).fetchnumpy()
+        # Arrow batches straight into the result matrix: one copy of the features in Python, not two.
+        out = np.empty((len(tx), len(spec.names)), dtype=np.float64)
+        pos = 0
+        for batch in con.sql(feature_sql(spec)).to_arrow_reader(_BATCH_ROWS):
+            n = batch.num_rows
+            for j, name in enumerate(spec.names):
+                out[pos : pos + n, j] = np.asarray(batch.column(name))
+            pos += n
     finally:
         con.close()
-    return np.column_stack([np.asarray(result[name], dtype=np.float64) for name in spec.names])
+    return out
 
 
 def _window_starts(key: I64, probe: I64) -> I64:
