@@ -110,7 +110,9 @@ class Profiles:
     offsets: I64
     neighbours: I64
 
-    def n_terminals_of(self) -> I64:
+    @property
+    def terminal_counts(self) -> I64:
+        """How many terminals each customer can pay at."""
         return np.diff(self.offsets)
 
 
@@ -134,10 +136,12 @@ class Simulation:
     tx: Transactions
 
 
-def _count(rng: np.random.Generator, rate: float) -> int:
-    """A whole number with mean ``rate``: its integer part plus a Bernoulli draw of the fraction."""
+def _draw(rng: np.random.Generator, population: int, rate: float) -> I64:
+    """Distinct members of ``range(population)``, as many as ``rate`` on average: its integer part plus a
+    Bernoulli draw of the fraction (so 0.4 terminals a day is 0 or 1 a day, 0.4 on average)."""
     whole = int(np.floor(rate))
-    return whole + int(rng.random() < rate - whole)
+    n = min(whole + int(rng.random() < rate - whole), population)
+    return rng.choice(population, size=n, replace=False).astype(np.int64)
 
 
 def profiles(settings: SimSettings, rng: np.random.Generator) -> Profiles:
@@ -178,12 +182,12 @@ def _genuine(
     amount = rng.normal(prof.mean_amount[customer], prof.std_amount[customer])
     fallback = rng.uniform(0, 2 * prof.mean_amount[customer])
     pick = rng.random(len(cell))
-    n_near = prof.n_terminals_of()[customer]
+    n_near = prof.terminal_counts[customer]
     keep = (seconds > 0) & (seconds < SECONDS_PER_DAY) & (n_near > 0)
     customer, day = customer[keep], day[keep]
     seconds, fallback, pick = seconds[keep], fallback[keep], pick[keep]
     amount = np.round(np.where(amount[keep] < 0, fallback, amount[keep]), 2).astype(np.float64)
-    n_near = prof.n_terminals_of()[customer]
+    n_near = prof.terminal_counts[customer]
     terminal = prof.neighbours[prof.offsets[customer] + (pick * n_near).astype(np.int64)]
     time = day * SECONDS_PER_DAY + seconds.astype(np.int64)
     return customer, terminal, time, amount
@@ -197,8 +201,7 @@ def _card_testing(
     card_days: list[int] = []
     if settings.drift_day is not None:
         for day in range(settings.drift_day, settings.days):
-            drawn = rng.choice(settings.customers, size=min(_count(rng, settings.testing_per_day), settings.customers),
-                               replace=False)
+            drawn = _draw(rng, settings.customers, settings.testing_per_day)
             cards.extend(int(c) for c in drawn)
             card_days.extend([day] * len(drawn))
     card, card_day = np.array(cards, dtype=np.int64), np.array(card_days, dtype=np.int64)
@@ -234,8 +237,7 @@ def simulate(settings: SimSettings | None = None) -> Simulation:
     t_cases: list[int] = []
     t_days: list[int] = []
     for d in range(settings.days):
-        drawn = rng.choice(settings.n_terminals, size=min(_count(rng, settings.terminals_per_day),
-                                                          settings.n_terminals), replace=False)
+        drawn = _draw(rng, settings.n_terminals, settings.terminals_per_day)
         compromised[drawn, d : d + settings.terminal_compromise_days] = True
         t_cases.extend(int(x) for x in drawn)
         t_days.extend([d] * len(drawn))
@@ -245,16 +247,14 @@ def simulate(settings: SimSettings | None = None) -> Simulation:
     key = customer * settings.days + day
     c_cases: list[int] = []
     c_days: list[int] = []
-    last = settings.days if not (settings.drift_replaces_scenario3 and settings.drift_day is not None) else min(
-        settings.days, settings.drift_day
-    )
+    last = settings.days
+    if settings.drift_replaces_scenario3 and settings.drift_day is not None:
+        last = min(last, settings.drift_day)
     for d in range(last):
-        drawn = rng.choice(settings.customers, size=min(_count(rng, settings.customers_per_day), settings.customers),
-                           replace=False)
-        for c in drawn:
+        end = min(d + settings.customer_compromise_days, settings.days)
+        for c in _draw(rng, settings.customers, settings.customers_per_day).tolist():
             lo = int(np.searchsorted(key, c * settings.days + d))
-            hi = int(np.searchsorted(key, c * settings.days + min(d + settings.customer_compromise_days,
-                                                                   settings.days)))
+            hi = int(np.searchsorted(key, c * settings.days + end))
             chosen = lo + rng.choice(hi - lo, size=int((hi - lo) * settings.compromised_share), replace=False)
             amount[chosen] = amount[chosen] * settings.compromised_factor
             scenario[chosen] = 3
