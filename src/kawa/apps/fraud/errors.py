@@ -15,3 +15,7 @@ class InvalidTransactions(FraudError):
 
 class MissingDependency(FraudError):
     """An optional package the fraud app needs for this step is not installed."""
+
+
+class InvalidSettings(FraudError, ValueError):
+    """A parameter is out of its range (a capacity, a probability, a k)."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kawa.apps.fraud.errors import InvalidTransactions
+from kawa.apps.fraud.errors import InvalidSettings, InvalidTransactions
 from kawa.apps.fraud.transactions import F64, I64, B
 
 
@@ -41,7 +41,7 @@ def card_precision_at_k(
     if not len(day) == len(customer) == len(score) == len(is_fraud):
         raise InvalidTransactions("day, customer, score and is_fraud need one entry a payment each")
     if k < 1:
-        raise ValueError("k must be at least 1")
+        raise InvalidSettings("k must be at least 1: the cards investigators can check a day")
     order = np.lexsort((customer, day))
     d, c = day[order], customer[order]
     start = np.ones(len(order), dtype=bool)
@@ -72,9 +72,9 @@ def card_precision_at_k(
 def _check(y: B, score: F64) -> tuple[B, F64]:
     y, score = np.asarray(y).astype(bool), np.asarray(score, dtype=np.float64)
     if len(y) != len(score):
-        raise ValueError(f"{len(y)} labels and {len(score)} scores: give one score a label")
+        raise InvalidSettings(f"{len(y)} labels and {len(score)} scores: give one score a label")
     if y.all() or not y.any():
-        raise ValueError("AUROC/AUPRC need both classes among the labels")
+        raise InvalidSettings("AUROC/AUPRC need both classes among the labels: widen the window")
     return y, score
 
 
