@@ -9,6 +9,8 @@ After the *Fraud Detection Handbook*'s published design (Le Borgne et al., re-im
   (plus a randomised share with known propensity) and customer chargebacks;
 - :mod:`~kawa.apps.fraud.features` — the handbook's features as a keyed streaming state machine;
 - :mod:`~kawa.apps.fraud.backfill` — the same features as DuckDB SQL and as vectorised numpy (training backfills);
+- :mod:`~kawa.apps.fraud.decisions` — block / investigate / pass in the stream, within the investigators'
+  capacity, with a randomised share and propensities;
 - :mod:`~kawa.apps.fraud.metrics` — CP@k a day, AUROC, AUPRC;
 - :mod:`~kawa.apps.fraud.baseline` — the handbook's depth-2 decision tree and its train/delay/test protocol.
 
