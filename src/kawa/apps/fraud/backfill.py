@@ -122,7 +122,9 @@ def duckdb_features(
         # Arrow batches straight into the result matrix: one copy of the features in Python, not two.
         out = np.empty((len(tx), len(spec.names)), dtype=np.float64)
         pos = 0
-        for batch in con.sql(feature_sql(spec)).to_arrow_reader(_BATCH_ROWS):
+        rel = con.sql(feature_sql(spec))
+        batches = getattr(rel, "to_arrow_reader", None) or rel.fetch_arrow_reader  # DuckDB 2 / DuckDB 1
+        for batch in batches(_BATCH_ROWS):
             n = batch.num_rows
             for j, name in enumerate(spec.names):
                 out[pos : pos + n, j] = np.asarray(batch.column(name))
