@@ -59,9 +59,7 @@ def test_times_of_day_and_terminals_within_radius(design_sim: Simulation) -> Non
         dist = np.hypot(*(prof.terminal_xy - prof.customer_xy[c]).T)
         near = prof.neighbours[prof.offsets[c] : prof.offsets[c + 1]]
         np.testing.assert_array_equal(near, np.flatnonzero(dist < 5.0))
-    pay = tx.scenario != 4
-    own = prof.neighbours[prof.offsets[tx.customer_id[pay]]]
-    assert own.shape == tx.terminal_id[pay].shape
+    pay = tx.scenario != 4  # card testing happens anywhere; every other payment is near home
     dist = np.hypot(*(prof.terminal_xy[tx.terminal_id[pay]] - prof.customer_xy[tx.customer_id[pay]]).T)
     assert dist.max() < 5.0
 
