@@ -7,7 +7,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from sklearn.tree import DecisionTreeClassifier
 
 from kawa.apps.fraud.backfill import numpy_features
-from kawa.apps.fraud.baseline import Protocol, run_baseline, score, split
+from kawa.apps.fraud.baseline import Protocol, prequential, run_baseline, score, split
 from kawa.apps.fraud.labels import oracle_labels
 from kawa.apps.fraud.sim import Simulation
 
@@ -43,3 +43,15 @@ def test_baseline_tree_scores_its_test_week_like_scikit_learn(design_sim: Simula
     assert result.test.cp_at_k > 0
     rand = score(tx, test, np.random.default_rng(0).random(len(test)), k=20)
     assert result.test.cp_at_k > rand.cp_at_k and result.test.ap > rand.ap
+
+
+def test_prequential_folds_step_back_one_test_week_each(design_sim: Simulation) -> None:
+    tx = design_sim.tx
+    folds = prequential(tx, Protocol(start_day=115), folds=4)
+    assert len(folds) == 4
+    for i, (train, test) in enumerate(folds):
+        ref_train, ref_test = split(tx, Protocol(start_day=115 - 7 * i))
+        np.testing.assert_array_equal(train, ref_train)
+        np.testing.assert_array_equal(test, ref_test)
+        assert tx.day[train].min() == 115 - 7 * i and tx.day[test].max() == 135 - 7 * i
+    assert len(prequential(tx, Protocol(start_day=10), folds=4)) == 2  # days 10 and 3; -4 would be before day 0

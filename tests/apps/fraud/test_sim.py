@@ -134,3 +134,14 @@ def test_invalid_settings_and_tables_say_what_to_fix() -> None:
         Transactions(one, one, one, np.array([5, 1]), np.zeros(2), np.zeros(2, bool), np.zeros(2, np.int8))
     with pytest.raises(InvalidTransactions, match="equal lengths"):
         Transactions(one, one, one, one, np.zeros(3), np.zeros(2, bool), np.zeros(2, np.int8))
+
+
+def test_a_table_round_trips_through_arrow(design_sim: Simulation) -> None:
+    tx = design_sim.tx.take(np.arange(500))
+    back = Transactions.from_columns(tx.to_arrow(), start_date=tx.start_date)
+    for name, col in tx.columns().items():
+        np.testing.assert_array_equal(back.columns()[name], col)
+    bare = Transactions.from_columns({k: v for k, v in tx.columns().items() if k not in ("is_fraud", "scenario")})
+    assert not bare.is_fraud.any() and len(bare) == 500
+    with pytest.raises(InvalidTransactions, match="missing"):
+        Transactions.from_columns({"tx_id": tx.tx_id})

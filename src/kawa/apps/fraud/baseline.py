@@ -10,7 +10,7 @@ features of :mod:`kawa.apps.fraud.features`; the book reports AUC 0.764, AP 0.49
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -70,6 +70,23 @@ def split(tx: Transactions, protocol: Protocol | None = None) -> tuple[I64, I64]
         test_parts.append(rows[keep])
     test = np.concatenate(test_parts) if test_parts else np.zeros(0, dtype=np.int64)
     return train, test
+
+
+def prequential(
+    tx: Transactions, protocol: Protocol | None = None, *, folds: int = 4, step_days: int | None = None
+) -> list[tuple[I64, I64]]:
+    """Prequential validation (the handbook's model-selection scheme): ``folds`` train/test splits of the
+    protocol, each starting ``step_days`` (default: the test length) earlier than the one before, fold 0 being
+    ``protocol`` itself. Folds that would start before day 0 are left out."""
+    p = protocol or Protocol()
+    step = step_days if step_days is not None else p.test_days
+    out = []
+    for i in range(folds):
+        start = p.start_day - i * step
+        if start < 0:
+            break
+        out.append(split(tx, replace(p, start_day=start)))
+    return out
 
 
 def score(tx: Transactions, rows: I64, scores: F64, *, k: int = 100) -> Scores:

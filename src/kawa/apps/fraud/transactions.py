@@ -85,6 +85,32 @@ class Transactions:
     def columns(self) -> dict[str, np.ndarray[Any, Any]]:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "start_date"}
 
+    @classmethod
+    def from_columns(cls, columns: Any, start_date: date = date(2018, 4, 1)) -> Transactions:
+        """A table from a mapping of columns or a ``pyarrow.Table`` with this class's column names (extra
+        columns are ignored; ``is_fraud`` and ``scenario`` default to genuine when absent)."""
+        names = columns.column_names if hasattr(columns, "column_names") else list(columns)
+
+        def col(name: str, dtype: Any) -> np.ndarray[Any, Any]:
+            value = columns[name]
+            return np.asarray(value.to_numpy() if hasattr(value, "to_numpy") else value, dtype=dtype)
+
+        missing = [n for n in ("tx_id", "customer_id", "terminal_id", "time", "amount") if n not in names]
+        if missing:
+            raise InvalidTransactions(f"columns {missing} are missing: give tx_id, customer_id, terminal_id, "
+                                      "time (seconds) and amount")
+        n = len(col("tx_id", np.int64))
+        return cls(
+            tx_id=col("tx_id", np.int64),
+            customer_id=col("customer_id", np.int64),
+            terminal_id=col("terminal_id", np.int64),
+            time=col("time", np.int64),
+            amount=col("amount", np.float64),
+            is_fraud=col("is_fraud", np.bool_) if "is_fraud" in names else np.zeros(n, dtype=bool),
+            scenario=col("scenario", np.int8) if "scenario" in names else np.zeros(n, dtype=np.int8),
+            start_date=start_date,
+        )
+
     def to_arrow(self) -> Any:
         """The table as a ``pyarrow.Table`` (pyarrow is imported only here)."""
         import pyarrow as pa
