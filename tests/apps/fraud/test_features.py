@@ -174,3 +174,14 @@ def test_long_histories_are_compacted_and_stay_exact() -> None:
     assert len(state.customers[7].times) <= last_30 + 257
     for term in state.terminals.values():
         assert len(term.times) <= 2 * last_30 + 257 and len(term.frauds) <= len(term.times)
+
+
+def test_the_sql_backfill_says_how_to_get_duckdb(monkeypatch: pytest.MonkeyPatch, small_sim: Simulation) -> None:
+    import sys
+
+    from kawa.apps.fraud.errors import MissingDependency
+
+    monkeypatch.setitem(sys.modules, "duckdb", None)  # import duckdb now raises ImportError
+    tx = small_sim.tx.take(np.arange(10))
+    with pytest.raises(MissingDependency, match="pip install duckdb"):
+        duckdb_features(tx, oracle_labels(tx))
