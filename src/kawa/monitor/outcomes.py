@@ -66,6 +66,9 @@ class OutcomeJoiner:
     ``lateness``: the default watermark is the latest event time read (decision times and outcome observation
     times) minus ``lateness`` seconds. Records that are not decision or outcome events are skipped; records
     whose data does not match the schema are counted in :attr:`invalid` and skipped.
+
+    One joiner steps a checkpoint topic at a time: a second worker is a standby that calls :meth:`start` when it
+    takes over (the steps of two joiners stepping at once would interleave on the checkpoint topic).
     """
 
     def __init__(
