@@ -23,6 +23,7 @@ from kawa.monitor.records import (
     OutcomeEvent,
     SnapshotSpec,
     decode,
+    flatten,
 )
 
 SPEC = SnapshotSpec(
@@ -169,3 +170,29 @@ def test_log_records_are_read_on_the_fast_path_and_structured_mode_through_the_s
     assert decode(Record("decisions", 0, 3, key, structured, ce_json)) == record
     with pytest.raises(EventError, match="not a CloudEvent"):
         decode(Record("decisions", 0, 4, None, b"{}", ()))
+
+
+def test_an_image_summary_is_declared_as_vectors_and_recorded_element_wise() -> None:
+    import numpy as np
+
+    spec = SnapshotSpec.of(numeric=["contrast", "width"], vectors={"hist": 4, "embedding": 2}, phi=["patient_name"])
+    summary = {
+        "contrast": 0.4,
+        "width": 1024,
+        "hist": np.array([0.1, 0.2, 0.3, 0.4]),
+        "embedding": [1.5, -2.0],
+        "patient_name": "Jane Doe",
+        "view": "PA",
+    }
+    snap = spec.snapshot(flatten(summary))
+    assert snap == {
+        "contrast": 0.4,
+        "width": 1024.0,
+        "hist_0": 0.1,
+        "hist_1": 0.2,
+        "hist_2": 0.3,
+        "hist_3": 0.4,
+        "embedding_0": 1.5,
+        "embedding_1": -2.0,
+    }
+    assert flatten({"view": "PA", "n": 3}) == {"view": "PA", "n": 3}

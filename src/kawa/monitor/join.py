@@ -17,8 +17,9 @@ counted, and returned by the next :func:`advance`, never silently dropped. Matur
 another ``horizon + grace`` to recognise late outcomes and redelivered decisions.
 
 Results depend only on the records and the watermark steps, so replaying the topics with the same steps (see
-:class:`kawa.monitor.outcomes.OutcomeJoiner`) rebuilds the state exactly. If the watermark is honest (every
-record with a time at or before it has been read), they depend only on event times, not on arrival order.
+:class:`kawa.monitor.outcomes.OutcomeJoiner`) rebuilds the state exactly, and so does :func:`restore` of a
+:func:`snapshot`. If the watermark is honest (every record with a time at or before it has been read), they
+depend only on event times, not on arrival order.
 
 The state is a mutable object that only these functions change: one record costs O(1) (plus the entity's
 recent decisions), where copying a frozen state would cost O(state) per record.

@@ -67,6 +67,9 @@ class OutcomeJoiner:
     included, so a consumer of the matured decisions rebuilds with the join (use it without ``snapshot_every``:
     a snapshot skips the steps before it). Records that are not decision or outcome events are skipped; records
     whose data does not match the schema are counted in :attr:`invalid` and skipped.
+
+    One joiner steps a checkpoint topic at a time: a second worker is a standby that calls :meth:`start` when it
+    takes over (the steps of two joiners stepping at once would interleave on the checkpoint topic).
     """
 
     def __init__(

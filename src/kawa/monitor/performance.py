@@ -144,28 +144,33 @@ def auprc(y: ArrayLike, s: ArrayLike) -> float:
 def bootstrap_auprc(y: ArrayLike, s: ArrayLike, *, draws: int = 200, level: float = 0.95, seed: int = 0) -> Interval:
     """AUPRC with a percentile bootstrap interval (``draws`` resamples of the cohort, seeded so a dashboard
     shows the same interval twice). Resamples without a positive are dropped. Ties are handled exactly as
-    :func:`auprc` does: each positive counts the precision at the end of its group of equal scores."""
+    :func:`auprc` does (equal scores are one threshold)."""
     labels, scores = _arrays(y, s)
     estimate = auprc(labels, scores)
     n = labels.size
     if math.isnan(estimate) or draws < 1:
         return Interval(estimate, _NAN, _NAN, level)
     rng = np.random.default_rng(seed)
+    # A resample is a count per record. Records are sorted by score once; in that order each resample's AP is
+    # Σ_g ΔTP_g · TP_g / ALL_g / P over the groups g of equal scores (cumulative weighted counts at group
+    # ends), so no resample is sorted: O(draws · n).
+    order = np.argsort(-scores, kind="stable")
+    ordered, hits = scores[order], labels[order].astype(np.float64)
+    ends = np.r_[np.flatnonzero(np.diff(ordered)), n - 1]
     values: list[NDArray[np.float64]] = []
     rows = max(1, 2_000_000 // n)  # bound the memory of one chunk of resamples
     for start in range(0, draws, rows):
-        idx = rng.integers(0, n, (min(rows, draws - start), n))
-        order = np.argsort(-scores[idx], axis=1, kind="stable")
-        ys = np.take_along_axis(labels[idx], order, 1)
-        ss = np.take_along_axis(scores[idx], order, 1)
-        precision = np.cumsum(ys, axis=1) / np.arange(1, n + 1)
-        # the position of the end of each record's tie group: the next index where the score changes
-        ends = np.where(np.c_[ss[:, 1:] != ss[:, :-1], np.ones((ss.shape[0], 1), bool)], np.arange(n), n)
-        ends = np.minimum.accumulate(ends[:, ::-1], axis=1)[:, ::-1]
-        group_precision = np.take_along_axis(precision, ends, 1)
-        positives = ys.sum(axis=1)
+        chunk = min(rows, draws - start)
+        idx = rng.integers(0, n, (chunk, n))
+        flat = (idx + (np.arange(chunk) * n)[:, None]).ravel()
+        counts = np.bincount(flat, minlength=chunk * n).reshape(chunk, n)[:, order].astype(np.float64)
+        tp = np.cumsum(counts * hits, axis=1)[:, ends]
+        everything = np.cumsum(counts, axis=1)[:, ends]
+        gain = np.diff(tp, axis=1, prepend=0.0)
+        precision = np.divide(tp, everything, out=np.zeros_like(tp), where=everything > 0)
+        positives = tp[:, -1]
         ok = positives > 0
-        values.append((ys * group_precision).sum(axis=1)[ok] / positives[ok])
+        values.append((gain * precision).sum(axis=1)[ok] / positives[ok])
     sample = np.concatenate(values)
     if sample.size == 0:
         return Interval(estimate, _NAN, _NAN, level)

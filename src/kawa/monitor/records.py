@@ -46,6 +46,7 @@ __all__ = [
     "OutcomeEvent",
     "SnapshotSpec",
     "decode",
+    "flatten",
 ]
 
 DECISION_EVENT = "kawa.monitor.decision"
@@ -93,9 +94,19 @@ class SnapshotSpec:
             raise MonitorError(f"a snapshot spec declares each feature once; repeated: {sorted(_repeated(names))}")
 
     @classmethod
-    def of(cls, numeric: Sequence[str] = (), categorical: Sequence[str] = (), phi: Sequence[str] = ()) -> SnapshotSpec:
-        """A spec from name lists; ``phi`` names inputs that are declared (so they are known) but never kept."""
+    def of(
+        cls,
+        numeric: Sequence[str] = (),
+        categorical: Sequence[str] = (),
+        phi: Sequence[str] = (),
+        vectors: Mapping[str, int] | None = None,
+    ) -> SnapshotSpec:
+        """A spec from name lists; ``phi`` names inputs that are declared (so they are known) but never kept;
+        ``vectors`` declares numeric vectors by length (an image's intensity histogram, an embedding of the
+        model input) as features ``name_0 .. name_{n-1}`` (see :func:`flatten`)."""
         decls = [FeatureDecl(n, "numeric") for n in numeric] + [FeatureDecl(n, "categorical") for n in categorical]
+        for name, size in (vectors or {}).items():
+            decls += [FeatureDecl(f"{name}_{i}", "numeric") for i in range(size)]
         decls += [FeatureDecl(n, "numeric", phi=True) for n in phi]
         return cls(tuple(decls))
 
@@ -119,6 +130,18 @@ class SnapshotSpec:
                 continue
             out[decl.name] = _coerce(decl, inputs.get(decl.name))
         return out
+
+
+def flatten(inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """``inputs`` with each sequence or 1-d array value spread into ``name_0 .. name_{n-1}`` (strings stay
+    whole), so that vector summaries declared with ``SnapshotSpec.of(vectors=...)`` are recorded element-wise."""
+    out: dict[str, Any] = {}
+    for name, value in inputs.items():
+        if isinstance(value, str | bytes) or not hasattr(value, "__len__") or not hasattr(value, "__getitem__"):
+            out[name] = value
+        else:
+            out.update({f"{name}_{i}": v for i, v in enumerate(value)})
+    return out
 
 
 def _repeated(names: Sequence[str]) -> set[str]:
