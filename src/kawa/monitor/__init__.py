@@ -14,6 +14,13 @@ from kawa.monitor.errors import LayoutMismatch, MonitorError
 from kawa.monitor.join import Advance, JoinConfig, JoinCounts, JoinState, Matured, advance, on_decision, on_outcome
 from kawa.monitor.performance import CohortPerformance, Interval, Metrics, cohorts, delong, evaluate, wilson
 from kawa.monitor.records import DecisionRecord, FeatureDecl, OutcomeEvent, SnapshotSpec
+from kawa.monitor.sequential import (
+    SequentialAlert,
+    SequentialDetector,
+    SequentialResolved,
+    SequentialState,
+    calibrate_sequential,
+)
 from kawa.monitor.sketch import (
     CategoricalSketch,
     NumericSketch,
@@ -52,6 +59,10 @@ __all__ = [
     "OutcomeJoiner",
     "Profile",
     "Resolved",
+    "SequentialAlert",
+    "SequentialDetector",
+    "SequentialResolved",
+    "SequentialState",
     "SnapshotSpec",
     "Window",
     "WindowState",
@@ -59,6 +70,7 @@ __all__ = [
     "advance",
     "build_profile",
     "calibrate",
+    "calibrate_sequential",
     "categorical_reference",
     "cohorts",
     "compare",
