@@ -184,6 +184,12 @@ class FunctionsConfig(_Frozen):
     )
 
 
+class LoopConfig(_Frozen):
+    """The retraining loop: one policy per model (validated by :class:`kawa.retrain.policy.LoopPolicy`)."""
+
+    policies: list[dict[str, Any]] = Field(default_factory=list, description="see docs/loop.md")
+
+
 class KawaConfig(_Frozen):
     """The whole configuration."""
 
@@ -193,6 +199,7 @@ class KawaConfig(_Frozen):
     portal: PortalConfig = Field(default_factory=PortalConfig)
     functions: FunctionsConfig = Field(default_factory=FunctionsConfig)
     ml: MLConfig = Field(default_factory=MLConfig)
+    loop: LoopConfig = Field(default_factory=LoopConfig)
     apps: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="apps `kawa up` starts: name -> the app's settings (its own model validates them; "

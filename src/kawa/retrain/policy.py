@@ -75,6 +75,7 @@ class Canary:
     """The canary experiment: ``share`` of units go to the candidate, the rest stay on the champion."""
 
     share: float = 0.1
+    unit: str = "entity"
     primary_metric: str = "outcome"
     metric_kind: str = "proportion"
     higher_is_better: bool = True

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from kawa.ml.jobs.api import follow_progress, get, last_progress, log_tail, result, submit, wait
+from kawa.ml.jobs.api import find, follow_progress, get, last_progress, log_tail, result, submit, wait
 from kawa.ml.jobs.k8s import render_job, render_yaml
 from kawa.ml.jobs.progress import JobContext, Progress, ProgressReader, context, progress
 from kawa.ml.jobs.scheduler import Scheduler
@@ -36,6 +36,7 @@ __all__ = [
     "Resources",
     "Scheduler",
     "context",
+    "find",
     "follow_progress",
     "get",
     "last_progress",

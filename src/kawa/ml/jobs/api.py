@@ -56,6 +56,19 @@ def submit(job: JobSpec | str, *, config: KawaConfig | Backends, **build: Any) -
         scheduler.store.close()
 
 
+def find(name: str, *, config: KawaConfig | Backends) -> Job | None:
+    """The newest job submitted with ``name`` (None when there is none): how a caller that names its jobs
+    (the retraining loop) finds the job it submitted before a restart instead of submitting it again."""
+    store = _store(_config(config))
+    try:
+        for job in store.jobs():
+            if job.spec.name == name:
+                return job
+        return None
+    finally:
+        store.close()
+
+
 def get(job_id: str, *, config: KawaConfig | Backends) -> Job:
     store = _store(_config(config))
     try:
