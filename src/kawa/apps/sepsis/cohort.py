@@ -39,6 +39,8 @@ class Patients:
     fever_sign: F
     leukopenic: B
     epidemic_severity: F
+    w_resp: F
+    w_cv: F
     hr0: F
     rr0: F
     temp0: F
@@ -137,12 +139,14 @@ def make_patients(s: SimSettings) -> Patients:
         fever_sign=np.where(rng.random(n) < 0.85, 1.0, -0.7),
         leukopenic=rng.random(n) < 0.1,
         epidemic_severity=epidemic_severity,
-        hr0=78 + 5 * frailty + 8 * rng.standard_normal(n),
-        rr0=15.5 + 1.0 * frailty + 1.3 * rng.standard_normal(n),
+        w_resp=rng.uniform(0.05, 1.05, n),
+        w_cv=rng.uniform(0.05, 1.05, n),
+        hr0=78 + 6 * frailty + 8 * rng.standard_normal(n),
+        rr0=15.5 + 1.2 * frailty + 1.3 * rng.standard_normal(n),
         temp0=36.8 + 0.25 * rng.standard_normal(n),
         sbp0=125 - 5 * frailty + 13 * rng.standard_normal(n),
         dbp0=72 + 8 * rng.standard_normal(n),
-        spo20=np.minimum(99.5, 97.2 - 0.9 * frailty + 1.1 * rng.standard_normal(n)),
+        spo20=np.minimum(99.5, 97.0 - 1.8 * frailty + 1.1 * rng.standard_normal(n)),
         wbc0=np.maximum(3.5, 7.5 + 1.7 * rng.standard_normal(n)),
         lac0=1.1 * np.exp(0.25 * rng.standard_normal(n)),
         cr0=0.9 * np.exp(0.1 * frailty + 0.25 * rng.standard_normal(n)),

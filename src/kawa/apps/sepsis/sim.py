@@ -33,6 +33,7 @@ I = npt.NDArray[np.int64]  # noqa: E741
 __all__ = ["Observation", "Observations", "Simulation", "iter_blocks", "iter_observations", "simulate",
            "true_effect"]
 
+_SECOND = 1.0 / 3600.0
 _LAB_EXTRA_SLOT = 1 << 40  # the slot of the draw at suspected infection (routine draws count from 0)
 
 
@@ -101,31 +102,43 @@ def _epidemic(p: Patients, s: SimSettings, rows: I, t: F) -> tuple[F | None, F |
     return e.rr_rise * load, e.spo2_drop * load
 
 
+def _to_second(t: F) -> F:
+    """Times on whole seconds (what a FHIR dateTime carries, so the wire format round-trips exactly)."""
+    return np.round(t * 3600.0) / 3600.0
+
+
 def _round(code: Code, v: F) -> F:
     return np.round(v, CODINGS[code].decimals)
 
 
-def observations(p: Patients, s: SimSettings, care: Care, t0: float, t1: float) -> Observations:
-    """Every observation with time in [t0, t1) (and inside each stay), sorted by (time, patient, code)."""
+def observations(
+    p: Patients, s: SimSettings, care: Care, t0: float, t1: float, only: npt.NDArray[np.bool_] | None = None
+) -> Observations:
+    """Every observation with time in [t0, t1) (and inside each stay), sorted by (time, patient, code);
+    ``only``: of these patients alone (the others' rows are left out, the rest is unchanged)."""
     lo = np.maximum(p.admit_h, t0)
     hi = np.minimum(p.discharge_h, t1)
+    if only is not None:
+        hi = np.where(only, hi, lo)
     parts: list[tuple[I, F, int, F]] = []
     seed = s.seed
 
-    rows, k = _grid(p.admit_h + p.phase_h, p.interval_h, lo, hi)
-    t = p.admit_h[rows] + p.phase_h[rows] + k * p.interval_h[rows]
+    rows, k = _grid(p.admit_h + p.phase_h, p.interval_h, lo - _SECOND, hi + _SECOND)
+    t = _to_second(p.admit_h[rows] + p.phase_h[rows] + k * p.interval_h[rows])
+    inside = (t >= lo[rows]) & (t < hi[rows])  # decided on the recorded (rounded) time
+    rows, k, t = rows[inside], k[inside], t[inside]
     d = deterioration(t, p.det_start_h[rows], p.det_ramp_h[rows], p.det_peak[rows], care.treatment_h[rows])
     v = latent_state(p, rows, t, d, *_epidemic(p, s, rows, t))
     n = lambda stream: normal(seed, rows, k, stream)  # noqa: E731
     present = lambda code, share: uniform(seed, rows, k, 100 + int(code)) < share  # noqa: E731
     keep = 1.0 - s.missing_share
-    sbp = _round(Code.SBP, v["sbp"] + 8.0 * n(3))
+    sbp = _round(Code.SBP, v["sbp"] + 6.0 * n(3))
     dbp = _round(Code.DBP, np.minimum(v["dbp"] + 5.0 * n(4), sbp - 10))
-    gcs = np.clip(np.round(v["gcs"] + 0.35 * n(6)), 3, 15)
+    gcs = np.clip(np.round(v["gcs"] - 0.5 * np.maximum(0.0, n(6) - 2.0)), 3, 15)
     vitals = {
-        Code.HR: (v["hr"] + 5.0 * n(0), keep),
-        Code.RR: (v["rr"] + 1.5 * n(1), keep),
-        Code.TEMP: (v["temp"] + 0.25 * n(2), s.temp_share),
+        Code.HR: (v["hr"] + 4.0 * n(0), keep),
+        Code.RR: (v["rr"] + 1.0 * n(1), keep),
+        Code.TEMP: (v["temp"] + 0.2 * n(2), s.temp_share),
         Code.SBP: (sbp, keep),
         Code.DBP: (dbp, keep),
         Code.MAP: ((sbp + 2 * dbp) / 3.0, keep),
@@ -138,14 +151,16 @@ def observations(p: Patients, s: SimSettings, care: Care, t0: float, t1: float) 
         m = present(code, share) if share < 1.0 else np.ones(len(rows), dtype=bool)
         parts.append((rows[m], t[m], int(code), _round(code, val[m])))
 
-    lrows, lk = _grid(p.admit_h + p.lab_phase_h, np.full(len(p), s.labs_every_h), lo, hi)
-    lt = p.admit_h[lrows] + p.lab_phase_h[lrows] + lk * s.labs_every_h
+    lrows, lk = _grid(p.admit_h + p.lab_phase_h, np.full(len(p), s.labs_every_h), lo - _SECOND, hi + _SECOND)
+    lt = _to_second(p.admit_h[lrows] + p.lab_phase_h[lrows] + lk * s.labs_every_h)
+    inside = (lt >= lo[lrows]) & (lt < hi[lrows])
+    lrows, lk, lt = lrows[inside], lk[inside], lt[inside]
     lac_share = uniform(seed, lrows, lk, 200) < s.lactate_share
-    inf_in = p.infected & (p.infection_h >= lo) & (p.infection_h < hi)
-    xrows = np.flatnonzero(inf_in)
+    inf_t = _to_second(p.infection_h)
+    xrows = np.flatnonzero(p.infected & (inf_t >= lo) & (inf_t < hi))
     lrows = np.concatenate([lrows, xrows])
     lk = np.concatenate([lk, np.full(len(xrows), _LAB_EXTRA_SLOT, dtype=np.int64)])
-    lt = np.concatenate([lt, p.infection_h[xrows]])
+    lt = np.concatenate([lt, inf_t[xrows]])
     lac_share = np.concatenate([lac_share, np.ones(len(xrows), dtype=bool)])
     ld = deterioration(lt, p.det_start_h[lrows], p.det_ramp_h[lrows], p.det_peak[lrows], care.treatment_h[lrows])
     lv = latent_state(p, lrows, lt, ld)
