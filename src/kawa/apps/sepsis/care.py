@@ -88,11 +88,11 @@ def respond(p: Patients, s: SimSettings, alert_h: F | None = None) -> Care:
 def death_probability(p: Patients, s: SimSettings, treatment_h: F) -> F:
     """P(death at discharge) given antibiotic times (NaN: never, i.e. the maximal delay)."""
     z = p.frailty
-    logit = -5.3 + 1.6 * z + 0.6 * (p.infected & ~p.septic_course)
+    logit = -5.9 + 2.0 * z + 1.0 * (p.infected & ~p.septic_course)
     delay = np.clip(np.nan_to_num(treatment_h - p.onset_h, nan=s.max_delay_h), 0.0, s.max_delay_h)
     septic = p.septic_course & p.septic
     sev = np.nan_to_num(p.det_peak - 0.95)
-    logit = logit + np.where(septic, 2.0 + 2.0 * sev + s.death_log_odds_per_h * delay, 0.0)
+    logit = logit + np.where(septic, 1.7 + 1.2 * sev + s.death_log_odds_per_h * delay, 0.0)
     return 1.0 / (1.0 + np.exp(-logit))
 
 

@@ -54,7 +54,7 @@ def deterioration(t: F, start: F, ramp: F, peak: F, treated: F, recovery_h: floa
     return np.nan_to_num(d, nan=0.0, posinf=0.0)
 
 
-def inflammation(t: F, infection_h: F, width_h: float = 18.0) -> F:
+def inflammation(t: F, infection_h: F, width_h: float = 24.0) -> F:
     """A non-septic infection's inflammatory bump (0..1), peaking 6 h after suspicion."""
     z = (t - infection_h - 6.0) / width_h
     return np.nan_to_num(np.exp(-0.5 * z * z), nan=0.0)
