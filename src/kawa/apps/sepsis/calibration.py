@@ -1,7 +1,7 @@
 """How close the simulator comes to the published baselines, measured on its own data.
 
 The cohort is the Seymour et al. (JAMA 2016) one: patients with suspected infection; each score is the
-maximum over the vital sets in [suspected infection − 48 h, + 24 h] (labs carried forward), against death
+maximum over the vital sets in [suspected infection - 48 h, + 24 h] (labs carried forward), against death
 at discharge. Published: qSOFA >= 2 sensitivity 0.51 / specificity 0.83, SIRS >= 2 0.86 / 0.29, NEWS
 AUROC about 0.86; prevalence of sepsis about 7 % of admissions.
 """
@@ -59,7 +59,9 @@ def auroc(score: npt.ArrayLike, label: npt.ArrayLike) -> float:
 def scores_at(obs: Observations, rows: I) -> tuple[I, I, I]:
     """qSOFA, SIRS and NEWS2 right after each of ``rows`` (last values carried forward)."""
     lv = last_values(obs, rows)
-    col = lambda c: lv[:, int(c)]  # noqa: E731
+    def col(c: Code) -> F:
+        return lv[:, int(c)]
+
     q = qsofa(col(Code.RR), col(Code.SBP), col(Code.GCS), col(Code.ACVPU))
     s = sirs(col(Code.TEMP), col(Code.HR), col(Code.RR), col(Code.WBC))
     n = news2(col(Code.RR), col(Code.SPO2), np.nan_to_num(col(Code.O2_FLOW)), col(Code.SBP), col(Code.HR),

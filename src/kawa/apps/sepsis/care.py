@@ -1,8 +1,8 @@
 """The clinicians and the outcomes: when antibiotics come (after an alert, after a shift-change screen, or
 when shock is obvious), and who dies — with the treatment effect known exactly.
 
-Mortality of a septic course is ``logit p = base + frailty + severity + k × clip(delay, 0, max_delay)``,
-``delay`` = antibiotics − onset in hours and ``k`` = ``SimSettings.death_log_odds_per_h``: the "true effect"
+Mortality of a septic course is ``logit p = base + frailty + severity + k x clip(delay, 0, max_delay)``,
+``delay`` = antibiotics - onset in hours and ``k`` = ``SimSettings.death_log_odds_per_h``: the "true effect"
 an evaluation must recover, as :func:`true_effect` of a shift in antibiotic time. Death is decided by one
 uniform per patient drawn once (common random numbers), so two arms differ only through treatment times.
 """
@@ -51,12 +51,13 @@ def _lognormal(seed: int, n: int, stream: int, median: float, sigma: float = 0.5
     u = uniform(seed, idx, np.zeros(n, dtype=np.int64), stream)
     from scipy.special import ndtri
 
-    return median * np.exp(sigma * ndtri(u))
+    out: F = median * np.exp(sigma * np.asarray(ndtri(u), dtype=np.float64))
+    return out
 
 
 def respond(p: Patients, s: SimSettings, alert_h: F | None = None) -> Care:
     """Antibiotic times. A septic course is found at the first shift-change screen (every
-    ``screen_every_h`` from ``screen_first_h``) that detects it — probability ``min(0.95, screen_gain × d)``
+    ``screen_every_h`` from ``screen_first_h``) that detects it — probability ``min(0.95, screen_gain x d)``
     at deterioration ``d`` — or when it reaches shock (d >= 1), whichever is first; an alert (``alert_h``,
     NaN for none) brings antibiotics ``alert_delay_h`` (median) later if that is sooner. Non-septic
     patients are treated only after an alert (their antibiotics change nothing)."""
@@ -93,7 +94,8 @@ def death_probability(p: Patients, s: SimSettings, treatment_h: F) -> F:
     septic = p.septic_course & p.septic
     sev = np.nan_to_num(p.det_peak - 0.95)
     logit = logit + np.where(septic, 1.7 + 1.2 * sev + s.death_log_odds_per_h * delay, 0.0)
-    return 1.0 / (1.0 + np.exp(-logit))
+    out: F = 1.0 / (1.0 + np.exp(-logit))
+    return out
 
 
 def outcomes(p: Patients, s: SimSettings, care: Care) -> Outcomes:

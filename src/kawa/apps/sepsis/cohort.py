@@ -2,7 +2,7 @@
 who develops sepsis — one frozen table of numpy columns (:class:`Patients`), drawn from one seed.
 
 The Sepsis-3 ground truth is computed, not assigned: a septic course raises the patient's (noise-free,
-untreated) SOFA; onset is the first hour within [suspected infection − 48 h, + 24 h] where SOFA is at
+untreated) SOFA; onset is the first hour within [suspected infection - 48 h, + 24 h] where SOFA is at
 least 2 above the patient's own baseline. Onset depends on the disease, not on when antibiotics came, so
 labels are the same in every arm of an experiment.
 """
@@ -71,7 +71,10 @@ class Patients:
 def _admissions(s: SimSettings, rng: np.random.Generator) -> tuple[F, F]:
     """Admission and discharge times of ``s.patients`` patients: admitted in [0, hours) (cohort), or any
     stay overlapping [0, hours) with admissions at a constant rate (census)."""
-    los_draw = lambda n: s.los_median_h * np.exp(s.los_sigma * rng.standard_normal(n))  # noqa: E731
+
+    def los_draw(n: int) -> F:
+        return s.los_median_h * np.exp(s.los_sigma * rng.standard_normal(n))
+
     if s.mode == "cohort":
         admit = np.sort(rng.uniform(0.0, s.hours, s.patients))
         return admit, admit + los_draw(s.patients)

@@ -1,7 +1,7 @@
 """Per-patient features, streamed and in batch, with one definition.
 
 For each code: the last value, its delta to the one before, hours since it was measured, the max, min and
-mean over the window (now − ``WINDOW_H``, now], and how many of the patient's observation times so far
+mean over the window (now - ``WINDOW_H``, now], and how many of the patient's observation times so far
 lacked it. "Now" is the time of the latest observation applied; a code never measured (or with nothing in
 the window) gives NaN.
 
@@ -58,9 +58,9 @@ def update(state: FeatureState, obs: Observation) -> FeatureState:
     """The state after ``obs`` (observations of a patient must come in time order)."""
     t, v = obs.time_h, obs.value
     cs = state.codes[obs.code]
-    window = tuple(x for x in cs.window if x[0] > t - WINDOW_H) + ((t, v),)
+    window = (*(x for x in cs.window if x[0] > t - WINDOW_H), (t, v))
     new = CodeState(last_t=t, last=v, prev=cs.last, count=cs.count + 1, window=window)
-    codes = state.codes[: obs.code] + (new,) + state.codes[obs.code + 1 :]
+    codes = (*state.codes[: obs.code], new, *state.codes[obs.code + 1 :])
     times = state.times + (0 if t == state.now else 1)
     return replace(state, codes=codes, times=times, now=t)
 
@@ -83,31 +83,31 @@ def features(state: FeatureState) -> tuple[float, ...]:
 
 
 def batch_features(obs: Observations, rows: I | None = None) -> F:
-    """Features (``len(rows)`` × :data:`NAMES`) of each row's patient right after row ``rows[i]`` of
+    """Features (``len(rows)`` x :data:`NAMES`) of each row's patient right after row ``rows[i]`` of
     ``obs`` (default: every row). ``obs`` must be in event-time order, as the simulator writes it."""
     n = len(obs)
     rows = np.arange(n, dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
     perm = np.lexsort((np.arange(n), obs.patient))  # patient-major, time order within a patient
     where = np.empty(n, dtype=np.int64)
     where[perm] = np.arange(n)
-    P = obs.patient[perm]
-    T = obs.time_h[perm]
-    C = obs.code[perm]
-    V = obs.value[perm]
+    pat = obs.patient[perm]
+    tim = obs.time_h[perm]
+    cod = obs.code[perm]
+    val = obs.value[perm]
     first = np.ones(n, dtype=bool)
-    first[1:] = P[1:] != P[:-1]
+    first[1:] = pat[1:] != pat[:-1]
     pstart = np.maximum.accumulate(np.where(first, np.arange(n), 0))
     new_time = first.copy()
-    new_time[1:] |= T[1:] != T[:-1]
+    new_time[1:] |= tim[1:] != tim[:-1]
     ntimes_all = np.cumsum(new_time)
     ntimes = ntimes_all - (ntimes_all[pstart] - 1)
 
     q = where[rows]  # the rows in patient-major positions
-    tq = T[q]
+    tq = tim[q]
     ps = pstart[q]
     out = np.full((len(rows), N_CODES * N_STATS), np.nan)
     for c in range(N_CODES):
-        isc = C == c
+        isc = cod == c
         cpos = np.flatnonzero(isc)
         rank = np.cumsum(isc) - 1  # rank (in cpos) of the latest c-row at or before each position
         lastpos = np.maximum.accumulate(np.where(isc, np.arange(n), -1))[q]
@@ -118,15 +118,15 @@ def batch_features(obs: Observations, rows: I | None = None) -> F:
             out[:, base + 6] = ntimes[q]
             continue
         lp = np.where(has, lastpos, 0)
-        last = np.where(has, V[lp], np.nan)
+        last = np.where(has, val[lp], np.nan)
         prev_ok = has & (r >= 1) & (cpos[np.maximum(r - 1, 0)] >= ps)
-        prev = np.where(prev_ok, V[cpos[np.maximum(r - 1, 0)]], np.nan)
+        prev = np.where(prev_ok, val[cpos[np.maximum(r - 1, 0)]], np.nan)
         # count of c-rows of this patient so far: ranks from the patient's first c-row
         first_rank = np.searchsorted(cpos, ps)
         count = np.where(has, r - first_rank + 1, 0)
         out[:, base + 0] = last
         out[:, base + 1] = last - prev
-        out[:, base + 2] = np.where(has, tq - T[lp], np.nan)
+        out[:, base + 2] = np.where(has, tq - tim[lp], np.nan)
         acc = np.zeros(len(rows))
         wmax = np.full(len(rows), -np.inf)
         wmin = np.full(len(rows), np.inf)
@@ -137,8 +137,8 @@ def batch_features(obs: Observations, rows: I | None = None) -> F:
             rj = r - j
             ok = alive & (rj >= 0)
             pos = cpos[np.maximum(rj, 0)]
-            ok &= (pos >= ps) & (T[pos] > tq - WINDOW_H)
-            vals = V[pos]
+            ok &= (pos >= ps) & (tim[pos] > tq - WINDOW_H)
+            vals = val[pos]
             acc = np.where(ok, acc + vals, acc)
             wmax = np.where(ok, np.maximum(wmax, vals), wmax)
             wmin = np.where(ok, np.minimum(wmin, vals), wmin)
@@ -170,22 +170,22 @@ def set_ends(obs: Observations) -> I:
 
 
 def last_values(obs: Observations, rows: I) -> F:
-    """Only the last value of every code (``len(rows)`` × codes) right after each row — the cheap part of
+    """Only the last value of every code (``len(rows)`` x codes) right after each row — the cheap part of
     :func:`batch_features`, for scoring every vital set of a large table."""
     n = len(obs)
     perm = np.lexsort((np.arange(n), obs.patient))
     where = np.empty(n, dtype=np.int64)
     where[perm] = np.arange(n)
-    P = obs.patient[perm]
-    C = obs.code[perm]
-    V = obs.value[perm]
+    pat = obs.patient[perm]
+    cod = obs.code[perm]
+    val = obs.value[perm]
     first = np.ones(n, dtype=bool)
-    first[1:] = P[1:] != P[:-1]
+    first[1:] = pat[1:] != pat[:-1]
     ps = np.maximum.accumulate(np.where(first, np.arange(n), 0))
     q = where[np.asarray(rows, dtype=np.int64)]
     out = np.full((len(q), N_CODES), np.nan)
     for c in range(N_CODES):
-        lastpos = np.maximum.accumulate(np.where(C == c, np.arange(n), -1))[q]
+        lastpos = np.maximum.accumulate(np.where(cod == c, np.arange(n), -1))[q]
         has = lastpos >= ps[q]
-        out[:, c] = np.where(has, V[np.maximum(lastpos, 0)], np.nan)
+        out[:, c] = np.where(has, val[np.maximum(lastpos, 0)], np.nan)
     return out

@@ -80,4 +80,5 @@ def sofa(spo2: F, o2_flow: F, platelets: F, bilirubin: F, map_: F, gcs: F, creat
     cardio = (map_ < 70).astype(np.int64)
     cns = np.select([gcs < 6, gcs < 10, gcs < 13, gcs < 15], [4, 3, 2, 1], 0)
     renal = np.select([creatinine >= 5, creatinine >= 3.5, creatinine >= 2, creatinine >= 1.2], [4, 3, 2, 1], 0)
-    return (resp + coag + liver + cardio + cns + renal).astype(np.int64)
+    total: I = (resp + coag + liver + cardio + cns + renal).astype(np.int64)
+    return total

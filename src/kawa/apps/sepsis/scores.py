@@ -8,7 +8,7 @@ without that row would.
 
 - qSOFA (Seymour et al., JAMA 2016): RR >= 22/min, SBP <= 100 mmHg, altered mentation (GCS < 15, or ACVPU
   other than Alert); one point each.
-- SIRS (ACCP/SCCM 1992): temperature > 38.0 or < 36.0 °C, HR > 90/min, RR > 20/min, WBC > 12 or < 4 ×10⁹/L;
+- SIRS (ACCP/SCCM 1992): temperature > 38.0 or < 36.0 °C, HR > 90/min, RR > 20/min, WBC > 12 or < 4 x10⁹/L;
   one point each (PaCO2 and band forms are not simulated).
 - NEWS2 (Royal College of Physicians, 2017 chart): the parameter table below, SpO2 scale 1 (scale 2 for
   patients with hypercapnic respiratory failure, when asked), +2 for any supplemental oxygen, and 3 for
@@ -127,7 +127,7 @@ def qsofa(rr: npt.ArrayLike, sbp: npt.ArrayLike, gcs: npt.ArrayLike, acvpu: npt.
 
 
 def sirs(temp: npt.ArrayLike, hr: npt.ArrayLike, rr: npt.ArrayLike, wbc: npt.ArrayLike) -> Points:
-    """SIRS criteria met (0-4): temp > 38.0 or < 36.0, HR > 90, RR > 20, WBC > 12 or < 4 (×10⁹/L)."""
+    """SIRS criteria met (0-4): temp > 38.0 or < 36.0, HR > 90, RR > 20, WBC > 12 or < 4 (x10⁹/L)."""
     t = charted(temp, 1)
     w = charted(wbc, 1)
     return (

@@ -24,7 +24,7 @@ class Epidemic(BaseModel):
     affected_share: float = Field(0.35, ge=0, le=1, description="share of non-septic patients affected")
     rr_rise: float = Field(5.0, ge=0, description="breaths/min added at full intensity")
     spo2_drop: float = Field(3.5, ge=0, description="SpO2 points removed at full intensity")
-    infection_multiplier: float = Field(1.6, ge=0, description="suspected-infection share × this after the start")
+    infection_multiplier: float = Field(1.6, ge=0, description="suspected-infection share x this after the start")
     frailty_shift: float = Field(0.3, description="mean frailty of admissions after the start (z units)")
 
 
@@ -57,7 +57,7 @@ class SimSettings(BaseModel):
 
     screen_every_h: float = Field(12.0, gt=0, description="shift-change screening period")
     screen_first_h: float = Field(7.0, ge=0, description="first screening (07:00, then 19:00, ...)")
-    screen_gain: float = Field(0.55, gt=0, description="P(screen detects) = min(0.95, gain × deterioration)")
+    screen_gain: float = Field(0.55, gt=0, description="P(screen detects) = min(0.95, gain x deterioration)")
     screen_delay_h: float = Field(1.5, ge=0, description="median hours from a positive screen to antibiotics")
     alert_delay_h: float = Field(1.0, ge=0, description="median hours from an alert to antibiotics")
 

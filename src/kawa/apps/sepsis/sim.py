@@ -13,6 +13,7 @@ antibiotics changed.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -129,12 +130,16 @@ def observations(
     rows, k, t = rows[inside], k[inside], t[inside]
     d = deterioration(t, p.det_start_h[rows], p.det_ramp_h[rows], p.det_peak[rows], care.treatment_h[rows])
     v = latent_state(p, rows, t, d, *_epidemic(p, s, rows, t))
-    n = lambda stream: normal(seed, rows, k, stream)  # noqa: E731
-    present = lambda code, share: uniform(seed, rows, k, 100 + int(code)) < share  # noqa: E731
+    def n(stream: int) -> F:
+        return normal(seed, rows, k, stream)
+
+    def present(code: Code, share: float) -> npt.NDArray[np.bool_]:
+        return uniform(seed, rows, k, 100 + int(code)) < share
+
     keep = 1.0 - s.missing_share
     sbp = _round(Code.SBP, v["sbp"] + 6.0 * n(3))
     dbp = _round(Code.DBP, np.minimum(v["dbp"] + 5.0 * n(4), sbp - 10))
-    gcs = np.clip(np.round(v["gcs"] - 0.5 * np.maximum(0.0, n(6) - 2.0)), 3, 15)
+    gcs: F = np.clip(np.round(v["gcs"] - 0.5 * np.maximum(0.0, n(6) - 2.0)), 3.0, 15.0).astype(np.float64)
     vitals = {
         Code.HR: (v["hr"] + 4.0 * n(0), keep),
         Code.RR: (v["rr"] + 1.0 * n(1), keep),
@@ -164,7 +169,9 @@ def observations(
     lac_share = np.concatenate([lac_share, np.ones(len(xrows), dtype=bool)])
     ld = deterioration(lt, p.det_start_h[lrows], p.det_ramp_h[lrows], p.det_peak[lrows], care.treatment_h[lrows])
     lv = latent_state(p, lrows, lt, ld)
-    ln = lambda stream: normal(seed, lrows, lk, stream)  # noqa: E731
+    def ln(stream: int) -> F:
+        return normal(seed, lrows, lk, stream)
+
     labs = {
         Code.WBC: (np.maximum(0.3, lv["wbc"] + 1.0 * ln(10)), None),
         Code.LACTATE: (np.maximum(0.3, lv["lac"] + 0.2 * ln(11)), lac_share),
@@ -209,7 +216,7 @@ def iter_blocks(
     lo = w0 if t0 is None else t0
     hi = w1 if t1 is None else t1
     edges = np.append(np.arange(lo, hi, block_h), hi)
-    for a, b in zip(edges[:-1], edges[1:], strict=True):
+    for a, b in itertools.pairwise(edges):
         yield observations(p, s, care, float(a), float(b))
 
 
