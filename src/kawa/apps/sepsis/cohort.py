@@ -149,7 +149,7 @@ def make_patients(s: SimSettings) -> Patients:
         temp0=36.8 + 0.25 * rng.standard_normal(n),
         sbp0=125 - 5 * frailty + 13 * rng.standard_normal(n),
         dbp0=72 + 8 * rng.standard_normal(n),
-        spo20=np.minimum(99.5, 97.0 - 2.2 * frailty + 1.1 * rng.standard_normal(n)),
+        spo20=np.minimum(99.5, 97.0 - 2.6 * frailty + 1.1 * rng.standard_normal(n)),
         wbc0=np.maximum(3.5, 7.5 + 1.7 * rng.standard_normal(n)),
         lac0=1.1 * np.exp(0.25 * rng.standard_normal(n)),
         cr0=0.9 * np.exp(0.1 * frailty + 0.25 * rng.standard_normal(n)),

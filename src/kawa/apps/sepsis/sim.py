@@ -14,7 +14,7 @@ antibiotics changed.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -208,16 +208,26 @@ def simulate(s: SimSettings, alert_h: F | None = None) -> Simulation:
 
 
 def iter_blocks(
-    p: Patients, s: SimSettings, care: Care, block_h: float = 1.0, t0: float | None = None, t1: float | None = None
+    p: Patients,
+    s: SimSettings,
+    care: Care | Callable[[], Care],
+    block_h: float = 1.0,
+    t0: float | None = None,
+    t1: float | None = None,
 ) -> Iterator[Observations]:
     """The window's observations in blocks of ``block_h`` hours, in event-time order; their concatenation
-    equals :func:`observations` over the window."""
+    equals :func:`observations` over the window.
+
+    ``care`` may be a callable, asked before each block: a live loop passes
+    ``lambda: respond(p, s, alerts_so_far)`` so the alerts it raised while reading one block bring
+    antibiotics (and recovery) into the next ones — exact whenever antibiotics come at least a block
+    after the alert."""
     w0, w1 = window(s, p)
     lo = w0 if t0 is None else t0
     hi = w1 if t1 is None else t1
     edges = np.append(np.arange(lo, hi, block_h), hi)
     for a, b in itertools.pairwise(edges):
-        yield observations(p, s, care, float(a), float(b))
+        yield observations(p, s, care() if callable(care) else care, float(a), float(b))
 
 
 def iter_observations(blocks: Iterator[Observations] | Observations) -> Iterator[Observation]:
