@@ -3,11 +3,12 @@ the published baselines on a cohort of the same size.
 
     python bench/sepsis_sim.py --patients 30000
 
-Steps, each timed: (1) :func:`~kawa.apps.sepsis.sim.simulate` a census of ``--patients`` monitored over
-24 h; (2) batch features at the end of each patient-hour (the hourly scoring points) plus qSOFA, SIRS and
-NEWS2 at every vital set; (3) the streaming features over the first ``--stream-rows`` observations, for
-a rate; (4) :func:`~kawa.apps.sepsis.calibration.calibration_run` on a cohort of ``--patients`` admissions
-(prevalence, qSOFA/SIRS sensitivity/specificity for death, NEWS2 AUROC). The last line is JSON.
+Steps, each timed: (1) :func:`~kawa.apps.sepsis.sim.simulate` a census of ``--patients`` monitored
+over 24 h; (2) batch features at the end of each patient-hour (the hourly scoring points) plus qSOFA, SIRS
+and NEWS2 at every vital set; (3) the streaming features, and the FHIR encoder and decoder (a Bundle
+through JSON), over the first ``--stream-rows`` observations, for rates; (4)
+:func:`~kawa.apps.sepsis.calibration.calibration_run` on a cohort of ``--patients`` admissions (prevalence,
+qSOFA/SIRS sensitivity/specificity for death, NEWS2 AUROC). The last line is JSON.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 def main() -> None:
     from kawa.apps.sepsis.calibration import calibration_run, scores_at
     from kawa.apps.sepsis.features import FeatureState, batch_features, features, set_ends, update
+    from kawa.apps.sepsis.fhir import decode_bundle, encode_bundle
     from kawa.apps.sepsis.settings import SimSettings
     from kawa.apps.sepsis.sim import iter_observations, simulate
 
@@ -59,6 +61,15 @@ def main() -> None:
         n += 1
     stream_rate = n / (time.perf_counter() - t)
 
+    sample = list(iter_observations(obs.take(np.arange(min(a.stream_rows, len(obs))))))
+    t = time.perf_counter()
+    wire = json.dumps(encode_bundle(sample))
+    enc_rate = len(sample) / (time.perf_counter() - t)
+    t = time.perf_counter()
+    back, bad = decode_bundle(json.loads(wire))
+    dec_rate = len(sample) / (time.perf_counter() - t)
+    assert back == sample and not bad, "FHIR round trip changed the observations"
+
     t = time.perf_counter()
     cal = calibration_run(SimSettings(patients=a.patients, mode="cohort", hours=48.0, seed=a.seed))
     cal_wall = time.perf_counter() - t
@@ -68,6 +79,8 @@ def main() -> None:
         "sim_wall_s": round(sim_wall, 2),
         "features_wall_s": round(features_wall, 2),
         "stream_features_obs_per_s": round(stream_rate),
+        "fhir_encode_obs_per_s": round(enc_rate),
+        "fhir_decode_obs_per_s": round(dec_rate),
         "calibration_wall_s": round(cal_wall, 2),
         "cohort": cal.cohort,
         "deaths": cal.deaths,

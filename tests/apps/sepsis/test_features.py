@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kawa.apps.sepsis.codes import Code
 from kawa.apps.sepsis.features import NAMES, FeatureState, batch_features, column, features, set_ends, update
 from kawa.apps.sepsis.settings import Epidemic, SimSettings
-from kawa.apps.sepsis.sim import Observation, iter_blocks, iter_observations, simulate
+from kawa.apps.sepsis.sim import Observation, Observations, iter_blocks, iter_observations, simulate
 
 
 def test_stream_equals_batch_exactly_on_simulated_data() -> None:
@@ -46,3 +48,34 @@ def test_features_by_hand() -> None:
     assert last["rr_missing"] == 2 and last["hr_missing"] == 0  # 3 distinct times; RR at one of them
     assert np.isnan(last["temp_last"]) and last["temp_missing"] == 3
     assert np.isnan(out[0]["hr_delta"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 2),  # patient
+            st.integers(0, 40),  # time step (quarter hours; repeats make ties)
+            st.sampled_from([int(Code.HR), int(Code.RR), int(Code.WBC)]),
+            st.floats(-50, 500, allow_nan=False, width=32),
+        ),
+        max_size=60,
+    )
+)
+def test_stream_equals_batch_on_any_ordered_table(raw: list[tuple[int, int, int, float]]) -> None:
+    """Property: for any table in event-time order (ties, gaps, one code only, out-of-window values), the
+    streamed features equal the batch features exactly."""
+    rows = sorted({(t * 0.25, p, c): v for p, t, c, v in raw}.items())
+    table = Observations(
+        np.array([p for (_, p, _), _ in rows], dtype=np.int32), np.array([t for (t, _, _), _ in rows]),
+        np.array([c for (_, _, c), _ in rows], dtype=np.int8), np.array([v for _, v in rows], dtype=np.float64),
+    )
+    states: dict[int, FeatureState] = {}
+    streamed = []
+    for o in iter_observations(table):
+        s = update(states.get(o.patient, FeatureState()), o)
+        states[o.patient] = s
+        streamed.append(features(s))
+    want = batch_features(table)
+    got = np.array(streamed).reshape(want.shape)
+    assert ((got == want) | (np.isnan(got) & np.isnan(want))).all()
