@@ -6,13 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kawa.apps.sepsis.care import death_probability, respond, true_effect
+from kawa.apps.sepsis.care import Care, death_probability, respond, true_effect
 from kawa.apps.sepsis.codes import Code
 from kawa.apps.sepsis.cohort import _sofa_of
 from kawa.apps.sepsis.latent import latent_state
 from kawa.apps.sepsis.physiology import deterioration, normal, uniform
 from kawa.apps.sepsis.settings import Epidemic, SimSettings
-from kawa.apps.sepsis.sim import Observations, iter_blocks, iter_observations, simulate
+from kawa.apps.sepsis.sim import Observations, Simulation, iter_blocks, iter_observations, simulate
 
 COLS = ("patient", "time_h", "code", "value")
 
@@ -22,7 +22,7 @@ def same(a: Observations, b: Observations) -> bool:
 
 
 @pytest.fixture(scope="module")
-def cohort() -> object:
+def cohort() -> Simulation:
     return simulate(SimSettings(patients=1500, mode="cohort", hours=24, seed=11))
 
 
@@ -70,8 +70,8 @@ def test_hash_noise_is_uniform_and_normal() -> None:
     assert abs(np.corrcoef(z, normal(1, idx, idx * 0, 3))[0, 1]) < 0.03  # streams are independent
 
 
-def test_ground_truth_is_sepsis3_and_prevalence_is_about_7_percent(cohort: object) -> None:
-    p, o = cohort.patients, cohort.outcomes  # type: ignore[attr-defined]
+def test_ground_truth_is_sepsis3_and_prevalence_is_about_7_percent(cohort: Simulation) -> None:
+    p, o = cohort.patients, cohort.outcomes
     assert 0.05 <= o.sepsis.mean() <= 0.09
     sep = np.flatnonzero(o.sepsis)
     assert p.infected[sep].all()
@@ -90,34 +90,34 @@ def test_ground_truth_is_sepsis3_and_prevalence_is_about_7_percent(cohort: objec
     assert o.confirmed_h[sep].min() >= t.min()
 
 
-def test_alerts_bring_antibiotics_earlier_and_change_nothing_before(cohort: object) -> None:
+def test_alerts_bring_antibiotics_earlier_and_change_nothing_before(cohort: Simulation) -> None:
     sim = cohort
-    p, s = sim.patients, sim.settings  # type: ignore[attr-defined]
-    sep = sim.outcomes.sepsis  # type: ignore[attr-defined]
-    alert = np.where(sep, sim.outcomes.onset_h, np.nan)  # type: ignore[attr-defined]
+    p, s = sim.patients, sim.settings
+    sep = sim.outcomes.sepsis
+    alert = np.where(sep, sim.outcomes.onset_h, np.nan)
     care = respond(p, s, alert)
-    base = sim.care.treatment_h  # type: ignore[attr-defined]
+    base = sim.care.treatment_h
     assert np.nanmedian((base - care.treatment_h)[sep]) > 3  # hours earlier than shift-change screening
     assert (care.treatment_h[sep] <= np.fmin(base[sep], np.inf)).all()
     alerted = simulate(s, alert)
     earliest = np.nanmin(np.where(care.treatment_h != base, care.treatment_h, np.nan))
-    a, b = alerted.observations, sim.observations  # type: ignore[attr-defined]
+    a, b = alerted.observations, sim.observations
     assert same(a.take(a.time_h <= earliest), b.take(b.time_h <= earliest))
     assert not same(a, b)
     # fewer deaths with earlier antibiotics, by the known effect
-    assert alerted.outcomes.p_death[sep].mean() < sim.outcomes.p_death[sep].mean()  # type: ignore[attr-defined]
+    assert alerted.outcomes.p_death[sep].mean() < sim.outcomes.p_death[sep].mean()
 
 
-def test_true_effect_is_the_configured_dose_response(cohort: object) -> None:
+def test_true_effect_is_the_configured_dose_response(cohort: Simulation) -> None:
     sim = cohort
-    p, s, care = sim.patients, sim.settings, sim.care  # type: ignore[attr-defined]
+    p, s, care = sim.patients, sim.settings, sim.care
     assert true_effect(p, s, care, 0.0) == 0.0
     e5, e10 = true_effect(p, s, care, 5.0), true_effect(p, s, care, 10.0)
     assert 0 < e5 < e10
     none = s.model_copy(update={"death_log_odds_per_h": 0.0})
     assert true_effect(p, none, care, 5.0) == 0.0
     # the logistic model, by hand, for one septic patient
-    i = int(np.flatnonzero(sim.outcomes.sepsis & ~np.isnan(care.treatment_h))[0])  # type: ignore[attr-defined]
+    i = int(np.flatnonzero(sim.outcomes.sepsis & ~np.isnan(care.treatment_h))[0])
     pd = death_probability(p, s, care.treatment_h)
     pd2 = death_probability(p, s, care.treatment_h - 5.0)
     delay = np.clip(care.treatment_h[i] - p.onset_h[i], 0, s.max_delay_h)
@@ -130,9 +130,9 @@ def test_epidemic_raises_rr_and_lowers_spo2_in_non_septic_patients() -> None:
     epi = base.model_copy(update={"epidemic": Epidemic(start_h=12.0, ramp_h=6.0)})
     a, b = simulate(base), simulate(epi)
 
-    def mean(sim: object, code: Code, lo: float, hi: float) -> float:
-        o = sim.observations  # type: ignore[attr-defined]
-        m = (o.code == code) & (o.time_h >= lo) & (o.time_h < hi) & ~sim.outcomes.sepsis[o.patient]  # type: ignore
+    def mean(sim: Simulation, code: Code, lo: float, hi: float) -> float:
+        o = sim.observations
+        m = (o.code == code) & (o.time_h >= lo) & (o.time_h < hi) & ~sim.outcomes.sepsis[o.patient]
         return float(o.value[m].mean())
 
     assert mean(b, Code.RR, 0, 12) == pytest.approx(mean(a, Code.RR, 0, 12), abs=0.3)
@@ -153,13 +153,13 @@ def test_a_live_loop_feeds_alerts_back_through_the_blocks() -> None:
     alerts = np.full(len(p), np.nan)
     clock = {"t": 0.0}
 
-    def care_now() -> object:
+    def care_now() -> Care:
         seen = onset < clock["t"]
         alerts[seen] = onset[seen]
         return respond(p, s, alerts)
 
     parts = []
-    for block in iter_blocks(p, s, care_now, block_h=0.5):  # type: ignore[arg-type]
+    for block in iter_blocks(p, s, care_now, block_h=0.5):
         parts.append(block)
         clock["t"] += 0.5
     live = Observations.concat(parts)

@@ -9,11 +9,12 @@ labels are the same in every arm of an experiment.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
 
+from kawa.apps.sepsis.latent import latent_state
 from kawa.apps.sepsis.physiology import deterioration, sofa
 from kawa.apps.sepsis.settings import SimSettings
 
@@ -167,10 +168,6 @@ def make_patients(s: SimSettings) -> Patients:
 
 def _with_onset(p: Patients) -> Patients:
     """Fill ``onset_h``: the Sepsis-3 rule on the hourly noise-free, untreated SOFA (see module doc)."""
-    from dataclasses import replace
-
-    from kawa.apps.sepsis.latent import latent_state
-
     idx = np.flatnonzero(p.septic_course)
     if len(idx) == 0:
         return p
@@ -186,13 +183,9 @@ def _with_onset(p: Patients) -> Patients:
     sick = latent_state(p, rows, t, d)
     well = latent_state(p, rows, t, np.zeros(len(rows)))
     rise = _sofa_of(sick) - _sofa_of(well)
-    hit = rise >= 2
-    onset = np.full(len(p), np.nan)
-    first = np.full(len(rows), np.inf)
-    first[hit] = t[hit]
-    np.minimum.at(onset_all := np.full(len(p), np.inf), rows, first)
-    found = np.isfinite(onset_all)
-    onset[found] = onset_all[found]
+    first = np.full(len(p), np.inf)
+    np.minimum.at(first, rows[rise >= 2], t[rise >= 2])
+    onset = np.where(np.isfinite(first), first, np.nan)
     return replace(p, onset_h=onset)
 
 

@@ -165,8 +165,8 @@ def _code(concept: Any) -> Code:
 
 def _value(res: Mapping[str, Any], code: Code) -> float:
     if code is Code.ACVPU and "valueCodeableConcept" in res:
-        codings = res["valueCodeableConcept"].get("coding") if isinstance(res["valueCodeableConcept"], Mapping) \
-            else None
+        concept = res["valueCodeableConcept"]
+        codings = concept.get("coding") if isinstance(concept, Mapping) else None
         for c in codings if isinstance(codings, list) else []:
             if isinstance(c, Mapping) and c.get("system") == ACVPU_SYSTEM and c.get("code") in ACVPU_LETTERS:
                 return float(ACVPU_LETTERS.index(c["code"]))
