@@ -171,3 +171,21 @@ def test_a_live_loop_feeds_alerts_back_through_the_blocks() -> None:
     up_front = simulate(s, onset).observations
     keep = ok[live.patient]
     assert same(live.take(keep), up_front.take(ok[up_front.patient]))
+
+
+def test_bad_inputs_say_what_to_do() -> None:
+    from pydantic import ValidationError
+
+    from kawa.apps.sepsis.care import InvalidAlerts
+
+    with pytest.raises(ValidationError, match="sepsis_share must be <= infection_share"):
+        SimSettings(sepsis_share=0.3, infection_share=0.2)
+    with pytest.raises(ValidationError, match="vitals_every_min"):
+        SimSettings(vitals_every_min=(60, 15))
+    with pytest.raises(ValidationError, match="Extra inputs"):
+        SimSettings(patinets=10)  # type: ignore[call-arg]
+    s = SimSettings(patients=20, hours=4)
+    with pytest.raises(InvalidAlerts, match="one alert time per patient"):
+        simulate(s, np.zeros(3))
+    tiny = simulate(SimSettings(patients=1, hours=2, seed=1))
+    assert len(tiny.patients) == 1 and len(tiny.observations) > 0

@@ -17,11 +17,16 @@ import numpy.typing as npt
 from kawa.apps.sepsis.cohort import Patients
 from kawa.apps.sepsis.physiology import deterioration, uniform
 from kawa.apps.sepsis.settings import SimSettings
+from kawa.errors import KawaError
 
 F = npt.NDArray[np.float64]
 B = npt.NDArray[np.bool_]
 
 _MAX_SCREENS = 60
+
+
+class InvalidAlerts(KawaError):
+    """Alert times that do not fit the patient table."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,11 @@ def respond(p: Patients, s: SimSettings, alert_h: F | None = None) -> Care:
     patients are treated only after an alert (their antibiotics change nothing)."""
     n = len(p)
     alerts = np.full(n, np.nan) if alert_h is None else np.asarray(alert_h, dtype=np.float64)
+    if alerts.shape != (n,):
+        raise InvalidAlerts(
+            f"alert_h has shape {alerts.shape}, the simulation has {n} patients: pass one alert time per "
+            "patient (hours from the epoch), NaN for none"
+        )
     screen = np.full(n, np.nan)
     idx = np.flatnonzero(p.septic_course)
     start = p.det_start_h[idx]

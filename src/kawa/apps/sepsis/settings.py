@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class Epidemic(BaseModel):
@@ -67,3 +67,12 @@ class SimSettings(BaseModel):
     max_delay_h: float = Field(48.0, gt=0, description="delays beyond this add no further risk")
 
     epidemic: Epidemic | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> SimSettings:
+        lo, hi = self.vitals_every_min
+        if not 0 < lo <= hi:
+            raise ValueError("vitals_every_min must be (low, high) minutes with 0 < low <= high, e.g. (15, 60)")
+        if self.sepsis_share > self.infection_share:
+            raise ValueError("sepsis_share must be <= infection_share (sepsis needs a suspected infection)")
+        return self
