@@ -9,11 +9,11 @@ import pytest
 from kawa.apps.sepsis.calibration import PUBLISHED, auroc, calibration_run
 from kawa.apps.sepsis.settings import SimSettings
 
-# Seeded, 6,000 admissions (about 1,500 with suspected infection, 71 deaths). Measured here: prevalence
-# 0.069, qSOFA 0.51/0.83, SIRS 0.92/0.27, NEWS2 AUROC 0.83 (docs/sepsis.md); the tolerances are how close
+# Seeded, 6,000 admissions (about 1,500 with suspected infection, 76 deaths). Measured here: prevalence
+# 0.069, qSOFA 0.49/0.83, SIRS 0.86/0.27, NEWS2 AUROC 0.84 (docs/sepsis.md); the tolerances are how close
 # the calibration is claimed to be (the 30,000-admission bench numbers sit inside them as well).
-TOLERANCE = {"prevalence": 0.01, "qsofa_sens": 0.10, "qsofa_spec": 0.04, "sirs_sens": 0.08, "sirs_spec": 0.05,
-             "news2_auroc": 0.05}
+TOLERANCE = {"prevalence": 0.01, "qsofa_sens": 0.08, "qsofa_spec": 0.03, "sirs_sens": 0.05, "sirs_spec": 0.04,
+             "news2_auroc": 0.04}
 
 
 def test_published_baselines_are_reproduced() -> None:

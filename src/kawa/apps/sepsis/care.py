@@ -103,7 +103,7 @@ def death_probability(p: Patients, s: SimSettings, treatment_h: F) -> F:
     delay = np.clip(np.nan_to_num(treatment_h - p.onset_h, nan=s.max_delay_h), 0.0, s.max_delay_h)
     septic = p.septic_course & p.septic
     sev = np.nan_to_num(p.det_peak - 0.95)
-    logit = logit + np.where(septic, 1.5 + 4.0 * sev + s.death_log_odds_per_h * delay, 0.0)
+    logit = logit + np.where(septic, 1.3 + 6.0 * sev + s.death_log_odds_per_h * delay, 0.0)
     out: F = 1.0 / (1.0 + np.exp(-logit))
     return out
 

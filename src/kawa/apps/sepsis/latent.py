@@ -44,7 +44,7 @@ def latent_state(
     spo2_air = p.spo20[rows] - 7.0 * wr * d - drop
     flow = oxygen_flow(spo2_air)
     spo2 = np.minimum(100.0, spo2_air + 1.2 * flow)
-    gcs = 15.0 - 7.0 * np.maximum(0.0, d - 0.6) - np.maximum(0.0, 0.6 * z - 1.2)
+    gcs = 15.0 - 7.0 * np.maximum(0.0, d - 0.6) - np.maximum(0.0, 0.7 * z - 1.2)
     wbc_sign = np.where(p.leukopenic[rows], -0.45, 1.0)
     wbc = np.maximum(0.5, p.wbc0[rows] + wbc_sign * 9.0 * d + 3.0 * inf)
     lac = p.lac0[rows] + 3.0 * d**1.5
