@@ -19,6 +19,7 @@ from kawa.portal.sources.experiments import ExperimentsSource
 from kawa.portal.sources.functions import FunctionsSource
 from kawa.portal.sources.jobs import JobsSource
 from kawa.portal.sources.log import LogSource
+from kawa.portal.sources.loop import LoopSource
 from kawa.portal.sources.models import ModelsSource
 from kawa.portal.sources.routes import RoutesSource
 from kawa.portal.sources.store import PhiPolicy, StoreSource
@@ -61,6 +62,7 @@ class Portal:
         self.jobs = JobsSource(platform)
         self.models = ModelsSource(platform)
         self.experiments = ExperimentsSource(platform)
+        self.loop = LoopSource(platform)
         self.boards = AppBoards(self)
         self.sampler: Sampler = Sampler(self, self.config.portal.sample_interval_s)
         self.board_cache: dict[tuple[int, str, str], dict[str, Any]] = {}  # (sample, role, app) -> board

@@ -34,7 +34,7 @@ from kawa.retrain.policy import LoopPolicy
 if TYPE_CHECKING:
     from kawa.config import KawaConfig
     from kawa.evaluation.service import Evaluator
-    from kawa.log.base import EventLog
+    from kawa.log.base import EventLog, Producer
 
 LOOP_TOPIC = "kawa.loop"
 ALERTS_TOPIC = "kawa.monitor.alerts"
@@ -43,7 +43,7 @@ _EVENTS: dict[str, type[Any]] = {cls.__name__: cls for cls in (
     d.Alert, d.PerformanceDrop, d.Tick, d.Outcomes, d.TrainingDone, d.OpeEstimate, d.ShadowProgress, d.Evaluated,
     d.Approval)}  # fmt: skip
 
-__all__ = ["DECISION", "DONE", "INPUT", "LOOP_TOPIC", "LoopController", "LoopEntry", "history"]
+__all__ = ["DECISION", "DONE", "INPUT", "LOOP_TOPIC", "LoopController", "LoopEntry", "history", "models", "write_entry"]
 
 
 @dataclass(frozen=True)
@@ -288,11 +288,7 @@ class LoopController:
     # --- plumbing -------------------------------------------------------------------------------------------
 
     def _write(self, kind: str, data: dict[str, Any], at: float) -> None:
-        from kawa.events import new_event, to_kafka
-
-        event = new_event(kind, f"kawa/loop/{self.model}", {"model": self.model, "at": at, **data}, subject=self.model)
-        _, value, headers = to_kafka(event)
-        self._producer.send(LOOP_TOPIC, value, key=self.model.encode(), headers=headers)
+        write_entry(self._producer, self.model, kind, data, at)
 
     def close(self) -> None:
         for ev in self._evaluators.values():
@@ -303,6 +299,15 @@ class LoopController:
 
 
 RULE_VERSION = "kawa.retrain.decide/1"
+
+
+def write_entry(producer: Producer, model: str, kind: str, data: dict[str, Any], at: float) -> None:
+    """Append one loop record (``kawa.loop.input|done|decision``) of ``model`` and wait for the log."""
+    from kawa.events import new_event, to_kafka
+
+    event = new_event(kind, f"kawa/loop/{model}", {"model": model, "at": at, **data}, subject=model)
+    _, value, headers = to_kafka(event)
+    producer.send(LOOP_TOPIC, value, key=model.encode(), headers=headers)
 
 
 def history(log: EventLog, model: str) -> list[LoopEntry]:
@@ -322,6 +327,18 @@ def history(log: EventLog, model: str) -> list[LoopEntry]:
         if data.get("model") == model and str(event.get_type()).startswith("kawa.loop."):
             out.append(LoopEntry(str(event.get_type()), float(data.get("at", 0.0)), data))
     return out
+
+
+def models(log: EventLog) -> list[str]:
+    """The models that have a loop history."""
+    from kawa.errors import TopicNotFound
+    from kawa.evaluation.experiments import read_to_end
+
+    try:
+        log.describe_topic(LOOP_TOPIC)
+    except TopicNotFound:
+        return []
+    return sorted({r.key.decode() for r in read_to_end(log, LOOP_TOPIC) if r.key})
 
 
 def _candidate_inputs(log: EventLog, model: str, version: int) -> dict[str, Any]:

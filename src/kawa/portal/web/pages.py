@@ -60,6 +60,7 @@ NAV = [
     ("/models", "Models", Action.VIEW),
     ("/jobs", "Jobs", Action.VIEW),
     ("/experiments", "Experiments", Action.VIEW),
+    ("/loop", "Loop", Action.VIEW),
     ("/deadletters", "Dead letters", Action.DEADLETTERS_READ),  # the action its page requires
     ("/account", "Account", Action.VIEW),
 ]
