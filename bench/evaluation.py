@@ -3,21 +3,21 @@ continuous peeking, doubly robust off-policy coverage, and the cost of assignmen
 
     PYTHONPATH=src .venv/bin/python bench/evaluation.py [--runs 2000] [--seed 14] [--no-progress]
 
-Every number is a seeded simulation (α = 0.05, normal outcomes with σ = 1 unless said):
+Every number is a seeded simulation (alpha = 0.05, normal outcomes with sigma = 1 unless said):
 
 - ``aa_fpr_sequential``: ``--runs`` A/A experiments; a look after every matured batch of 25 units per arm, 40
   looks, the mixture mSPRT / asymptotic confidence sequence of ``kawa.evaluation.sequential`` with ρ² planned for
-  n* = 2,000 units; a run is a false positive when *any* look rejects (its e-value reaches 1/α).
-- ``aa_fpr_naive``: the same runs, a fixed-n two-sided z-test repeated at every look (p ≤ α at any look).
+  n* = 2,000 units; a run is a false positive when *any* look rejects (its e-value reaches 1/alpha).
+- ``aa_fpr_naive``: the same runs, a fixed-n two-sided z-test repeated at every look (p ≤ alpha at any look).
 - ``cs_coverage``: ``--runs // 2`` runs with a true difference of 0.3, same looks: the share of runs whose
   interval holds the true difference at *every* look.
 - ``dr_coverage``: ``max(50, --runs // 5)`` logs of 2,000 units, logging policy 70/30, candidate π₁ = sigmoid(x₁)
   (the setting of ``tests/evaluation/test_ope.py``), cross-fitted doubly robust 95 % interval holding the true
   value (computed by quadrature).
-- ``median_units_to_decision``: ``--runs // 2`` runs with δ = 0.15, looks every 25 units per arm up to 3× the
+- ``median_units_to_decision``: ``--runs // 2`` runs with δ = 0.15, looks every 25 units per arm up to 3x the
   fixed horizon, ρ² planned for the fixed horizon; the median of total units at the first rejecting look
   (∞ for an undecided run). ``fixed_horizon_units``: both arms of a fixed-horizon z-test of the same power
-  (80 %), ``n = 2 · 2(z_{1-α/2} + z_{1-β})² σ² / δ²`` with the normal quantiles of the standard library
+  (80 %), ``n = 2 · 2(z_{1-alpha/2} + z_{1-β})² sigma² / δ²`` with the normal quantiles of the standard library
   (``statistics.NormalDist``; no scipy/statsmodels). The simulated power of that fixed test is reported too.
 - ``assign_us_p99``: ``Assigner.assign`` per call (one sha256 and a bisect), 20,000 distinct units timed one by
   one with ``perf_counter_ns``, after a warm-up; also p50.
@@ -59,7 +59,8 @@ class Progress:
         if enabled:
             try:
                 from rich.console import Console
-                from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TimeElapsedColumn
+                from rich.progress import BarColumn, MofNCompleteColumn, TimeElapsedColumn
+                from rich.progress import Progress as Bar
             except ImportError:
                 return
             self._bar = Bar("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
