@@ -238,6 +238,10 @@ def test_the_page_charts_the_interval_over_looks_and_shows_the_decision_record(s
     last_y = float(better.query_selector_all("circle.look")[-1].get_attribute("cy") or 0)
     assert last_y < zero_y
     assert len(page.query_selector_all("[data-testid=looks] tbody tr")) == looks
+    srm = page.query_selector("[data-testid=srm-chart]")
+    assert len(srm.query_selector_all("circle.look")) == looks  # the SRM p-value over looks...
+    gate_y = float(srm.query_selector("[data-testid=srm-gate]").get_attribute("y1") or 0)
+    assert all(float(c.get_attribute("cy") or 0) > gate_y for c in srm.query_selector_all("circle.look"))  # ...passes
     assert "stop-efficacy" in page.inner_text("[data-testid=looks] tbody tr:last-child")
     record = page.inner_text("[data-testid=decision-record]")
     assert page.inner_text("[data-testid=decision-reason]") == reason
@@ -280,3 +284,23 @@ def test_guardrail_values_the_srm_p_value_and_a_breach_show_per_look(client: Any
     assert "<th>alert_rate</th>" in html and "champion 0.1, challenger 0.35" in html
     assert html.count('data-testid="interval-chart"') == 1 and "guardrail-breach" in html
     assert "alert_rate = 0.35 is above its limit 0.3" in html
+
+
+def test_the_chart_clips_an_unbounded_interval_and_keeps_zero_in_view() -> None:
+    from kawa.portal.api.experiments import look_out
+    from kawa.portal.web.interval_chart import HEIGHT, TOP, interval_charts
+
+    def one(index: int, lower: Any, upper: Any, estimate: float) -> Any:
+        c = {"arm": "b", "estimate": estimate, "lower": lower, "upper": upper, "e_value": 1.0, "p_value": 1.0}
+        return look_out({"index": index, "window": [0, 1], "n": {"a": 10 * index, "b": 10 * index},
+                         "comparisons": [c], "srm_p_value": 1.0, "guardrails": {}})  # fmt: skip
+
+    (single,) = interval_charts([one(0, "-inf", "inf", 0.5)], "a", ["b"])
+    (p,) = single.points
+    assert p.clipped and p.y_upper == TOP and p.y_lower > p.y  # unbounded: drawn to the chart's edges
+    assert single.band.count("L") == 3  # one look: a narrow box, still visible
+    (chart,) = interval_charts([one(0, "-inf", "inf", 2.0), one(1, 1.0, 3.0, 2.0), one(2, 1.5, 2.5, 2.0)],
+                               "a", ["b"])  # fmt: skip
+    assert [q.clipped for q in chart.points] == [True, False, False]
+    assert TOP <= chart.points[-1].y_upper < chart.points[-1].y < chart.points[-1].y_lower < chart.zero_y < HEIGHT
+    assert len(chart.line.split()) == 3 and chart.band.startswith("M") and chart.band.endswith("Z")

@@ -16,7 +16,7 @@ from kawa.portal.api.experiments import LookOut, experiment_out, look_out, looks
 from kawa.portal.auth import Principal, get_portal, page_user
 from kawa.portal.permissions import Action
 from kawa.portal.runtime import Portal
-from kawa.portal.web.interval_chart import interval_charts
+from kawa.portal.web.interval_chart import interval_charts, srm_chart
 from kawa.portal.web.pages import back, render
 
 router = APIRouter(include_in_schema=False)
@@ -42,7 +42,7 @@ def experiments_page(
     experiments = [experiment_out(s) for s in portal.experiments.list()]
     selected = request.query_params.get("experiment") or (experiments[0].name if experiments else None)
     status, bars, error = None, [], None
-    looks, charts, record, record_looks = None, [], None, []
+    looks, charts, srm, record, record_looks = None, [], None, None, []
     if selected:
         try:
             raw = portal.experiments.status(selected)
@@ -50,12 +50,13 @@ def experiments_page(
             evaluation = portal.experiments.evaluation(selected)
             looks = looks_out(raw.state, evaluation)
             charts = interval_charts(looks.looks, looks.control, looks.challengers)
+            srm = srm_chart(looks.looks, looks.srm_alpha)
             record = evaluation.record
             record_looks = _record_looks(record)
         except KawaError as exc:
             error = str(exc)
     return render(request, "experiments.html", principal, experiments=experiments, selected=selected,
-                  status=status, bars=bars, bar_w=BAR_W, error=error, looks=looks, charts=charts,
+                  status=status, bars=bars, bar_w=BAR_W, error=error, looks=looks, charts=charts, srm=srm,
                   record=record, record_looks=record_looks, record_versions=_versions(record, status),
                   guardrail_names=_guardrail_names(looks))  # fmt: skip
 

@@ -1,6 +1,7 @@
 """Geometry of the experiments page's interval chart: per challenger, the always-valid interval over looks (the
 estimate as a line, the lower/upper bounds as a band) against the zero line, which is the decision boundary —
-the experiment stops for a challenger once its band leaves zero on one side.
+the experiment stops for a challenger once its band leaves zero on one side; and of the sample-ratio chart (the
+always-valid SRM p-value over looks against its hard gate).
 
 Pure: looks in (as the API returns them), pixel coordinates out, for the template to draw as server-rendered SVG
 (the portal's CSP forbids inline script, so the chart is drawn on the server). An unbounded interval (the first
@@ -9,6 +10,7 @@ looks, before two units per arm matured) is clipped to the chart's edge and mark
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -117,3 +119,40 @@ def _x_labels(points: Sequence[ChartPoint]) -> tuple[tuple[float, str], ...]:
     if last is not first:
         labels.append((last.x, f"look {last.look} · {last.units} units"))
     return tuple(labels)
+
+
+@dataclass(frozen=True)
+class SrmChart:
+    """The always-valid SRM p-value over looks on a -log10 scale, with the hard gate ``srm_alpha`` as a line:
+    a point above the line is a sample-ratio mismatch."""
+
+    width: int
+    height: int
+    points: tuple[tuple[float, float, int, float], ...]  # (x, y, look, p)
+    line: str
+    gate_y: float
+    left: int
+    right: float
+    ticks: tuple[tuple[float, str], ...]
+
+
+SRM_HEIGHT = 120
+
+
+def srm_chart(looks: Sequence[LookOut], srm_alpha: float) -> SrmChart:
+    rows = [(lk.index, lk.srm_p_value) for lk in looks if lk.srm_p_value is not None]
+    gate = -math.log10(srm_alpha)
+    values = [-math.log10(max(p, 1e-300)) for _, p in rows]
+    top = max([gate * 1.5, *values])
+    plot_w, plot_h = WIDTH - LEFT - RIGHT, SRM_HEIGHT - TOP - BOTTOM
+
+    def y_of(v: float) -> float:
+        return round(TOP + (1 - v / top) * plot_h, 2)
+
+    def x_of(i: int) -> float:
+        return round(LEFT + (plot_w / 2 if len(rows) == 1 else i * plot_w / (len(rows) - 1)), 2)
+
+    points = tuple((x_of(i), y_of(v), look, p) for i, ((look, p), v) in enumerate(zip(rows, values, strict=True)))
+    ticks = tuple((y_of(v), f"p = {10 ** -v:.2g}") for v in (0.0, gate))
+    return SrmChart(WIDTH, SRM_HEIGHT, points, " ".join(f"{x:.2f},{y:.2f}" for x, y, _, _ in points), y_of(gate),
+                    LEFT, WIDTH - RIGHT, ticks)  # fmt: skip
