@@ -280,6 +280,11 @@ def test_guardrail_values_the_srm_p_value_and_a_breach_show_per_look(client: Any
     assert body["looks"][0]["decision"] is None and body["decision"]["kind"] == "guardrail-breach"
     assert body["decision"]["arm"] == "challenger" and "alert_rate = 0.35 is above its limit 0.3" in body[
         "decision"]["reason"]  # fmt: skip
+    from kawa.evaluation.service import EVALUATIONS_TOPIC
+    from kawa.portal.sources.experiments import read_evaluation
+
+    earlier = read_evaluation(portal.platform.log, "guarded", "an-earlier-spec-hash", EVALUATIONS_TOPIC)
+    assert earlier.looks == () and earlier.record is None and earlier.foreign == 3  # 2 looks + 1 decision
     html = client.get("/experiments?experiment=guarded", headers=viewer).text
     assert "<th>alert_rate</th>" in html and "champion 0.1, challenger 0.35" in html
     assert html.count('data-testid="interval-chart"') == 1 and "guardrail-breach" in html

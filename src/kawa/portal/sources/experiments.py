@@ -66,9 +66,9 @@ def read_evaluation(log: EventLog, name: str, spec_hash: str, topic: str) -> Eva
         if body.get("spec_hash") != spec_hash:
             foreign += 1
             continue
-        if kind == LOOK_EVENT and isinstance(body.get("look"), dict):
-            entry = {**body["look"], "decision": body.get("decision")}
-            looks.setdefault(int(entry["index"]), entry)
+        look = body.get("look")
+        if kind == LOOK_EVENT and isinstance(look, dict) and isinstance(look.get("index"), int):
+            looks.setdefault(look["index"], {**look, "decision": body.get("decision")})
         elif kind == DECISION_EVENT and isinstance(body.get("record"), dict):
             record = body["record"]
     return Evaluation(name, spec_hash, tuple(looks[i] for i in sorted(looks)), record, foreign)
