@@ -1,10 +1,13 @@
-"""Experiments: list, status per arm (units, predictions, versions, the sample-ratio check), create and stop."""
+"""Experiments: list, status per arm (units, predictions, versions, the sample-ratio check), create and stop; the
+evidence from the evaluations topic — every always-valid look (``/looks``) and the decision record (``/record``,
+a JSON download anyone can recompute with ``kawa.evaluation.decision.recompute``)."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from kawa.portal.api.common import ERRORS
@@ -58,6 +61,44 @@ class StatusOut(BaseModel):
     notes: list[str]
 
 
+class ComparisonOut(BaseModel):
+    arm: str = Field(description="the challenger, compared with the control (challenger - control)")
+    estimate: float | None
+    lower: float | None = Field(description="always-valid lower bound; null while unbounded (-inf)")
+    upper: float | None = Field(description="always-valid upper bound; null while unbounded (+inf)")
+    e_value: float | None
+    p_value: float | None = Field(description="always-valid p-value (running minimum over looks)")
+
+
+class DecisionOut(BaseModel):
+    kind: str = Field(description="continue, stop-efficacy, stop-futility, guardrail-breach or srm")
+    look: int
+    arm: str | None
+    reason: str
+
+
+class LookOut(BaseModel):
+    index: int
+    window: list[float | None] = Field(description="the data window [start, end], epoch seconds")
+    n: dict[str, int] = Field(description="matured units per arm")
+    comparisons: list[ComparisonOut]
+    srm_p_value: float | None = Field(description="always-valid sample-ratio p-value (running minimum)")
+    guardrails: dict[str, dict[str, float | None]]
+    decision: DecisionOut | None = Field(description="the decision this look made (null: continue)")
+
+
+class LooksOut(BaseModel):
+    experiment: str
+    spec_hash: str
+    control: str
+    challengers: list[str]
+    alpha: float
+    srm_alpha: float
+    looks: list[LookOut]
+    decision: DecisionOut | None = Field(description="the experiment's decision, from its decision record")
+    foreign: int = Field(description="evaluation events naming the experiment under another spec (not shown)")
+
+
 class ExperimentIn(BaseModel):
     spec: dict[str, Any] = Field(description="an experiment spec: name, model, arms, unit, salt, primary_metric, …")
     shadow: bool = False
@@ -89,6 +130,40 @@ def status_out(status: Any) -> StatusOut:
     )  # fmt: skip
 
 
+def _num(v: Any) -> float | None:
+    """A strict-JSON number of a look ("inf", "-inf", "nan" as the records write them) as a float or None."""
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+
+
+def decision_out(d: Any) -> DecisionOut | None:
+    if not isinstance(d, dict):
+        return None
+    return DecisionOut(kind=str(d["kind"]), look=int(d["look"]), arm=d.get("arm"), reason=str(d.get("reason", "")))
+
+
+def look_out(lk: dict[str, Any]) -> LookOut:
+    return LookOut(
+        index=int(lk["index"]), window=[_num(t) for t in lk.get("window", [])],
+        n={a: int(k) for a, k in lk.get("n", {}).items()},
+        comparisons=[ComparisonOut(arm=c["arm"], estimate=_num(c.get("estimate")), lower=_num(c.get("lower")),
+                                   upper=_num(c.get("upper")), e_value=_num(c.get("e_value")),
+                                   p_value=_num(c.get("p_value"))) for c in lk.get("comparisons", [])],
+        srm_p_value=_num(lk.get("srm_p_value")),
+        guardrails={g: {a: _num(x) for a, x in v.items()} for g, v in lk.get("guardrails", {}).items()},
+        decision=decision_out(lk.get("decision")),
+    )  # fmt: skip
+
+
+def looks_out(state: Any, evaluation: Any) -> LooksOut:
+    spec = state.spec
+    record = evaluation.record
+    return LooksOut(
+        experiment=spec.name, spec_hash=spec.spec_hash(), control=spec.control, challengers=list(spec.challengers),
+        alpha=spec.alpha, srm_alpha=spec.srm_alpha, looks=[look_out(lk) for lk in evaluation.looks],
+        decision=decision_out(record.get("decision")) if record else None, foreign=evaluation.foreign,
+    )  # fmt: skip
+
+
 @router.get("", response_model=list[ExperimentOut])
 def list_experiments(
     _: Principal = Depends(require(Action.VIEW)), portal: Portal = Depends(get_portal)
@@ -101,6 +176,32 @@ def experiment_status(
     name: NAME, _: Principal = Depends(require(Action.VIEW)), portal: Portal = Depends(get_portal)
 ) -> StatusOut:
     return status_out(portal.experiments.status(name))
+
+
+@router.get("/{name}/looks", response_model=LooksOut)
+def experiment_looks(
+    name: NAME, _: Principal = Depends(require(Action.VIEW)), portal: Portal = Depends(get_portal)
+) -> LooksOut:
+    """Every always-valid look of the experiment under its current spec, in order, and its decision if made."""
+    evaluation = portal.experiments.evaluation(name)
+    return looks_out(portal.experiments.store.get(name), evaluation)
+
+
+@router.get(
+    "/{name}/record",
+    response_model=dict[str, Any],
+    responses={200: {"description": "the decision record (kawa.evaluation.decision.DecisionRecord.to_json)"}},
+)
+def experiment_record(
+    name: NAME, _: Principal = Depends(require(Action.VIEW)), portal: Portal = Depends(get_portal)
+) -> JSONResponse:
+    """The decision record as a JSON download: spec and hash, window, versions, every look, the decision and the
+    rule version. 404 until the experiment is decided."""
+    record = portal.experiments.evaluation(name).record
+    if record is None:
+        return JSONResponse({"detail": f"experiment {name!r} has no decision yet; its looks are at "
+                             f"/api/experiments/{name}/looks", "error": "NoDecision"}, status_code=404)  # fmt: skip
+    return JSONResponse(record, headers={"Content-Disposition": f'attachment; filename="{name}-decision-record.json"'})
 
 
 @router.post("", response_model=ExperimentOut, status_code=201)
