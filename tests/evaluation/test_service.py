@@ -121,6 +121,10 @@ def test_no_difference_no_winner(log: EventLog) -> None:
         assert ExperimentStore(log).get(s.name).running
         n = evaluator.state.looks[-1].n
         assert sum(n.values()) == 1500  # every unit matured, a missing outcome as a negative
+        from kawa.evaluation.status import read_status
+
+        status = read_status(log, ExperimentStore(log).get(s.name), "predictions")  # decision records count too
+        assert {a.arm: a.units for a in status.arms} == n and sum(a.decisions for a in status.arms) == 1500
     finally:
         evaluator.close()
 

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from kawa.evaluation.experiments import ExperimentState
     from kawa.events.schemas import Prediction
     from kawa.log.base import EventLog
+    from kawa.monitor.records import DecisionRecord
 
 __all__ = ["ArmStatus", "ExperimentStatus", "experiment_status", "read_status"]
 
@@ -29,6 +30,7 @@ class ArmStatus:
     predictions: int
     shadow_predictions: int
     versions: tuple[int, ...]
+    decisions: int = 0
 
 
 @dataclass(frozen=True)
@@ -56,8 +58,11 @@ class ExperimentStatus:
         }  # fmt: skip
 
 
-def experiment_status(state: ExperimentState, predictions: Iterable[Prediction]) -> ExperimentStatus:
-    """Count the experiment's decision records per arm (units once each, by the arm that acted for them)."""
+def experiment_status(
+    state: ExperimentState, predictions: Iterable[Prediction], decisions: Iterable[DecisionRecord] = ()
+) -> ExperimentStatus:
+    """Count the experiment's prediction records and decision records (``ctx.decide``) per arm: units once each,
+    by the arm that acted for them, from both kinds of record."""
     spec = state.spec
     spec_hash = spec.spec_hash()
     units: dict[str, set[str]] = {a.name: set() for a in spec.arms}
@@ -78,6 +83,18 @@ def experiment_status(state: ExperimentState, predictions: Iterable[Prediction])
         acting[p.arm] += 1
         if p.unit is not None:
             units[p.arm].add(p.unit)
+    decided: dict[str, int] = dict.fromkeys(units, 0)
+    for d in decisions:
+        if d.experiment != spec.name:
+            continue
+        if d.spec_hash != spec_hash or d.arm not in units:
+            foreign += 1
+            continue
+        versions[d.arm].add(d.version)
+        if d.acting is False and not _is_holdout(state, d.arm):
+            continue
+        decided[d.arm] += 1
+        units[d.arm].add(d.entity)
     counts = [len(units[a.name]) for a in spec.arms]
     p_value = srm_p_value(counts, list(spec.weights)) if sum(counts) else None
     notes: list[str] = []
@@ -85,31 +102,46 @@ def experiment_status(state: ExperimentState, predictions: Iterable[Prediction])
         notes.append(f"{foreign} records name {spec.name!r} under another spec (an earlier run): not counted")
     arms = tuple(
         ArmStatus(a.name, a.weight, len(units[a.name]), acting[a.name], shadow[a.name],
-                  tuple(sorted(versions[a.name])))
+                  tuple(sorted(versions[a.name])), decided[a.name])
         for a in spec.arms
     )  # fmt: skip
     return ExperimentStatus(state, arms, p_value, foreign, tuple(notes))
 
 
-def read_status(log: EventLog, state: ExperimentState, predictions_topic: str) -> ExperimentStatus:
-    """:func:`experiment_status` over every record on ``predictions_topic`` (records that are not
-    predictions are skipped)."""
+def read_status(
+    log: EventLog, state: ExperimentState, predictions_topic: str, decisions_topic: str = "decisions"
+) -> ExperimentStatus:
+    """:func:`experiment_status` over every record on ``predictions_topic`` and ``decisions_topic`` (records of
+    other kinds are skipped; a missing topic has none)."""
     from kawa.errors import EventError, TopicNotFound
     from kawa.evaluation.experiments import read_to_end
     from kawa.ml.prediction_log import read_prediction
+    from kawa.monitor.records import DecisionRecord, decode
+
+    def exists(topic: str) -> bool:
+        try:
+            log.describe_topic(topic)
+        except TopicNotFound:
+            return False
+        return True
 
     def predictions() -> Iterable[Prediction]:
-        for record in read_to_end(log, predictions_topic):
+        for record in read_to_end(log, predictions_topic) if exists(predictions_topic) else ():
             try:
                 yield read_prediction(record)
             except EventError:
                 continue
 
-    try:
-        log.describe_topic(predictions_topic)
-    except TopicNotFound:
-        return experiment_status(state, ())
-    return experiment_status(state, predictions())
+    def decisions() -> Iterable[DecisionRecord]:
+        for record in read_to_end(log, decisions_topic) if exists(decisions_topic) else ():
+            try:
+                item = decode(record)
+            except EventError:
+                continue
+            if isinstance(item, DecisionRecord):
+                yield item
+
+    return experiment_status(state, predictions(), decisions())
 
 
 def _is_holdout(state: ExperimentState, arm: str) -> bool:

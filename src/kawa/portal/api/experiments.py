@@ -50,6 +50,7 @@ class ArmStatusOut(BaseModel):
     predictions: int
     shadow_predictions: int
     versions: list[int]
+    decisions: int = Field(0, description="decision records (ctx.decide) of the arm")
 
 
 class StatusOut(BaseModel):
@@ -124,7 +125,8 @@ def status_out(status: Any) -> StatusOut:
     return StatusOut(
         experiment=experiment_out(status.state),
         arms=[ArmStatusOut(arm=a.arm, weight=a.weight, units=a.units, predictions=a.predictions,
-                           shadow_predictions=a.shadow_predictions, versions=list(a.versions)) for a in status.arms],
+                           shadow_predictions=a.shadow_predictions, versions=list(a.versions),
+                           decisions=a.decisions) for a in status.arms],
         srm_p_value=status.srm_p_value, sample_ratio_mismatch=status.sample_ratio_mismatch,
         foreign=status.foreign, notes=list(status.notes),
     )  # fmt: skip
