@@ -45,6 +45,7 @@ service_factories: list[str] = [
     "kawa.routes.service:build_service",
     "kawa.functions.service:factory",
     "kawa.apps.runtime:build_service",
+    "kawa.retrain.service:build_service",
     "kawa.portal.server:build_service",  # last: it shows what the others run
 ]
 """Import strings of ``factory(platform) -> Service | None``, in start order."""

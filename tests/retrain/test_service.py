@@ -1,0 +1,83 @@
+"""``kawa up``'s loop service: it evaluates running experiments to a decision and steps the configured loops,
+with no other command; a log that never had an experiment gets no topic."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from kawa.config import load_config
+from kawa.evaluation.experiments import EXPERIMENTS_TOPIC, ExperimentStore
+from kawa.platform import Platform
+from kawa.retrain.service import LoopService, build_service
+from tests.evaluation.test_service import simulate, spec
+
+
+def wait_until(check: object, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_the_service_evaluates_a_running_experiment_to_its_decision(tmp_path: Path) -> None:
+    config = load_config(home=str(tmp_path / ".kawa"), loop={"interval_s": 0.2}, portal={"enabled": False})
+    platform = Platform(config)
+    try:
+        service = build_service(platform)
+        assert isinstance(service, LoopService)
+        service.step()
+        assert EXPERIMENTS_TOPIC not in platform.log.list_topics()  # nothing was ever created: nothing to read
+        s = spec("service")
+        ExperimentStore(platform.log).create(s)
+        simulate(platform.log, s, 2400, {"champion": 0.2, "challenger": 0.5}, seed=8)
+        service.start()
+        wait_until(lambda: not ExperimentStore(platform.log).get(s.name).running)
+        assert ExperimentStore(platform.log).get(s.name).reason.startswith("stop-efficacy: arm 'challenger'")
+        wait_until(lambda: s.name not in service.evaluators)  # a decided experiment's evaluator is closed
+        service.stop()
+    finally:
+        platform.stop()
+
+
+def test_an_invalid_policy_stops_the_start_with_the_field_to_fix(tmp_path: Path) -> None:
+    import pytest
+
+    from kawa.retrain.policy import InvalidPolicy
+
+    config = load_config(home=str(tmp_path / ".kawa"), portal={"enabled": False},
+                         loop={"policies": [{"model": "m", "training": {"entrypoint": "m:f"}}]})  # fmt: skip
+    platform = Platform(config)
+    try:
+        service = build_service(platform)
+        assert service is not None
+        with pytest.raises(InvalidPolicy, match="at least one trigger"):
+            service.start()
+    finally:
+        platform.stop()
+
+
+def test_each_configured_policy_gets_a_loop_that_is_stepped(tmp_path: Path) -> None:
+    from kawa.events import new_event, to_kafka
+    from kawa.retrain.controller import ALERTS_TOPIC
+
+    policy = {"model": "fraud", "training": {"entrypoint": "nowhere:train"}, "triggers": {"alerts": ["drift"]},
+              "limits": {"min_outcomes": 10}}  # fmt: skip
+    config = load_config(home=str(tmp_path / ".kawa"), portal={"enabled": False},
+                         loop={"policies": [policy], "interval_s": 0.2})  # fmt: skip
+    platform = Platform(config)
+    try:
+        service = build_service(platform)
+        assert service is not None
+        service.start()
+        assert list(service.controllers) == ["fraud"]
+        _, value, headers = to_kafka(new_event("kawa.monitor.alert", "/m", {"model": "fraud", "kind": "drift"}))
+        producer = platform.log.producer()
+        producer.send(ALERTS_TOPIC, value, headers=headers)
+        producer.close()
+        controller = service.controllers["fraud"]  # too few matured outcomes: the trigger is refused, on record
+        wait_until(lambda: [type(a).__name__ for a in controller.actions] == ["Skip"])
+        assert "matured outcomes" in controller.actions[0].reason  # type: ignore[union-attr]
+        service.stop()
+    finally:
+        platform.stop()
