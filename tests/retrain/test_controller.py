@@ -151,6 +151,33 @@ def test_a_drift_alert_ends_with_a_promoted_candidate_and_a_decision_record(worl
         again.close()
 
 
+@pytest.mark.kafka
+def test_the_loop_on_apache_kafka(config: KawaConfig, tmp_path: Path, kafka_bootstrap: str) -> None:
+    """The same loop with the log on a real broker: every topic the loop reads and writes is Kafka's."""
+    (tmp_path / "looptrainer.py").write_text(TRAINER)
+    model = f"loop-kafka-{os.urandom(4).hex()}"
+    champion = logistic_regression(model, n=120, seed=1)["version"]
+    log = open_log(f"kafka://{kafka_bootstrap}", config)
+    registry = Registry(config, log)
+    try:
+        registry.promote(model, champion)
+        for topic in (DECISIONS_TOPIC, OUTCOMES_TOPIC, ALERTS_TOPIC):
+            log.create_topic(TopicSpec(topic), exist_ok=True)
+        controller = LoopController(config, log, policy(model)).start()
+        try:
+            drive(controller, config, log)  # it sends the drift alert
+            assert [type(a).__name__ for a in controller.actions] == ["Train", "StartCanary", "Promote"]
+            assert registry.alias_target(model, "champion") == controller.actions[-1].version  # type: ignore[union-attr]
+        finally:
+            controller.close()
+        again = LoopController(config, log, policy(model)).start()
+        assert again.state == controller.state and again.step() == []
+        again.close()
+    finally:
+        registry.close()
+        log.close()
+
+
 def test_a_worse_candidate_is_rejected_offline_and_the_champion_stays(world: Any) -> None:
     config, log, model, champion, registry = world
     controller = LoopController(config, log, policy(model, quality="worse")).start()

@@ -40,6 +40,7 @@ __all__ = [
     "ExperimentState",
     "ExperimentStore",
     "ExperimentsView",
+    "TopicReader",
     "read_to_end",
 ]
 
@@ -142,7 +143,7 @@ class ExperimentStore:
 
     def snapshot(self) -> dict[str, ExperimentState]:
         """The newest record of every experiment, read from the start of the topic to its current end."""
-        reader = _Reader(self.log, self.topic)
+        reader = TopicReader(self.log, self.topic)
         try:
             return reader.catch_up({})
         finally:
@@ -168,7 +169,7 @@ class ExperimentsView:
         self._store = ExperimentStore(log, topic)
         self.refresh_s = refresh_s
         self._lock = threading.Lock()
-        self._reader: _Reader | None = None
+        self._reader: TopicReader | None = None
         self._states: dict[str, ExperimentState] = {}
         self._fresh_until = 0.0
 
@@ -185,7 +186,7 @@ class ExperimentsView:
 
     def _refresh(self) -> None:
         if self._reader is None:
-            self._reader = _Reader(self._store.log, self._store.topic)
+            self._reader = TopicReader(self._store.log, self._store.topic)
         self._states = self._reader.catch_up(self._states)
         self._fresh_until = time.monotonic() + self.refresh_s
 
@@ -196,7 +197,7 @@ class ExperimentsView:
                 self._reader = None
 
 
-class _Reader:
+class TopicReader:
     """Reads a topic up to its end offsets as of the call (a consumer of its own group that never commits:
     every reader sees the whole topic); each call goes on from where the last one ended."""
 
@@ -236,7 +237,7 @@ class _Reader:
 
 def read_to_end(log: EventLog, topic: str) -> Iterator[Record]:
     """Every record of ``topic`` from its start to its end as of the call."""
-    reader = _Reader(log, topic)
+    reader = TopicReader(log, topic)
     try:
         yield from reader.records()
     finally:

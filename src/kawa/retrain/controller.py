@@ -33,6 +33,7 @@ from kawa.retrain.policy import LoopPolicy
 
 if TYPE_CHECKING:
     from kawa.config import KawaConfig
+    from kawa.evaluation.experiments import TopicReader
     from kawa.evaluation.service import Evaluator
     from kawa.log.base import EventLog, Producer
 
@@ -76,6 +77,7 @@ class LoopController:
         self.inputs = 0
         self._producer = log.producer()
         self._evaluators: dict[str, Evaluator] = {}
+        self._alerts_reader: TopicReader | None = None
         self._scheduler: Any = None
         if run_jobs:
             from kawa.ml.jobs.scheduler import Scheduler
@@ -138,11 +140,13 @@ class LoopController:
         return events
 
     def _alerts(self) -> list[d.Event]:
-        from kawa.evaluation.experiments import read_to_end
+        from kawa.evaluation.experiments import TopicReader
         from kawa.events import from_record
 
+        if self._alerts_reader is None:  # one reader, going on from where it was: no group join per step
+            self._alerts_reader = TopicReader(self.log, ALERTS_TOPIC)
         out: list[d.Event] = []
-        for record in read_to_end(self.log, ALERTS_TOPIC):
+        for record in self._alerts_reader.records():
             event = from_record(record)
             if event.get_type() != "kawa.monitor.alert" or str(event.get_id()) in self.state.seen:
                 continue
@@ -293,6 +297,8 @@ class LoopController:
     def close(self) -> None:
         for ev in self._evaluators.values():
             ev.close()
+        if self._alerts_reader is not None:
+            self._alerts_reader.close()
         if self._scheduler is not None:
             self._scheduler.stop()
         self._producer.close()
