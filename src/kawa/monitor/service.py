@@ -18,6 +18,7 @@ one per feature for the CUSUMs) and resolved when it clears.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import threading
@@ -153,10 +154,7 @@ class Monitor:
     def _build(self, version: int, profile: Profile) -> _Track:
         c = self.config
         ref = self.reference_version(version)
-        detector = calibrate(
-            profile, window_size=c.window_size, arl0=c.window_arl0, numeric=c.statistic, correction=c.correction,
-            seed=c.seed, reference_version=ref, clear_after=c.clear_after,
-        )  # fmt: skip
+        detector = _calibrated(profile, c, ref)
         numeric = [n for n, s in profile.features.items() if isinstance(s, NumericSketch) and s.observed > 0]
         sequential = None
         if c.sequential_arl0 is not None and numeric:
@@ -334,6 +332,25 @@ class Monitor:
         return {"n": est.n, "auroc": est.auroc, "auroc_band": list(est.auroc_band), "sensitivity": est.sensitivity,
                 "ppv": est.ppv, "brier": est.brier,
                 "assumes_no_concept_drift": est.assumes_no_concept_drift}  # fmt: skip
+
+
+_CALIBRATED: dict[tuple[str, ...], DriftDetector] = {}
+_CACHE_SIZE = 16
+
+
+def _calibrated(profile: Profile, c: MonitorConfig, ref: str) -> DriftDetector:
+    """The windowed detector for ``profile``: calibration is a seeded bootstrap (a second or more), so a service
+    restarted in the same process (``kawa up``, tests) reuses the identical result instead of redoing it."""
+    key = (hashlib.sha256(profile.to_json().encode()).hexdigest(), ref,
+           repr((c.window_size, c.window_arl0, c.statistic, c.correction, c.seed, c.clear_after)))  # fmt: skip
+    if key not in _CALIBRATED:
+        if len(_CALIBRATED) >= _CACHE_SIZE:
+            _CALIBRATED.pop(next(iter(_CALIBRATED)))
+        _CALIBRATED[key] = calibrate(
+            profile, window_size=c.window_size, arl0=c.window_arl0, numeric=c.statistic, correction=c.correction,
+            seed=c.seed, reference_version=ref, clear_after=c.clear_after,
+        )  # fmt: skip
+    return _CALIBRATED[key]
 
 
 def _number(value: Any) -> float:
