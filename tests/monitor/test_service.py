@@ -1,10 +1,9 @@
 """The monitoring service on a real log: planted shifts alert with evidence, stationary streams stay quiet, alerts
-are deduplicated and resolved, a restart writes nothing twice, matured performance agrees with sklearn, and the
-reference profile travels through a real MLflow run."""
+are deduplicated and resolved, a restart writes nothing twice, and matured performance agrees with sklearn. (The
+reference profile's trip through a real MLflow run is in test_cli.py, with the commands that read it.)"""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -192,31 +191,3 @@ def test_matured_performance_matches_sklearn_and_checks_the_label_free_estimate(
     check = data["label_free_check"]
     assert check["estimated_auroc"] == pytest.approx(5 / 6, abs=0.03)
     assert check["realised_auroc"] == pytest.approx(expected, abs=1e-12)
-
-
-def test_the_reference_profile_round_trips_through_an_mlflow_run(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ref: Profile
-) -> None:
-    from kawa.config import load_config
-    from kawa.ml import tracking
-    from kawa.ml.registry import Registry
-    from kawa.monitor.profiles import NoReferenceProfile, load_reference_profile, log_reference_profile
-
-    monkeypatch.setenv("KAWA_ML__TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    monkeypatch.setenv("KAWA_ML__ARTIFACT_ROOT", (tmp_path / "artifacts").as_uri())
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("MLFLOW_CONFIG_DIR", str(tmp_path / "home" / "mlflow"))
-    config = load_config()
-    name = f"m-{uuid.uuid4().hex[:8]}"
-    registry = Registry(config, publish=False)
-    with tracking.run("monitor-test", config=config) as run:
-        assert log_reference_profile(run, ref) == "kawa/reference_profile.json"
-        assert run.run_id is not None
-        with_profile = registry.register(f"runs:/{run.run_id}/kawa", name, run_id=run.run_id)
-    with tracking.run("monitor-test", config=config) as bare:
-        without = registry.register(f"runs:/{bare.run_id}/x", name, run_id=bare.run_id)
-    loaded = load_reference_profile(registry, name, with_profile)
-    assert loaded == ref and loaded.to_json() == ref.to_json()
-    with pytest.raises(NoReferenceProfile, match=r"train it with a reference profile \(see docs/monitoring.md\)"):
-        load_reference_profile(registry, name, without)
-    registry.close()
