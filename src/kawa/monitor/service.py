@@ -140,6 +140,7 @@ class Monitor:
         self.latest = -math.inf
         self.matured: dict[tuple[int, str, int], list[Matured]] = {}  # (version, arm, bucket) -> matured
         self.touched: set[tuple[int, str, int]] = set()
+        self.join_watermark = -math.inf
 
     @property
     def reference_version(self) -> Callable[[int], str]:
@@ -192,8 +193,11 @@ class Monitor:
         columns = {name: [d.features.get(name) for d in batch] for name in track.reference.features}
         scores = [d.score for d in batch]
         track.wstate = track.windows.add(track.wstate, times, columns, scores)
+        wait = self.config.join.wait if self.config.join is not None else math.inf
         for d in batch:
-            if d.score is not None and 0.0 <= d.score <= 1.0:
+            # A decision the join has already matured (on a restart the join rebuilds before the decisions are
+            # replayed) is not waiting for its outcome.
+            if d.score is not None and 0.0 <= d.score <= 1.0 and d.decided_at + wait > self.join_watermark:
                 track.pending[d.key] = d.score
         if track.sequential is None:
             return []
@@ -284,6 +288,7 @@ class Monitor:
 
     def on_advance(self, step: Advance) -> None:
         """Take a join step's matured decisions of this model (also called for replayed steps)."""
+        self.join_watermark = max(self.join_watermark, step.watermark)
         for m in step.matured:
             d = m.decision
             if d.model != self.config.model:
@@ -369,7 +374,7 @@ def _drift_row(ref: Any, cur: Any) -> dict[str, Any]:
         "chi2": fd.chi2, "chi2_p": fd.chi2_p, "cramers_v": fd.cramers_v,
         "missing_share": fd.missing.live_share, "reference_missing_share": fd.missing.reference_share,
         "unseen_share": fd.unseen.share if fd.unseen is not None else None,
-        "n_reference": fd.n_reference, "n_live": fd.n_live,
+        "n_reference": fd.n_reference, "n_live": fd.n_live, "counts": list(cur.counts), "missing": cur.missing,
     }  # fmt: skip
 
 
