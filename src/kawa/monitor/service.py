@@ -190,8 +190,12 @@ class Monitor:
 
     def _add(self, track: _Track, batch: list[DecisionRecord]) -> list[MonitorEvent]:
         times = [d.decided_at for d in batch]
-        columns = {name: [d.features.get(name) for d in batch] for name in track.reference.features}
-        scores = [d.score for d in batch]
+        columns: dict[str, Any] = {}
+        for name, sketch in track.reference.features.items():
+            values = [d.features.get(name) for d in batch]
+            # Numeric columns become float arrays once (missing and non-numbers: NaN), for the sketches and CUSUMs.
+            columns[name] = np.array([_number(v) for v in values]) if isinstance(sketch, NumericSketch) else values
+        scores = np.array([_number(d.score) for d in batch])
         track.wstate = track.windows.add(track.wstate, times, columns, scores)
         wait = self.config.join.wait if self.config.join is not None else math.inf
         for d in batch:
@@ -201,7 +205,7 @@ class Monitor:
                 track.pending[d.key] = d.score
         if track.sequential is None:
             return []
-        matrix = {f: np.array([_number(v) for v in columns[f]], dtype=np.float64) for f in track.sequential.features}
+        matrix = {f: columns[f] for f in track.sequential.features}
         track.sstate, found = track.sequential.step(track.sstate, matrix, times)
         return [self._sequential_event(track, e) for e in found]
 
