@@ -57,9 +57,7 @@ def test_outcomes_send_writes_an_outcome_that_decode_reads_back(cli: object, tmp
     assert bad.exit_code != 0 and isinstance(bad.exception, KawaError) and "0 or 1" in str(bad.exception)
 
 
-def test_profile_run_and_status_end_to_end(
-    cli: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_profile_run_and_status_end_to_end(cli: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from kawa.ml import tracking
     from kawa.ml.registry import Registry
     from kawa.monitor.profiles import NoReferenceProfile, load_reference_profile, log_reference_profile

@@ -116,9 +116,7 @@ def test_a_stationary_stream_raises_nothing(log: EventLog, ref: Profile) -> None
     assert svc.core.records == 3000
 
 
-def test_an_alert_is_deduplicated_then_resolved_and_a_restart_writes_nothing_twice(
-    log: EventLog, ref: Profile
-) -> None:
+def test_an_alert_is_deduplicated_then_resolved_and_a_restart_writes_nothing_twice(log: EventLog, ref: Profile) -> None:
     write(log, decisions(900, seed=4) + decisions(1200, seed=5, start=900, shift=1.0))
     first = service(log, ref)
     first.step()  # the shift is under way: alerts open
@@ -157,9 +155,7 @@ def test_versions_are_kept_apart_and_one_without_a_profile_is_counted(log: Event
     assert svc.core.unprofiled == {2: 600}
 
 
-def test_matured_performance_matches_sklearn_and_checks_the_label_free_estimate(
-    log: EventLog, ref: Profile
-) -> None:
+def test_matured_performance_matches_sklearn_and_checks_the_label_free_estimate(log: EventLog, ref: Profile) -> None:
     from sklearn.metrics import roc_auc_score
 
     rng = np.random.default_rng(10)
@@ -239,9 +235,7 @@ def test_false_alarms_stay_within_the_budget_and_shifts_are_found_across_seeds(r
     assert 0 < float(np.median(delays)) < 60
 
 
-def test_a_restarted_service_with_outcomes_rebuilds_the_join_and_repeats_nothing(
-    log: EventLog, ref: Profile
-) -> None:
+def test_a_restarted_service_with_outcomes_rebuilds_the_join_and_repeats_nothing(log: EventLog, ref: Profile) -> None:
     records = decisions(600, seed=13)
     write(log, records)
     log.create_topic(TopicSpec("outcomes", 1, retention_ms=None), exist_ok=True)

@@ -90,8 +90,19 @@ def _print_status(found: ModelStatus) -> None:
                           f"window {_fmt(window.get('start'), 0)}..{_fmt(window.get('end'), 0)}")  # fmt: skip
         if v.last_window is not None:
             w = v.last_window.data
-            table = Table("feature", "psi", "js", "ks", "norm. W1", "chi2 p", "missing", "n", title=(
-                f"last window {_fmt(w['window']['start'], 0)}..{_fmt(w['window']['end'], 0)} ({w['n']} records)"))
+            table = Table(
+                "feature",
+                "psi",
+                "js",
+                "ks",
+                "norm. W1",
+                "chi2 p",
+                "missing",
+                "n",
+                title=(
+                    f"last window {_fmt(w['window']['start'], 0)}..{_fmt(w['window']['end'], 0)} ({w['n']} records)"
+                ),
+            )
             for name, row in w["drift"].items():
                 table.add_row(name, _fmt(row["psi"]), _fmt(row["js"]), _fmt(row["ks"]),
                               _fmt(row["normed_wasserstein"]), _fmt(row["chi2_p"], 4), _fmt(row["missing_share"]),
@@ -131,8 +142,14 @@ def profile(ref: Annotated[str, typer.Argument(help="MODEL@VERSION or MODEL@ALIA
         return
     from rich.table import Table
 
-    table = Table("feature", "kind", "bins", "range / top categories", "missing", title=(
-        f"{name} version {version}: reference profile of {found.n} records"))
+    table = Table(
+        "feature",
+        "kind",
+        "bins",
+        "range / top categories",
+        "missing",
+        title=(f"{name} version {version}: reference profile of {found.n} records"),
+    )
     for row in rows:
         table.add_row(row["name"], row["kind"], str(row["bins"]), row["summary"], _fmt(row["missing_share"]))
     console.print(table)
@@ -162,11 +179,15 @@ def run(
     panes: Annotated[int, typer.Option("--panes", help="panes per sliding window (1: tumbling)")] = 4,
     window_size: Annotated[int, typer.Option("--window-size", help="records a window needs to be tested")] = 500,
     window_arl0: Annotated[float, typer.Option("--window-arl0", help="stationary windows per false alarm")] = 1000.0,
-    sequential_arl0: Annotated[float, typer.Option(
-        "--sequential-arl0", help="stationary records per false alarm of the CUSUMs (0: no sequential detector)")]
-    = 1_000_000.0,
-    horizon: Annotated[float, typer.Option("--horizon", help="join outcomes within this many seconds (0: no join)")]
-    = 0.0,
+    sequential_arl0: Annotated[
+        float,
+        typer.Option(
+            "--sequential-arl0", help="stationary records per false alarm of the CUSUMs (0: no sequential detector)"
+        ),
+    ] = 1_000_000.0,
+    horizon: Annotated[
+        float, typer.Option("--horizon", help="join outcomes within this many seconds (0: no join)")
+    ] = 0.0,
     by: Annotated[str, typer.Option("--by", help="join outcomes by 'ref' (EventRef) or 'entity'")] = "ref",
     grace: Annotated[float, typer.Option("--grace", help="seconds more to wait for an outcome")] = 0.0,
     interval: Annotated[float, typer.Option("--interval", help="seconds between steps")] = 1.0,
@@ -205,6 +226,7 @@ def run(
                 what = "alert" if e.type.endswith("alert") else "resolved"
                 console.print(f"{what}: {model} version {e.version} ({e.data.get('detector')}) "
                               f"{', '.join(e.data.get('features', []))}")  # fmt: skip
+
     try:
         if once:
             show(service.step())
@@ -231,8 +253,7 @@ def send(
     at: Annotated[str | None, typer.Option("--at", help="when the outcome happened (with --entity)")] = None,
     label: Annotated[int | None, typer.Option("--label", help="0 or 1")] = None,
     value: Annotated[float | None, typer.Option("--value", help="a numeric outcome (instead of --label)")] = None,
-    observed_at: Annotated[str | None, typer.Option("--observed-at", help="when it became known (default now)")]
-    = None,
+    observed_at: Annotated[str | None, typer.Option("--observed-at", help="when it became known (default now)")] = None,
     id: Annotated[str | None, typer.Option("--id", help="the outcome source's own id (dedupes resends)")] = None,
     topic: Annotated[str, typer.Option("--topic", help="the outcomes topic")] = "outcomes",
 ) -> None:

@@ -33,10 +33,9 @@ import numpy as np
 from kawa.monitor import cbpe
 from kawa.monitor.alerts import Alert, Resolved
 from kawa.monitor.calibrate import SCORE, Correction, DetectorState, DriftDetector, Statistic, calibrate
-from kawa.monitor.drift import compare
 from kawa.monitor.errors import MonitorError
 from kawa.monitor.join import Advance, JoinConfig, Matured
-from kawa.monitor.performance import Interval, cohorts
+from kawa.monitor.performance import cohorts
 from kawa.monitor.records import DecisionRecord, decode
 from kawa.monitor.sequential import (
     Mode,
@@ -54,9 +53,14 @@ from kawa.monitor.status import (
     RESOLVED_EVENT,
     WINDOW_EVENT,
     MonitorEvent,
+    check_data,
+    drift_row,
     event_id,
+    interval_data,
     monitor_event,
     read_events,
+    sequential_alert_data,
+    window_alert_data,
 )
 from kawa.monitor.windows import Window, Windows, WindowState
 
@@ -195,7 +199,7 @@ class Monitor:
             values = [d.features.get(name) for d in batch]
             # Numeric columns become float arrays once (missing and non-numbers: NaN), for the sketches and CUSUMs.
             columns[name] = np.array([_number(v) for v in values]) if isinstance(sketch, NumericSketch) else values
-        scores = np.array([_number(d.score) for d in batch])
+        scores: Any = np.array([_number(d.score) for d in batch])
         track.wstate = track.windows.add(track.wstate, times, columns, scores)
         wait = self.config.join.wait if self.config.join is not None else math.inf
         for d in batch:
@@ -231,30 +235,14 @@ class Monitor:
         for name, sketch in targets:
             cur = live.score if name == SCORE else live.features[name]
             assert cur is not None
-            table[name] = _drift_row(sketch, cur)
+            table[name] = drift_row(sketch, cur)
         data = {"window": {"start": window.start, "end": window.end}, "n": live.n, "drift": table,
                 "reference_version": self.reference_version(track.version)}  # fmt: skip
         eid = event_id(self.config.model, track.version, "window", window.start, window.end)
         return monitor_event(WINDOW_EVENT, eid, self.config.model, track.version, data, window.end)
 
     def _window_alert(self, track: _Track, alert: Alert) -> MonitorEvent:
-        d = track.detector
-        data = {
-            "detector": "window",
-            "reference_version": alert.reference_version,
-            "window": {"start": alert.window_start, "end": alert.window_end},
-            "features": list(alert.features),
-            "correction": alert.correction,
-            "false_alarm_level": alert.false_alarm_level,
-            "arl0": d.arl0,
-            "window_size": d.window_size,
-            "evidence": [
-                {"feature": f.feature, "test": f.test, "statistic": f.statistic, "value": f.value,
-                 "effect": f.effect, "min_effect": f.min_effect, "threshold": f.threshold, "p_value": f.p_value,
-                 "n_reference": f.n_reference, "n_live": f.n_live}
-                for f in alert.findings
-            ],
-        }
+        data = window_alert_data(alert, track.detector.arl0, track.detector.window_size)
         eid = event_id(self.config.model, track.version, "window-alert", alert.window_start, alert.window_end)
         track.window_alert = eid
         return monitor_event(ALERT_EVENT, eid, self.config.model, track.version, data, alert.window_end)
@@ -266,18 +254,7 @@ class Monitor:
             return self._resolved(track, eid, "sequential", (e.alert.feature,), *window, e.time)
         eid = event_id(self.config.model, track.version, "sequential-alert", e.feature, e.record)
         track.alert_ids[e.feature] = eid
-        data = {
-            "detector": "sequential",
-            "reference_version": e.reference_version,
-            "window": {"start": None, "end": e.time, "first_record": e.change_point + 1, "last_record": e.record},
-            "features": [e.feature],
-            "arl0": e.arl0,
-            "evidence": [
-                {"feature": e.feature, "test": "distribution", "statistic": f"cusum_{e.channel}",
-                 "direction": e.direction, "value": e.value, "threshold": e.threshold, "shift": e.shift,
-                 "delay": e.delay, "n_reference": e.n_reference, "n_live": e.delay}
-            ],
-        }
+        data = sequential_alert_data(e)
         return monitor_event(ALERT_EVENT, eid, self.config.model, track.version, data, e.time)
 
     def _resolved(
@@ -323,10 +300,10 @@ class Monitor:
                     "cohort": {"start": perf.start, "end": perf.end, "arm": perf.arm},
                     "n": m.n, "positives": m.positives, "assumed_negative": perf.assumed_negative,
                     "threshold": m.threshold, "k": m.k, "ece": m.ece,
-                    "metrics": {name: _interval(getattr(m, name)) for name in
+                    "metrics": {name: interval_data(getattr(m, name)) for name in
                                 ("auroc", "auprc", "precision_at_k", "sensitivity", "ppv", "brier")},
                 }  # fmt: skip
-                data["label_free_check"] = _check(self.matured[key], c.threshold)
+                data["label_free_check"] = check_data(self.matured[key], c.threshold)
                 data["label_free"] = self._gap_estimate(version)
                 eid = event_id(c.model, version, "performance", perf.arm, perf.start, m.n, m.positives)
                 events.append(monitor_event(PERFORMANCE_EVENT, eid, c.model, version, data, perf.end))
@@ -364,34 +341,6 @@ def _calibrated(profile: Profile, c: MonitorConfig, ref: str) -> DriftDetector:
 
 def _number(value: Any) -> float:
     return math.nan if value is None or isinstance(value, str) else float(value)
-
-
-def _interval(i: Interval) -> dict[str, float]:
-    return {"estimate": i.estimate, "low": i.low, "high": i.high, "level": i.level}
-
-
-def _drift_row(ref: Any, cur: Any) -> dict[str, Any]:
-    fd = compare(ref, cur)
-    return {
-        "kind": "numeric" if isinstance(ref, NumericSketch) else "categorical",
-        "psi": fd.psi, "js": fd.js, "ks": fd.ks, "ks_p": fd.ks_p, "normed_wasserstein": fd.normed_wasserstein,
-        "chi2": fd.chi2, "chi2_p": fd.chi2_p, "cramers_v": fd.cramers_v,
-        "missing_share": fd.missing.live_share, "reference_missing_share": fd.missing.reference_share,
-        "unseen_share": fd.unseen.share if fd.unseen is not None else None,
-        "n_reference": fd.n_reference, "n_live": fd.n_live, "counts": list(cur.counts), "missing": cur.missing,
-    }  # fmt: skip
-
-
-def _check(matured: list[Matured], threshold: float) -> dict[str, Any] | None:
-    """What the label-free estimate of a matured cohort said, against the labels it got."""
-    pairs = [(m.decision.score, m.label) for m in matured if m.decision.score is not None and m.label is not None]
-    scores = np.array([s for s, _ in pairs], dtype=np.float64)
-    if scores.size < 2 or scores.min() < 0 or scores.max() > 1:
-        return None
-    labels = np.array([y for _, y in pairs])
-    result = cbpe.check(cbpe.estimate(scores, threshold=threshold), labels, scores)
-    return {"estimated_auroc": result.estimated_auroc, "realised_auroc": result.realised_auroc, "gap": result.gap,
-            "within_band": result.within_band, "flagged": result.flagged}  # fmt: skip
 
 
 class MonitorService:

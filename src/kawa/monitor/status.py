@@ -27,7 +27,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
+from kawa.monitor import cbpe
+from kawa.monitor.alerts import Alert
+from kawa.monitor.drift import compare
 from kawa.monitor.errors import MonitorError
+from kawa.monitor.join import Matured
+from kawa.monitor.performance import Interval
+from kawa.monitor.sequential import SequentialAlert
+from kawa.monitor.sketch import NumericSketch
 
 if TYPE_CHECKING:
     from kawa.events.cloudevents import CloudEvent
@@ -211,3 +220,85 @@ def _brief(e: MonitorEvent) -> dict[str, Any]:
         "window": e.data.get("window"),
         "time": e.time,
     }
+
+
+def window_alert_data(alert: Alert, arl0: float, window_size: int) -> dict[str, Any]:
+    """The data of a windowed detector's alert: the window, the tests that alarmed and their evidence."""
+    return {
+        "detector": "window",
+        "reference_version": alert.reference_version,
+        "window": {"start": alert.window_start, "end": alert.window_end},
+        "features": list(alert.features),
+        "correction": alert.correction,
+        "false_alarm_level": alert.false_alarm_level,
+        "arl0": arl0,
+        "window_size": window_size,
+        "evidence": [
+            {
+                "feature": f.feature,
+                "test": f.test,
+                "statistic": f.statistic,
+                "value": f.value,
+                "effect": f.effect,
+                "min_effect": f.min_effect,
+                "threshold": f.threshold,
+                "p_value": f.p_value,
+                "n_reference": f.n_reference,
+                "n_live": f.n_live,
+            }
+            for f in alert.findings
+        ],
+    }
+
+
+def sequential_alert_data(e: SequentialAlert) -> dict[str, Any]:
+    """The data of a CUSUM alert: the records from the estimated change point to the alarm, and the evidence."""
+    return {
+        "detector": "sequential",
+        "reference_version": e.reference_version,
+        "window": {"start": None, "end": e.time, "first_record": e.change_point + 1, "last_record": e.record},
+        "features": [e.feature],
+        "arl0": e.arl0,
+        "evidence": [
+            {
+                "feature": e.feature,
+                "test": "distribution",
+                "statistic": f"cusum_{e.channel}",
+                "direction": e.direction,
+                "value": e.value,
+                "threshold": e.threshold,
+                "shift": e.shift,
+                "delay": e.delay,
+                "n_reference": e.n_reference,
+                "n_live": e.delay,
+            }
+        ],
+    }
+
+
+def interval_data(i: Interval) -> dict[str, float]:
+    return {"estimate": i.estimate, "low": i.low, "high": i.high, "level": i.level}
+
+
+def drift_row(ref: Any, cur: Any) -> dict[str, Any]:
+    fd = compare(ref, cur)
+    return {
+        "kind": "numeric" if isinstance(ref, NumericSketch) else "categorical",
+        "psi": fd.psi, "js": fd.js, "ks": fd.ks, "ks_p": fd.ks_p, "normed_wasserstein": fd.normed_wasserstein,
+        "chi2": fd.chi2, "chi2_p": fd.chi2_p, "cramers_v": fd.cramers_v,
+        "missing_share": fd.missing.live_share, "reference_missing_share": fd.missing.reference_share,
+        "unseen_share": fd.unseen.share if fd.unseen is not None else None,
+        "n_reference": fd.n_reference, "n_live": fd.n_live, "counts": list(cur.counts), "missing": cur.missing,
+    }  # fmt: skip
+
+
+def check_data(matured: list[Matured], threshold: float) -> dict[str, Any] | None:
+    """What the label-free estimate of a matured cohort said, against the labels it got (None: too few scores)."""
+    pairs = [(m.decision.score, m.label) for m in matured if m.decision.score is not None and m.label is not None]
+    scores = np.array([s for s, _ in pairs], dtype=np.float64)
+    if scores.size < 2 or scores.min() < 0 or scores.max() > 1:
+        return None
+    labels = np.array([y for _, y in pairs])
+    result = cbpe.check(cbpe.estimate(scores, threshold=threshold), labels, scores)
+    return {"estimated_auroc": result.estimated_auroc, "realised_auroc": result.realised_auroc, "gap": result.gap,
+            "within_band": result.within_band, "flagged": result.flagged}  # fmt: skip
