@@ -19,7 +19,15 @@ from kawa.monitor.outcomes import publish
 from kawa.monitor.records import DecisionRecord, OutcomeEvent
 from kawa.monitor.service import MonitorConfig, MonitorService
 from kawa.monitor.sketch import Profile, build_profile
-from kawa.monitor.status import ALERT_EVENT, PERFORMANCE_EVENT, RESOLVED_EVENT, WINDOW_EVENT, read_events, status
+from kawa.monitor.status import (
+    ALERT_EVENT,
+    PERFORMANCE_EVENT,
+    RESOLVED_EVENT,
+    WINDOW_EVENT,
+    MonitorEvent,
+    read_events,
+    status,
+)
 
 MODEL = "risk"
 T0 = 1_800_000_000.0
@@ -254,3 +262,48 @@ def test_a_restarted_service_with_outcomes_rebuilds_the_join_and_repeats_nothing
     assert second.core.tracks[1] is not None and len(second.core.tracks[1].pending) == 60  # not the 540 matured
     second.close()
     assert len(read_events(log)) == len(written) and sum(e.type == PERFORMANCE_EVENT for e in written) == 1
+
+
+def test_run_steps_until_stopped(log: EventLog, ref: Profile) -> None:
+    import threading
+
+    write(log, decisions(300, seed=14))
+    svc = service(log, ref)
+    stop, seen = threading.Event(), []
+
+    def on_events(events: list[MonitorEvent]) -> None:
+        seen.extend(events)
+        if any(e.type == ALERT_EVENT for e in events):
+            stop.set()
+
+    worker = threading.Thread(target=svc.run, args=(stop,), kwargs={"interval_s": 0.05, "on_events": on_events})
+    worker.start()
+    write(log, decisions(900, seed=15, start=300, shift=1.5))  # arrives while it runs
+    worker.join(timeout=60)
+    stopped = not worker.is_alive()
+    stop.set()
+    svc.close()
+    assert stopped and {e.data["detector"] for e in seen if e.type == ALERT_EVENT} >= {"sequential"}
+    assert [e.id for e in read_events(log)] == [e.id for e in seen]
+
+
+def test_an_offline_run_keeps_the_profile_in_the_job_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ref: Profile
+) -> None:
+    import json
+
+    from kawa.config import load_config
+    from kawa.ml import tracking
+    from kawa.monitor.profiles import log_reference_profile
+
+    monkeypatch.setenv("KAWA_ML__TRACKING", "off")
+    monkeypatch.setenv("KAWA_JOB_DIR", str(tmp_path / "job"))
+    (tmp_path / "job").mkdir()
+    with tracking.run("offline", config=load_config()) as run:
+        path = log_reference_profile(run, ref)
+    assert path == str(tmp_path / "job" / "kawa" / "reference_profile.json")
+    assert Profile.from_json(Path(path).read_text()) == ref
+    lines = [json.loads(line) for line in (tmp_path / "job" / "tracking.jsonl").read_text().splitlines()]
+    assert {"kind": "artifact", "data": {"path": path}}.items() <= next(
+        x for x in lines if x["kind"] == "artifact"
+    ).items()
