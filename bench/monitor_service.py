@@ -3,8 +3,8 @@
     .venv/bin/python bench/monitor_service.py [--records N] [--features F]
 
 N decision records (default 100,000) with F numeric features (default 20) and a score, ten per second of event
-time, stationary except a 1 sd shift in the first feature over the last quarter; 60-second panes, 5-pane sliding
-windows, the windowed tests (ARL0 1,000 windows) and the CUSUMs (ARL0 10^6 records). Measured:
+time, stationary except a 1 sd shift in the first feature over the last quarter; 60-second panes (``--pane``), 5-pane
+sliding windows, the windowed tests (ARL0 1,000 windows) and the CUSUMs (ARL0 10^6 records). Measured:
 
 1. the pure core (:class:`kawa.monitor.service.Monitor`) fed batches of 5,000 records;
 2. the service end to end: the records written to an embedded log beforehand, then one ``step()`` that reads and
@@ -40,6 +40,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--features", type=int, default=20)
+    parser.add_argument("--pane", type=float, default=60.0, help="pane seconds (records arrive ten per second)")
     args = parser.parse_args()
     n, f = args.records, args.features
     rng = np.random.default_rng(0)
@@ -53,7 +54,7 @@ def main() -> None:
                        score=float(s[i]), features=dict(zip(names, map(float, x[i]), strict=True)))
         for i in range(n)
     ]  # fmt: skip
-    config = MonitorConfig("m", pane_s=60.0, panes=5, window_size=500, window_arl0=1000.0, sequential_arl0=1e6)
+    config = MonitorConfig("m", pane_s=args.pane, panes=5, window_size=500, window_arl0=1000.0, sequential_arl0=1e6)
     core = Monitor(config, lambda version: ref)
     core.track(1)  # calibrate outside the timing
     wall, cpu = time.perf_counter(), time.process_time()
@@ -76,7 +77,7 @@ def main() -> None:
     print(f"core: {n / core_wall:,.0f} records/s ({n / core_cpu:,.0f} per CPU s); service end to end: "
           f"{n / svc_wall:,.0f} records/s ({n / svc_cpu:,.0f} per CPU s); {len(events)} events")  # fmt: skip
     print(json.dumps({
-        "records": n, "features": f, "core_records_per_s": round(n / core_wall),
+        "records": n, "features": f, "pane_s": args.pane, "core_records_per_s": round(n / core_wall),
         "core_records_per_cpu_s": round(n / core_cpu), "service_records_per_s": round(n / svc_wall),
         "service_records_per_cpu_s": round(n / svc_cpu), "events": len(events),
         "alerts": sum(e.type == ALERT_EVENT for e in events),

@@ -24,11 +24,12 @@ import math
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from kawa.monitor import cbpe
 from kawa.monitor.alerts import Alert, Resolved
@@ -194,19 +195,21 @@ class Monitor:
 
     def _add(self, track: _Track, batch: list[DecisionRecord]) -> list[MonitorEvent]:
         times = [d.decided_at for d in batch]
-        columns: dict[str, Any] = {}
-        for name, sketch in track.reference.features.items():
-            values = [d.features.get(name) for d in batch]
-            # Numeric columns become float arrays once (missing and non-numbers: NaN), for the sketches and CUSUMs.
-            columns[name] = np.array([_number(v) for v in values]) if isinstance(sketch, NumericSketch) else values
+        feats = [d.features for d in batch]
+        numeric = [n for n, sketch in track.reference.features.items() if isinstance(sketch, NumericSketch)]
+        columns: dict[str, Any] = dict(zip(numeric, _matrix(feats, numeric).T, strict=True))
+        for name in track.reference.features:
+            if name not in columns:
+                columns[name] = [f.get(name) for f in feats]
         scores: Any = np.array([_number(d.score) for d in batch])
         track.wstate = track.windows.add(track.wstate, times, columns, scores)
-        wait = self.config.join.wait if self.config.join is not None else math.inf
-        for d in batch:
-            # A decision the join has already matured (on a restart the join rebuilds before the decisions are
-            # replayed) is not waiting for its outcome.
-            if d.score is not None and 0.0 <= d.score <= 1.0 and d.decided_at + wait > self.join_watermark:
-                track.pending[d.key] = d.score
+        if self.config.join is not None:  # the label-free gap estimate is published with the join's performance
+            wait = self.config.join.wait
+            for d in batch:
+                # A decision the join has already matured (on a restart the join rebuilds before the decisions
+                # are replayed) is not waiting for its outcome.
+                if d.score is not None and 0.0 <= d.score <= 1.0 and d.decided_at + wait > self.join_watermark:
+                    track.pending[d.key] = d.score
         if track.sequential is None:
             return []
         matrix = {f: columns[f] for f in track.sequential.features}
@@ -337,6 +340,15 @@ def _calibrated(profile: Profile, c: MonitorConfig, ref: str) -> DriftDetector:
             seed=c.seed, reference_version=ref, clear_after=c.clear_after,
         )  # fmt: skip
     return _CALIBRATED[key]
+
+
+def _matrix(feats: list[Mapping[str, Any]], names: list[str]) -> npt.NDArray[np.float64]:
+    """Records x ``names`` as floats, missing values (and, on the slow path, non-numbers) as NaN."""
+    rows = [[f.get(n) for n in names] for f in feats]
+    try:
+        return np.array(rows, dtype=np.float64).reshape(len(feats), len(names))  # numpy reads None as NaN
+    except (TypeError, ValueError):
+        return np.array([[_number(v) for v in row] for row in rows], dtype=np.float64).reshape(len(feats), len(names))
 
 
 def _number(value: Any) -> float:
