@@ -13,8 +13,8 @@ before the per-image standardization of :func:`kawa.apps.xray.imaging.model_inpu
 
 None of it is PHI: the burned-in text is redacted before the summary is taken, and a few aggregate numbers
 cannot show a face or a name. :data:`SNAPSHOT` declares them all numeric and none PHI. The summary costs about
-0.15 ms per image at the 32² input, downsampling from 256² included (measured in docs/xray.md): under the
-1 ms budget.
+0.05-0.08 ms per image at the 32² input, 0.25 ms with the downsampling from 256² (measured in docs/xray.md):
+under the 1 ms budget.
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def summarize_input(small: NDArray[Any], width: int, height: int) -> ImageSummar
         raise ValueError("an image summary needs at least one pixel")
     bins = np.clip((x * HIST_BINS).astype(np.int64), 0, HIST_BINS - 1)
     histogram = np.bincount(bins, minlength=HIST_BINS) / x.size
-    p5, p95 = np.percentile(x, (5.0, 95.0))
+    p5, p95 = _quantiles(x, (0.05, 0.95))
     mean, sd = float(x.mean()), float(x.std())
     z = (x - mean) / (sd if sd > 1e-6 else 1.0)  # the standardization model_input applies
     embedding = projection(x.size) @ z
@@ -125,6 +125,16 @@ def summarize_input(small: NDArray[Any], width: int, height: int) -> ImageSummar
         histogram=tuple(float(h) for h in histogram),
         embedding=tuple(float(e) for e in embedding),
     )
+
+
+def _quantiles(x: NDArray[np.float64], qs: tuple[float, ...]) -> list[float]:
+    """``np.quantile(x, qs)`` (its default, linear interpolation) from one partial sort: 4x cheaper here."""
+    n = x.size
+    at = [(n - 1) * q for q in qs]
+    lows = [int(np.floor(h)) for h in at]
+    kth = sorted({i for lo in lows for i in (lo, min(lo + 1, n - 1))})
+    part = np.partition(x, kth)
+    return [float(part[lo] + (h - lo) * (part[min(lo + 1, n - 1)] - part[lo])) for h, lo in zip(at, lows, strict=True)]
 
 
 def summarize(pixels: NDArray[Any], input_size: int) -> ImageSummary:

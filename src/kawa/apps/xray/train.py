@@ -22,7 +22,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from kawa.apps.xray.imaging import model_input, redact_text
-from kawa.apps.xray.settings import XraySettings, load_settings
+from kawa.apps.xray.settings import ScannerProfile, XraySettings, load_settings
 from kawa.apps.xray.synth import RadiographGenerator
 from kawa.errors import KawaError
 
@@ -49,9 +49,13 @@ class TrainData:
     trained_on: str  # what the model learns from, in words: recorded as the lineage description
 
 
-def generated_data(settings: XraySettings, n: int, seed: int, progress: Progress | None = None) -> TrainData:
-    """``n`` balanced generated images, redacted as the pipeline redacts them, as model inputs."""
-    gen = RadiographGenerator(seed, size=settings.image_size, phi_box=settings.phi_box)
+def generated_data(
+    settings: XraySettings, n: int, seed: int, progress: Progress | None = None, scanner: ScannerProfile | None = None
+) -> TrainData:
+    """``n`` balanced generated images, redacted as the pipeline redacts them, as model inputs; rendered by
+    ``scanner`` (default: ``settings.scanner``, the generator's first scanner)."""
+    profile = scanner or settings.scanner
+    gen = RadiographGenerator(seed, size=settings.image_size, phi_box=settings.phi_box, profile=profile)
     xs, ys = [], []
     for i in range(n):
         image = gen.generate(pneumonia=bool(i % 2))
@@ -59,7 +63,16 @@ def generated_data(settings: XraySettings, n: int, seed: int, progress: Progress
         ys.append(image.label)
         if progress is not None and (i % 50 == 49 or i == n - 1):
             progress("generating", i + 1, n)
-    return TrainData(np.stack(xs), np.asarray(ys, dtype=np.int64), f"generated:seed={seed},n={n}", "generated images")
+    if profile.identity:
+        return TrainData(
+            np.stack(xs), np.asarray(ys, dtype=np.int64), f"generated:seed={seed},n={n}", "generated images"
+        )
+    return TrainData(
+        np.stack(xs),
+        np.asarray(ys, dtype=np.int64),
+        f"generated:seed={seed},n={n},scanner={profile.name}",
+        f"generated images ({profile.name})",
+    )
 
 
 def folder_data(settings: XraySettings, root: str, progress: Progress | None = None) -> TrainData:
@@ -140,18 +153,22 @@ def train(
     settings_file: str | None = None,
     promote: Literal["if-none", "always", "never"] = "if-none",
     shuffle_labels: bool = False,
+    shifted_scanner: bool = False,
     register: bool = True,
     config: KawaConfig | None = None,
     progress: Progress | None = job_progress,
 ) -> dict[str, Any]:
     """Train, evaluate on a held-out quarter, log to MLflow, register as ``settings.model_name`` and
     (``promote``) set ``settings.model_alias`` on it. Returns the metrics, the version and whether it was
-    promoted. ``shuffle_labels`` trains on permuted labels — a deliberately broken model for tests."""
+    promoted. ``shuffle_labels`` trains on permuted labels — a deliberately broken model for tests;
+    ``shifted_scanner`` trains on generated images of ``settings.shifted_scanner`` (the drift scenario's new
+    scanner) instead of ``settings.scanner``."""
     started = time.perf_counter()
     settings = load_settings(settings_file)
     n = images or settings.train_images
     seed = settings.seed if seed is None else seed
-    data = folder_data(settings, dataset, progress) if dataset else generated_data(settings, n, seed, progress)
+    scanner = settings.shifted_scanner if shifted_scanner else None
+    data = folder_data(settings, dataset, progress) if dataset else generated_data(settings, n, seed, progress, scanner)
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(data.y))
     cut = int(len(order) * 0.75)
