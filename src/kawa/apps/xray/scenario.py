@@ -106,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     settings = XraySettings(image_size=args.size)
     reports = [shift_report(settings, images=args.images, seed=100 * s) for s in range(args.seeds)]
     keys = ("auroc_before", "auroc_degraded", "auroc_retrained", "contrast_psi", "contrast_ks", "contrast_psi_same")
-    summary = {k: round(float(np.mean([getattr(r, k) for r in reports])), 4) for k in keys}
+    summary: dict[str, object] = {k: round(float(np.mean([getattr(r, k) for r in reports])), 4) for k in keys}
     summary.update(size=args.size, images=args.images, seeds=args.seeds)
     summary["summary_ms_per_image"] = round(summary_cost_ms(settings), 4)
     summary["runs"] = [{k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(r).items()} for r in reports]
