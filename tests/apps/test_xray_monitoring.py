@@ -31,7 +31,7 @@ from kawa.apps.xray.pipeline import FUNCTION, build_app
 from kawa.apps.xray.reads import RadiologistReads, Read, due, outcome_of, plan_read, plan_reads, refs_from_results
 from kawa.apps.xray.settings import SCANNER_B, ScannerProfile, XraySettings
 from kawa.apps.xray.synth import RadiographGenerator
-from kawa.apps.xray.train import fit, generated_data
+from kawa.apps.xray.train import fit, generated_data, reference_profile, reference_sample, train
 from kawa.events import EventRef
 from kawa.log.memory import MemoryLog
 from kawa.monitor.drift import compare
@@ -39,7 +39,7 @@ from kawa.monitor.join import JoinConfig, JoinState, step
 from kawa.monitor.performance import auroc
 from kawa.monitor.records import DECISIONS_TOPIC, OUTCOMES_TOPIC, DecisionRecord, OutcomeEvent
 from kawa.monitor.records import decode as decode_record
-from kawa.monitor.sketch import numeric_reference
+from kawa.monitor.sketch import Profile, numeric_reference
 from kawa.store.memory import MemoryStore
 from kawa.testing import invoke, s3_created
 
@@ -275,6 +275,7 @@ class Shift:
     x: np.ndarray
     contrast: np.ndarray
     after: np.ndarray  # True for images from the new scanner
+    summaries: list[dict[str, float]]
 
 
 @pytest.fixture(scope="module")
@@ -288,16 +289,17 @@ def model() -> Any:
 @pytest.fixture(scope="module")
 def shift() -> Shift:
     gen, n = RadiographGenerator(21, size=SIZE), 200
-    ys, xs, contrasts, after = [], [], [], []
+    ys, xs, summaries, after = [], [], [], []
     for i in range(2 * n):
         if i == n:
             gen.switch_scanner(SCANNER_B)
         pixels = redact_text((im := gen.generate(pneumonia=bool(i % 2))).pixels)
         ys.append(im.label)
         xs.append(model_input(pixels, 32))
-        contrasts.append(summarize(pixels, 32).contrast)
+        summaries.append(summarize(pixels, 32).features())
         after.append(i >= n)
-    return Shift(np.array(ys), np.stack(xs), np.array(contrasts), np.array(after))
+    contrast = np.array([s["contrast"] for s in summaries])
+    return Shift(np.array(ys), np.stack(xs), contrast, np.array(after), summaries)
 
 
 def test_the_new_scanner_shifts_the_contrast_feature(shift: Shift) -> None:
@@ -330,6 +332,36 @@ def test_a_model_retrained_on_the_new_scanner_gets_accuracy_back(model: Any, shi
     old_auc = auroc(shift.y[a], model.predict_proba(shift.x[a])[:, 1])
     new_auc = auroc(shift.y[a], retrained.predict_proba(shift.x[a])[:, 1])
     assert new_auc - old_auc >= 0.05, (old_auc, new_auc)
+
+
+def test_the_reference_profile_of_a_version_sees_the_new_scanner(model: Any, shift: Shift) -> None:
+    risk = model.predict_proba(shift.x)[:, 1]
+    old = [i for i in range(len(shift.y)) if not shift.after[i]]
+    new = [i for i in range(len(shift.y)) if shift.after[i]]
+    reference = reference_profile([shift.summaries[i] for i in old[:100]], risk[old[:100]])
+    assert set(reference.features) == set(FEATURES) and reference.n == 100
+    assert Profile.from_json(reference.to_json()) == reference
+
+    def window(idx: list[int]) -> Profile:
+        columns = {name: [shift.summaries[i][name] for i in idx] for name in FEATURES}
+        return reference.empty().add(columns, risk[idx])
+
+    same, drifted = window(old[100:]), window(new)
+    for name in ("contrast", "mean", "p95"):
+        assert compare(reference.features[name], drifted.features[name]).psi > 1.0
+        assert compare(reference.features[name], same.features[name]).psi < 0.5
+    assert reference.score is not None and same.score is not None and drifted.score is not None
+    assert compare(reference.score, drifted.score).psi > compare(reference.score, same.score).psi
+
+
+def test_training_builds_the_reference_profile_in_the_live_mix(tmp_path: Path) -> None:
+    (tmp_path / "xray.yaml").write_text("xray:\n  image_size: 64\n")
+    result = train(images=100, reference_images=40, settings_file=str(tmp_path / "xray.yaml"), register=False,
+                   progress=None)  # fmt: skip
+    assert result["reference_records"] == 40 and result["auc"] > 0.7
+    settings = XraySettings(image_size=SIZE, pneumonia_fraction=0.2)
+    x, summaries = reference_sample(settings, 50, seed=1)
+    assert x.shape == (50, 32 * 32) and len(summaries) == 50 and set(summaries[0]) == set(FEATURES)
 
 
 def test_the_generator_switches_scanner_after_the_configured_uploads() -> None:

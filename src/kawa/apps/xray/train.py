@@ -12,8 +12,9 @@ counts as caught when it is *not* labeled Normal (Unsure goes to a radiologist),
 
 from __future__ import annotations
 
+import importlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from kawa.apps.xray.features import SNAPSHOT, summarize
 from kawa.apps.xray.imaging import model_input, redact_text
 from kawa.apps.xray.settings import ScannerProfile, XraySettings, load_settings
 from kawa.apps.xray.synth import RadiographGenerator
@@ -28,6 +30,7 @@ from kawa.errors import KawaError
 
 if TYPE_CHECKING:
     from kawa.config import KawaConfig
+    from kawa.monitor.sketch import Profile
 
 Progress = Callable[[str, int, int], None]
 """``progress(stage, done, total)``."""
@@ -73,6 +76,35 @@ def generated_data(
         f"generated:seed={seed},n={n},scanner={profile.name}",
         f"generated images ({profile.name})",
     )
+
+
+def reference_sample(
+    settings: XraySettings, n: int, seed: int, scanner: ScannerProfile | None = None
+) -> tuple[NDArray[np.float32], list[dict[str, float]]]:
+    """``n`` generated images in the *live* mix (``settings.pneumonia_fraction``, not the balanced training
+    mix, so the reference scores look like the served ones): their model inputs and image summaries."""
+    gen = RadiographGenerator(
+        seed,
+        size=settings.image_size,
+        phi_box=settings.phi_box,
+        pneumonia_fraction=settings.pneumonia_fraction,
+        profile=scanner or settings.scanner,
+    )
+    xs, summaries = [], []
+    for _ in range(n):
+        pixels = redact_text(gen.generate().pixels, settings.redact_margin_px)
+        xs.append(model_input(pixels, settings.model_input_size))
+        summaries.append(summarize(pixels, settings.model_input_size).features())
+    return np.stack(xs), summaries
+
+
+def reference_profile(summaries: Sequence[Mapping[str, float]], scores: Sequence[float] | NDArray[Any]) -> Profile:
+    """The monitoring reference of a model version: every recorded summary feature
+    (:data:`~kawa.apps.xray.features.SNAPSHOT`) and the score, in quantile bins (:func:`kawa.monitor.build_profile`)."""
+    from kawa.monitor.sketch import build_profile
+
+    columns = {name: [float(s[name]) for s in summaries] for name in SNAPSHOT.recorded}
+    return build_profile(columns, score=[float(x) for x in scores])
 
 
 def folder_data(settings: XraySettings, root: str, progress: Progress | None = None) -> TrainData:
@@ -154,6 +186,7 @@ def train(
     promote: Literal["if-none", "always", "never"] = "if-none",
     shuffle_labels: bool = False,
     shifted_scanner: bool = False,
+    reference_images: int = 200,
     register: bool = True,
     config: KawaConfig | None = None,
     progress: Progress | None = job_progress,
@@ -162,7 +195,10 @@ def train(
     (``promote``) set ``settings.model_alias`` on it. Returns the metrics, the version and whether it was
     promoted. ``shuffle_labels`` trains on permuted labels — a deliberately broken model for tests;
     ``shifted_scanner`` trains on generated images of ``settings.shifted_scanner`` (the drift scenario's new
-    scanner) instead of ``settings.scanner``."""
+    scanner) instead of ``settings.scanner``. On generated data it also builds the version's monitoring
+    reference profile from ``reference_images`` further images in the live mix, scored by the exported model
+    (:func:`reference_profile`), and logs it with the run when the monitoring service's
+    ``kawa.monitor.profiles.log_reference_profile`` is installed."""
     started = time.perf_counter()
     settings = load_settings(settings_file)
     n = images or settings.train_images
@@ -184,9 +220,14 @@ def train(
     metrics = evaluate(risk, data.y[test_idx], settings)
     if progress is not None:
         progress("fitting", 1, 1)
+    profile = None
+    if not dataset and reference_images > 0:
+        ref_x, summaries = reference_sample(settings, reference_images, seed + 7919, scanner)
+        profile = reference_profile(summaries, onnx_risk(onnx_bytes, ref_x))
     result: dict[str, Any] = {**metrics, "train_images": int(cut), "test_images": len(test_idx)}
+    result["reference_records"] = profile.n if profile is not None else 0
     if register:
-        result.update(_track(settings, config, onnx_bytes, data, metrics, seed, shuffle_labels, promote))
+        result.update(_track(settings, config, onnx_bytes, data, metrics, seed, shuffle_labels, promote, profile))
     result["seconds"] = round(time.perf_counter() - started, 2)
     return result
 
@@ -200,6 +241,7 @@ def _track(
     seed: int,
     shuffled: bool,
     promote: str,
+    profile: Profile | None = None,
 ) -> dict[str, Any]:
     from kawa.backends import open_backends
     from kawa.ml import tracking
@@ -220,6 +262,8 @@ def _track(
             # Lineage is copied onto the registered version; the pipeline shows its description on each image.
             run.log_lineage(source=data.source, description=data.trained_on)
             run.log_metrics(metrics)
+            if profile is not None:
+                _log_profile(run, profile)
             version = run.log_model(onnx_bytes, flavor="onnx", register_as=settings.model_name)
             run_id = run.run_id
         out: dict[str, Any] = {"model": settings.model_name, "version": version, "run_id": run_id, "promoted": False}
@@ -234,3 +278,15 @@ def _track(
         finally:
             registry.close()
     return out
+
+
+def _log_profile(run: Any, profile: Profile) -> None:
+    """Log ``profile`` with ``run`` through the monitoring service's ``log_reference_profile`` (issue 13), looked
+    up at run time: a build without the service trains without logging it."""
+    try:
+        profiles = importlib.import_module("kawa.monitor.profiles")
+    except ModuleNotFoundError as exc:
+        if exc.name != "kawa.monitor.profiles":
+            raise
+        return
+    profiles.log_reference_profile(run, profile)
