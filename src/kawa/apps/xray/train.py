@@ -186,7 +186,7 @@ def train(
     promote: Literal["if-none", "always", "never"] = "if-none",
     shuffle_labels: bool = False,
     shifted_scanner: bool = False,
-    reference_images: int = 200,
+    reference_images: int | None = None,
     register: bool = True,
     config: KawaConfig | None = None,
     progress: Progress | None = job_progress,
@@ -196,7 +196,8 @@ def train(
     promoted. ``shuffle_labels`` trains on permuted labels — a deliberately broken model for tests;
     ``shifted_scanner`` trains on generated images of ``settings.shifted_scanner`` (the drift scenario's new
     scanner) instead of ``settings.scanner``. On generated data it also builds the version's monitoring
-    reference profile from ``reference_images`` further images in the live mix, scored by the exported model
+    reference profile from ``reference_images`` (default: a quarter of ``images``, 50 to 200) further images in the
+    live mix, scored by the exported model
     (:func:`reference_profile`), and logs it with the run when the monitoring service's
     ``kawa.monitor.profiles.log_reference_profile`` is installed."""
     started = time.perf_counter()
@@ -221,8 +222,9 @@ def train(
     if progress is not None:
         progress("fitting", 1, 1)
     profile = None
-    if not dataset and reference_images > 0:
-        ref_x, summaries = reference_sample(settings, reference_images, seed + 7919, scanner)
+    n_reference = max(50, min(200, n // 4)) if reference_images is None else reference_images
+    if not dataset and n_reference > 0:
+        ref_x, summaries = reference_sample(settings, n_reference, seed + 7919, scanner)
         profile = reference_profile(summaries, onnx_risk(onnx_bytes, ref_x))
     result: dict[str, Any] = {**metrics, "train_images": int(cut), "test_images": len(test_idx)}
     result["reference_records"] = profile.n if profile is not None else 0
