@@ -50,6 +50,7 @@ class TrainData:
     y: NDArray[np.int64]
     source: str
     trained_on: str  # what the model learns from, in words: recorded as the lineage description
+    summaries: tuple[dict[str, float], ...] = ()  # image summaries, when the images are a sample of live data
 
 
 def generated_data(
@@ -75,6 +76,44 @@ def generated_data(
         np.asarray(ys, dtype=np.int64),
         f"generated:seed={seed},n={n},scanner={profile.name}",
         f"generated images ({profile.name})",
+    )
+
+
+def window_data(
+    settings: XraySettings, store: Any, labels: Mapping[str, int], progress: Progress | None = None
+) -> TrainData:
+    """The recent labelled window: the images ``labels`` names (``bucket/key`` → 0/1, e.g. the radiologist reads
+    of :mod:`kawa.apps.xray.reads`) read back from ``store`` (an :class:`~kawa.store.ObjectStore`), decoded and
+    redacted as the pipeline does. An image that is gone or undecodable is skipped; both classes must remain."""
+    from kawa.apps.xray.imaging import UndecodableImage, decode
+    from kawa.errors import ObjectNotFound
+
+    xs, ys, summaries = [], [], []
+    for i, (entity, label) in enumerate(sorted(labels.items())):
+        bucket, _, key = entity.partition("/")
+        try:
+            with store.get(bucket, key) as body:
+                pixels = decode(body.read())
+        except (ObjectNotFound, UndecodableImage):
+            continue
+        clean = redact_text(pixels, settings.redact_margin_px)
+        xs.append(model_input(clean, settings.model_input_size))
+        summaries.append(summarize(clean, settings.model_input_size).features())
+        ys.append(int(label))
+        if progress is not None and (i % 50 == 49 or i == len(labels) - 1):
+            progress("reading", i + 1, len(labels))
+    if len(set(ys)) < 2:
+        raise KawaError(
+            f"the labelled window holds {len(ys)} readable images of one class only; wait for more outcomes "
+            "(both normal and pneumonia reads) before retraining"
+        )
+    first, last = (sorted(labels)[0], sorted(labels)[-1]) if labels else ("", "")
+    return TrainData(
+        np.stack(xs),
+        np.asarray(ys, dtype=np.int64),
+        f"window:n={len(ys)},first={first},last={last}",
+        "the recent labelled window",
+        tuple(summaries),
     )
 
 
@@ -187,6 +226,7 @@ def train(
     shuffle_labels: bool = False,
     shifted_scanner: bool = False,
     reference_images: int | None = None,
+    window: Mapping[str, int] | None = None,
     register: bool = True,
     config: KawaConfig | None = None,
     progress: Progress | None = job_progress,
@@ -195,9 +235,11 @@ def train(
     (``promote``) set ``settings.model_alias`` on it. Returns the metrics, the version and whether it was
     promoted. ``shuffle_labels`` trains on permuted labels — a deliberately broken model for tests;
     ``shifted_scanner`` trains on generated images of ``settings.shifted_scanner`` (the drift scenario's new
-    scanner) instead of ``settings.scanner``. On generated data it also builds the version's monitoring
-    reference profile from ``reference_images`` (default: a quarter of ``images``, 50 to 200) further images in the
-    live mix, scored by the exported model
+    scanner) instead of ``settings.scanner``; ``window`` (``bucket/key`` → label) trains on those images read
+    from the configured store instead (:func:`window_data`: the loop's retraining on the recent labelled
+    window), and takes the reference profile from its held-out quarter. On generated data it also builds the
+    version's monitoring reference profile from ``reference_images`` (default: a quarter of ``images``, 50 to
+    200) further images in the live mix, scored by the exported model
     (:func:`reference_profile`), and logs it with the run when the monitoring service's
     ``kawa.monitor.profiles.log_reference_profile`` is installed."""
     started = time.perf_counter()
@@ -205,7 +247,15 @@ def train(
     n = images or settings.train_images
     seed = settings.seed if seed is None else seed
     scanner = settings.shifted_scanner if shifted_scanner else None
-    data = folder_data(settings, dataset, progress) if dataset else generated_data(settings, n, seed, progress, scanner)
+    if window is not None:
+        from kawa.backends import open_backends
+
+        with open_backends(config) as backends:
+            data = window_data(settings, backends.store, window, progress)
+    elif dataset:
+        data = folder_data(settings, dataset, progress)
+    else:
+        data = generated_data(settings, n, seed, progress, scanner)
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(data.y))
     cut = int(len(order) * 0.75)
@@ -223,7 +273,9 @@ def train(
         progress("fitting", 1, 1)
     profile = None
     n_reference = max(50, min(200, n // 4)) if reference_images is None else reference_images
-    if not dataset and n_reference > 0:
+    if data.summaries:  # the held-out quarter is a sample of the live stream
+        profile = reference_profile([data.summaries[i] for i in test_idx], risk)
+    elif not dataset and n_reference > 0:
         ref_x, summaries = reference_sample(settings, n_reference, seed + 7919, scanner)
         profile = reference_profile(summaries, onnx_risk(onnx_bytes, ref_x))
     result: dict[str, Any] = {**metrics, "train_images": int(cut), "test_images": len(test_idx)}
