@@ -8,8 +8,11 @@
 - :mod:`~kawa.apps.xray.pipeline` — the ``risk-assessment`` function (``kawa.apps.xray.pipeline:app``).
 - :mod:`~kawa.apps.xray.deid` — the de-identification route to the anonymized bucket.
 - :mod:`~kawa.apps.xray.results` — the results table (SQLite / PostgreSQL).
-- :mod:`~kawa.apps.xray.generator` — uploads images at a rate; :mod:`~kawa.apps.xray.stack` — all of it
-  on one platform, with live counts.
+- :mod:`~kawa.apps.xray.generator` — uploads images at a rate (and switches scanner mid-run);
+  :mod:`~kawa.apps.xray.stack` — all of it on one platform, with live counts.
+- :mod:`~kawa.apps.xray.features` — the image summary each decision record keeps; :mod:`~kawa.apps.xray.reads`
+  — simulated delayed radiologist reads as outcome events; :mod:`~kawa.apps.xray.scenario` — the scanner-change
+  scenario measured offline.
 
 See docs/xray.md.
 """

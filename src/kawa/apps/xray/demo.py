@@ -2,14 +2,16 @@
 
 Starts the app on the platform ``kawa demo`` hands over (its buckets, topics, bucket notification, function
 and de-identification route); trains and promotes the model as a Kawa job when there is none; uploads
-generated radiographs at the rate asked; shows live counts; stops on Ctrl-C or after the duration with a
-summary read back from the buckets, topics and results table.
+generated radiographs at the rate asked; publishes the simulated radiologist reads of the uploads to the
+``outcomes`` topic as they fall due (``reads_coverage: 0`` turns them off); shows live counts; stops on Ctrl-C
+or after the duration with a summary read back from the buckets, topics and results table.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -80,6 +82,7 @@ def _run(platform: Platform, settings: XraySettings, options: DemoOptions) -> No
     )
     _ensure_model(stack, options.settings_file)
     server = None
+    reads = None
     try:
         with console.status("starting the risk-assessment function and the de-identification route"):
             stack.start()
@@ -92,7 +95,11 @@ def _run(platform: Platform, settings: XraySettings, options: DemoOptions) -> No
         pool = POOL_IMAGES if settings.rate > POOL_ABOVE_RATE else 0
         with console.status(f"drawing {pool} radiographs to upload in turn" if pool else "starting the uploader"):
             generator = Generator(settings, store=stack.store, prefix=prefix, pool=pool)
-        thread, stop = generator.start(rate=settings.rate, duration=duration or None, count=options.count)
+        reads = _start_reads(stack, settings)
+        on_upload = reads[0].add if reads is not None else None
+        thread, stop = generator.start(
+            rate=settings.rate, duration=duration or None, count=options.count, on_upload=on_upload
+        )
         pace = _Pace(settings.rate, generator)
         console.print(
             f"uploading to [bold]{settings.incoming_bucket}/{prefix}[/], asking for {settings.rate:g} images/s"
@@ -119,10 +126,37 @@ def _run(platform: Platform, settings: XraySettings, options: DemoOptions) -> No
         counts = _drain(stack, prefix, len(generator.uploads))
         _summary(counts, generator.uploads, settings, pace, stack)
     finally:
+        if reads is not None:
+            _stop_reads(reads)
         with console.status("stopping (draining in-flight images)"):
             if server is not None:
                 server.stop()
             stack.stop()
+
+
+def _start_reads(stack: XrayStack, settings: XraySettings) -> tuple[Any, threading.Event, threading.Thread] | None:
+    """The radiologist reads of this run's uploads, published by a daemon thread; None when switched off."""
+    if settings.reads_coverage <= 0:
+        return None
+    from kawa.apps.xray.reads import RadiologistReads
+
+    reads = RadiologistReads(stack.log, settings)
+    stop = threading.Event()
+    thread = threading.Thread(target=reads.run, args=(stop,), name="xray-reads", daemon=True)
+    thread.start()
+    return reads, stop, thread
+
+
+def _stop_reads(running: tuple[Any, threading.Event, threading.Thread]) -> None:
+    reads, stop, thread = running
+    stop.set()
+    thread.join(5.0)
+    console.print(
+        f"radiologist reads: {reads.published:,} published to [bold]{reads.topic}[/] "
+        f"({reads.settings.reads_coverage:.0%} of the images, ~{reads.settings.reads_delay_s:g} s after upload); "
+        f"{reads.waiting:,} were due after the demo stopped"
+    )
+    reads.close()
 
 
 class _Pace:

@@ -12,9 +12,14 @@ from __future__ import annotations
 from kawa.events.ref import EventRef
 from kawa.events.schemas import EventSchema, register_schema
 
-__all__ = ["ASSESSED_TYPE", "XrayAssessed"]
+__all__ = ["ASSESSED_TYPE", "XrayAssessed", "image_entity"]
 
 ASSESSED_TYPE = "dev.kawa.xray.assessed"
+
+
+def image_entity(bucket: str, key: str) -> str:
+    """The entity key of an uploaded image in decision records and radiologist reads: ``bucket/key``."""
+    return f"{bucket}/{key}"
 
 
 class XrayAssessed(EventSchema):

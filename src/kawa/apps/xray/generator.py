@@ -2,7 +2,10 @@
 
 The mix follows the settings (default 80% normal / 20% pneumonia, a quarter as DICOM). Keys carry no patient
 data (``scans/000042-1a2b3c4d.dcm``); the patient data is where a scanner puts it — burned into the pixels
-and, for DICOM, in the header.
+and, for DICOM, in the header. Each :class:`Upload` keeps the truth (pneumonia or not) and the scanner that
+rendered it: the simulated radiologist reads (:mod:`kawa.apps.xray.reads`) are made from it. The scanner
+switches to ``settings.shifted_scanner`` after ``settings.scanner_shift_after`` uploads, or when
+:meth:`Generator.switch_scanner` is called.
 """
 
 from __future__ import annotations
@@ -18,13 +21,14 @@ from typing import Any
 
 import numpy as np
 
-from kawa.apps.xray.settings import XraySettings
+from kawa.apps.xray.settings import ScannerProfile, XraySettings
 from kawa.apps.xray.synth import CONTENT_TYPES, EXTENSIONS, Format, Radiograph, RadiographGenerator
 
 
 @dataclass(frozen=True)
 class Upload:
-    """What was uploaded. ``corrupt``: damaged bytes that the pipeline must dead-letter."""
+    """What was uploaded. ``corrupt``: damaged bytes that the pipeline must dead-letter; ``scanner``: the
+    name of the scanner profile that rendered it; ``bucket``: where it went (empty for a folder)."""
 
     key: str
     fmt: str
@@ -33,6 +37,8 @@ class Upload:
     size: int
     put_time: float
     corrupt: bool = False
+    scanner: str = "scanner-a"
+    bucket: str = ""
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,7 @@ class Prepared:
     fmt: Format
     image: Radiograph
     corrupt: bool = False
+    scanner: str = "scanner-a"
 
 
 class Generator:
@@ -71,28 +78,50 @@ class Generator:
             size=settings.image_size,
             phi_box=settings.phi_box,
             pneumonia_fraction=settings.pneumonia_fraction,
+            profile=settings.scanner,
         )
         self._rng = np.random.default_rng(seed + 1)
         self._run_id = uuid.uuid4().hex[:6]
         self._pool = [self.prepare() for _ in range(pool)]
         self._lock = threading.Lock()
         self._seq = 0
+        self.switched_at: int | None = None
+        """The sequence number of the first upload rendered by the shifted scanner (None: not switched)."""
         self.uploads: list[Upload] = []
+
+    @property
+    def scanner(self) -> ScannerProfile:
+        """The scanner profile rendering new images."""
+        return self._images.profile
+
+    def switch_scanner(self, profile: ScannerProfile | None = None) -> None:
+        """Render the next uploads with ``profile`` (default: ``settings.shifted_scanner``), the pool too: it is
+        generated afresh with the new scanner."""
+        with self._lock:
+            self._switch(profile or self.settings.shifted_scanner)
+
+    def _switch(self, profile: ScannerProfile) -> None:
+        self._images.switch_scanner(profile)
+        self._pool = [self.prepare() for _ in range(len(self._pool))]
+        self.switched_at = self._seq
 
     def prepare(self, fmt: Format | None = None) -> Prepared:
         """Generate and encode one image (format drawn from the mix unless given)."""
         image = self._images.generate()
         if fmt is None:
             fmt = "dicom" if self._rng.random() < self.settings.dicom_fraction else "png"
-        return Prepared(image.encode(fmt), fmt, image)
+        return Prepared(image.encode(fmt), fmt, image, scanner=self._images.profile.name)
 
     def corrupted(self, item: Prepared) -> Prepared:
         """``item`` cut short: a transfer that broke off (headers intact, pixel data missing)."""
-        return Prepared(item.body[: max(64, len(item.body) // 3)], item.fmt, item.image, corrupt=True)
+        return Prepared(item.body[: max(64, len(item.body) // 3)], item.fmt, item.image, True, item.scanner)
 
     def upload(self, item: Prepared | None = None) -> Upload:
         """Upload one image (a fresh one, the next of the pool, or ``item``)."""
+        shift = self.settings.scanner_shift_after
         with self._lock:
+            if shift is not None and self.switched_at is None and self._seq >= shift:
+                self._switch(self.settings.shifted_scanner)
             seq = self._seq
             self._seq += 1
         if item is None:
@@ -118,6 +147,8 @@ class Generator:
             len(item.body),
             put_time,
             item.corrupt,
+            item.scanner,
+            self.settings.incoming_bucket if self.store is not None else "",
         )
         with self._lock:
             self.uploads.append(done)

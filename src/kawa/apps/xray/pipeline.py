@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import kawa
-from kawa.apps.xray.events import ASSESSED_TYPE, XrayAssessed
+from kawa.apps.xray.events import ASSESSED_TYPE, XrayAssessed, image_entity
+from kawa.apps.xray.features import SNAPSHOT, summarize
 from kawa.apps.xray.imaging import UndecodableImage, annotate, decode, encode_png, model_input, redact_text
 from kawa.apps.xray.results import ResultRow, shared_results_db
 from kawa.apps.xray.settings import XraySettings
@@ -88,7 +89,9 @@ def build_app(
 
 
 def assess(record: kawa.ObjectEvent, ctx: Context, s: XraySettings, db_url: str) -> CloudEvent:
-    """Assess one uploaded image: one result event."""
+    """Assess one uploaded image: one result event, and (``record_decisions``) one decision record for
+    monitoring — entity ``bucket/key``, score the risk, action the label, features the image summary of the
+    model input (:data:`kawa.apps.xray.features.SNAPSHOT`) — once the outputs are written."""
     started = time.perf_counter()
     data = record.read()
     try:
@@ -133,6 +136,16 @@ def assess(record: kawa.ObjectEvent, ctx: Context, s: XraySettings, db_url: str)
         time=now,
     )
     shared_results_db(db_url).record(ResultRow.of(result))
+    if s.record_decisions:
+        summary = summarize(clean, s.model_input_size)
+        ctx.decide(
+            image_entity(record.bucket, record.key),
+            model=predictor,
+            score=risk,
+            action=label,
+            features=summary.features(),
+            snapshot=SNAPSHOT,
+        )
     ctx.metrics.incr(f"label.{label.lower()}")
     return ctx.new_event(RESULT_TYPE, result.data(), subject=posixpath.join(record.bucket, record.key))
 

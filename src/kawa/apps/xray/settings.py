@@ -19,6 +19,35 @@ Box = tuple[float, float, float, float]
 """A region as fractions of the image: ``(x0, y0, x1, y1)``, origin top-left."""
 
 
+class ScannerProfile(BaseModel):
+    """How a scanner renders an image, on top of each image's own variation (patient, exposure, noise).
+
+    Applied to each generated radiograph before its text is burned in: ``contrast`` is a gain around the
+    mid-grey 0.3 (clipped to [0, 1], so a high gain saturates), ``exposure`` an offset, ``gamma`` the tone
+    curve (``x ** gamma``) and ``noise`` the standard deviation of extra detector noise. The default profile
+    changes nothing. The model standardizes each image, so a pure gain or offset alone hardly matters to it;
+    the clipping, the tone curve and the noise do.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = "scanner-a"
+    contrast: float = Field(1.0, gt=0, le=4, description="gain around mid-grey 0.3, then clipped to [0, 1]")
+    exposure: float = Field(0.0, ge=-0.5, le=0.5, description="offset added to every pixel")
+    gamma: float = Field(1.0, gt=0, le=5, description="tone curve: pixel ** gamma")
+    noise: float = Field(0.0, ge=0, le=0.5, description="sd of extra Gaussian detector noise")
+
+    @property
+    def identity(self) -> bool:
+        """True when the profile changes no pixel (the generator then draws no extra random numbers)."""
+        return self.contrast == 1.0 and self.exposure == 0.0 and self.gamma == 1.0 and self.noise == 0.0
+
+
+SCANNER_B = ScannerProfile(name="scanner-b", contrast=0.7, exposure=0.03, gamma=2.2, noise=0.03)
+"""The new scanner of the drift scenario: lower contrast, a darker tone curve, more noise. The model trained
+on the old scanner loses 0.1-0.2 AUROC on its images; one retrained on them gets most of it back (docs/xray.md)."""
+
+
 class XraySettings(BaseModel):
     """Everything the X-ray pipeline lets you change without touching code."""
 
@@ -59,6 +88,18 @@ class XraySettings(BaseModel):
         0.0, ge=0, le=1, description="generator: share of damaged uploads (to show the dead-letter path)"
     )
     seed: int = 7
+    scanner: ScannerProfile = Field(ScannerProfile(), description="generator: the scanner profile it starts with")
+    shifted_scanner: ScannerProfile = Field(SCANNER_B, description="generator: the profile it switches to")
+    scanner_shift_after: int | None = Field(
+        None, ge=0, description="generator: switch to shifted_scanner after this many uploads (None: never)"
+    )
+
+    record_decisions: bool = Field(True, description="record a kawa.monitor.decision for each assessed image")
+    reads_delay_s: float = Field(60.0, ge=0, description="radiologist reads: mean seconds from upload to read")
+    reads_jitter: float = Field(
+        0.5, ge=0, le=1, description="radiologist reads: delay drawn uniformly in delay * (1 ± jitter)"
+    )
+    reads_coverage: float = Field(0.8, ge=0, le=1, description="radiologist reads: share of images read")
 
     train_images: int = Field(1200, ge=100, description="trainer: generated images to train and test on")
 

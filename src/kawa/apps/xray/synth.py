@@ -19,7 +19,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from kawa.apps.xray.settings import Box
+from kawa.apps.xray.settings import Box, ScannerProfile
 
 Format = Literal["png", "jpeg", "dicom"]
 FloatImage = NDArray[np.float32]
@@ -175,7 +175,11 @@ def _pil_bytes(pixels: FloatImage, fmt: str, **params: Any) -> bytes:
 
 
 class RadiographGenerator:
-    """Seeded source of :class:`Radiograph`s: the same seed gives the same images, labels and patients."""
+    """Seeded source of :class:`Radiograph`s: the same seed gives the same images, labels and patients.
+
+    ``profile`` is the scanner that renders them (:meth:`switch_scanner` changes it mid-run). Its noise comes
+    from a random stream of its own, so the anatomy, labels and patients of a seed are the same whichever
+    scanner renders them, and the default profile gives the images this generator always gave."""
 
     def __init__(
         self,
@@ -184,19 +188,26 @@ class RadiographGenerator:
         size: int = 256,
         phi_box: Box = (0.0, 0.84, 0.5, 1.0),
         pneumonia_fraction: float = 0.2,
+        profile: ScannerProfile | None = None,
     ) -> None:
         self.rng = np.random.default_rng(seed)
         self.seed = seed
         self.size = size
         self.phi_box = phi_box
         self.pneumonia_fraction = pneumonia_fraction
+        self.profile = profile or ScannerProfile()
+        self._scanner_rng = np.random.default_rng([seed, 0x5CA7])
         self._count = 0
+
+    def switch_scanner(self, profile: ScannerProfile) -> None:
+        """Render every image from now on with ``profile`` (a new scanner in the department)."""
+        self.profile = profile
 
     def generate(self, pneumonia: bool | None = None) -> Radiograph:
         rng = self.rng
         if pneumonia is None:
             pneumonia = bool(rng.random() < self.pneumonia_fraction)
-        pixels = render_chest(rng, self.size, pneumonia)
+        pixels = apply_scanner(render_chest(rng, self.size, pneumonia), self.profile, self._scanner_rng)
         patient = fake_patient(rng)
         pixels = burn_in_text(pixels, patient.burned_lines(), self.phi_box)
         self._count += 1
@@ -318,6 +329,18 @@ def _opacities(rng: np.random.Generator, size: int, xx: FloatImage, yy: FloatIma
         density = rng.uniform(0.1, 0.32)
         out += density * blob * np.clip(0.75 + 0.35 * patch, 0.2, 1.4)
     return f32(out * np.clip(lungs * 1.3, 0.0, 1.0))
+
+
+def apply_scanner(pixels: FloatImage, profile: ScannerProfile, rng: np.random.Generator) -> FloatImage:
+    """``pixels`` as ``profile``'s scanner renders them: gain around 0.3 plus offset, clipped, tone curve, then
+    detector noise (drawn from ``rng``), clipped to [0, 1]. The identity profile returns ``pixels`` untouched
+    and draws nothing."""
+    if profile.identity:
+        return pixels
+    img = np.clip((pixels - 0.3) * profile.contrast + 0.3 + profile.exposure, 0.0, 1.0) ** profile.gamma
+    if profile.noise > 0:
+        img = img + rng.normal(0.0, profile.noise, img.shape).astype(np.float32)
+    return f32(np.clip(img, 0.0, 1.0))
 
 
 # --- burned-in text --------------------------------------------------------------------------------

@@ -12,8 +12,9 @@ counts as caught when it is *not* labeled Normal (Unsure goes to a radiologist),
 
 from __future__ import annotations
 
+import importlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -21,13 +22,15 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from kawa.apps.xray.features import SNAPSHOT, summarize
 from kawa.apps.xray.imaging import model_input, redact_text
-from kawa.apps.xray.settings import XraySettings, load_settings
+from kawa.apps.xray.settings import ScannerProfile, XraySettings, load_settings
 from kawa.apps.xray.synth import RadiographGenerator
 from kawa.errors import KawaError
 
 if TYPE_CHECKING:
     from kawa.config import KawaConfig
+    from kawa.monitor.sketch import Profile
 
 Progress = Callable[[str, int, int], None]
 """``progress(stage, done, total)``."""
@@ -47,11 +50,16 @@ class TrainData:
     y: NDArray[np.int64]
     source: str
     trained_on: str  # what the model learns from, in words: recorded as the lineage description
+    summaries: tuple[dict[str, float], ...] = ()  # image summaries, when the images are a sample of live data
 
 
-def generated_data(settings: XraySettings, n: int, seed: int, progress: Progress | None = None) -> TrainData:
-    """``n`` balanced generated images, redacted as the pipeline redacts them, as model inputs."""
-    gen = RadiographGenerator(seed, size=settings.image_size, phi_box=settings.phi_box)
+def generated_data(
+    settings: XraySettings, n: int, seed: int, progress: Progress | None = None, scanner: ScannerProfile | None = None
+) -> TrainData:
+    """``n`` balanced generated images, redacted as the pipeline redacts them, as model inputs; rendered by
+    ``scanner`` (default: ``settings.scanner``, the generator's first scanner)."""
+    profile = scanner or settings.scanner
+    gen = RadiographGenerator(seed, size=settings.image_size, phi_box=settings.phi_box, profile=profile)
     xs, ys = [], []
     for i in range(n):
         image = gen.generate(pneumonia=bool(i % 2))
@@ -59,7 +67,83 @@ def generated_data(settings: XraySettings, n: int, seed: int, progress: Progress
         ys.append(image.label)
         if progress is not None and (i % 50 == 49 or i == n - 1):
             progress("generating", i + 1, n)
-    return TrainData(np.stack(xs), np.asarray(ys, dtype=np.int64), f"generated:seed={seed},n={n}", "generated images")
+    if profile.identity:
+        return TrainData(
+            np.stack(xs), np.asarray(ys, dtype=np.int64), f"generated:seed={seed},n={n}", "generated images"
+        )
+    return TrainData(
+        np.stack(xs),
+        np.asarray(ys, dtype=np.int64),
+        f"generated:seed={seed},n={n},scanner={profile.name}",
+        f"generated images ({profile.name})",
+    )
+
+
+def window_data(
+    settings: XraySettings, store: Any, labels: Mapping[str, int], progress: Progress | None = None
+) -> TrainData:
+    """The recent labelled window: the images ``labels`` names (``bucket/key`` → 0/1, e.g. the radiologist reads
+    of :mod:`kawa.apps.xray.reads`) read back from ``store`` (an :class:`~kawa.store.ObjectStore`), decoded and
+    redacted as the pipeline does. An image that is gone or undecodable is skipped; both classes must remain."""
+    from kawa.apps.xray.imaging import UndecodableImage, decode
+    from kawa.errors import ObjectNotFound
+
+    xs, ys, summaries = [], [], []
+    for i, (entity, label) in enumerate(sorted(labels.items())):
+        bucket, _, key = entity.partition("/")
+        try:
+            with store.get(bucket, key) as body:
+                pixels = decode(body.read())
+        except (ObjectNotFound, UndecodableImage):
+            continue
+        clean = redact_text(pixels, settings.redact_margin_px)
+        xs.append(model_input(clean, settings.model_input_size))
+        summaries.append(summarize(clean, settings.model_input_size).features())
+        ys.append(int(label))
+        if progress is not None and (i % 50 == 49 or i == len(labels) - 1):
+            progress("reading", i + 1, len(labels))
+    if len(set(ys)) < 2:
+        raise KawaError(
+            f"the labelled window holds {len(ys)} readable images of one class only; wait for more outcomes "
+            "(both normal and pneumonia reads) before retraining"
+        )
+    first, last = (sorted(labels)[0], sorted(labels)[-1]) if labels else ("", "")
+    return TrainData(
+        np.stack(xs),
+        np.asarray(ys, dtype=np.int64),
+        f"window:n={len(ys)},first={first},last={last}",
+        "the recent labelled window",
+        tuple(summaries),
+    )
+
+
+def reference_sample(
+    settings: XraySettings, n: int, seed: int, scanner: ScannerProfile | None = None
+) -> tuple[NDArray[np.float32], list[dict[str, float]]]:
+    """``n`` generated images in the *live* mix (``settings.pneumonia_fraction``, not the balanced training
+    mix, so the reference scores look like the served ones): their model inputs and image summaries."""
+    gen = RadiographGenerator(
+        seed,
+        size=settings.image_size,
+        phi_box=settings.phi_box,
+        pneumonia_fraction=settings.pneumonia_fraction,
+        profile=scanner or settings.scanner,
+    )
+    xs, summaries = [], []
+    for _ in range(n):
+        pixels = redact_text(gen.generate().pixels, settings.redact_margin_px)
+        xs.append(model_input(pixels, settings.model_input_size))
+        summaries.append(summarize(pixels, settings.model_input_size).features())
+    return np.stack(xs), summaries
+
+
+def reference_profile(summaries: Sequence[Mapping[str, float]], scores: Sequence[float] | NDArray[Any]) -> Profile:
+    """The monitoring reference of a model version: every recorded summary feature
+    (:data:`~kawa.apps.xray.features.SNAPSHOT`) and the score, in quantile bins (:func:`kawa.monitor.build_profile`)."""
+    from kawa.monitor.sketch import build_profile
+
+    columns = {name: [float(s[name]) for s in summaries] for name in SNAPSHOT.recorded}
+    return build_profile(columns, score=[float(x) for x in scores])
 
 
 def folder_data(settings: XraySettings, root: str, progress: Progress | None = None) -> TrainData:
@@ -140,18 +224,38 @@ def train(
     settings_file: str | None = None,
     promote: Literal["if-none", "always", "never"] = "if-none",
     shuffle_labels: bool = False,
+    shifted_scanner: bool = False,
+    reference_images: int | None = None,
+    window: Mapping[str, int] | None = None,
     register: bool = True,
     config: KawaConfig | None = None,
     progress: Progress | None = job_progress,
 ) -> dict[str, Any]:
     """Train, evaluate on a held-out quarter, log to MLflow, register as ``settings.model_name`` and
     (``promote``) set ``settings.model_alias`` on it. Returns the metrics, the version and whether it was
-    promoted. ``shuffle_labels`` trains on permuted labels — a deliberately broken model for tests."""
+    promoted. ``shuffle_labels`` trains on permuted labels — a deliberately broken model for tests;
+    ``shifted_scanner`` trains on generated images of ``settings.shifted_scanner`` (the drift scenario's new
+    scanner) instead of ``settings.scanner``; ``window`` (``bucket/key`` → label) trains on those images read
+    from the configured store instead (:func:`window_data`: the loop's retraining on the recent labelled
+    window), and takes the reference profile from its held-out quarter. On generated data it also builds the
+    version's monitoring reference profile from ``reference_images`` (default: a quarter of ``images``, 50 to
+    200) further images in the live mix, scored by the exported model
+    (:func:`reference_profile`), and logs it with the run when the monitoring service's
+    ``kawa.monitor.profiles.log_reference_profile`` is installed."""
     started = time.perf_counter()
     settings = load_settings(settings_file)
     n = images or settings.train_images
     seed = settings.seed if seed is None else seed
-    data = folder_data(settings, dataset, progress) if dataset else generated_data(settings, n, seed, progress)
+    scanner = settings.shifted_scanner if shifted_scanner else None
+    if window is not None:
+        from kawa.backends import open_backends
+
+        with open_backends(config) as backends:
+            data = window_data(settings, backends.store, window, progress)
+    elif dataset:
+        data = folder_data(settings, dataset, progress)
+    else:
+        data = generated_data(settings, n, seed, progress, scanner)
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(data.y))
     cut = int(len(order) * 0.75)
@@ -167,9 +271,17 @@ def train(
     metrics = evaluate(risk, data.y[test_idx], settings)
     if progress is not None:
         progress("fitting", 1, 1)
+    profile = None
+    n_reference = max(50, min(200, n // 4)) if reference_images is None else reference_images
+    if data.summaries:  # the held-out quarter is a sample of the live stream
+        profile = reference_profile([data.summaries[i] for i in test_idx], risk)
+    elif not dataset and n_reference > 0:
+        ref_x, summaries = reference_sample(settings, n_reference, seed + 7919, scanner)
+        profile = reference_profile(summaries, onnx_risk(onnx_bytes, ref_x))
     result: dict[str, Any] = {**metrics, "train_images": int(cut), "test_images": len(test_idx)}
+    result["reference_records"] = profile.n if profile is not None else 0
     if register:
-        result.update(_track(settings, config, onnx_bytes, data, metrics, seed, shuffle_labels, promote))
+        result.update(_track(settings, config, onnx_bytes, data, metrics, seed, shuffle_labels, promote, profile))
     result["seconds"] = round(time.perf_counter() - started, 2)
     return result
 
@@ -183,6 +295,7 @@ def _track(
     seed: int,
     shuffled: bool,
     promote: str,
+    profile: Profile | None = None,
 ) -> dict[str, Any]:
     from kawa.backends import open_backends
     from kawa.ml import tracking
@@ -203,6 +316,8 @@ def _track(
             # Lineage is copied onto the registered version; the pipeline shows its description on each image.
             run.log_lineage(source=data.source, description=data.trained_on)
             run.log_metrics(metrics)
+            if profile is not None:
+                _log_profile(run, profile)
             version = run.log_model(onnx_bytes, flavor="onnx", register_as=settings.model_name)
             run_id = run.run_id
         out: dict[str, Any] = {"model": settings.model_name, "version": version, "run_id": run_id, "promoted": False}
@@ -217,3 +332,15 @@ def _track(
         finally:
             registry.close()
     return out
+
+
+def _log_profile(run: Any, profile: Profile) -> None:
+    """Log ``profile`` with ``run`` through the monitoring service's ``log_reference_profile`` (issue 13), looked
+    up at run time: a build without the service trains without logging it."""
+    try:
+        profiles = importlib.import_module("kawa.monitor.profiles")
+    except ModuleNotFoundError as exc:
+        if exc.name != "kawa.monitor.profiles":
+            raise
+        return
+    profiles.log_reference_profile(run, profile)
