@@ -188,6 +188,11 @@ class LoopConfig(_Frozen):
     """The retraining loop: one policy per model (validated by :class:`kawa.retrain.policy.LoopPolicy`)."""
 
     policies: list[dict[str, Any]] = Field(default_factory=list, description="see docs/loop.md")
+    monitors: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="`kawa up`: one monitoring service per entry (kawa.monitor.service.MonitorConfig fields; "
+        "`join` as {horizon, by, grace}); its alerts reach the loops",
+    )
     interval_s: float = Field(5.0, gt=0, description="`kawa up`: seconds between steps of each loop and evaluator")
     evaluate: bool = Field(True, description="`kawa up`: evaluate every running experiment (kawa.evaluations)")
 

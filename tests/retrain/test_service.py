@@ -81,3 +81,32 @@ def test_each_configured_policy_gets_a_loop_that_is_stepped(tmp_path: Path) -> N
         service.stop()
     finally:
         platform.stop()
+
+
+def test_a_monitor_in_kawa_up_raises_the_alert_the_loop_acts_on(tmp_path: Path, monkeypatch: object) -> None:
+    """Decisions with a planted shift → the configured monitor's alert → the model's loop reacts (here its
+    trigger is refused for too few outcomes, which is on record): monitoring and the loop meet in kawa up."""
+    import kawa.monitor.profiles
+    from tests.monitor.test_service import MODEL, decisions, reference, write
+
+    profile = reference()
+    monkeypatch.setattr(kawa.monitor.profiles, "load_reference_profile",  # type: ignore[attr-defined]
+                        lambda registry, model, version: profile)  # fmt: skip
+    policy = {"model": MODEL, "training": {"entrypoint": "nowhere:train"}, "triggers": {"alerts": ["drift"]},
+              "limits": {"min_outcomes": 10**6}}  # fmt: skip
+    monitor = {"model": MODEL, "pane_s": 300.0, "panes": 1, "window_size": 250, "sequential_arl0": 1e6,
+               "shift": 1.0, "sequential_mode": "mean"}  # fmt: skip
+    config = load_config(home=str(tmp_path / ".kawa"), portal={"enabled": False},
+                         loop={"policies": [policy], "monitors": [monitor], "interval_s": 0.2})  # fmt: skip
+    platform = Platform(config)
+    try:
+        write(platform.log, decisions(1500, seed=1) + decisions(1500, seed=2, start=1500, shift=1.0))
+        service = build_service(platform)
+        assert service is not None
+        service.start()
+        controller = service.controllers[MODEL]
+        wait_until(lambda: any(type(a).__name__ == "Skip" for a in controller.actions), timeout=120)
+        assert all(type(a).__name__ == "Skip" for a in controller.actions)
+        service.stop()
+    finally:
+        platform.stop()

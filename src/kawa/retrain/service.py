@@ -1,6 +1,8 @@
 """``kawa up``'s loop service: every ``loop.interval_s`` it steps one :class:`LoopController` per policy in
-``loop.policies`` and one :class:`~kawa.evaluation.service.Evaluator` per running experiment that no loop owns
-(a loop evaluates its own canaries), so decisions, evaluations and promotions happen with no other command.
+``loop.policies``, one :class:`~kawa.monitor.service.MonitorService` per entry of ``loop.monitors`` (its alerts
+are what the loops react to) and one :class:`~kawa.evaluation.service.Evaluator` per running experiment that no
+loop owns (a loop evaluates its own canaries), so alerts, decisions, evaluations and promotions happen with no
+other command.
 
 One process must own an experiment's evaluation and a model's loop at a time (their records are replayed on
 start): run ``kawa up`` once per log, or ``kawa loop run`` / ``kawa experiments evaluate`` by hand instead.
@@ -10,10 +12,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from kawa.evaluation.service import Evaluator
+    from kawa.ml.registry import Registry
+    from kawa.monitor.service import MonitorService
     from kawa.platform import Platform
     from kawa.retrain.controller import LoopController
 
@@ -28,6 +32,8 @@ class LoopService:
         self.interval_s = platform.config.loop.interval_s
         self.controllers: dict[str, LoopController] = {}
         self.evaluators: dict[str, Evaluator] = {}
+        self.monitors: dict[str, MonitorService] = {}
+        self._registry: Registry | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="kawa-loop", daemon=True)
         self.steps = 0
@@ -39,9 +45,45 @@ class LoopService:
         for data in self.platform.config.loop.policies:
             policy = LoopPolicy.from_dict(data)  # an invalid policy stops `kawa up` with the field to fix
             self.controllers[policy.model] = LoopController(self.platform.config, self.platform.log, policy).start()
+        for data in self.platform.config.loop.monitors:
+            self._monitor(data)
         self._thread.start()
 
+    def _monitor(self, data: dict[str, Any]) -> None:
+        from kawa.errors import ConfigError
+        from kawa.ml.registry import Registry
+        from kawa.monitor.join import JoinConfig
+        from kawa.monitor.profiles import NoReferenceProfile, load_reference_profile
+        from kawa.monitor.service import MonitorConfig, MonitorService
+
+        values = dict(data)
+        if isinstance(values.get("join"), dict):
+            values["join"] = JoinConfig(**values["join"])
+        try:
+            config = MonitorConfig(**values)
+        except TypeError as exc:
+            raise ConfigError(
+                f"loop.monitors: {exc}; the fields are those of kawa.monitor.service.MonitorConfig"
+            ) from None
+        if self._registry is None:
+            self._registry = Registry(self.platform.config, publish=False)
+        registry = self._registry
+
+        def profiles(version: int) -> Any:
+            try:
+                return load_reference_profile(registry, config.model, version)
+            except NoReferenceProfile as exc:
+                log.warning("%s; its decisions are counted, not tested", exc)
+                return None
+
+        self.monitors[config.model] = MonitorService(self.platform.log, config, profiles).start()
+
     def step(self) -> None:
+        for model, monitor in self.monitors.items():  # first: the loops see the alerts of this step
+            try:
+                monitor.step()
+            except Exception:
+                log.exception("monitoring %s failed a step; it goes on at the next", model)
         for model, controller in self.controllers.items():
             try:
                 controller.step()
@@ -82,8 +124,12 @@ class LoopService:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=30)
+        for monitor in self.monitors.values():
+            monitor.close()
         for controller in self.controllers.values():
             controller.close()
+        if self._registry is not None:
+            self._registry.close()
         for evaluator in self.evaluators.values():
             evaluator.close()
 
@@ -91,6 +137,6 @@ class LoopService:
 def build_service(platform: Platform) -> LoopService | None:
     """The loop service when a policy is configured or experiments are to be evaluated."""
     loop = platform.config.loop
-    if not loop.policies and not loop.evaluate:
+    if not loop.policies and not loop.monitors and not loop.evaluate:
         return None
     return LoopService(platform)
