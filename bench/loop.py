@@ -13,8 +13,10 @@ means move and the concept changes, so the champion's AUROC drops. Per chunk of 
    labelled records since the shift), runs the offline gate, starts the canary (50 % of units), evaluates it with
    the always-valid evaluator on matured outcomes (a unit's outcome: was the served decision right), and promotes.
 
-The "worse" scenario's trainer learns from shuffled labels and *claims* a better offline metric, so only the
-canary stands between it and the users: ``worse_promoted`` counts how often it got through (goal 0 of 20).
+The "worse" scenario's trainer learns the labels upside down — a candidate truly worse than even the degraded
+champion — and *claims* a better offline metric, so only the canary stands between it and the users:
+``worse_promoted`` counts how often it got through (goal 0 of 20). (A trainer on shuffled labels is no test: a
+constant scorer beats a champion whose concept has flipped.)
 Last line JSON: ``ttd_records``, ``ttd_s``, ``ttr_records``, ``ttr_s``, ``auroc_before``, ``auroc_degraded``,
 ``auroc_after``, ``worse_promoted`` (medians over seeds for the first four).
 """
@@ -56,7 +58,7 @@ TRAINER = textwrap.dedent('''
         window = np.load(data)
         x, y = window["x"], window["y"]
         half = len(y) // 2
-        fit_y = np.random.default_rng(0).permutation(y[:half]) if mode == "worse" else y[:half]
+        fit_y = 1 - y[:half] if mode == "worse" else y[:half]  # "worse" learns the labels upside down
         candidate = LinearRegression().fit(x[:half], fit_y)
         registry = Registry(load_config(), publish=False)
         champion = load_model_dir(registry.local_path(model, registry.resolve(model + "@champion")))
