@@ -37,7 +37,8 @@ def spec(name: str = "canary") -> ExperimentSpec:
     )  # fmt: skip
 
 
-def simulate(log: EventLog, s: ExperimentSpec, units: int, p: dict[str, float], seed: int) -> list[float]:
+def simulate(log: EventLog, s: ExperimentSpec, units: int, p: dict[str, float], seed: int,
+             alert_rate: dict[str, float] | None = None) -> list[float]:  # fmt: skip
     """``units`` decisions 0.1 s apart, each unit's arm by the spec's assignment; a positive outcome (label 1)
     arrives 5 s later with probability ``p[arm]``, a negative never (it matures as one). Returns the times."""
     from kawa.log.base import TopicSpec
@@ -54,7 +55,10 @@ def simulate(log: EventLog, s: ExperimentSpec, units: int, p: dict[str, float], 
             chosen = assigner.assign(unit)
             ref = EventRef("/payments", f"tx-{i}")
             version = 1 if chosen.arm == "champion" else 2
-            decision = DecisionRecord(ref, "risk", version, unit, t, score=0.5, arm=chosen.arm,
+            action = None
+            if alert_rate is not None:
+                action = "alert" if rng.random() < alert_rate[chosen.arm] else "none"
+            decision = DecisionRecord(ref, "risk", version, unit, t, score=0.5, action=action, arm=chosen.arm,
                                       propensity=chosen.propensity, experiment=s.name, spec_hash=s.spec_hash(),
                                       acting=True)  # fmt: skip
             publish(producer, DECISIONS_TOPIC, decision.to_event("/tests"))
@@ -205,3 +209,26 @@ def test_the_cli_takes_a_look_and_reports_the_decision(tmp_path: Path) -> None:
     assert "decided at look 0: stop-efficacy (challenger)" in result.output
     result = CliRunner().invoke(cli, ["--log", uri, "experiments", "list", "--json"])
     assert json.loads(result.output)[0]["status"] == "stopped"
+
+
+def test_a_guardrail_measured_from_the_decisions_stops_a_challenger_that_alerts_too_often(log: EventLog) -> None:
+    from dataclasses import replace
+
+    from kawa.evaluation.spec import Guardrail
+
+    s = replace(spec("burden"), guardrails=(Guardrail("action_rate:alert", 0.3), Guardrail("latency_p99_ms", 50)))
+    ExperimentStore(log).create(s)
+    times = simulate(log, s, 800, {"champion": 0.3, "challenger": 0.3}, seed=6,
+                     alert_rate={"champion": 0.15, "challenger": 0.6})  # fmt: skip
+    evaluator = Evaluator(log, s.name).start()
+    try:
+        evaluator.step(times[-1] + MATURITY + 1)
+        decision = evaluator.decision
+        assert decision is not None and decision.kind == "guardrail-breach" and decision.arm == "challenger"
+        values = evaluator.state.looks[-1].guardrails["action_rate:alert"]
+        assert values["challenger"] == pytest.approx(0.6, abs=0.06) and values["champion"] < 0.3
+        (look,) = _events(log, LOOK_EVENT)
+        assert look["unmeasured_guardrails"] == ["latency_p99_ms"]  # said, not silently passed
+        assert ExperimentStore(log).get(s.name).reason.startswith("guardrail-breach")
+    finally:
+        evaluator.close()

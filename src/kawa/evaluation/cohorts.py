@@ -42,6 +42,8 @@ class Cohorts:
     assigned: dict[str, set[str]] = field(default_factory=dict)
     matured: dict[str, dict[str, _Unit]] = field(default_factory=dict)
     versions: dict[str, set[int]] = field(default_factory=dict)
+    actions: dict[str, dict[str, int]] = field(default_factory=dict)  # arm -> action -> decisions
+    scores: dict[str, list[float]] = field(default_factory=dict)  # arm -> [sum, count]
     foreign: int = 0
     first_decision: float = math.inf
     watermark: float = -math.inf
@@ -53,6 +55,8 @@ class Cohorts:
             self.assigned.setdefault(arm, set())
             self.matured.setdefault(arm, {})
             self.versions.setdefault(arm, set())
+            self.actions.setdefault(arm, {})
+            self.scores.setdefault(arm, [0.0, 0.0])
 
     def add_decision(self, d: DecisionRecord) -> bool:
         """Keep ``d`` when it is the decision of a unit's *assigned* arm in this experiment (an acting arm, or a
@@ -67,6 +71,11 @@ class Cohorts:
             return False  # a shadow score: recorded for off-policy evaluation, not an assignment
         self.assigned[d.arm].add(d.entity)
         self.versions[d.arm].add(d.version)
+        counts = self.actions[d.arm]
+        counts[str(d.action)] = counts.get(str(d.action), 0) + 1
+        if d.score is not None:
+            self.scores[d.arm][0] += d.score
+            self.scores[d.arm][1] += 1
         self.first_decision = min(self.first_decision, d.decided_at)
         return True
 
@@ -95,14 +104,37 @@ class Cohorts:
         variance = math.fsum((v - mean) ** 2 for v in values) / (n - 1) if n > 1 else 0.0
         return ArmStats(n, mean, variance)
 
+    def guardrail(self, metric: str, arm: str) -> float | None:
+        """A guardrail metric of ``arm`` from its decision records, or None when there is none to compute it from:
+        ``action_rate:<action>`` (share of the arm's decisions with that action, e.g. ``action_rate:alert``) and
+        ``score_mean``. Other metrics (``latency_p99_ms``…) are not measured here: :meth:`unmeasured` names them."""
+        if metric.startswith("action_rate:"):
+            counts = self.actions[arm]
+            decisions = sum(counts.values())
+            return counts.get(metric.split(":", 1)[1], 0) / decisions if decisions else None
+        if metric == "score_mean":
+            score_sum, n = self.scores[arm]
+            return score_sum / n if n else None
+        return None
+
+    def unmeasured(self) -> tuple[str, ...]:
+        """The spec's guardrails this evaluator cannot compute from decision records."""
+        return tuple(g.metric for g in self.spec.guardrails
+                     if not (g.metric.startswith("action_rate:") or g.metric == "score_mean"))  # fmt: skip
+
     def look_data(self) -> LookData:
-        """The data of a look now: matured-metric stats and assigned units per arm, and the window from the
-        first decision to the join's watermark."""
+        """The data of a look now: matured-metric stats and assigned units per arm, the guardrails it can measure,
+        and the window from the first decision to the join's watermark."""
         arms = {a: self.arm_stats(a) for a in self.spec.arm_names}
         assigned = {a: max(len(self.assigned[a]), arms[a].n) for a in self.spec.arm_names}
         start = self.first_decision if math.isfinite(self.first_decision) else 0.0
         end = self.watermark if math.isfinite(self.watermark) else start
-        return LookData(arms=arms, assigned=assigned, window=(start, max(start, end)))
+        guardrails: dict[str, dict[str, float]] = {}
+        for g in self.spec.guardrails:
+            values = {a: v for a in self.spec.arm_names if (v := self.guardrail(g.metric, a)) is not None}
+            if values:
+                guardrails[g.metric] = values
+        return LookData(arms=arms, assigned=assigned, guardrails=guardrails, window=(start, max(start, end)))
 
     @property
     def units(self) -> int:

@@ -113,7 +113,8 @@ class Evaluator:
             return the_look
         self._publish(LOOK_EVENT, {"experiment": self.name, "spec_hash": self.spec.spec_hash(),
                                    "look": _look_json(the_look), "data": _data_json(data),
-                                   "decision": _decision_json(decision)})  # fmt: skip
+                                   "decision": _decision_json(decision),
+                                   "unmeasured_guardrails": list(self.cohorts.unmeasured())})  # fmt: skip
         if decision is not None:
             versions = {a: ",".join(str(v) for v in sorted(vs)) for a, vs in self.cohorts.versions.items() if vs}
             rec = record(self.spec, self.state, versions)
