@@ -30,8 +30,20 @@ may take: `docs/portal.md`.
 
 def create_app(portal: Portal) -> FastAPI:
     """The application for ``portal`` (whose sampler it starts and stops with the server)."""
-    from kawa.portal.api import account, buckets, deadletters, experiments, functions, jobs, live, loop, models, topics
-    from kawa.portal.web import experiments_page, loop_page, pages
+    from kawa.portal.api import (
+        account,
+        buckets,
+        deadletters,
+        experiments,
+        functions,
+        jobs,
+        live,
+        loop,
+        models,
+        monitoring,
+        topics,
+    )  # fmt: skip
+    from kawa.portal.web import experiments_page, loop_page, monitoring_page, pages
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -79,7 +91,7 @@ def create_app(portal: Portal) -> FastAPI:
             )
         return response
 
-    for module in (account, topics, buckets, functions, jobs, models, experiments, loop, deadletters, live):
+    for module in (account, topics, buckets, functions, jobs, models, monitoring, experiments, loop, deadletters, live):
         app.include_router(module.router)
     from kawa.portal.api import metrics_route
 
@@ -87,5 +99,6 @@ def create_app(portal: Portal) -> FastAPI:
     app.include_router(pages.router)
     app.include_router(experiments_page.router)
     app.include_router(loop_page.router)
+    app.include_router(monitoring_page.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

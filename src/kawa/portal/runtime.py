@@ -21,6 +21,7 @@ from kawa.portal.sources.jobs import JobsSource
 from kawa.portal.sources.log import LogSource
 from kawa.portal.sources.loop import LoopSource
 from kawa.portal.sources.models import ModelsSource
+from kawa.portal.sources.monitoring import MonitoringSource
 from kawa.portal.sources.routes import RoutesSource
 from kawa.portal.sources.store import PhiPolicy, StoreSource
 from kawa.portal.throttle import LoginThrottle
@@ -63,6 +64,7 @@ class Portal:
         self.models = ModelsSource(platform)
         self.experiments = ExperimentsSource(platform)
         self.loop = LoopSource(platform)
+        self.monitoring = MonitoringSource(platform)
         self.boards = AppBoards(self)
         self.sampler: Sampler = Sampler(self, self.config.portal.sample_interval_s)
         self.board_cache: dict[tuple[int, str, str], dict[str, Any]] = {}  # (sample, role, app) -> board

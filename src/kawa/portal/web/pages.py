@@ -59,6 +59,7 @@ NAV = [
     ("/topics", "Topics", Action.VIEW),
     ("/models", "Models", Action.VIEW),
     ("/jobs", "Jobs", Action.VIEW),
+    ("/monitoring", "Monitoring", Action.VIEW),
     ("/experiments", "Experiments", Action.VIEW),
     ("/loop", "Loop", Action.VIEW),
     ("/deadletters", "Dead letters", Action.DEADLETTERS_READ),  # the action its page requires
