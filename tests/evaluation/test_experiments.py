@@ -257,3 +257,35 @@ def test_the_cli_creates_lists_shows_and_stops(tmp_path: Path) -> None:
     bad.write_text("name: x\n")
     result = runner.invoke(cli, ["--log", log_uri, "experiments", "create", str(bad)])
     assert result.exit_code != 0 and isinstance(result.exception, KawaError)
+
+
+@app.function(topic="observations", name="any-arm")
+def any_arm(event: Any, ctx: Any) -> Any:
+    model = ctx.model("risk@champion", unit=event.get_data()["patient"])  # whichever experiment runs on risk
+    return ctx.new_event("dev.kawa.risk", {"risk": float(model.predict(np.zeros((1, 3)))[0]),
+                                           "arm": getattr(model, "arm", None)})  # fmt: skip
+
+
+def test_a_unit_alone_joins_whichever_experiment_runs_on_the_model() -> None:
+    out = invoke(any_arm, _observe("p3"), models=MODELS, experiments=[spec()])
+    expected = assign("p3", "s1", [("champion", 0.5), ("challenger", 0.5)]).arm
+    assert out.replies[0].get_data()["arm"] == expected and out.predictions[0].allocation is not None
+    other = ExperimentSpec.from_dict({**spec().to_dict(), "model": "other", "control": "a", "arms": [
+        {"name": "a", "weight": 0.5, "model": "other@a"}, {"name": "b", "weight": 0.5, "model": "other@b"}]})
+    for experiments in ([], [other]):  # none, or only one on another model: the ref itself, no allocation
+        out = invoke(any_arm, _observe("p3"), models=MODELS, experiments=experiments)
+        assert out.replies[0].get_data() == {"risk": 0.25, "arm": None} and out.predictions[0].allocation is None
+
+
+def test_the_view_finds_the_newest_running_experiment_of_a_model(log: EventLog) -> None:
+    store = ExperimentStore(log)
+    store.create(spec("first", "s1"))
+    store.create(spec("second", "s2"))
+    view = ExperimentsView(log, refresh_s=0.0)
+    try:
+        assert view.running_for("risk").name == "second"  # type: ignore[union-attr]
+        store.stop("second")
+        assert view.running_for("risk").name == "first"  # type: ignore[union-attr]
+        assert view.running_for("nothing") is None
+    finally:
+        view.close()

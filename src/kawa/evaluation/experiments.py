@@ -184,6 +184,14 @@ class ExperimentsView:
             )
         return state
 
+    def running_for(self, model: str) -> ExperimentState | None:
+        """The running experiment on ``model`` (the newest, should there be several), or None."""
+        with self._lock:
+            if time.monotonic() >= self._fresh_until:
+                self._refresh()
+            states = list(self._states.values())
+        return _running_for(states, model)
+
     def _refresh(self) -> None:
         if self._reader is None:
             self._reader = TopicReader(self._store.log, self._store.topic)
@@ -233,6 +241,11 @@ class TopicReader:
 
     def close(self) -> None:
         self._consumer.close()
+
+
+def _running_for(states: list[ExperimentState], model: str) -> ExperimentState | None:
+    running = [s for s in states if s.running and s.spec.model == model]
+    return max(running, key=lambda s: s.created_ms) if running else None
 
 
 def read_to_end(log: EventLog, topic: str) -> Iterator[Record]:

@@ -40,6 +40,10 @@ class ExperimentSource(Protocol):
 
     def get(self, name: str) -> ExperimentState: ...
 
+    def running_for(self, model: str) -> ExperimentState | None:
+        """The running experiment on ``model``, if any (what ``ctx.model(ref, unit=...)`` joins)."""
+        ...
+
 
 class StaticExperiments:
     """A fixed set of experiments (running unless given as stopped states): for unit tests."""
@@ -59,6 +63,11 @@ class StaticExperiments:
             given = ", ".join(sorted(self._states)) or "none"
             raise ExperimentNotFound(f"no experiment named {name!r} (given: {given})")
         return state
+
+    def running_for(self, model: str) -> ExperimentState | None:
+        from kawa.evaluation.experiments import _running_for
+
+        return _running_for(list(self._states.values()), model)
 
 
 @dataclass(frozen=True)

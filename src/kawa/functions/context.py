@@ -159,11 +159,18 @@ class Runtime:
                     self._models = RegistryModels(self.config, self.log)
         return self._models.predictor(ref)
 
-    def arm(self, ref: str, experiment: str, unit: str) -> Predictor:
-        """The predictor ``unit``'s arm of ``experiment`` names (see :mod:`kawa.evaluation.serving`)."""
+    def arm(self, ref: str, experiment: str | None, unit: str) -> Predictor:
+        """The predictor ``unit``'s arm of ``experiment`` names (see :mod:`kawa.evaluation.serving`); with
+        ``experiment`` None, of whichever experiment runs on ``ref``'s model now (``ref`` itself when none does, or
+        when this runtime has no log to read experiments from)."""
         from kawa.evaluation.serving import route
 
-        return route(self.experiments.get(experiment), ref, unit, self)
+        if experiment is not None:
+            return route(self.experiments.get(experiment), ref, unit, self)
+        if self._experiments is None and self.log is None:
+            return self.model(ref)
+        state = self.experiments.running_for(ref.split("@", 1)[0].split("/", 1)[0])
+        return self.model(ref) if state is None else route(state, ref, unit, self)
 
     def predictor(self, ref: str) -> Predictor:
         return self.model(ref)
@@ -281,8 +288,11 @@ class Context:
         ``experiment``: the unit ``unit`` (a patient, a card: the spec's randomisation unit) gets the model its
         arm names, and every prediction is recorded with the arm and its propensity
         (:class:`~kawa.evaluation.serving.ArmPredictor`; ``.arm``, ``.acts``). A stopped experiment gives
-        ``ref`` itself."""
-        if experiment is None:
+        ``ref`` itself. ``unit`` alone joins whichever experiment runs on the model now — the loop's canary, whose
+        name the app cannot know — and serves ``ref`` when none does."""
+        if experiment is None and unit is not None and str(unit):
+            key = f"{ref}\x1f*\x1f{unit}"
+        elif experiment is None:
             key = ref
         elif unit is None or not str(unit):
             raise FunctionError(
@@ -294,7 +304,11 @@ class Context:
         pinned = self._models.get(key)
         if pinned is None:
             runtime = self._runtime
-            pinned = runtime.model(ref) if experiment is None else runtime.arm(ref, experiment, str(unit))
+            any_experiment = experiment is None and unit is not None and str(unit) != ""
+            if experiment is None and not any_experiment:
+                pinned = runtime.model(ref)
+            else:
+                pinned = runtime.arm(ref, experiment, str(unit))
             self._models[key] = pinned
         return pinned
 
