@@ -100,7 +100,9 @@ def assess(record: kawa.ObjectEvent, ctx: Context, s: XraySettings, db_url: str)
         # No retry can fix the bytes; the reason names the object key and what is wrong, never the content.
         raise PermanentError(f"{record.bucket}/{record.key}: {exc}") from None
     clean = redact_text(pixels, s.redact_margin_px)  # the same redaction the trainer applies
-    predictor = ctx.model(s.model_ref)  # pinned: one version for this whole event
+    # Pinned: one version for this whole event. The image is the unit of any experiment running on the model
+    # (the loop's canary): it gets its arm's version, recorded with arm and propensity; else the champion.
+    predictor = ctx.model(s.model_ref, unit=image_entity(record.bucket, record.key))
     source = trained_on(predictor)
     risk = float(predictor.predict(model_input(clean, s.model_input_size)[None, :])[0])  # linked to the event
     label = s.label_for(risk)
