@@ -96,7 +96,7 @@ def select(tx: Transactions, features: F64, protocol: Protocol, grid: Sequence[M
 
 def best(candidates: Sequence[Candidate]) -> Candidate:
     """The candidate with the highest CP@k, then AP, then the earlier one in the grid."""
-    return max(reversed(candidates), key=lambda c: (c.cp_at_k, c.ap))
+    return max(candidates, key=lambda c: (c.cp_at_k, c.ap))  # max keeps the first of equals
 
 
 def fit_and_test(tx: Transactions, features: F64, protocol: Protocol, grid: Sequence[Mapping[str, Any]], *,
