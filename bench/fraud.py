@@ -41,16 +41,16 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from kawa.apps.fraud import engine  # noqa: E402
-from kawa.apps.fraud.backfill import duckdb_features  # noqa: E402
-from kawa.apps.fraud.baseline import Protocol, fit_tree, score, split  # noqa: E402
-from kawa.apps.fraud.batch import score_parquet  # noqa: E402
-from kawa.apps.fraud.decisions import DecisionPolicy, DecisionState, decide  # noqa: E402
-from kawa.apps.fraud.features import FeatureSpec, FeatureState, Outcome, Payment, observe_label, update  # noqa: E402
-from kawa.apps.fraud.labels import LabelEvents, oracle_labels  # noqa: E402
-from kawa.apps.fraud.sim import SimSettings, simulate  # noqa: E402
-from kawa.apps.fraud.train import fit_lightgbm  # noqa: E402
-from kawa.apps.fraud.transactions import SECONDS_PER_DAY, Transactions  # noqa: E402
+from kawa.apps.fraud import engine
+from kawa.apps.fraud.backfill import duckdb_features
+from kawa.apps.fraud.baseline import Protocol, fit_tree, score, split
+from kawa.apps.fraud.batch import score_parquet
+from kawa.apps.fraud.decisions import DecisionPolicy, DecisionState, decide
+from kawa.apps.fraud.features import FeatureSpec, FeatureState, Outcome, Payment, observe_label, update
+from kawa.apps.fraud.labels import LabelEvents, oracle_labels
+from kawa.apps.fraud.sim import SimSettings, simulate
+from kawa.apps.fraud.train import fit_lightgbm
+from kawa.apps.fraud.transactions import SECONDS_PER_DAY, Transactions
 
 ROWS_PER_CUSTOMER = 355  # 183 days x ~1.94 payments a day (13.14M rows for 37,000 customers)
 GROUP_ROWS = 262_144
@@ -87,8 +87,10 @@ def score_child(args: argparse.Namespace) -> None:
     import pyarrow.parquet as pq
 
     t0 = time.perf_counter()
-    check = next(pq.ParquetFile(args.input).iter_batches(batch_size=20_000, columns=list(FeatureSpec().names)))
-    x = np.column_stack([check.column(n).to_numpy() for n in FeatureSpec().names])
+    # The check rows from the first row group only (iter_batches would decode far ahead: see batch.py).
+    check = pq.ParquetFile(args.input).read_row_group(0, columns=list(FeatureSpec().names))
+    x = np.column_stack([check.column(n).to_numpy() for n in FeatureSpec().names])[:20_000]
+    del check
     scorer = engine.build(args.model, "auto", check=x, threads=args.threads, workdir=args.workdir)
     compile_s = time.perf_counter() - t0
     result = score_parquet(args.input, args.output, scorer, batch_rows=GROUP_ROWS)
@@ -171,7 +173,8 @@ def stream(tx: Transactions, labels: LabelEvents, feats: np.ndarray, booster: An
             "stream_p99_ms": round(float(np.percentile(lat, 99)) * 1e3, 3),
             "stream_max_ms": round(float(lat.max()) * 1e3, 3),
             "stream_service_p50_ms": round(float(np.percentile(service, 50)) * 1e3, 3),
-            "stream_service_p99_ms": round(float(np.percentile(service, 99)) * 1e3, 3), "stream_warm_rows": len(warm_rows),
+            "stream_service_p99_ms": round(float(np.percentile(service, 99)) * 1e3, 3),
+            "stream_warm_rows": len(warm_rows),
             "stream_warm_s": round(warm_s, 1), "stream_actions": actions,
             "stream_vs_batch_max_abs": float(np.abs(rows - feats[live_rows]).max())}
 

@@ -56,7 +56,8 @@ def test_an_engine_that_drifts_is_refused(fitted: tuple[Any, np.ndarray], monkey
         return lambda data, threads: fn(data, threads) + 1e-7
 
     monkeypatch.setattr(lleaves_flavor, "_lleaves", off_by_a_little)
-    with pytest.raises(EngineParityError, match=r"refused: lleaves: max \|score - lightgbm\| = 1e-07.*engine='lightgbm'"):
+    refused = r"refused: lleaves: max \|score - lightgbm\| = 1e-07.*engine='lightgbm'"
+    with pytest.raises(EngineParityError, match=refused):
         engine.build(booster, "lleaves", check=x[:2000])
 
 

@@ -3,9 +3,10 @@
 The input is read one row group at a time and cut into Arrow record batches of at most ``batch_rows`` rows;
 each batch's feature columns become one float64 matrix, are scored and written to a ``ParquetWriter`` with
 the id columns. Only one row group and one batch are in memory at once, so the peak does not grow with the
-row count (it grows with the row-group size: write inputs with row groups of ~10^5 rows). Input and output are local paths or objects in the Kawa store (local or S3 through
-the store API): an object is first copied in chunks to a temporary file (Parquet needs random access for its
-footer) and the output is uploaded from its file as a stream.
+row count (it grows with the row-group size: write inputs with row groups of ~10^5 rows). Input and output
+are local paths or objects in the Kawa store (local or S3 through the store API): an object is first copied in
+chunks to a temporary file (Parquet needs random access for its footer) and the output is uploaded from its
+file as a stream.
 
 The feature columns are the handbook's 15 (:attr:`FeatureSpec.names`), as the DuckDB backfill
 (:mod:`kawa.apps.fraud.backfill`) writes them; a file without them is refused with a message saying so.
