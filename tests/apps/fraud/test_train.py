@@ -78,7 +78,7 @@ def test_registers_the_model_with_lineage(tmp_path: Path, monkeypatch: pytest.Mo
     job's tracking file; nothing is registered."""
     monkeypatch.setenv("KAWA_ML__TRACKING", "off")
     monkeypatch.setenv("KAWA_JOB_DIR", str(tmp_path))
-    out = train(**SIM, grid=GRID[:1], k=20, register=True)
+    out = train(**SIM, folds=1, grid=GRID[:1], k=20, register=True)
     assert out["version"] is None and out["promoted"] is False
     lines = (tmp_path / "tracking.jsonl").read_text()
     assert "kawa.lineage.data.source" in lines and "fraud-sim:customers=300,days=60,seed=3" in lines
