@@ -102,3 +102,24 @@ def test_probe_stays_inside_the_training_ranges(fitted: tuple[Any, np.ndarray]) 
     train = x[:20_000]
     assert p.shape == (500, x.shape[1])
     assert np.all(p >= train.min(axis=0) - 1e-9) and np.all(p <= train.max(axis=0) + 1e-9)
+
+
+def test_auto_falls_back_and_says_how_to_install(
+    fitted: tuple[Any, np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kawa.errors import ModelLoadError
+
+    booster, x = fitted
+    real = lleaves_flavor._import
+    tried: list[str] = []
+
+    def without_compilers(name: str, hint: str) -> Any:
+        tried.append(name)
+        if name in {"lleaves", "treelite", "tl2cgen"}:
+            raise ModelLoadError(f"the {name} engine is not installed: {hint}")
+        return real(name, hint)
+
+    monkeypatch.setattr(lleaves_flavor, "_import", without_compilers)
+    with pytest.raises(ModelLoadError, match=r"no compiled engine.*lleaves==1\.3\.0 llvmlite==0\.44\.0.*tl2cgen"):
+        engine.build(booster, "auto", check=x[:500])
+    assert tried[:2] == ["lleaves", "treelite"]  # lleaves first, then the tl2cgen fallback
