@@ -31,7 +31,10 @@ from kawa.ml.flavors.lleaves_flavor import (
 
 Engine = Literal["lleaves", "tl2cgen", "auto", "lightgbm", "onnx"]
 
-__all__ = ["Engine", "EngineParityError", "ParityReport", "Scorer", "build", "load_booster", "parity_report"]
+__all__ = [
+    "Engine", "EngineParityError", "ParityReport", "Scorer", "build", "checked", "load_booster", "parity_report",
+    "require_lightgbm",
+]
 
 
 @dataclass(frozen=True)
@@ -43,7 +46,8 @@ class Scorer:
     parity: ParityReport | None = None
 
 
-def _lightgbm() -> Any:
+def require_lightgbm() -> Any:
+    """The lightgbm module, or :class:`MissingDependency` saying how to install it."""
     try:
         return importlib.import_module("lightgbm")
     except ImportError as exc:
@@ -52,7 +56,7 @@ def _lightgbm() -> Any:
 
 def load_booster(model: Any) -> Any:
     """A ``lightgbm.Booster`` from a booster, an ``LGBMClassifier``, a model file path or model text."""
-    lightgbm = _lightgbm()
+    lightgbm = require_lightgbm()
     if isinstance(model, lightgbm.Booster):
         return model
     if hasattr(model, "booster_"):
@@ -105,20 +109,19 @@ def build(model: Any, engine: Engine = "auto", *, check: F64 | None = None, thre
     if engine == "lightgbm":
         return lightgbm_scorer(booster, threads)
     x = probe(booster) if check is None else np.asarray(check, dtype=np.float64)
-    reference = lightgbm_scorer(booster, threads).score(x)
     if engine == "onnx":
         scorer = onnx_scorer(booster, threads)
+        reference = lightgbm_scorer(booster, threads).score(x)
         report = parity_report("onnx", reference, scorer.score(x), k=k, tolerance=1e-9)
         if gate_onnx:
             gate(report)
         return Scorer("onnx", scorer.score, report)
-    compiled = compile_booster(booster, engine, check=x, threads=threads, k=k, workdir=workdir)
-    report = gate(parity_report(compiled.engine, reference, compiled.predict(x), k=k))
+    compiled = compile_booster(booster, engine, check=x, threads=threads, k=k, workdir=workdir)  # gated
 
     def score(x: F64) -> F64:
         return compiled.predict(x)
 
-    return Scorer(compiled.engine, score, report)
+    return Scorer(compiled.engine, score, compiled.parity)
 
 
 def checked(scorer: Scorer, reference: Scorer, x: F64, *, k: int = 100, tolerance: float | None = None) -> Scorer:

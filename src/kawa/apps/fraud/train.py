@@ -22,7 +22,7 @@ import numpy as np
 
 from kawa.apps.fraud.backfill import numpy_features
 from kawa.apps.fraud.baseline import Protocol, Scores, fit_tree, prequential, score, split
-from kawa.apps.fraud.engine import _lightgbm
+from kawa.apps.fraud.engine import require_lightgbm
 from kawa.apps.fraud.errors import InvalidSettings
 from kawa.apps.fraud.labels import oracle_labels
 from kawa.apps.fraud.sim import SimSettings, simulate
@@ -62,7 +62,7 @@ class Trained:
 
 def fit_lightgbm(x: F64, y: Any, params: Mapping[str, Any], *, seed: int = 0, threads: int = 2) -> Any:
     """A binary LightGBM booster on ``x``, ``y``; ``params`` may hold ``num_boost_round``."""
-    lightgbm = _lightgbm()
+    lightgbm = require_lightgbm()
     p = dict(params)
     rounds = int(p.pop("num_boost_round", 100))
     full = {"objective": "binary", "verbose": -1, "seed": seed, "deterministic": True, "force_row_wise": True,

@@ -131,6 +131,7 @@ class CompiledBooster:
         self._predict = predict
         self.num_feature = num_feature
         self.threads = threads
+        self.parity: ParityReport | None = None  # set by compile_booster once the gate passed
 
     def predict(self, x: Any, *, threads: int | None = None) -> F64:
         return np.asarray(self._predict(np.ascontiguousarray(x, dtype=np.float64), threads or self.threads),
@@ -191,7 +192,8 @@ def compile_booster(booster: Any, engine: EngineName | Literal["auto"] = "auto",
             continue
         compiled = CompiledBooster(name, fn, int(booster.num_feature()), threads)
         x = probe(booster) if check is None else np.asarray(check, dtype=np.float64)
-        gate(parity_report(name, np.asarray(booster.predict(x, num_threads=threads)), compiled.predict(x), k=k))
+        reference = np.asarray(booster.predict(x, num_threads=threads))
+        compiled.parity = gate(parity_report(name, reference, compiled.predict(x), k=k))
         return compiled
     raise ModelLoadError("no compiled engine could be built: " + "; ".join(errors))
 
