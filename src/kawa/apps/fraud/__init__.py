@@ -14,5 +14,12 @@ After the *Fraud Detection Handbook*'s published design (Le Borgne et al., re-im
 - :mod:`~kawa.apps.fraud.metrics` — CP@k a day, AUROC, AUPRC;
 - :mod:`~kawa.apps.fraud.baseline` — the handbook's depth-2 decision tree and its train/delay/test protocol.
 
-Everything here is pure (no I/O, no clock): the plugin, jobs and demo build on it. See docs/fraud.md.
+These are pure (no I/O, no clock). On them:
+
+- :mod:`~kawa.apps.fraud.train` — the LightGBM training job (protocol, prequential selection, registration);
+- :mod:`~kawa.apps.fraud.engine` — scorers: a compiled engine (lleaves/tl2cgen) behind a parity gate, LightGBM,
+  ONNX Runtime;
+- :mod:`~kawa.apps.fraud.batch` — batch scoring of Parquet data sets in bounded memory.
+
+See docs/fraud.md.
 """
