@@ -1,0 +1,99 @@
+"""The fraud app on the platform: replayed payments through the function host on the embedded log, end to end;
+and ``kawa demo fraud`` as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kawa.apps.fraud.labels import chargebacks
+from kawa.apps.fraud.pipeline import build_pipeline
+from kawa.apps.fraud.plugin import plugin
+from kawa.apps.fraud.replay import Replay
+from kawa.apps.fraud.settings import FraudSettings
+from kawa.apps.fraud.sim import Simulation
+from kawa.apps.runtime import start_app
+from kawa.config import load_config
+from kawa.deadletter import read_reason
+from kawa.log.base import EventLog, Record
+from kawa.monitor.records import DecisionRecord, OutcomeEvent, decode
+from kawa.platform import Platform
+
+DAY = 86_400
+
+
+def read_all(log: EventLog, topic: str) -> list[Record]:
+    consumer = log.consumer(f"read-{topic}-{time.monotonic_ns()}", [topic], auto_offset_reset="earliest")
+    out: list[Record] = []
+    try:
+        while batch := consumer.poll(timeout=0.2, max_records=10_000):
+            out.extend(batch)
+    finally:
+        consumer.close()
+    return out
+
+
+def wait_for(done: Callable[[], bool], timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, "timed out waiting for the stream"
+        time.sleep(0.05)
+
+
+def amount_scorer(features: Any) -> float:
+    return min(1.0, float(features[0]) / 160.0)
+
+
+def test_replayed_payments_are_decided_end_to_end_on_the_embedded_log(small_sim: Simulation, tmp_path: Path) -> None:
+    tx = small_sim.tx.take(np.flatnonzero((small_sim.tx.day < 6) & (small_sim.tx.customer_id < 100)))
+    s = FraudSettings(capacity=3, explore=0.05, explore_capacity=1, first_threshold=0.3, block_at=0.9)
+    built: dict[str, Any] = {}
+
+    def functions(settings: FraudSettings, config: Any) -> Any:
+        built["pipe"] = build_pipeline(settings, scorer=amount_scorer)
+        return built["pipe"].app
+
+    config = load_config(None, env={}, home=str(tmp_path / ".kawa"), portal={"enabled": False},
+                         ml={"scheduler": False})  # fmt: skip
+    platform = Platform(config)
+    try:
+        running = start_app(platform, replace(plugin, functions=functions), s.model_dump())
+        assert running.board is not None and running.board.dead_letter_topics == (s.dead_letter_topic,)
+        stats = Replay(platform.log, s, tx, chargebacks(tx, median_days=1, seed=0), speed=float("inf"),
+                       corrupt=0.02, seed=4).run()  # fmt: skip
+        assert stats.payments == len(tx) and stats.corrupt > 0
+        wait_for(lambda: len(read_all(platform.log, s.decisions_topic)) + len(
+            read_all(platform.log, s.dead_letter_topic)) >= len(tx))  # fmt: skip
+        decisions = [json.loads(r.value or b"{}") for r in read_all(platform.log, s.decisions_topic)]
+        dead = read_all(platform.log, s.dead_letter_topic)
+        assert len(decisions) == len(tx) - stats.corrupt and len(dead) == stats.corrupt
+        reasons = [read_reason(r.headers) for r in dead]
+        assert all(r is not None and "amount" in r.message for r in reasons), reasons
+        by_action = Counter(d["action"] for d in decisions)
+        assert by_action["pass"] > by_action["block"] > 0 and by_action["investigate"] > 0
+        for topic, action in ((s.blocked_topic, "block"), (s.investigated_topic, "investigate"),
+                              (s.passed_topic, "pass")):  # fmt: skip
+            assert len(read_all(platform.log, topic)) == by_action[action]
+        cases = Counter(int(d["time"]) // DAY for d in decisions if d["investigate"])
+        assert cases and max(cases.values()) <= s.capacity + s.explore_capacity  # the budget holds each day
+        explored = [d for d in decisions if d["reason"] == "random exploration"]
+        assert explored and {d["propensity"] for d in explored} == {s.explore}
+        wait_for(lambda: len(read_all(platform.log, s.records_topic)) >= len(decisions))
+        records = [decode(r) for r in read_all(platform.log, s.records_topic)]
+        assert all(isinstance(r, DecisionRecord) for r in records) and len(records) == len(decisions)
+        props = {r.ref.id: r.features["action_propensity"] for r in records if isinstance(r, DecisionRecord)}
+        assert all(props[d["event"]["id"]] == d["propensity"] for d in decisions)  # recorded for evaluation
+        cards = {r.entity for r in records if isinstance(r, DecisionRecord)}
+        assert cards <= {s.card(c) for c in range(100)}
+        outcomes = [decode(r) for r in read_all(platform.log, s.outcomes_topic)]
+        assert len(outcomes) == stats.outcomes > 0 and all(isinstance(o, OutcomeEvent) for o in outcomes)
+        assert built["pipe"].state.labels == stats.labels  # every label reached the features
+    finally:
+        platform.stop()
