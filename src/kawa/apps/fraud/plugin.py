@@ -51,9 +51,12 @@ def models(s: FraudSettings) -> tuple[ModelDecl, ...]:
 
 
 def functions(s: FraudSettings, config: KawaConfig) -> App:
-    from kawa.apps.fraud.pipeline import build_app
+    """The scoring function; without a registered model the handbook's tree is fit now (about a second), so
+    the first payment does not wait for it."""
+    from kawa.apps.fraud.pipeline import build_app, fit_baseline
 
-    return build_app(s)
+    scorer = fit_baseline(s.baseline_customers, seed=s.seed) if s.model_ref is None else None
+    return build_app(s, scorer=scorer)
 
 
 def board(s: FraudSettings) -> BoardSpec:

@@ -56,20 +56,22 @@ def pacing(times: Any, speed: float) -> np.ndarray[Any, np.dtype[np.float64]]:
     return out
 
 
-def transaction_event(tx_id: int, customer: int, terminal: int, t: int, amount: float) -> CloudEvent:
+def transaction_event(
+    tx_id: int, customer: int, terminal: int, t: int, amount: float, source: str = REPLAY_SOURCE
+) -> CloudEvent:
     data = {"tx_id": tx_id, "customer_id": customer, "terminal_id": terminal, "time": t, "amount": amount}
-    return new_event(TRANSACTION_TYPE, REPLAY_SOURCE, data, id=f"tx-{tx_id}", time=datetime.fromtimestamp(t, UTC))
+    return new_event(TRANSACTION_TYPE, source, data, id=f"tx-{tx_id}", time=datetime.fromtimestamp(t, UTC))
 
 
-def corrupt_event(tx_id: int, t: int) -> CloudEvent:
+def corrupt_event(tx_id: int, t: int, source: str = REPLAY_SOURCE) -> CloudEvent:
     """A damaged payment (its amount is text): the function dead-letters it."""
     data = {"tx_id": tx_id, "customer_id": 0, "terminal_id": 0, "time": t, "amount": "a lot"}
-    return new_event(TRANSACTION_TYPE, REPLAY_SOURCE, data, id=f"tx-{tx_id}", time=datetime.fromtimestamp(t, UTC))
+    return new_event(TRANSACTION_TYPE, source, data, id=f"tx-{tx_id}", time=datetime.fromtimestamp(t, UTC))
 
 
-def label_event(label: FraudLabel) -> CloudEvent:
+def label_event(label: FraudLabel, source: str = REPLAY_SOURCE) -> CloudEvent:
     return new_event(
-        LABEL_TYPE, REPLAY_SOURCE, label.data(), id=f"label-{label.source}-{label.tx_id}",
+        LABEL_TYPE, source, label.data(), id=f"label-{label.source}-{label.tx_id}",
         time=datetime.fromtimestamp(label.observed_at, UTC),
     )  # fmt: skip
 
@@ -89,7 +91,9 @@ class ReplayStats:
 
 
 class Replay:
-    """Replays ``tx`` (simulator seconds) and the ``labels`` known up front onto the app's topics."""
+    """Replays ``tx`` (simulator seconds) and the ``labels`` known up front onto the app's topics. ``source``
+    is the CloudEvents source of what it publishes: give each replay of the same table its own (the function
+    host deduplicates by source + id, so a second replay with the same source would be skipped)."""
 
     def __init__(
         self,
@@ -102,6 +106,7 @@ class Replay:
         investigations: bool = True,
         corrupt: float = 0.0,
         seed: int = 0,
+        source: str = REPLAY_SOURCE,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -109,12 +114,13 @@ class Replay:
         self.speed = settings.speed if speed is None else speed
         self.epoch0 = epoch_of(tx.start_date)
         self.investigations, self.corrupt, self.seed = investigations, corrupt, seed
-        self.clock, self.sleep = clock, sleep
+        self.clock, self.sleep, self.source = clock, sleep, source
         self.stats = ReplayStats()
         self._pending: list[tuple[int, int, Due]] = []
         self._seq = 0
         self._cases: set[tuple[int, int]] = set()
-        for due in due_outcomes(labels, epoch0=self.epoch0, card=settings.card) if labels is not None else ():
+        known = due_outcomes(labels, epoch0=self.epoch0, card=settings.card, source=source) if labels is not None else []
+        for due in known:
             self._push(due)
 
     def _push(self, due: Due) -> None:
@@ -139,7 +145,11 @@ class Replay:
                 if cases is not None:
                     self._read_cases(cases, t)
                 self._publish_due(producer, t)
-                event = corrupt_event(tx_id, t) if bad[i] else transaction_event(tx_id, customer, terminal, t, amount)
+                event = (
+                    corrupt_event(tx_id, t, self.source)
+                    if bad[i]
+                    else transaction_event(tx_id, customer, terminal, t, amount, self.source)
+                )
                 self._send(producer, s.transactions_topic, event)
                 self.stats.payments += 1
                 self.stats.corrupt += int(bad[i])
@@ -170,8 +180,8 @@ class Replay:
         s = self.settings
         while self._pending and self._pending[0][0] <= now:
             _, _, due = heapq.heappop(self._pending)
-            self._send(producer, s.outcomes_topic, due.outcome.to_event(REPLAY_SOURCE, id=due.outcome.id))
-            self._send(producer, s.transactions_topic, label_event(due.label))
+            self._send(producer, s.outcomes_topic, due.outcome.to_event(self.source, id=due.outcome.id))
+            self._send(producer, s.transactions_topic, label_event(due.label, self.source))
             self.stats.outcomes += 1
             self.stats.labels += 1
 
@@ -199,7 +209,7 @@ class Replay:
             return
         self.stats.cases += len(fresh)
         labels = investigation_labels(self.tx, fresh, seed=self.seed + self.stats.cases)
-        for due in due_outcomes(labels, epoch0=self.epoch0, card=self.settings.card):
+        for due in due_outcomes(labels, epoch0=self.epoch0, card=self.settings.card, source=self.source):
             if due.observed_at < now:
                 self.stats.late_labels += 1
                 due = Due(now, replace(due.outcome, observed_at=float(now)), due.label.model_copy(

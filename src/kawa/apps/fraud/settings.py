@@ -49,7 +49,7 @@ class FraudSettings(BaseModel):
     days: int = Field(30, ge=1, description="replay/demo: simulated days")
     drift_day: int | None = Field(None, ge=0, description="replay/demo: the new fraud pattern starts this day")
     seed: int = 0
-    speed: float = Field(86_400.0, gt=0, description="replay: event seconds per wall second (a day a second)")
+    speed: float = Field(8_640.0, gt=0, description="replay: event seconds per wall second (a day in 10 s)")
     baseline_customers: int = Field(300, ge=1, description="customers of the simulation the baseline tree is fit on")
 
     def action_topic(self, action: str) -> str:
