@@ -84,7 +84,8 @@ def test_a_redelivered_payment_gets_its_first_decision_and_counts_once() -> None
     handler = pipe.app.get(FUNCTION)
     first = invoke(handler, payment(1)).replies[0].get_data()
     again = invoke(handler, payment(1)).replies[0].get_data()
-    assert (again["score"], again["action"], again["propensity"]) == (first["score"], first["action"], first["propensity"])
+    keys = ("score", "action", "propensity", "reason")
+    assert [again[k] for k in keys] == [first[k] for k in keys]
     third = invoke(handler, payment(2, t=T0 + 3700))
     assert third.outcome == "ok"
     [record] = third.emitted_to("decisions")

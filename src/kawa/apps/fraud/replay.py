@@ -119,7 +119,7 @@ class Replay:
         self._pending: list[tuple[int, int, Due]] = []
         self._seq = 0
         self._cases: set[tuple[int, int]] = set()
-        known = due_outcomes(labels, epoch0=self.epoch0, card=settings.card, source=source) if labels is not None else []
+        known = [] if labels is None else due_outcomes(labels, epoch0=self.epoch0, card=settings.card, source=source)
         for due in known:
             self._push(due)
 
