@@ -97,3 +97,42 @@ def test_replayed_payments_are_decided_end_to_end_on_the_embedded_log(small_sim:
         assert built["pipe"].state.labels == stats.labels  # every label reached the features
     finally:
         platform.stop()
+
+
+def test_kawa_demo_fraud_starts_decides_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    """From a bare directory: the demo simulates, starts the app, streams, decides; Ctrl-C ends it with a summary.
+    The app is installed here through an entry point in a dist-info directory, as the package will declare it."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    site = tmp_path / "site" / "kawa_fraud_app-0.1.dist-info"
+    site.mkdir(parents=True)
+    (site / "METADATA").write_text("Metadata-Version: 2.1\nName: kawa-fraud-app\nVersion: 0.1\n")
+    (site / "entry_points.txt").write_text("[kawa.apps]\nfraud = kawa.apps.fraud.plugin:plugin\n")
+    path = os.pathsep.join([*filter(None, [os.environ.get("PYTHONPATH")]), str(site.parent)])
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "COLUMNS": "200", "PYTHONPATH": path}
+    kawa = str(Path(sys.executable).parent / "kawa")
+    args = [kawa, "demo", "fraud", "--no-portal", "--rate", "300", "--set", "customers=200"]
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    try:
+        wait_for(lambda: any(re.search(r"decided [1-9]", line) for line in lines) or proc.poll() is not None, 120)
+        assert proc.poll() is None, "".join(lines)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0, "".join(lines)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    reader.join(10)
+    out = "".join(lines)
+    assert "fraud-transactions → score-transactions → fraud-decisions" in out, out
+    found = re.search(r"summary: sent ([\d,]+) payments .* decided ([\d,]+), dead-lettered ([\d,]+)", out)
+    assert found is not None, out
+    sent, decided, dead = (int(g.replace(",", "")) for g in found.groups())
+    assert decided > 0 and decided + dead == sent, out  # everything sent was decided or dead-lettered
