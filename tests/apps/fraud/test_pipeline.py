@@ -136,3 +136,29 @@ def test_the_stream_computes_numpy_s_features_and_keeps_the_budget(small_sim: Si
         assert actions[(day, "case")] <= s.capacity + s.explore_capacity
     assert explored and set(explored) == {s.explore}
     assert 0 <= uniform(0, 1) < 1 and uniform(0, 1) == uniform(0, 1) != uniform(1, 1)
+
+
+def test_in_an_experiment_each_card_gets_its_arm_and_the_record_says_so() -> None:
+    from kawa.evaluation.assignment import assign
+    from kawa.evaluation.spec import Arm, ExperimentSpec
+
+    spec = ExperimentSpec(
+        name="fraud-canary", model="fraud", arms=(Arm("champion", 0.5, model="fraud@champion"),
+                                                  Arm("challenger", 0.5, model="fraud@challenger")),
+        unit="card", salt="s1", primary_metric="cp100", maturity_window_s=14 * DAY, metric_kind="proportion",
+        horizon=10_000,
+    )  # fmt: skip
+    s = FraudSettings(model_name="fraud", experiment="fraud-canary")
+    handler = build_pipeline(s).app.get(FUNCTION)
+    models = {"fraud@champion": lambda x: [0.1] * len(x), "fraud@challenger": lambda x: [0.2] * len(x)}
+    seen: set[str] = set()
+    for n in range(1, 41):
+        out = invoke(handler, payment(n, customer=n, t=T0 + n), models=models, experiments=[spec])
+        assert out.outcome == "ok", out.reason
+        arm = assign(s.card(n), "s1", [("champion", 0.5), ("challenger", 0.5)]).arm
+        assert out.replies[0].get_data()["score"] == (0.1 if arm == "champion" else 0.2)
+        record = out.emitted_to(s.records_topic)[0].get_data()
+        assert record["entity"] == s.card(n) and record["arm"] == arm and record["propensity"] == 0.5
+        assert record["experiment"] == "fraud-canary"
+        seen.add(arm)
+    assert seen == {"champion", "challenger"}
