@@ -132,3 +132,25 @@ def test_the_replay_schedules_the_results_of_the_cases_the_stream_opens(small_si
     card = tx.customer_id == tx.customer_id[0]
     assert {lab["tx_id"] for lab in labelled} == set(tx.tx_id[same_day & card].tolist())
     assert all(lab["source"] == "investigation" for lab in labelled)
+
+
+def test_kawa_replay_of_the_payments_file_feeds_the_function(small_sim: Simulation, tmp_path: Path) -> None:
+    """The platform's own replay (``kawa replay FILE --type dev.kawa.fraud.transaction``) publishes payments
+    the function decides, in event-time order."""
+    from kawa.apps.fraud.pipeline import FUNCTION, build_pipeline
+    from kawa.apps.fraud.replay import write_payments
+    from kawa.routes.replay import publish_file
+    from kawa.testing import invoke
+
+    tx = small_sim.tx.take(np.arange(200))
+    log, s = memory_log(tmp_path), FraudSettings()
+    path = write_payments(tx, tmp_path / "payments.parquet")
+    producer = log.producer()
+    result = publish_file(path, producer, s.transactions_topic, time_column="time", event_type=TRANSACTION_TYPE)
+    producer.flush()
+    assert result.published == 200
+    handler = build_pipeline(s, scorer=lambda f: 0.1).app.get(FUNCTION)
+    outs = [invoke(handler, from_record(r)) for r in read_all(log, s.transactions_topic)]
+    assert [o.outcome for o in outs] == ["ok"] * 200
+    assert [o.replies[0].get_data()["tx_id"] for o in outs] == tx.tx_id.tolist()
+    assert outs[0].replies[0].get_data()["time"] == epoch_of(tx.start_date) + int(tx.time[0])

@@ -60,7 +60,9 @@ def functions(s: FraudSettings, config: KawaConfig) -> App:
 
 
 def board(s: FraudSettings) -> BoardSpec:
-    """Payments and what was decided; the newest decisions; the payment rate and decisions by action."""
+    """Payments and what was decided; cases opened against outcomes arrived; the newest decisions; the payment
+    rate and decisions by action. (The label backlog, decisions without a matured outcome, needs the outcome
+    join; the board's counters count events per topic, so it is not shown.)"""
     return BoardSpec(
         title="Card fraud: streaming decisions",
         panels=(
@@ -74,6 +76,15 @@ def board(s: FraudSettings) -> BoardSpec:
                     Count("dead_lettered", "Dead-lettered", topics=(s.dead_letter_topic,)),
                 ),
                 title="Payments",
+                ordered=False,
+            ),
+            Counters(  # the label backlog needs a join the board cannot do: these two bound it
+                "labels",
+                (
+                    Count("cases", "Cases opened", topics=(s.investigated_topic,)),
+                    Count("outcomes", "Outcomes arrived", topics=(s.outcomes_topic,)),
+                ),
+                title="Delayed labels",
                 ordered=False,
             ),
             Table(
