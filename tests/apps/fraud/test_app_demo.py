@@ -95,8 +95,38 @@ def test_replayed_payments_are_decided_end_to_end_on_the_embedded_log(small_sim:
         outcomes = [decode(r) for r in read_all(platform.log, s.outcomes_topic)]
         assert len(outcomes) == stats.outcomes > 0 and all(isinstance(o, OutcomeEvent) for o in outcomes)
         assert built["pipe"].state.labels == stats.labels  # every label reached the features
+        want = {"transactions": len(tx), "blocked": by_action["block"], "investigated": by_action["investigate"],
+                "passed": by_action["pass"], "dead_lettered": stats.corrupt}  # fmt: skip
+        board = board_counts(platform, lambda b: b["decisions"] == want)
+        assert board["decisions"] == want and board["labels"]["outcomes"] == stats.outcomes, board
     finally:
         platform.stop()
+
+
+def board_counts(
+    platform: Platform, ready: Callable[[dict[str, dict[str, int]]], bool], timeout: float = 30.0
+) -> dict[str, dict[str, int]]:
+    """The fraud board's counters as the portal serves them to an admin, once ``ready`` (or at the deadline)."""
+    from fastapi.testclient import TestClient
+
+    from kawa.portal.app import create_app
+    from kawa.portal.permissions import Role
+    from kawa.portal.runtime import Portal
+
+    portal = Portal(platform)
+    try:
+        portal.users.add_user("admin-user", Role.ADMIN, "correct horse battery")
+        _info, token = portal.users.create_token("admin-user", "test")
+        deadline = time.monotonic() + timeout
+        with TestClient(create_app(portal), base_url="http://127.0.0.1") as client:
+            while True:
+                portal.sampler.tick()
+                body = client.get("/api/apps/fraud/board", headers={"Authorization": f"Bearer {token}"}).json()
+                counts = {n: {c["label"]: c["value"] for c in body[n]["counts"]} for n in ("decisions", "labels")}
+                if ready(counts) or time.monotonic() > deadline:
+                    return counts
+    finally:
+        portal.stop()
 
 
 def test_kawa_demo_fraud_starts_decides_and_stops_on_ctrl_c(tmp_path: Path) -> None:
