@@ -23,6 +23,7 @@ from kawa.apps.runtime import start_app
 from kawa.config import load_config
 from kawa.deadletter import read_reason
 from kawa.log.base import EventLog, Record
+from kawa.monitor.join import JoinConfig, JoinState, step
 from kawa.monitor.records import DecisionRecord, OutcomeEvent, decode
 from kawa.platform import Platform
 
@@ -95,6 +96,12 @@ def test_replayed_payments_are_decided_end_to_end_on_the_embedded_log(small_sim:
         outcomes = [decode(r) for r in read_all(platform.log, s.outcomes_topic)]
         assert len(outcomes) == stats.outcomes > 0 and all(isinstance(o, OutcomeEvent) for o in outcomes)
         assert built["pipe"].state.labels == stats.labels  # every label reached the features
+        join = JoinState(JoinConfig(horizon=30 * DAY, by="ref"))  # chargebacks come back through the outcome join
+        step(join, [r for r in records if isinstance(r, DecisionRecord)],
+             [o for o in outcomes if isinstance(o, OutcomeEvent)], watermark=0.0)  # fmt: skip
+        decided = {d["event"]["id"] for d in decisions}
+        assert join.counts().joined == sum(o.ref.id in decided for o in outcomes if isinstance(o, OutcomeEvent)
+                                           and o.ref is not None) > 0  # fmt: skip
         want = {"transactions": len(tx), "blocked": by_action["block"], "investigated": by_action["investigate"],
                 "passed": by_action["pass"], "dead_lettered": stats.corrupt}  # fmt: skip
         board = board_counts(platform, lambda b: b["decisions"] == want)
