@@ -121,8 +121,10 @@ def test_the_replay_schedules_the_results_of_the_cases_the_stream_opens(small_si
     tx = small_sim.tx.take(np.flatnonzero(small_sim.tx.day < 8))
     log, s = memory_log(tmp_path), FraudSettings()
     opened: dict[str, Any] = {"tx_id": int(tx.tx_id[0])}
-    key, value, headers = to_kafka(new_event(DECISION_TYPE, "kawa://test", opened, id="d-1"))
-    log.producer().send(s.investigated_topic, value, key=key, headers=headers)
+    other: dict[str, Any] = {"tx_id": int(tx.tx_id[5]), "event": {"source": "kawa://fraud/replay/old", "id": "tx-5"}}
+    for n, data in enumerate((opened, other)):  # the second is an earlier replay's case: not this one's
+        key, value, headers = to_kafka(new_event(DECISION_TYPE, "kawa://test", data, id=f"d-{n}"))
+        log.producer().send(s.investigated_topic, value, key=key, headers=headers)
     clock = FakeClock()
     stats = Replay(log, s, tx, None, speed=float("inf"), clock=clock, sleep=clock.sleep).run()
     assert stats.cases == 1 and stats.labels >= 1 and clock.slept == 0

@@ -216,9 +216,12 @@ class Replay:
         fresh: list[tuple[int, int]] = []
         for record in consumer.poll(timeout=0.0, max_records=1000):
             try:
-                tx_id = int(json.loads(record.value or b"{}")["tx_id"])
+                data = json.loads(record.value or b"{}")
+                tx_id = int(data["tx_id"])
             except (ValueError, KeyError, TypeError):
                 continue
+            if (data.get("event") or {}).get("source", self.source) != self.source:
+                continue  # a case of another replay (an earlier run on the same log)
             if not 0 <= tx_id < len(self.tx):
                 continue
             case = (int(self.tx.customer_id[tx_id]), int(self.tx.day[tx_id]))
