@@ -54,6 +54,15 @@ def test_a_payment_becomes_one_decision_and_one_decision_record_with_a_pseudonym
     assert s.card(4242) != FraudSettings(card_key="another").card(4242)  # type: ignore[arg-type]
 
 
+def test_the_default_app_scores_with_the_handbook_tree_fit_on_a_simulation() -> None:
+    import kawa.apps.fraud.pipeline as pipeline
+
+    out = invoke(pipeline.app.get(FUNCTION), payment(1, amount=500.0))  # `kawa worker --app ...pipeline:app`
+    assert out.outcome == "ok", out.reason
+    data = out.replies[0].get_data()
+    assert data["model"] == "fraud-baseline" and data["score"] > 0.5  # amount > 220 is fraud (scenario 1)
+
+
 def test_a_registered_model_scores_through_ctx_model() -> None:
     s = FraudSettings(model_name="fraud", first_threshold=0.5)
     handler = build_pipeline(s).app.get(FUNCTION)

@@ -261,3 +261,12 @@ def handle(
     ctx.metrics.incr(f"action.{decision.action}")
     ctx.emit(s.action_topic(decision.action), ctx.new_event(DECISION_TYPE, out.data(), subject=card))
     return ctx.new_event(DECISION_TYPE, out.data(), subject=card, extensions={"partitionkey": card})
+
+
+def __getattr__(name: str) -> Any:
+    """``app``: the app with default settings (``kawa worker --app kawa.apps.fraud.pipeline:app``), built on
+    first use so that importing this module fits nothing."""
+    if name == "app":
+        built = globals()["app"] = build_app(scorer=fit_baseline())
+        return built
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
