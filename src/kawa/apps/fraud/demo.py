@@ -94,6 +94,8 @@ def demo(platform: Platform, declared: Declared, options: DemoOptions) -> int:
                   f" (and {s.blocked_topic}, {s.investigated_topic}, {s.passed_topic}); records → "
                   f"[bold]{s.records_topic}[/]; chargebacks and case results → [bold]{s.outcomes_topic}[/]; "
                   f"damaged payments → [bold]{s.dead_letter_topic}[/]")  # fmt: skip
+    console.print(f"  watch them from another terminal here: [bold]kawa consume {s.blocked_topic} --from-beginning[/]"
+                  f" (or {s.investigated_topic}, {s.dead_letter_topic})")  # fmt: skip
     server = serve_portal(platform, console) if options.portal else None
     if server is not None:
         console.print(f"  board: [bold]{server.url.rstrip('/')}/apps/{declared.name}[/]")
