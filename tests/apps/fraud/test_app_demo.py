@@ -173,3 +173,4 @@ def test_kawa_demo_fraud_starts_decides_and_stops_on_ctrl_c(tmp_path: Path) -> N
     assert found is not None, out
     sent, decided, dead = (int(g.replace(",", "")) for g in found.groups())
     assert decided > 0 and decided + dead == sent, out  # everything sent was decided or dead-lettered
+    assert re.search(r"CP@100 of the stream's scores \(true labels\): mean \d\.\d{3} over \d+ days", out), out

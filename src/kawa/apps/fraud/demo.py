@@ -43,6 +43,7 @@ class Tally:
 
     source: str
     actions: Counter[str] = field(default_factory=Counter)
+    scores: dict[int, float] = field(default_factory=dict)
     dead: int = 0
     latencies: list[float] = field(default_factory=list)
 
@@ -59,6 +60,7 @@ class Tally:
             if (data.get("event") or {}).get("source") != self.source:
                 continue
             self.actions[str(data.get("action"))] += 1
+            self.scores[int(data.get("tx_id", -1))] = float(data.get("score", 0.0))
             self.latencies.append(float(data.get("latency_ms", 0.0)))
         mine = self.source.encode()
         self.dead += sum(r.header("ce_source") == mine for r in dead.poll(timeout=0.0, max_records=5000))
@@ -129,9 +131,24 @@ def demo(platform: Platform, declared: Declared, options: DemoOptions) -> int:
     for reader in readers:
         reader.close()
     _summary(tally, replay, started, running)
+    _precision(tally, tx, s.capacity)
     if server is not None:
         server.stop()
     return 0 if tally.decided > 0 else 1
+
+
+def _precision(tally: Tally, tx: Any, k: int) -> None:
+    """CP@k a day of the stream's scores against the labels the simulation knows (k = the daily capacity)."""
+    from kawa.apps.fraud.metrics import card_precision_at_k
+
+    rows = np.array(sorted(i for i in tally.scores if 0 <= i < len(tx)), dtype=np.int64)
+    if len(rows) == 0 or k == 0:
+        return
+    scores = np.array([tally.scores[int(i)] for i in rows], dtype=np.float64)
+    cp = card_precision_at_k(tx.day[rows], tx.customer_id[rows], scores, tx.is_fraud[rows], k=k)
+    daily = ", ".join(f"{v:.2f}" for v in cp.daily[-7:])
+    console.print(f"CP@{k} of the stream's scores (true labels): mean {cp.mean:.3f} over {len(cp.daily)} days "
+                  f"(last days: {daily}); {cp.detected} compromised cards in the daily top {k}")  # fmt: skip
 
 
 def _interrupt(signum: int, frame: Any) -> None:
