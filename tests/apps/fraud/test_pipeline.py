@@ -101,6 +101,22 @@ def test_a_redelivered_payment_gets_its_first_decision_and_counts_once() -> None
     assert record.get_data()["features"]["customer_nb_tx_1d"] == 2.0  # not 3: the redelivery did not count
 
 
+def test_a_payment_retried_after_its_scoring_failed_counts_once() -> None:
+    calls: list[float] = []
+
+    def flaky(features: Any) -> float:
+        calls.append(features[3])
+        if len(calls) == 1:
+            raise ConnectionError("model server unreachable")
+        return 0.1
+
+    handler = build_pipeline(FraudSettings(), scorer=flaky).app.get(FUNCTION)
+    assert invoke(handler, payment(1)).outcome == "failed"  # the host would retry it
+    assert invoke(handler, payment(1)).outcome == "ok"
+    assert invoke(handler, payment(2, t=T0 + 3700)).outcome == "ok"
+    assert calls == [1.0, 1.0, 2.0]  # customer_nb_tx_1d: the retry did not add the payment again
+
+
 def test_labels_on_the_stream_feed_the_terminal_risk() -> None:
     handler = build_pipeline(FraudSettings(), scorer=amount_scorer).app.get(FUNCTION)
     assert invoke(handler, payment(1, terminal=5, t=T0)).outcome == "ok"

@@ -17,7 +17,8 @@
 thread replica, one event at a time, on one partition, so events reach it in the order of the log. A second
 process would hold a second state; scale by partitioning by card (the customer part) and repartitioning by
 terminal, as :mod:`~kawa.apps.fraud.features` describes. The state is rebuilt by replaying the topic.
-A redelivered payment (same ``tx_id``) gets the decision it got the first time and does not count twice.
+A redelivered payment (same ``tx_id``) gets the decision it got the first time and does not count twice; a
+payment retried after its scoring failed is scored on the features it got the first time.
 """
 
 from __future__ import annotations
@@ -116,6 +117,8 @@ class StreamScorer:
     features: FeatureState = field(default_factory=lambda: FeatureState(spec=EPOCH_SPEC))
     decisions: DecisionState = field(default_factory=DecisionState)
     memo: OrderedDict[int, tuple[tuple[float, ...], float, Decision]] = field(default_factory=OrderedDict)
+    unscored: OrderedDict[int, tuple[float, ...]] = field(default_factory=OrderedDict)
+    """Features of payments whose scoring failed (a model not reachable): their retry reuses them."""
     labels: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -128,8 +131,17 @@ class StreamScorer:
             seen = self.memo.get(tx.tx_id)
             if seen is not None:
                 return seen
-            row = update(self.features, Payment(tx.tx_id, tx.customer_id, tx.terminal_id, tx.time, tx.amount))
-            value = float(score(row))
+            row = self.unscored.pop(tx.tx_id, None)
+            if row is None:
+                row = update(self.features, Payment(tx.tx_id, tx.customer_id, tx.terminal_id, tx.time, tx.amount))
+            try:
+                value = float(score(row))
+            except Exception:
+                # The payment is in the state already: a retry scores these features instead of adding it again.
+                self.unscored[tx.tx_id] = row
+                while len(self.unscored) > 1000:
+                    self.unscored.popitem(last=False)
+                raise
             self.decisions, decision = decide(
                 self.policy, self.decisions, card=tx.customer_id, day=tx.time // SECONDS_PER_DAY, score=value,
                 u=uniform(self.seed, tx.tx_id),
