@@ -125,6 +125,8 @@ def test_labels_on_the_stream_feed_the_terminal_risk() -> None:
     out = invoke(handler, payment(2, customer=8, terminal=5, t=T0 + 7 * DAY + 60))
     features = out.emitted_to("decisions")[0].get_data()["features"]
     assert features["terminal_nb_tx_1d"] == 1.0 and features["terminal_risk_1d"] == 1.0
+    stale = invoke(handler, cloud_event(LABEL_TYPE, {**label, "tx_id": 9, "observed_at": T0 + DAY}))
+    assert stale.outcome == "dead-lettered" and "late dev.kawa.fraud.label" in (stale.reason or ""), stale.reason
 
 
 def test_the_stream_computes_numpy_s_features_and_keeps_the_budget(small_sim: Simulation) -> None:

@@ -244,6 +244,8 @@ def handle(
         tx = read_data(FraudTransaction, event.get_data())
     except PermanentError:
         raise
+    except InvalidTransactions as exc:  # a label older than the stream's clock
+        raise PermanentError(f"late {kind} event {event.get_id()}: {exc}") from None
     except Exception as exc:  # a schema error names the field, never the value (card numbers)
         raise PermanentError(f"malformed {kind} event {event.get_id()}: {exc}") from None
     card = s.card(tx.customer_id)
