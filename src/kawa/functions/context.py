@@ -349,20 +349,23 @@ class Context:
         features: Mapping[str, Any] | None = None,
         snapshot: SnapshotSpec | None = None,
         topic: str = "decisions",  # kawa.monitor.records.DECISIONS_TOPIC (not imported here: it loads numpy)
+        decided_at: float | None = None,
     ) -> DecisionRecord:
         """Record the decision this event led to: a ``kawa.monitor.decision`` record on ``topic`` (flushed before
         the event counts as done, like ``emit``), linked to this event, naming ``model``'s version and — when
         ``model`` came from ``ctx.model(ref, experiment=..., unit=...)`` — its experiment, arm and propensity.
         ``features``: the model's inputs; with ``snapshot`` (the app's declaration) only the declared, non-PHI
-        ones are kept, else they must already be PHI-free. Monitoring joins outcomes to these records and
-        evaluation compares arms on them. Returns the record."""
+        ones are kept, else they must already be PHI-free. ``decided_at``: the decision's event time (default: now;
+        a replay of history passes the event's own time, so outcomes mature in event time). Monitoring joins
+        outcomes to these records and evaluation compares arms on them. Returns the record."""
         from kawa.monitor.records import DecisionRecord
 
         allocation = getattr(model, "allocation", None)
         kept = snapshot.snapshot(features or {}) if snapshot is not None else dict(features or {})
         record = DecisionRecord(
             ref=EventRef.of(self.event), model=model.name, version=model.version, entity=str(entity),
-            decided_at=time.time(), score=None if score is None else float(score), action=action,
+            decided_at=time.time() if decided_at is None else float(decided_at),
+            score=None if score is None else float(score), action=action,
             arm=getattr(allocation, "arm", None), propensity=getattr(allocation, "propensity", None),
             features=kept, experiment=getattr(allocation, "experiment", None),
             spec_hash=getattr(allocation, "spec_hash", None), acting=getattr(allocation, "acting", None),

@@ -264,7 +264,7 @@ def handle(
     inputs["investigated"] = float(decision.investigate)
     ctx.decide(
         card, model=cast("Predictor", predictor), score=score, action=decision.action, features=inputs,
-        snapshot=snapshot, topic=s.records_topic,
+        snapshot=snapshot, topic=s.records_topic, decided_at=float(tx.time),  # event time: outcomes mature in it
     )  # fmt: skip
     out = FraudDecision(
         event=EventRef.of(event), tx_id=tx.tx_id, card=card, terminal=tx.terminal_id, amount=tx.amount,
