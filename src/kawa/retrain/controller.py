@@ -279,10 +279,10 @@ class LoopController:
                 return  # written before a crash: the record is append-only, once per decision
         c = _candidate_inputs(self.log, self.model, version)
         evaluation = None
-        if experiment is not None and experiment in self._evaluators:
+        if experiment is not None:
             from kawa.evaluation.decision import record
 
-            ev = self._evaluators[experiment]
+            ev = self._evaluator(experiment)  # after a restart: rebuilt from its recorded looks
             evaluation = json.loads(record(ev.spec, ev.state).to_json())
         self._write(DECISION, {"decision": kind, "version": version, "reason": reason, "experiment": experiment,
                                "rule_version": RULE_VERSION, "trigger": c.get("trigger"), "job": c.get("job"),
