@@ -188,6 +188,7 @@ def test_ctx_decide_records_the_arm_the_unit_got() -> None:
                                                                                    spec().spec_hash())
     assert record.version == 1 and record.score == (0.2 if arm == "champion" else 0.8)
     assert record.action == ("pass" if arm == "champion" else "investigate") and record.features == {"amount": 12.5}
+    assert record.latency_ms is not None and 0 <= record.latency_ms < 10_000  # the handler's time to its decision
 
 
 def test_the_cli_takes_a_look_and_reports_the_decision(tmp_path: Path) -> None:
@@ -216,7 +217,8 @@ def test_a_guardrail_measured_from_the_decisions_stops_a_challenger_that_alerts_
 
     from kawa.evaluation.spec import Guardrail
 
-    s = replace(spec("burden"), guardrails=(Guardrail("action_rate:alert", 0.3), Guardrail("latency_p99_ms", 50)))
+    s = replace(spec("burden"), guardrails=(Guardrail("action_rate:alert", 0.3), Guardrail("latency_p99_ms", 50),
+                                            Guardrail("error_rate", 0.01)))  # fmt: skip
     ExperimentStore(log).create(s)
     times = simulate(log, s, 800, {"champion": 0.3, "challenger": 0.3}, seed=6,
                      alert_rate={"champion": 0.15, "challenger": 0.6})  # fmt: skip
@@ -228,7 +230,41 @@ def test_a_guardrail_measured_from_the_decisions_stops_a_challenger_that_alerts_
         values = evaluator.state.looks[-1].guardrails["action_rate:alert"]
         assert values["challenger"] == pytest.approx(0.6, abs=0.06) and values["champion"] < 0.3
         (look,) = _events(log, LOOK_EVENT)
-        assert look["unmeasured_guardrails"] == ["latency_p99_ms"]  # said, not silently passed
+        assert look["unmeasured_guardrails"] == ["latency_p99_ms", "error_rate"]  # no data: said, not passed
+        assert ExperimentStore(log).get(s.name).reason.startswith("guardrail-breach")
+    finally:
+        evaluator.close()
+
+
+def test_a_slower_challenger_breaches_the_latency_guardrail(log: EventLog) -> None:
+    """Decision records carry the handler's latency (ctx.decide measures it); p99 per arm is the guardrail."""
+    from dataclasses import replace
+
+    from kawa.evaluation.spec import Guardrail
+    from kawa.log.base import TopicSpec
+
+    s = replace(spec("slow"), guardrails=(Guardrail("latency_p99_ms", 50.0),))
+    ExperimentStore(log).create(s)
+    for topic in (DECISIONS_TOPIC, OUTCOMES_TOPIC):
+        log.create_topic(TopicSpec(topic), exist_ok=True)
+    rng = np.random.default_rng(2)
+    assigner = Assigner.for_spec(s)
+    producer = log.producer()
+    for i in range(400):
+        chosen = assigner.assign(f"c{i}")
+        latency = float(rng.gamma(4, 10 if chosen.arm == "challenger" else 2))  # p99 about 90 ms against 18
+        decision = DecisionRecord(EventRef("/p", f"slow-{i}"), "risk", 1, f"c{i}", 1000.0 + i, score=0.5,
+                                  arm=chosen.arm, propensity=0.5, experiment=s.name, spec_hash=s.spec_hash(),
+                                  acting=True, latency_ms=latency)  # fmt: skip
+        publish(producer, DECISIONS_TOPIC, decision.to_event("/tests"))
+    producer.close()
+    evaluator = Evaluator(log, s.name).start()
+    try:
+        evaluator.step(2000.0)
+        decision = evaluator.decision
+        assert decision is not None and decision.kind == "guardrail-breach" and "latency_p99_ms" in decision.reason
+        p99 = evaluator.state.looks[-1].guardrails["latency_p99_ms"]
+        assert p99["challenger"] > 50 > p99["champion"]
         assert ExperimentStore(log).get(s.name).reason.startswith("guardrail-breach")
     finally:
         evaluator.close()

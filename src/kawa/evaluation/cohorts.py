@@ -44,6 +44,7 @@ class Cohorts:
     versions: dict[str, set[int]] = field(default_factory=dict)
     actions: dict[str, dict[str, int]] = field(default_factory=dict)  # arm -> action -> decisions
     scores: dict[str, list[float]] = field(default_factory=dict)  # arm -> [sum, count]
+    latencies: dict[str, list[float]] = field(default_factory=dict)  # arm -> decision latencies (ms)
     foreign: int = 0
     first_decision: float = math.inf
     watermark: float = -math.inf
@@ -57,6 +58,7 @@ class Cohorts:
             self.versions.setdefault(arm, set())
             self.actions.setdefault(arm, {})
             self.scores.setdefault(arm, [0.0, 0.0])
+            self.latencies.setdefault(arm, [])
 
     def add_decision(self, d: DecisionRecord) -> bool:
         """Keep ``d`` when it is the decision of a unit's *assigned* arm in this experiment (an acting arm, or a
@@ -76,6 +78,8 @@ class Cohorts:
         if d.score is not None:
             self.scores[d.arm][0] += d.score
             self.scores[d.arm][1] += 1
+        if d.latency_ms is not None:
+            self.latencies[d.arm].append(d.latency_ms)
         self.first_decision = min(self.first_decision, d.decided_at)
         return True
 
@@ -106,8 +110,9 @@ class Cohorts:
 
     def guardrail(self, metric: str, arm: str) -> float | None:
         """A guardrail metric of ``arm`` from its decision records, or None when there is none to compute it from:
-        ``action_rate:<action>`` (share of the arm's decisions with that action, e.g. ``action_rate:alert``) and
-        ``score_mean``. Other metrics (``latency_p99_ms``…) are not measured here: :meth:`unmeasured` names them."""
+        ``action_rate:<action>`` (share of the arm's decisions with that action, e.g. ``action_rate:alert``),
+        ``score_mean``, and ``latency_p99_ms`` / ``latency_p50_ms`` (nearest rank over the decisions' ``latency_ms``,
+        the handler's time to its decision). Others (an error rate) are not measured here: :meth:`unmeasured`."""
         if metric.startswith("action_rate:"):
             counts = self.actions[arm]
             decisions = sum(counts.values())
@@ -115,12 +120,19 @@ class Cohorts:
         if metric == "score_mean":
             score_sum, n = self.scores[arm]
             return score_sum / n if n else None
+        if metric in ("latency_p99_ms", "latency_p50_ms"):
+            values = sorted(self.latencies[arm])
+            if not values:
+                return None
+            q = 0.99 if metric == "latency_p99_ms" else 0.5
+            return values[max(0, min(len(values) - 1, math.ceil(q * len(values)) - 1))]  # nearest rank
         return None
 
     def unmeasured(self) -> tuple[str, ...]:
-        """The spec's guardrails this evaluator cannot compute from decision records."""
+        """The spec's guardrails with no value for any arm: a metric decision records cannot give (an error rate),
+        or one whose data the records lack (no ``latency_ms``). A look names them; they are never passed silently."""
         return tuple(g.metric for g in self.spec.guardrails
-                     if not (g.metric.startswith("action_rate:") or g.metric == "score_mean"))  # fmt: skip
+                     if all(self.guardrail(g.metric, a) is None for a in self.spec.arm_names))  # fmt: skip
 
     def look_data(self) -> LookData:
         """The data of a look now: matured-metric stats and assigned units per arm, the guardrails it can measure,

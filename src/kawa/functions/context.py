@@ -249,7 +249,7 @@ class Context:
     so the host can flush it before it commits the input.
     """
 
-    __slots__ = ("_emitted", "_models", "_runtime", "_seq", "attempt", "event")
+    __slots__ = ("_emitted", "_models", "_runtime", "_seq", "_started", "attempt", "event")
 
     def __init__(self, runtime: Runtime, event: CloudEvent, attempt: int = 1) -> None:
         self._runtime = runtime
@@ -258,6 +258,7 @@ class Context:
         self._seq = 0
         self._emitted = 0
         self._models: dict[str, Predictor] = {}
+        self._started = time.perf_counter()
 
     @property
     def function(self) -> FunctionSpec:
@@ -357,7 +358,8 @@ class Context:
         ``features``: the model's inputs; with ``snapshot`` (the app's declaration) only the declared, non-PHI
         ones are kept, else they must already be PHI-free. ``decided_at``: the decision's event time (default: now;
         a replay of history passes the event's own time, so outcomes mature in event time). Monitoring joins
-        outcomes to these records and evaluation compares arms on them. Returns the record."""
+        outcomes to these records and evaluation compares arms on them (its ``latency_ms`` is the time since the
+        handler began, the latency guardrail's measure). Returns the record."""
         from kawa.monitor.records import DecisionRecord
 
         allocation = getattr(model, "allocation", None)
@@ -368,6 +370,7 @@ class Context:
             score=None if score is None else float(score), action=action,
             arm=getattr(allocation, "arm", None), propensity=getattr(allocation, "propensity", None),
             features=kept, experiment=getattr(allocation, "experiment", None),
+            latency_ms=round((time.perf_counter() - self._started) * 1000, 3),
             spec_hash=getattr(allocation, "spec_hash", None), acting=getattr(allocation, "acting", None),
         )  # fmt: skip
         spec = self._runtime.spec

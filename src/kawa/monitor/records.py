@@ -186,6 +186,7 @@ class DecisionRecord:
     experiment: str | None = None
     spec_hash: str | None = None
     acting: bool | None = None
+    latency_ms: float | None = None
 
     def __post_init__(self) -> None:
         if self.score is None and self.action is None:
@@ -218,6 +219,7 @@ class DecisionRecord:
             experiment=self.experiment,
             spec_hash=self.spec_hash,
             acting=self.acting,
+            latency_ms=self.latency_ms,
         )
 
     def to_event(self, source: str) -> CloudEvent:
@@ -242,6 +244,7 @@ class DecisionRecord:
             experiment=data.experiment,
             spec_hash=data.spec_hash,
             acting=data.acting,
+            latency_ms=data.latency_ms,
         )
 
 
@@ -328,6 +331,7 @@ class DecisionData(EventSchema):
     experiment: str | None = None
     spec_hash: str | None = None
     acting: bool | None = None
+    latency_ms: float | None = None
 
     def data(self) -> dict[str, Any]:
         """Fields that have a value (a snapshot keeps its missing features as null)."""
