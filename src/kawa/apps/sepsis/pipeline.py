@@ -45,6 +45,7 @@ from kawa.apps.sepsis.events import (
     pseudonym,
 )
 from kawa.apps.sepsis.features import N_STATS, NAMES, FeatureState, features, update
+from kawa.apps.sepsis.outcomes import epoch_s
 from kawa.apps.sepsis.scores import news2, qsofa, sirs
 from kawa.apps.sepsis.sim import Observation
 from kawa.events import CloudEvent
@@ -56,15 +57,9 @@ __all__ = ["INGEST", "SCORE", "SNAPSHOT", "Ward", "build_app", "epoch_s", "score
 
 INGEST = "ingest"
 SCORE = "score"
-EPOCH_S = fhir.EPOCH.timestamp()
 SCORE_NAMES = ("news2", "qsofa", "sirs")
 SNAPSHOT = SnapshotSpec.of(numeric=(*NAMES, *SCORE_NAMES))
 """What a decision record keeps: the 105 features and the three bedside scores (none of them PHI)."""
-
-
-def epoch_s(time_h: float) -> float:
-    """Seconds since the Unix epoch of a simulation time (hours from :data:`kawa.apps.sepsis.fhir.EPOCH`)."""
-    return EPOCH_S + time_h * 3600.0
 
 
 @dataclass(frozen=True)
