@@ -48,7 +48,8 @@ class Charted(EventSchema):
 
 class Scored(EventSchema):
     """The patient's scores at ``time`` after a charted event; ``band``: NEWS2 clinical risk (low 0-4,
-    medium 5-6, high >= 7); ``verdict``: what the alert policy said (alert, below, suppressed, over-budget)."""
+    medium 5-6, high >= 7); ``verdict``: what the alert policy said (alert, below, suppressed,
+    over-budget; silent: an alert computed in an experiment's silent arm, not shown)."""
 
     event: EventRef | None = None
     patient: str

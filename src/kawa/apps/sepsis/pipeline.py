@@ -233,6 +233,8 @@ def handle(charted: Charted, event: CloudEvent, ctx: Context, s: SepsisSettings,
         model = ctx.model(ref, experiment=s.experiment, unit=patient) if s.experiment else ctx.model(ref)
         value = float(np.asarray(model.predict(np.array([f], dtype=np.float64))).ravel()[0])
     verdict = w.alert_verdict(patient, state.now, value)
+    shown = verdict.alert and bool(getattr(model, "acts", True))  # a silent arm computes its alerts, shows none
+    why = "silent" if verdict.alert and not shown else verdict.why
     ctx.decide(
         patient, model=model, score=value, action="alert" if verdict.alert else "none", features=named,
         snapshot=SNAPSHOT, topic=s.decisions_topic,
@@ -241,13 +243,13 @@ def handle(charted: Charted, event: CloudEvent, ctx: Context, s: SepsisSettings,
     event_ref = EventRef.of(event)
     scored = Scored(
         event=event_ref, patient=patient, time=at, news2=n2, qsofa=q, sirs=si, score=value, model=model.name,
-        model_version=int(model.version), band=band(n2), verdict=verdict.why,
+        model_version=int(model.version), band=band(n2), verdict=why,
     )  # fmt: skip
     ctx.emit(s.scores_topic, ctx.new_event(SCORED_TYPE, scored.data(), subject=patient), key=patient.encode())
     if before is None:
         seen = Admitted(patient=patient, time=epoch_s(charted.rows[0][0]) if charted.rows else at)
         ctx.emit(s.census_topic, ctx.new_event(ADMITTED_TYPE, seen.data(), subject=patient), key=patient.encode())
-    if verdict.alert:
+    if shown:
         now = time.time()
         alert = SepsisAlert(
             event=event_ref, patient=patient, time=at, news2=n2, qsofa=q, sirs=si, score=value, threshold=s.threshold,
