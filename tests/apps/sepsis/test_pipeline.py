@@ -113,7 +113,7 @@ def test_a_bundle_with_one_bad_entry_is_refused_whole(small: Simulation) -> None
 
 
 def test_a_model_scores_when_one_is_set_and_a_silent_arm_shows_no_alert(small: Simulation) -> None:
-    s = SepsisSettings(score_source="model", model_name="risk", experiment="silent-arm", threshold=0.5)
+    s = SepsisSettings(score_source="model", model_name="risk", experiment="silent-arm", model_threshold=0.5)
     app = build_app(s)
     events = charted(app, fhir.encode_bundle(list(iter_observations(small.observations)))).emitted_to("sepsis.charted")
     spec = ExperimentSpec(

@@ -43,7 +43,8 @@ class SepsisSettings(BaseModel):
     model_alias: str = "champion"
     experiment: str | None = Field(None, description="experiment the model is served under (unit: the pseudonym)")
 
-    threshold: float = Field(7.0, description="alert when the score is >= this (NEWS2 7: 'high' clinical risk)")
+    threshold: float = Field(7.0, description="alert when NEWS2 is >= this (7: 'high' clinical risk)")
+    model_threshold: float = Field(0.3, description="alert when the model's risk is >= this (score_source: model)")
     suppress_h: float = Field(12.0, ge=0, description="no second alert for a patient within this many hours")
     budget_per_h: int = Field(60, ge=1, description="at most this many alerts in any hour (clinician capacity)")
 
@@ -62,6 +63,11 @@ class SepsisSettings(BaseModel):
     def model_ref(self) -> str | None:
         """The model that scores (None: NEWS2 does)."""
         return f"{self.model_name}@{self.model_alias}" if self.score_source == "model" else None
+
+    @property
+    def alert_threshold(self) -> float:
+        """The threshold of the score in use."""
+        return self.threshold if self.model_ref is None else self.model_threshold
 
     def key(self) -> bytes:
         return self.pseudonym_key.get_secret_value().encode()

@@ -72,7 +72,7 @@ def demo(platform: Platform, declared: Declared, options: DemoOptions) -> int:
     console.print(
         f"  {sim.patients:,} patients over {sim.hours:g} simulated hours at {s.speed:g}x "
         f"({sim.hours * 3600 / s.speed:,.0f} s), a Bundle per patient every {s.block_min:g} simulated min; "
-        f"score {s.model_ref or 'NEWS2'}, alert at >= {s.threshold:g}, suppression {s.suppress_h:g} h, "
+        f"score {s.model_ref or 'NEWS2'}, alert at >= {s.alert_threshold:g}, suppression {s.suppress_h:g} h, "
         f"budget {s.budget_per_h}/h"
     )
     with console.status("starting the app: topics, the ingest and score functions"):

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from kawa.apps.sepsis import fhir
 from kawa.apps.sepsis.alerts import AlertPolicy, Verdict, decide
@@ -85,17 +86,25 @@ class Rule:
 NEWS2_RULE = Rule("news2", 2)
 
 
-def scores_of(f: tuple[float, ...]) -> tuple[int, int, int]:
-    """NEWS2, qSOFA and SIRS from a feature vector's last values (what the chart shows now)."""
+def score_columns(x: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.int64], ...]:
+    """NEWS2, qSOFA and SIRS of each row of a feature matrix (rows x :data:`NAMES`), from its last values:
+    what the chart shows at that moment (a code never measured scores nothing; GCS unknown counts as 15)."""
 
-    def last(code: Code) -> np.ndarray[Any, np.dtype[np.float64]]:
-        return np.array([f[int(code) * N_STATS]])
+    def last(code: Code) -> npt.NDArray[np.float64]:
+        return x[:, int(code) * N_STATS]
 
+    acvpu = np.nan_to_num(last(Code.ACVPU))
     n = news2(last(Code.RR), last(Code.SPO2), np.nan_to_num(last(Code.O2_FLOW)), last(Code.SBP), last(Code.HR),
-              np.nan_to_num(last(Code.ACVPU)), last(Code.TEMP))  # fmt: skip
+              acvpu, last(Code.TEMP))  # fmt: skip
     gcs = last(Code.GCS)
-    q = qsofa(last(Code.RR), last(Code.SBP), np.where(np.isnan(gcs), 15.0, gcs), np.nan_to_num(last(Code.ACVPU)))
+    q = qsofa(last(Code.RR), last(Code.SBP), np.where(np.isnan(gcs), 15.0, gcs), acvpu)
     s = sirs(last(Code.TEMP), last(Code.HR), last(Code.RR), last(Code.WBC))
+    return n, q, s
+
+
+def scores_of(f: tuple[float, ...]) -> tuple[int, int, int]:
+    """NEWS2, qSOFA and SIRS from one feature vector (see :func:`score_columns`)."""
+    n, q, s = score_columns(np.array([f], dtype=np.float64))
     return int(n[0]), int(q[0]), int(s[0])
 
 
@@ -179,7 +188,7 @@ def build_app(settings: SepsisSettings | None = None, *, ward: Ward | None = Non
     """The sepsis app's two functions with ``settings``; ``ward`` shares the in-process state (tests);
     ``validate``: also check every message against ``fhir.resources``' R4 models."""
     s = settings or SepsisSettings()
-    w = ward or Ward(AlertPolicy(s.threshold, s.suppress_h, s.budget_per_h))
+    w = ward or Ward(AlertPolicy(s.alert_threshold, s.suppress_h, s.budget_per_h))
     key = s.key()
     app = App("sepsis")
 
@@ -252,8 +261,8 @@ def handle(charted: Charted, event: CloudEvent, ctx: Context, s: SepsisSettings,
     if shown:
         now = time.time()
         alert = SepsisAlert(
-            event=event_ref, patient=patient, time=at, news2=n2, qsofa=q, sirs=si, score=value, threshold=s.threshold,
-            model=model.name, model_version=int(model.version), decided_at=now,
+            event=event_ref, patient=patient, time=at, news2=n2, qsofa=q, sirs=si, score=value,
+            threshold=s.alert_threshold, model=model.name, model_version=int(model.version), decided_at=now,
             latency_ms=round(max(0.0, now - charted.received_at) * 1000.0, 3),
         )  # fmt: skip
         ctx.emit(s.alerts_topic, ctx.new_event(ALERT_TYPE, alert.data(), subject=patient), key=patient.encode())

@@ -47,7 +47,10 @@ def models(s: SepsisSettings) -> tuple[ModelDecl, ...]:
     """The ML score, when the settings ask for it (``score_source: model``); NEWS2 needs no model."""
     if s.model_ref is None:
         return ()
-    return (ModelDecl(s.model_name, alias=s.model_alias, description="sepsis risk from the 105 streaming features"),)
+    return (
+        ModelDecl(s.model_name, trainer="kawa.apps.sepsis.train:job", alias=s.model_alias,
+                  description="sepsis risk (LightGBM) from the 105 streaming features"),
+    )
 
 
 def functions(s: SepsisSettings, config: KawaConfig) -> App:
