@@ -151,6 +151,7 @@ class E2E:
     groups: int
     topics: dict[str, list[Any]]
     logs: str
+    board: dict[str, Any]
 
 
 def read(platform: Platform, topic: str, want: int, timeout: float = 90.0) -> list[Any]:
@@ -219,10 +220,39 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
             "sepsis.charted": read(platform, "sepsis.charted", groups),
             "outcomes": read(platform, "outcomes", 200),
         }
-        yield E2E(sim, groups + 2, expected, groups, topics, "\n".join(handler.lines))
+        board = _board(platform, want_alerts=len(expected))
+        yield E2E(sim, groups + 2, expected, groups, topics, "\n".join(handler.lines), board)
     finally:
         logging.getLogger("kawa").removeHandler(handler)
         platform.stop()
+
+
+def _board(platform: Platform, want_alerts: int) -> dict[str, Any]:
+    """The app's board as the portal serves it to an admin, once its alert counter caught up."""
+    from fastapi.testclient import TestClient
+
+    from kawa.portal.app import create_app
+    from kawa.portal.permissions import Role
+    from kawa.portal.runtime import Portal
+
+    portal = Portal(platform)
+    try:
+        portal.users.add_user("admin-user", Role.ADMIN, "correct horse battery")
+        _info, token = portal.users.create_token("admin-user", "test")
+        headers = {"Authorization": f"Bearer {token}"}
+        with TestClient(create_app(portal), base_url="http://127.0.0.1") as client:
+            deadline, board = time.monotonic() + 60, {}
+            while time.monotonic() < deadline:
+                portal.sampler.tick()
+                board = client.get("/api/apps/sepsis/board", headers=headers).json()
+                counts = {c["label"]: c["value"] for c in board.get("census", {}).get("counts", [])}
+                if counts.get("alerts") == want_alerts and counts.get("census") == 200:
+                    break
+            board["_alerts_rows"] = client.get("/api/apps/sepsis/events/sepsis.alerts", headers=headers).json()
+            board["_page"] = client.get("/apps/sepsis", headers=headers).status_code
+        return board
+    finally:
+        portal.stop()
 
 
 class _Capture(logging.Handler):
@@ -261,6 +291,18 @@ def test_bad_fhir_is_dead_lettered_with_its_reason(e2e: E2E) -> None:
     messages = sorted(r.message for r in reasons if r is not None)
     assert "status missing" in messages[0] and "not JSON" in messages[1]
     assert all("sim-4242" not in m for m in messages)
+
+
+def test_the_board_counts_the_census_and_alerts_and_lists_pseudonymised_alerts(e2e: E2E) -> None:
+    board = e2e.board
+    counts = {c["label"]: c["value"] for c in board["census"]["counts"]}
+    assert counts["census"] == 200 and counts["alerts"] == len(e2e.expected_alerts), counts
+    assert counts["dead_lettered"] == 2 and counts["scored"] == e2e.groups, counts
+    assert board["panels"][:2] == ["census", "alerts"] and board["_page"] == 200
+    text = json.dumps(board)
+    assert "sim-" not in text and "Patient/" not in text
+    aliases = {a for a, _t in e2e.expected_alerts}
+    assert any(alias in text for alias in aliases)
 
 
 def test_outcomes_are_published_by_pseudonym_at_onset_or_discharge(e2e: E2E) -> None:
