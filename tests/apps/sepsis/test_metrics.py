@@ -110,3 +110,66 @@ def test_nothing_is_counted_before_it_matured(sim: Simulation) -> None:
 def test_alerts_must_fit_the_cohort(sim: Simulation) -> None:
     with pytest.raises(InvalidCohort, match="one patient index"):
         clinical_metrics([len(sim.patients)], [1.0], cohort_of(sim), 10.0)
+
+
+def challenge_utility(labels: np.ndarray, predictions: np.ndarray) -> float:
+    """``compute_prediction_utility`` of the PhysioNet/CinC 2019 evaluation code, transcribed."""
+    dt_early, dt_optimal, dt_late, max_u_tp, min_u_fn, u_fp, u_tn = -12, -6, 3.0, 1, -2, -0.05, 0
+    if np.any(labels):
+        is_septic, t_sepsis = True, float(np.argmax(labels) - dt_optimal)
+    else:
+        is_septic, t_sepsis = False, float("inf")
+    m_1 = max_u_tp / (dt_optimal - dt_early)
+    b_1 = -m_1 * dt_early
+    m_2 = -max_u_tp / (dt_late - dt_optimal)
+    b_2 = -m_2 * dt_late
+    m_3 = min_u_fn / (dt_late - dt_optimal)
+    b_3 = -m_3 * dt_optimal
+    u = np.zeros(len(labels))
+    for t in range(len(labels)):
+        if t <= t_sepsis + dt_late:
+            if is_septic and predictions[t]:
+                if t <= t_sepsis + dt_optimal:
+                    u[t] = max(m_1 * (t - t_sepsis) + b_1, u_fp)
+                elif t <= t_sepsis + dt_late:
+                    u[t] = m_2 * (t - t_sepsis) + b_2
+            elif not is_septic and predictions[t]:
+                u[t] = u_fp
+            elif is_septic and not predictions[t]:
+                if t <= t_sepsis + dt_optimal:
+                    u[t] = 0
+                elif t <= t_sepsis + dt_late:
+                    u[t] = m_3 * (t - t_sepsis) + b_3
+            elif not is_septic and not predictions[t]:
+                u[t] = u_tn
+    return float(np.sum(u))
+
+
+def test_the_utility_is_the_challenges_on_random_hourly_predictions() -> None:
+    from kawa.apps.sepsis.metrics import normalised_utility
+
+    rng = np.random.default_rng(2019)
+    for _trial in range(20):
+        n = 40
+        lengths = rng.integers(5, 60, n)
+        onset = np.where(rng.random(n) < 0.3, rng.integers(6, 50, n).astype(float), np.nan)
+        onset = np.where(onset < lengths, onset, np.nan)
+        pat = np.repeat(np.arange(n), lengths)
+        hour = np.concatenate([np.arange(k) for k in lengths]).astype(float)
+        pred = rng.random(len(pat)) < rng.uniform(0.02, 0.5)
+        observed = best = inaction = 0.0
+        for p in range(n):
+            rows = pat == p
+            k = int(lengths[p])
+            labels = np.zeros(k, dtype=int)
+            if not np.isnan(onset[p]):
+                labels[max(0, int(onset[p]) - 6):] = 1  # the challenge's label: 6 h before t_sepsis on
+            ideal = np.zeros(k, dtype=int)
+            if labels.any():
+                ts = int(np.argmax(labels)) + 6
+                ideal[max(0, ts - 12): min(ts + 3 + 1, k)] = 1
+            observed += challenge_utility(labels, pred[rows])
+            best += challenge_utility(labels, ideal)
+            inaction += challenge_utility(labels, np.zeros(k, dtype=int))
+        want = (observed - inaction) / (best - inaction)
+        assert normalised_utility(pat, hour, pred, onset) == pytest.approx(want, rel=1e-12, abs=1e-12)

@@ -13,6 +13,7 @@ confirmed, i.e. ``as_of_h >= a + window_h + label_lag_h``; a septic patient coun
 - **Gain over screening**: the shift-change screen that found the patient minus the first hit, median over
   detected patients the screening found too (hours the alert came earlier).
 - **Alerts per 100 patient-days**: all alerts raised before ``as_of_h`` per 100 days of observed stay.
+- **Normalised utility** (PhysioNet/CinC Challenge 2019) of hourly predictions: :func:`normalised_utility`.
 """
 
 from __future__ import annotations
@@ -32,7 +33,10 @@ if TYPE_CHECKING:
 F = npt.NDArray[np.float64]
 I = npt.NDArray[np.int64]  # noqa: E741
 
-__all__ = ["Cohort", "Metrics", "Windows", "bedside_scores", "clinical_metrics", "cohort_of", "hits"]
+__all__ = [
+    "Cohort", "Metrics", "UtilityWeights", "Windows", "bedside_scores", "clinical_metrics", "cohort_of", "hits",
+    "normalised_utility",
+]
 
 
 class InvalidCohort(KawaError):
@@ -151,3 +155,53 @@ def bedside_scores(obs: Observations) -> tuple[I, F, dict[str, npt.NDArray[np.in
         "sirs": sirs(c(Code.TEMP), c(Code.HR), c(Code.RR), c(Code.WBC)),
     }
     return obs.patient[rows].astype(np.int64), obs.time_h[rows], scores
+
+
+@dataclass(frozen=True)
+class UtilityWeights:
+    """The PhysioNet/CinC Challenge 2019 utility: hours relative to onset and the rewards."""
+
+    dt_early: float = -12.0
+    dt_optimal: float = -6.0
+    dt_late: float = 3.0
+    max_u_tp: float = 1.0
+    min_u_fn: float = -2.0
+    u_fp: float = -0.05
+    u_tn: float = 0.0
+
+
+def _utility_rows(rel: F, septic: npt.NDArray[np.bool_], pred: npt.NDArray[np.bool_], w: UtilityWeights) -> F:
+    m1 = w.max_u_tp / (w.dt_optimal - w.dt_early)
+    b1 = -m1 * w.dt_early
+    m2 = -w.max_u_tp / (w.dt_late - w.dt_optimal)
+    b2 = -m2 * w.dt_late
+    m3 = w.min_u_fn / (w.dt_late - w.dt_optimal)
+    b3 = -m3 * w.dt_optimal
+    r = np.nan_to_num(rel)
+    early = r <= w.dt_optimal
+    tp = np.where(early, np.maximum(m1 * r + b1, w.u_fp), m2 * r + b2)
+    fn = np.where(early, 0.0, m3 * r + b3)
+    u_septic = np.where(r <= w.dt_late, np.where(pred, tp, fn), 0.0)
+    u_other = np.where(pred, w.u_fp, w.u_tn)
+    out: F = np.where(septic, u_septic, u_other)
+    return out
+
+
+def normalised_utility(patient: npt.ArrayLike, time_h: npt.ArrayLike, predicted: npt.ArrayLike, onset_h: F,
+                       w: UtilityWeights | None = None) -> float:  # fmt: skip
+    """The PhysioNet/CinC 2019 normalised utility of hourly predictions (one row per patient-hour: patient
+    index, hour, prediction) against onsets (``onset_h`` per patient, NaN: never septic). Onset plays the
+    challenge's ``t_sepsis``; 1 is the best prediction (positive from 12 h before to 3 h after onset), 0
+    predicting nothing."""
+    w = w or UtilityWeights()
+    pat = np.asarray(patient, dtype=np.int64)
+    t = np.asarray(time_h, dtype=np.float64)
+    pred = np.asarray(predicted, dtype=bool)
+    o = onset_h[pat]
+    septic = ~np.isnan(o)
+    rel = t - o
+    best = septic & (rel >= w.dt_early) & (rel <= w.dt_late)
+    observed = float(_utility_rows(rel, septic, pred, w).sum())
+    best_u = float(_utility_rows(rel, septic, best, w).sum())
+    inaction = float(_utility_rows(rel, septic, np.zeros(len(pat), dtype=bool), w).sum())
+    return (observed - inaction) / (best_u - inaction) if best_u != inaction else math.nan

@@ -173,11 +173,12 @@ def _track(s: SepsisSettings, config: KawaConfig | None, model: Any, example: F,
 def side_by_side(sim: Simulation, scorers: dict[str, tuple[F, float]], s: SepsisSettings | None = None,
                  rows: I | None = None) -> dict[str, Any]:  # fmt: skip
     """The clinical metrics (:mod:`kawa.apps.sepsis.metrics`, everything matured) of each scorer — name →
-    (score at each of ``rows``, threshold) — through the app's alert policy, on ``sim``'s hourly rows."""
+    (score at each of ``rows``, threshold) — through the app's alert policy, on ``sim``'s hourly rows; and
+    the normalised PhysioNet utility of its hourly predictions (score >= threshold, no policy)."""
     from dataclasses import asdict
 
     from kawa.apps.sepsis.alerts import AlertPolicy, run
-    from kawa.apps.sepsis.metrics import Windows, clinical_metrics, cohort_of
+    from kawa.apps.sepsis.metrics import Windows, clinical_metrics, cohort_of, normalised_utility
 
     s = s or SepsisSettings()
     rows = hourly_rows(sim) if rows is None else rows
@@ -191,7 +192,7 @@ def side_by_side(sim: Simulation, scorers: dict[str, tuple[F, float]], s: Sepsis
                if v.alert]  # fmt: skip
         m = clinical_metrics([p for p, _ in got], [u for _, u in got], cohort_of(sim), as_of,
                              Windows(s.window_h, s.grace_h))  # fmt: skip
-        out[name] = asdict(m)
+        out[name] = asdict(m) | {"utility": normalised_utility(pat, t, score >= threshold, sim.outcomes.onset_h)}
     return out
 
 
@@ -240,7 +241,7 @@ def main(argv: list[str] | None = None) -> None:
     for name, m in out.items():
         summary |= {f"ppv_{name}": m["ppv"], f"sens_{name}": m["sensitivity"],
                     f"lead_h_{name}": m["lead_time_h_median"], f"gain_vs_screen_h_{name}": m["gain_vs_screen_h_median"],
-                    f"alerts_per_100pd_{name}": m["alerts_per_100_patient_days"]}  # fmt: skip
+                    f"alerts_per_100pd_{name}": m["alerts_per_100_patient_days"], f"utility_{name}": m["utility"]}  # fmt: skip
     summary["wall_s"] = round(time.perf_counter() - started, 1)
     print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in summary.items()}))
 
