@@ -241,7 +241,8 @@ def main(argv: list[str] | None = None) -> None:
     for name, m in out.items():
         summary |= {f"ppv_{name}": m["ppv"], f"sens_{name}": m["sensitivity"],
                     f"lead_h_{name}": m["lead_time_h_median"], f"gain_vs_screen_h_{name}": m["gain_vs_screen_h_median"],
-                    f"alerts_per_100pd_{name}": m["alerts_per_100_patient_days"], f"utility_{name}": m["utility"]}  # fmt: skip
+                    f"alerts_per_100pd_{name}": m["alerts_per_100_patient_days"],
+                    f"utility_{name}": m["utility"]}  # fmt: skip
     summary["wall_s"] = round(time.perf_counter() - started, 1)
     print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in summary.items()}))
 
