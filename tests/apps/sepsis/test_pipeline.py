@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -313,3 +314,45 @@ def test_outcomes_are_published_by_pseudonym_at_onset_or_discharge(e2e: E2E) -> 
     census = {from_record(r).get_data()["patient"] for r in e2e.topics["sepsis.census"]}
     assert {o["entity"] for o in outs} == census
     assert all(o["observed_at"] >= o["at"] for o in septic)
+
+
+def test_fhir_posted_to_the_webhook_is_charted_and_a_body_that_is_not_json_refused(
+    tmp_path: Path, small: Simulation
+) -> None:
+    import socket
+    import urllib.error
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config = load_config(None, env={}, home=str(tmp_path / ".kawa"), portal={"enabled": False}, ml={"scheduler": False})
+    platform = Platform(config)
+    try:
+        running = start_app(platform, plugin, {"http_port": port})
+        assert running.routes is not None
+        url = f"http://127.0.0.1:{port}/fhir"
+        obs = [o for o in iter_observations(small.observations) if o.patient == 0][:12]
+
+        def post(body: bytes) -> tuple[int, str]:
+            request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/fhir+json"})
+            try:
+                with urllib.request.urlopen(request, timeout=30) as reply:
+                    return int(reply.status), reply.read().decode()
+            except urllib.error.HTTPError as exc:
+                return exc.code, exc.read().decode()
+
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # the route's server binds when its thread opens the source
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        assert post(json.dumps(fhir.encode_bundle(obs)).encode())[0] == 202
+        refused, why = post(b"{Patient/sim-4242")  # refused at the door: the sender gets the reason
+        assert refused == 400 and "not JSON" in why and "sim-4242" not in why
+        (decision,) = [from_record(r).get_data() for r in read(platform, "decisions", 1)]
+        assert decision["entity"] == alias("Patient/sim-0") and decision["model"] == "news2"
+    finally:
+        platform.stop()

@@ -31,6 +31,11 @@ class SepsisSettings(BaseModel):
     decisions_topic: str = Field("decisions", description="decision records (kawa.monitor.decision)")
     dead_letter_topic: str = Field("sepsis.observations.dlq", description="resources the app could not use")
     partitions: int = Field(2, ge=1, description="partitions of the charted topic (keyed by pseudonym)")
+    http_port: int | None = Field(
+        None, ge=0, le=65535, description="serve POST <http_path> (FHIR JSON) on this port; None: topic only"
+    )
+    http_host: str = Field("127.0.0.1", description="bind address of the FHIR webhook (no authentication)")
+    http_path: str = Field("/fhir", pattern=r"^/[A-Za-z0-9/_.-]*$", description="path of the FHIR webhook")
 
     pseudonym_key: SecretStr = Field(
         SecretStr(DEMO_KEY), description="HMAC key of the patient pseudonyms (a secret: set your own)"

@@ -109,6 +109,7 @@ plugin = AppPlugin(
     settings=SepsisSettings,
     topics=topics,
     functions=functions,
+    routes=("kawa.apps.sepsis.routes:fhir_routes",),
     models=models,
     events={CHARTED_TYPE: Charted, SCORED_TYPE: Scored, ALERT_TYPE: SepsisAlert, ADMITTED_TYPE: Admitted},
     board=board,
