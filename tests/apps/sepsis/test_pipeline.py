@@ -356,3 +356,13 @@ def test_fhir_posted_to_the_webhook_is_charted_and_a_body_that_is_not_json_refus
         assert decision["entity"] == alias("Patient/sim-0") and decision["model"] == "news2"
     finally:
         platform.stop()
+
+
+def test_fhir_resources_validation_catches_what_the_decoder_lets_through(small: Simulation) -> None:
+    res = fhir.encode(next(iter_observations(small.observations)))
+    res["id"] = "sim-77 is no FHIR id!"
+    strict = invoke(build_app().get("ingest"), cloud_event(FHIR_TYPE, res))
+    assert strict.outcome == "dead-lettered" and strict.reason is not None
+    assert "not a valid FHIR R4 Observation: id" in strict.reason and "sim-77" not in strict.reason
+    lax = invoke(build_app(SepsisSettings(fhir_validate=False)).get("ingest"), cloud_event(FHIR_TYPE, res))
+    assert lax.outcome == "ok" and len(lax.emitted_to("sepsis.charted")) == 1

@@ -37,6 +37,9 @@ class SepsisSettings(BaseModel):
     http_host: str = Field("127.0.0.1", description="bind address of the FHIR webhook (no authentication)")
     http_path: str = Field("/fhir", pattern=r"^/[A-Za-z0-9/_.-]*$", description="path of the FHIR webhook")
 
+    fhir_validate: bool = Field(
+        True, description="also validate every message with fhir.resources (R4 models): ~300 Bundles/s a core"
+    )
     pseudonym_key: SecretStr = Field(
         SecretStr(DEMO_KEY), description="HMAC key of the patient pseudonyms (a secret: set your own)"
     )

@@ -184,10 +184,11 @@ def _rows(res: Any, ward: Ward, validate: bool) -> list[Observation]:
     return good
 
 
-def build_app(settings: SepsisSettings | None = None, *, ward: Ward | None = None, validate: bool = True) -> App:
+def build_app(settings: SepsisSettings | None = None, *, ward: Ward | None = None, validate: bool | None = None) -> App:
     """The sepsis app's two functions with ``settings``; ``ward`` shares the in-process state (tests);
-    ``validate``: also check every message against ``fhir.resources``' R4 models."""
+    ``validate``: also check every message against ``fhir.resources``' R4 models (default: ``fhir_validate``)."""
     s = settings or SepsisSettings()
+    validate = s.fhir_validate if validate is None else validate
     w = ward or Ward(AlertPolicy(s.alert_threshold, s.suppress_h, s.budget_per_h))
     key = s.key()
     app = App("sepsis")
