@@ -366,3 +366,20 @@ def test_fhir_resources_validation_catches_what_the_decoder_lets_through(small: 
     assert "not a valid FHIR R4 Observation: id" in strict.reason and "sim-77" not in strict.reason
     lax = invoke(build_app(SepsisSettings(fhir_validate=False)).get("ingest"), cloud_event(FHIR_TYPE, res))
     assert lax.outcome == "ok" and len(lax.emitted_to("sepsis.charted")) == 1
+
+
+def test_a_redelivered_chart_gets_the_same_alert_and_is_not_charted_twice(small: Simulation) -> None:
+    from kawa.apps.sepsis.alerts import AlertPolicy as Policy
+    from kawa.apps.sepsis.pipeline import Ward
+
+    ward = Ward(Policy(0.0, suppress_h=12, budget_per_h=100))
+    app = build_app(SepsisSettings(threshold=0), ward=ward)
+    event = charted(app, fhir.encode_bundle(list(iter_observations(small.observations)))).emitted_to("sepsis.charted")[0]
+    first = invoke(app.get("score"), event)
+    patient = event.get_data()["patient"]
+    state = ward.states[patient]
+    again = invoke(app.get("score"), event)  # the host retrying after a failed flush
+    assert ward.states[patient] is state and ward.recent == (state.now,)
+    ids = [[(t, e.get_id()) for t, e in out.emitted] for out in (first, again)]
+    assert ids[0] == ids[1] and ("sepsis.alerts" in {t for t, _ in ids[1]})
+    assert again.emitted_to("sepsis.alerts")[0].get_data()["patient"] == patient

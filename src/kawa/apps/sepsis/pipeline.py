@@ -122,6 +122,7 @@ class Ward:
     states: dict[str, FeatureState] = field(default_factory=dict)
     last_alert: dict[str, float] = field(default_factory=dict)
     recent: tuple[float, ...] = ()
+    last_event: dict[str, tuple[str, FeatureState | None, Verdict]] = field(default_factory=dict)
     references: dict[str, int] = field(default_factory=dict)
     by_number: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -142,12 +143,27 @@ class Ward:
         with self.lock:
             return self.by_number[number]
 
-    def alert_verdict(self, patient: str, time_h: float, score: float) -> Verdict:
+    def begin(self, patient: str, key: str) -> tuple[FeatureState | None, Verdict | None]:
+        """The patient's state before the event ``key``, and the verdict already given on it when it was
+        handled before (a redelivery: the same outputs are emitted again, nothing is applied twice)."""
         with self.lock:
-            verdict = decide(self.policy, self.last_alert.get(patient), self.recent, time_h, score)
+            done = self.last_event.get(patient)
+            if done is not None and done[0] == key:
+                return done[1], done[2]
+            return self.states.get(patient), None
+
+    def commit(self, patient: str, key: str, before: FeatureState | None, state: FeatureState, score: float) -> Verdict:
+        """Ask the alert policy about ``score`` and store the patient's new state, in one step."""
+        with self.lock:
+            done = self.last_event.get(patient)
+            if done is not None and done[0] == key:
+                return done[2]
+            verdict = decide(self.policy, self.last_alert.get(patient), self.recent, state.now, score)
             self.recent = verdict.recent
             if verdict.alert:
-                self.last_alert[patient] = time_h
+                self.last_alert[patient] = state.now
+            self.states[patient] = state
+            self.last_event[patient] = (key, before, verdict)
             return verdict
 
 
@@ -223,14 +239,17 @@ def build_app(settings: SepsisSettings | None = None, *, ward: Ward | None = Non
 
 
 def handle(charted: Charted, event: CloudEvent, ctx: Context, s: SepsisSettings, w: Ward) -> None:
-    """Chart one patient's observations, score, decide, emit. The state is stored last, so a handler that
-    fails before the end leaves it as it was."""
+    """Chart one patient's observations, score, decide, emit. The policy's verdict and the new state are
+    stored together once everything that can fail has run (so a failed attempt leaves no trace), and a
+    redelivered event gets the verdict it got before (so a retry neither loses an alert to suppression nor
+    charts a row twice)."""
     patient = charted.patient
-    with w.lock:
-        before = w.states.get(patient)
+    event_ref = EventRef.of(event)
+    key = event_ref.key()
+    before, given = w.begin(patient, key)
     state = before or FeatureState()
     for t, code, value in charted.rows:
-        if not state.now > t:  # a row older than the chart (a redelivery) is not applied twice
+        if not state.now > t:  # events of a patient arrive in order; an older row is not applied
             state = update(state, Observation(0, t, int(code), value))
     f = features(state)
     n2, q, si = scores_of(f)
@@ -242,7 +261,7 @@ def handle(charted: Charted, event: CloudEvent, ctx: Context, s: SepsisSettings,
         ref = s.model_ref
         model = ctx.model(ref, experiment=s.experiment, unit=patient) if s.experiment else ctx.model(ref)
         value = float(np.asarray(model.predict(np.array([f], dtype=np.float64))).ravel()[0])
-    verdict = w.alert_verdict(patient, state.now, value)
+    verdict = given or w.commit(patient, key, before, state, value)
     shown = verdict.alert and bool(getattr(model, "acts", True))  # a silent arm computes its alerts, shows none
     why = "silent" if verdict.alert and not shown else verdict.why
     ctx.decide(
@@ -250,7 +269,6 @@ def handle(charted: Charted, event: CloudEvent, ctx: Context, s: SepsisSettings,
         snapshot=SNAPSHOT, topic=s.decisions_topic,
     )  # fmt: skip
     at = epoch_s(state.now)
-    event_ref = EventRef.of(event)
     scored = Scored(
         event=event_ref, patient=patient, time=at, news2=n2, qsofa=q, sirs=si, score=value, model=model.name,
         model_version=int(model.version), band=band(n2), verdict=why,
@@ -268,5 +286,3 @@ def handle(charted: Charted, event: CloudEvent, ctx: Context, s: SepsisSettings,
         )  # fmt: skip
         ctx.emit(s.alerts_topic, ctx.new_event(ALERT_TYPE, alert.data(), subject=patient), key=patient.encode())
         ctx.metrics.incr("alerts")
-    with w.lock:
-        w.states[patient] = state
