@@ -374,7 +374,8 @@ def test_a_redelivered_chart_gets_the_same_alert_and_is_not_charted_twice(small:
 
     ward = Ward(Policy(0.0, suppress_h=12, budget_per_h=100))
     app = build_app(SepsisSettings(threshold=0), ward=ward)
-    event = charted(app, fhir.encode_bundle(list(iter_observations(small.observations)))).emitted_to("sepsis.charted")[0]
+    bundle = fhir.encode_bundle(list(iter_observations(small.observations)))
+    event = charted(app, bundle).emitted_to("sepsis.charted")[0]
     first = invoke(app.get("score"), event)
     patient = event.get_data()["patient"]
     state = ward.states[patient]
