@@ -384,3 +384,10 @@ def test_a_redelivered_chart_gets_the_same_alert_and_is_not_charted_twice(small:
     ids = [[(t, e.get_id()) for t, e in out.emitted] for out in (first, again)]
     assert ids[0] == ids[1] and ("sepsis.alerts" in {t for t, _ in ids[1]})
     assert again.emitted_to("sepsis.alerts")[0].get_data()["patient"] == patient
+
+
+def test_kawa_worker_finds_the_app_by_import_string() -> None:
+    from kawa.functions.app import load_app
+
+    app = load_app("kawa.apps.sepsis.pipeline:app")
+    assert set(app.functions) == {"ingest", "score"} and app.get("score").ordered_by_key

@@ -286,3 +286,13 @@ def handle(charted: Charted, event: CloudEvent, ctx: Context, s: SepsisSettings,
         )  # fmt: skip
         ctx.emit(s.alerts_topic, ctx.new_event(ALERT_TYPE, alert.data(), subject=patient), key=patient.encode())
         ctx.metrics.incr("alerts")
+
+
+def __getattr__(name: str) -> Any:
+    """``app``: the app with default settings (``kawa worker --app kawa.apps.sepsis.pipeline:app``), built on
+    first use so that importing this module builds nothing. Each worker process keeps its own per-patient
+    state and budget (see the module doc)."""
+    if name == "app":
+        built = globals()["app"] = build_app()
+        return built
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
