@@ -30,7 +30,7 @@ class SepsisSettings(BaseModel):
     outcomes_topic: str = Field("outcomes", description="delayed outcomes (kawa.monitor.outcome) for monitoring")
     decisions_topic: str = Field("decisions", description="decision records (kawa.monitor.decision)")
     dead_letter_topic: str = Field("sepsis.observations.dlq", description="resources the app could not use")
-    partitions: int = Field(2, ge=1, description="partitions of the charted topic (keyed by pseudonym)")
+    partitions: int = Field(2, ge=1, description="partitions of the observations and charted topics")
     http_port: int | None = Field(
         None, ge=0, le=65535, description="serve POST <http_path> (FHIR JSON) on this port; None: topic only"
     )

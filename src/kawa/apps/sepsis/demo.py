@@ -130,7 +130,7 @@ def _stream(platform: Platform, s: SepsisSettings, duration: float) -> Tally:
         with Live(console=console, refresh_per_second=2, transient=False) as live:
             for k, block in enumerate(iter_blocks(patients, sim, care, block_h)):
                 a, b = k * block_h, min(sim.hours, (k + 1) * block_h)
-                _publish(producer, s, block, rng, tally)
+                _publish(producer, s, block, rng, tally, aliases)
                 done = outcome_events(outcomes(patients, sim, care()), lambda r: aliases[_number(r)], since_h=a,
                                       until_h=b)  # fmt: skip
                 _send_outcomes(producer, s, done)
@@ -163,7 +163,8 @@ def _number(reference: str) -> int:
 
 
 def _publish(
-    producer: Producer, s: SepsisSettings, block: Observations, rng: np.random.Generator, tally: Tally
+    producer: Producer, s: SepsisSettings, block: Observations, rng: np.random.Generator, tally: Tally,
+    aliases: list[str],
 ) -> None:
     """One Bundle per patient of the block's observations (some damaged: a missing code)."""
     from kawa.apps.sepsis.fhir import encode_bundle
@@ -174,13 +175,14 @@ def _publish(
     by_patient: dict[int, list[Any]] = {}
     for o in iter_observations(block):
         by_patient.setdefault(o.patient, []).append(o)
-    for obs in by_patient.values():
+    for patient, obs in by_patient.items():
         bundle = encode_bundle(obs)
         if rng.random() < s.corrupt_fraction:
             del bundle["entry"][0]["resource"]["code"]
             tally.damaged += 1
-        key, value, headers = to_kafka(new_event(FHIR_TYPE, SOURCE, bundle))
-        producer.produce(s.observations_topic, value, key=key, headers=headers)
+        _key, value, headers = to_kafka(new_event(FHIR_TYPE, SOURCE, bundle))
+        # keyed by patient (the pseudonym: no PHI in the key), so patients are ingested in parallel, each in order
+        producer.produce(s.observations_topic, value, key=aliases[patient].encode(), headers=headers)
         tally.messages += 1
         tally.observations += len(obs)
 

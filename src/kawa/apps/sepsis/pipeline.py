@@ -12,7 +12,10 @@
               ├─▶ sepsis.alerts    dev.kawa.sepsis.alert
               └─▶ sepsis.census    dev.kawa.sepsis.admitted (first time a patient is seen)
 
-Only ``ingest`` sees patient references; from there on a patient is its pseudonym
+Both functions run in order per record key: a patient's messages must reach ``score`` in time order (an
+older row than the chart is not applied), so FHIR messages keyed by patient (any stable key without PHI) are
+ingested in parallel across patients and unkeyed ones one at a time per partition. Only ``ingest`` sees
+patient references; from there on a patient is its pseudonym
 (:func:`kawa.apps.sepsis.events.pseudonym`). The per-patient state (features, last alert) and the alert
 budget live **in this process** (:class:`Ward`): a restart begins from empty states, and two processes would
 keep two budgets. Rebuilding them from the charted topic (a compacted state topic) is the next step.
@@ -211,7 +214,7 @@ def build_app(settings: SepsisSettings | None = None, *, ward: Ward | None = Non
 
     @app.function(
         name=INGEST, topic=s.observations_topic, dead_letter_topic=s.dead_letter_topic, outputs=(s.charted_topic,),
-        concurrency=4, min_scale=1, max_scale=2, retries=1, backoff_s=0.05,
+        ordered_by_key=True, concurrency=4, min_scale=1, max_scale=2, retries=1, backoff_s=0.05,
     )  # fmt: skip
     def ingest(event: CloudEvent, ctx: Context) -> None:
         rows = _rows(_resources(event), w, validate)

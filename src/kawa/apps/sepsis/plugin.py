@@ -31,7 +31,8 @@ if TYPE_CHECKING:
 
 def topics(s: SepsisSettings) -> tuple[TopicDecl, ...]:
     return (
-        TopicDecl(s.observations_topic, description="FHIR R4 Observation or Bundle JSON (holds patient ids: PHI)"),
+        TopicDecl(s.observations_topic, partitions=s.partitions,
+                  description="FHIR R4 Observation or Bundle JSON (holds patient ids: PHI); key by patient"),
         TopicDecl(s.charted_topic, partitions=s.partitions, event_type=CHARTED_TYPE, schema=Charted,
                   description="validated observations per pseudonymised patient"),
         TopicDecl(s.scores_topic, event_type=SCORED_TYPE, schema=Scored, description="scores after each chart"),
