@@ -32,7 +32,8 @@ def test_the_demo_starts_from_nothing_alerts_and_stops_on_ctrl_c(tmp_path: Path)
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "COLUMNS": "120", "PYTHONUNBUFFERED": "1",
            "PYTHONPATH": os.pathsep.join(paths)}  # fmt: skip
     proc = subprocess.Popen(
-        [KAWA, "demo", "sepsis", "--no-portal", "--set", "speed=3600", "--set", "threshold=5"],
+        [KAWA, "demo", "sepsis", "--no-portal", "--set", "speed=3600", "--set", "threshold=5",
+         "--set", "history_admissions=150"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as from a terminal
     )  # fmt: skip
@@ -52,6 +53,8 @@ def test_the_demo_starts_from_nothing_alerts_and_stops_on_ctrl_c(tmp_path: Path)
     text = " ".join(("".join(lines) + out).split())
     assert proc.returncode == 0, text[-3000:]
     assert "Kawa sepsis demo" in text and "first alert at simulated day 1" in text, text[-3000:]
+    baselines = r"matured baselines \(simulated history, on the board\): NEWS2 >= 5 PPV [\d.]+%"
+    assert re.search(baselines, text), text[:3000]
     alerts = re.search(r"alerts │ (\d+) \(observation → alert p99", text)
     sent = re.search(r"sent │ ([\d,]+) Bundles", text)
     assert alerts is not None and sent is not None, text[-3000:]

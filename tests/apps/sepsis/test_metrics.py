@@ -173,3 +173,15 @@ def test_the_utility_is_the_challenges_on_random_hourly_predictions() -> None:
             inaction += challenge_utility(labels, np.zeros(k, dtype=int))
         want = (observed - inaction) / (best - inaction)
         assert normalised_utility(pat, hour, pred, onset) == pytest.approx(want, rel=1e-12, abs=1e-12)
+
+
+def test_the_boards_baselines_are_measured_on_a_matured_history() -> None:
+    from kawa.apps.sepsis.app_settings import SepsisSettings
+    from kawa.apps.sepsis.history import measure_history
+
+    rules = measure_history(SepsisSettings(), admissions=150)
+    assert [r.rule for r in rules] == ["NEWS2 >= 7", "NEWS2 >= 5", "qSOFA >= 2", "SIRS >= 2"]
+    assert all(r.septic > 0 and "150 admissions" in r.cohort for r in rules)
+    by = {r.rule: r for r in rules}
+    assert by["NEWS2 >= 5"].alerts >= by["NEWS2 >= 7"].alerts  # a lower threshold alerts more
+    assert all(r.ppv is None or 0 <= r.ppv <= 1 for r in rules)

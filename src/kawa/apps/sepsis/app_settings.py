@@ -27,6 +27,7 @@ class SepsisSettings(BaseModel):
     scores_topic: str = Field("sepsis.scores", description="one score event per charted event")
     alerts_topic: str = Field("sepsis.alerts", description="alerts for clinicians (the board's alert stream)")
     census_topic: str = Field("sepsis.census", description="one event per patient first seen")
+    metrics_topic: str = Field("sepsis.metrics", description="alerting rules measured on matured cohorts")
     outcomes_topic: str = Field("outcomes", description="delayed outcomes (kawa.monitor.outcome) for monitoring")
     decisions_topic: str = Field("decisions", description="decision records (kawa.monitor.decision)")
     dead_letter_topic: str = Field("sepsis.observations.dlq", description="resources the app could not use")
@@ -66,6 +67,9 @@ class SepsisSettings(BaseModel):
     speed: float = Field(720.0, gt=0, description="demo: simulated seconds per wall second (720: a day in 2 min)")
     block_min: float = Field(15.0, gt=0, description="demo: minutes of simulated time per published Bundle")
     corrupt_fraction: float = Field(0.01, ge=0, le=1, description="demo: share of damaged FHIR messages")
+    history_admissions: int = Field(
+        600, ge=0, description="demo: admissions of the simulated history the rules are measured on (0: none)"
+    )
 
     @property
     def model_ref(self) -> str | None:

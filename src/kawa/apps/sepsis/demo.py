@@ -77,6 +77,11 @@ def demo(platform: Platform, declared: Declared, options: DemoOptions) -> int:
     )
     with console.status("starting the app: topics, the ingest and score functions"):
         start_app(platform, declared)
+    if s.history_admissions:
+        with console.status(f"measuring the bedside rules on {s.history_admissions:,} simulated past admissions"):
+            rules = _publish_history(platform, s)
+        console.print("matured baselines (simulated history, on the board): " + "; ".join(
+            f"{r.rule} PPV {_pct(r.ppv)}, sensitivity {_pct(r.sensitivity)}" for r in rules))
     server = serve_portal(platform, console) if options.portal else None
     if server is not None:
         console.print(f"board: [bold link={server.url}/apps/sepsis]{server.url}/apps/sepsis[/]")
@@ -92,6 +97,29 @@ def demo(platform: Platform, declared: Declared, options: DemoOptions) -> int:
             server.stop()
     _summary(tally, s)
     return 0
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1%}"
+
+
+def _publish_history(platform: Platform, s: SepsisSettings) -> list[Any]:
+    """Measure the bedside rules on a matured simulated history and put them on the metrics topic."""
+    from kawa.apps.sepsis.events import METRICS_TYPE
+    from kawa.apps.sepsis.history import measure_history
+    from kawa.events import new_event
+    from kawa.events.cloudevents import to_kafka
+
+    rules = measure_history(s)
+    producer = platform.log.producer()
+    try:
+        for r in rules:
+            key, value, headers = to_kafka(new_event(METRICS_TYPE, "kawa://sepsis/demo/history", r.data()))
+            producer.produce(s.metrics_topic, value, key=key, headers=headers)
+        producer.flush()
+    finally:
+        producer.close()
+    return rules
 
 
 def _interrupt(_signum: int, _frame: object) -> None:

@@ -8,7 +8,8 @@ and every outcome names the patient by :func:`pseudonym` — ``HMAC-SHA256(key, 
   patient, keyed by pseudonym (the ingest function → the scoring function);
 - ``dev.kawa.sepsis.scored`` (:class:`Scored`): the scores after a charted event;
 - ``dev.kawa.sepsis.alert`` (:class:`SepsisAlert`): an alert that reached clinicians;
-- ``dev.kawa.sepsis.admitted`` (:class:`Admitted`): a patient seen for the first time (the census).
+- ``dev.kawa.sepsis.admitted`` (:class:`Admitted`): a patient seen for the first time (the census);
+- ``dev.kawa.sepsis.metrics`` (:class:`MeasuredRule`): an alerting rule measured on a matured cohort.
 
 Times: ``time`` is the observation's clinical time (epoch seconds), ``decided_at`` the wall clock.
 """
@@ -22,14 +23,15 @@ from kawa.events.ref import EventRef
 from kawa.events.schemas import EventSchema, register_schema
 
 __all__ = [
-    "ADMITTED_TYPE", "ALERT_TYPE", "CHARTED_TYPE", "SCORED_TYPE", "Admitted", "Charted", "Scored", "SepsisAlert",
-    "pseudonym",
+    "ADMITTED_TYPE", "ALERT_TYPE", "CHARTED_TYPE", "METRICS_TYPE", "SCORED_TYPE", "Admitted", "Charted",
+    "MeasuredRule", "Scored", "SepsisAlert", "pseudonym",
 ]
 
 CHARTED_TYPE = "dev.kawa.sepsis.charted"
 SCORED_TYPE = "dev.kawa.sepsis.scored"
 ALERT_TYPE = "dev.kawa.sepsis.alert"
 ADMITTED_TYPE = "dev.kawa.sepsis.admitted"
+METRICS_TYPE = "dev.kawa.sepsis.metrics"
 
 
 def pseudonym(reference: str, key: bytes) -> str:
@@ -82,6 +84,23 @@ class SepsisAlert(EventSchema):
     latency_ms: float
 
 
+class MeasuredRule(EventSchema):
+    """One alerting rule measured on a matured cohort (:mod:`kawa.apps.sepsis.metrics`): ``cohort`` says
+    which (e.g. "simulated history: 600 admissions over 48 h, all matured")."""
+
+    rule: str
+    ppv: float | None
+    sensitivity: float | None
+    lead_time_h: float | None
+    gain_vs_screen_h: float | None
+    alerts_per_100_patient_days: float | None
+    utility: float | None
+    alerts: int
+    septic: int
+    cohort: str
+    time: float
+
+
 class Admitted(EventSchema):
     """A patient the app has not seen before (pseudonymised); ``time``: their first observation."""
 
@@ -91,5 +110,6 @@ class Admitted(EventSchema):
 
 for _type, _schema in (
     (CHARTED_TYPE, Charted), (SCORED_TYPE, Scored), (ALERT_TYPE, SepsisAlert), (ADMITTED_TYPE, Admitted),
+    (METRICS_TYPE, MeasuredRule),
 ):
     register_schema(_type, _schema)
