@@ -20,7 +20,7 @@ policies = st.builds(
 )
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(policies, rows)
 def test_never_two_alerts_for_a_patient_within_the_window_nor_more_than_the_budget_in_an_hour(
     policy: AlertPolicy, scores: list[tuple[str, float, float]]
@@ -36,7 +36,7 @@ def test_never_two_alerts_for_a_patient_within_the_window_nor_more_than_the_budg
         assert sum(1 for u in times if t - 1.0 < u <= t) <= policy.budget_per_h
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(policies, rows)
 def test_below_the_threshold_never_alerts_and_above_it_only_suppression_or_the_budget_stop_it(
     policy: AlertPolicy, scores: list[tuple[str, float, float]]

@@ -26,7 +26,7 @@ from kawa.apps.sepsis.sim import Simulation, simulate
 
 @pytest.fixture(scope="module")
 def sim() -> Simulation:
-    return simulate(SimSettings(patients=400, mode="cohort", hours=36, seed=5))
+    return simulate(SimSettings(patients=300, mode="cohort", hours=36, seed=5))
 
 
 def news2_alerts(sim: Simulation, threshold: float) -> tuple[np.ndarray, np.ndarray]:
