@@ -57,7 +57,9 @@ from kawa.events.ref import EventRef
 from kawa.functions import App, Context, PermanentError
 from kawa.monitor.records import SnapshotSpec
 
-__all__ = ["INGEST", "SCORE", "SNAPSHOT", "Ward", "build_app", "epoch_s", "scores_of"]
+__all__ = [
+    "INGEST", "SCORE", "SNAPSHOT", "Rule", "Ward", "build_app", "epoch_s", "handle", "score_columns", "scores_of",
+]
 
 INGEST = "ingest"
 SCORE = "score"
