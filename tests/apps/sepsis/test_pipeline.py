@@ -266,7 +266,6 @@ class _Capture(logging.Handler):
 
 
 def test_every_hour_of_every_patient_is_decided_and_the_alerts_are_the_batch_policys(e2e: E2E) -> None:
-    print(f"e2e: {e2e.messages} messages, {e2e.groups} decisions, {len(e2e.expected_alerts)} alerts")
     decisions = [from_record(r).get_data() for r in e2e.topics["decisions"]]
     assert len(decisions) == e2e.groups and len({d["event"]["id"] for d in decisions}) == e2e.groups
     assert {d["model"] for d in decisions} == {"news2"}

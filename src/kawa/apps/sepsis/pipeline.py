@@ -24,6 +24,7 @@ keep two budgets. Rebuilding them from the charted topic (a compacted state topi
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Mapping
@@ -35,7 +36,7 @@ import numpy.typing as npt
 
 from kawa.apps.sepsis import fhir
 from kawa.apps.sepsis.alerts import AlertPolicy, Verdict, decide
-from kawa.apps.sepsis.app_settings import SepsisSettings
+from kawa.apps.sepsis.app_settings import DEMO_KEY, SepsisSettings
 from kawa.apps.sepsis.codes import Code
 from kawa.apps.sepsis.events import (
     ADMITTED_TYPE,
@@ -61,6 +62,7 @@ __all__ = [
     "INGEST", "SCORE", "SNAPSHOT", "Rule", "Ward", "build_app", "epoch_s", "handle", "score_columns", "scores_of",
 ]
 
+log = logging.getLogger("kawa.apps.sepsis")
 INGEST = "ingest"
 SCORE = "score"
 SCORE_NAMES = ("news2", "qsofa", "sirs")
@@ -212,6 +214,8 @@ def build_app(settings: SepsisSettings | None = None, *, ward: Ward | None = Non
     validate = s.fhir_validate if validate is None else validate
     w = ward or Ward(AlertPolicy(s.alert_threshold, s.suppress_h, s.budget_per_h))
     key = s.key()
+    if s.pseudonym_key.get_secret_value() == DEMO_KEY:
+        log.warning("the sepsis app pseudonymises patients with the demo key; set apps.sepsis.pseudonym_key")
     app = App("sepsis")
 
     @app.function(
