@@ -25,7 +25,11 @@ from kawa.errors import AppLoadError, AppNotFound
 
 __all__ = ["app_names", "get_app", "is_plugin_ref", "load_plugin", "register_app", "unregister_app"]
 
-BUILTIN_APPS: dict[str, str] = {"xray": "kawa.apps.xray.plugin:plugin", "fraud": "kawa.apps.fraud.plugin:plugin"}
+BUILTIN_APPS: dict[str, str] = {
+    "xray": "kawa.apps.xray.plugin:plugin",
+    "fraud": "kawa.apps.fraud.plugin:plugin",
+    "sepsis": "kawa.apps.sepsis.plugin:plugin",
+}
 """Kawa's reference apps (also entry points of the ``kawa`` distribution)."""
 
 _registered: dict[str, AppPlugin | str] = {}
