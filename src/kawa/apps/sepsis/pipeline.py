@@ -273,11 +273,11 @@ def handle(charted: Charted, event: CloudEvent, ctx: Context, s: SepsisSettings,
     verdict = given or w.commit(patient, key, before, state, value)
     shown = verdict.alert and bool(getattr(model, "acts", True))  # a silent arm computes its alerts, shows none
     why = "silent" if verdict.alert and not shown else verdict.why
+    at = epoch_s(state.now)
     ctx.decide(
         patient, model=model, score=value, action="alert" if verdict.alert else "none", features=named,
-        snapshot=SNAPSHOT, topic=s.decisions_topic,
+        snapshot=SNAPSHOT, topic=s.decisions_topic, decided_at=at,  # the chart's time: outcomes mature in it
     )  # fmt: skip
-    at = epoch_s(state.now)
     scored = Scored(
         event=event_ref, patient=patient, time=at, news2=n2, qsofa=q, sirs=si, score=value, model=model.name,
         model_version=int(model.version), band=band(n2), verdict=why,
