@@ -61,3 +61,16 @@ def test_panel_actions_come_from_the_spec() -> None:
         board_of(BoardSpec("t", (Counters("c", (), action="peek"),)))
     with pytest.raises(ConfigError, match="give each panel its own name"):
         board_of(BoardSpec("t", (Counters("c", ()), Counters("c", ()))))
+
+
+def test_a_series_can_be_placed_by_when_the_log_stored_the_events_or_by_a_field() -> None:
+    """A replay of history stamps events with their old times; charted by arrival they fill the live window."""
+    from kawa.portal.board_view import series
+
+    now = 1_800_000_000.0
+    rows = [EventRow(f"e{i}", 1_500_000_000.0 + i, {"action": "pass", "decided_at": now - 5 - i}, received=now - i)
+            for i in range(30)]  # fmt: skip
+    assert series(rows, None, 600.0, now)["total"] == 0  # by their own (2017) times: outside the window
+    assert series(rows, None, 600.0, now, "@received")["total"] == 30
+    by_field = series(rows, "action", 600.0, now, "decided_at")
+    assert by_field["total"] == 30 and by_field["totals"] == {"pass": 30}

@@ -83,12 +83,17 @@ class Table:
 
 @dataclass(frozen=True)
 class TimeSeries:
+    """Events of ``topic`` per time bucket over the last ``span_s``, split by a field. ``time_field``: which time
+    places an event — None, the event's own time (its ``time`` field, else its CloudEvent time); a field name; or
+    ``"@received"``, when the log stored it (the right axis for a replay of history at a speed factor)."""
+
     name: str
     topic: str
     title: str = ""
     split_by: str | None = None
     span_s: float = 600.0
     action: str = "view"
+    time_field: str | None = None
 
 
 @dataclass(frozen=True)

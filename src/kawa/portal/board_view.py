@@ -12,7 +12,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -246,9 +246,23 @@ def bucket_for(span: float) -> float:
     return next((b for b in BUCKETS_S if span / b <= 40), BUCKETS_S[-1])
 
 
-def series(rows: Sequence[EventRow], split_by: str | None, span_s: float, now: float) -> dict[str, Any]:
+def placed_at(row: EventRow, time_field: str | None) -> float:
+    """Where ``row`` goes on a time axis (see :class:`~kawa.apps.board.TimeSeries`)."""
+    if time_field == "@received":
+        return row.received or row.time
+    if time_field is not None:
+        value = row.data.get(time_field)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    return row.time
+
+
+def series(rows: Sequence[EventRow], split_by: str | None, span_s: float, now: float,
+           time_field: str | None = None) -> dict[str, Any]:  # fmt: skip
     """Events per time bucket since the first event of the last ``span_s`` (a young pipeline fills the
     chart), split by ``split_by``; ``totals`` counts the same events by that field."""
+    if time_field is not None:
+        rows = [replace(r, time=placed_at(r, time_field)) for r in rows]
     recent = [r for r in rows if r.time >= now - span_s]
     first = min((r.time for r in recent), default=now)
     size = bucket_for(now - first)
@@ -278,7 +292,7 @@ def series(rows: Sequence[EventRow], split_by: str | None, span_s: float, now: f
 
 def _timeseries(p: TimeSeries, c: BoardContext) -> dict[str, Any]:
     now = c.snapshot.taken_at or time.time()
-    data = series(c.snapshot.events.get(p.topic, ()), p.split_by, p.span_s, now)
+    data = series(c.snapshot.events.get(p.topic, ()), p.split_by, p.span_s, now, p.time_field)
     return {"kind": "timeseries", "title": p.title, "topic": p.topic, "split_by": p.split_by, **data}
 
 

@@ -44,8 +44,9 @@ def field_value(data: Mapping[str, Any], name: str) -> Any:
 @dataclass(frozen=True)
 class EventRow:
     id: str
-    time: float  # epoch seconds
+    time: float  # epoch seconds: the event's own time (data ``time``/``timestamp``, else its CloudEvent time)
     data: Mapping[str, Any] = field(default_factory=dict)
+    received: float = 0.0  # epoch seconds the log stored it (a replay of history: now, not then)
 
 
 def _time_s(value: Any) -> float | None:
@@ -87,7 +88,7 @@ def parse_event(record: Record) -> EventRow | None:
     if stamp is None:
         attr: Any = event.get_attributes().get("time")
         stamp = attr.timestamp() if hasattr(attr, "timestamp") else _time_s(attr)
-    return EventRow(id=EventRef.of(event).key(), time=stamp or fallback, data=dict(data))
+    return EventRow(id=EventRef.of(event).key(), time=stamp or fallback, data=dict(data), received=fallback)
 
 
 class EventTail:
