@@ -20,7 +20,7 @@ import json
 import math
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -205,22 +205,7 @@ class DecisionRecord:
         return f"{self.ref.key()}\x1f{self.model}\x1f{self.version}"
 
     def data(self) -> DecisionData:
-        return DecisionData(
-            event=self.ref,
-            model=self.model,
-            version=self.version,
-            entity=self.entity,
-            decided_at=self.decided_at,
-            score=self.score,
-            action=self.action,
-            arm=self.arm,
-            propensity=self.propensity,
-            features=dict(self.features),
-            experiment=self.experiment,
-            spec_hash=self.spec_hash,
-            acting=self.acting,
-            latency_ms=self.latency_ms,
-        )
+        return DecisionData(event=self.ref, **_fields_of(self, features=dict(self.features)))
 
     def to_event(self, source: str) -> CloudEvent:
         """The ``kawa.monitor.decision`` CloudEvent (id derived from :attr:`key`, partition key the model)."""
@@ -230,22 +215,7 @@ class DecisionRecord:
 
     @classmethod
     def from_data(cls, data: DecisionData) -> DecisionRecord:
-        return cls(
-            ref=data.event,
-            model=data.model,
-            version=data.version,
-            entity=data.entity,
-            decided_at=data.decided_at,
-            score=data.score,
-            action=data.action,
-            arm=data.arm,
-            propensity=data.propensity,
-            features=data.features,
-            experiment=data.experiment,
-            spec_hash=data.spec_hash,
-            acting=data.acting,
-            latency_ms=data.latency_ms,
-        )
+        return cls(ref=data.event, **_fields_of(data, names=_DECISION_FIELDS))
 
 
 @dataclass(frozen=True)
@@ -287,15 +257,7 @@ class OutcomeEvent:
         return f"{target}\x1f{self.label!r}\x1f{self.value!r}"
 
     def data(self) -> OutcomeData:
-        return OutcomeData(
-            event=self.ref,
-            entity=self.entity,
-            at=self.at,
-            label=self.label,
-            value=self.value,
-            observed_at=self.observed_at,
-            id=self.id,
-        )
+        return OutcomeData(event=self.ref, **_fields_of(self))
 
     def to_event(self, source: str, *, id: str | None = None) -> CloudEvent:
         """The ``kawa.monitor.outcome`` CloudEvent, keyed by entity (or the decision's event source)."""
@@ -304,15 +266,7 @@ class OutcomeEvent:
 
     @classmethod
     def from_data(cls, data: OutcomeData) -> OutcomeEvent:
-        return cls(
-            observed_at=data.observed_at,
-            ref=data.event,
-            entity=data.entity,
-            at=data.at,
-            label=data.label,
-            value=data.value,
-            id=data.id,
-        )
+        return cls(ref=data.event, **_fields_of(data, names=_OUTCOME_FIELDS))
 
 
 class DecisionData(EventSchema):
@@ -357,6 +311,16 @@ class OutcomeData(EventSchema):
 
 register_schema(DECISION_EVENT, DecisionData)
 register_schema(OUTCOME_EVENT, OutcomeData)
+
+# A record and its wire schema share every field name but one: the record's ``ref`` is the data's ``event``.
+_DECISION_FIELDS = tuple(f.name for f in fields(DecisionRecord) if f.name != "ref")
+_OUTCOME_FIELDS = tuple(f.name for f in fields(OutcomeEvent) if f.name != "ref")
+_FIELDS = {DecisionRecord: _DECISION_FIELDS, OutcomeEvent: _OUTCOME_FIELDS}
+
+
+def _fields_of(obj: Any, *, names: tuple[str, ...] | None = None, **override: Any) -> dict[str, Any]:
+    """``obj``'s values of the shared fields (its record type's, unless ``names`` says), ``override`` on top."""
+    return {**{n: getattr(obj, n) for n in (names or _FIELDS[type(obj)])}, **override}
 
 
 def _event(type_: str, source: str, data: EventSchema, id: str | None, at: float, key: str | None) -> CloudEvent:
