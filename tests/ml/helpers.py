@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from kawa.config import KawaConfig
+from tests.waiting import wait_for
 
-T = TypeVar("T")
+__all__ = ["make_config", "register_versions", "wait_for"]
 
 
 def make_config(base: KawaConfig, **ml: Any) -> KawaConfig:
@@ -16,17 +15,6 @@ def make_config(base: KawaConfig, **ml: Any) -> KawaConfig:
     if "inventory" in ml and isinstance(ml["inventory"], dict):
         ml["inventory"] = base.ml.inventory.model_copy(update=ml["inventory"])
     return base.model_copy(update={"ml": base.ml.model_copy(update=ml)})
-
-
-def wait_for(predicate: Callable[[], T], timeout: float = 20.0, interval: float = 0.05) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(interval)
 
 
 def register_versions(name: str, count: int, flavor: str = "sklearn") -> list[int]:

@@ -3,7 +3,6 @@ with no other command; a log that never had an experiment gets no topic."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from kawa.config import load_config
@@ -11,13 +10,7 @@ from kawa.evaluation.experiments import EXPERIMENTS_TOPIC, ExperimentStore
 from kawa.platform import Platform
 from kawa.retrain.service import LoopService, build_service
 from tests.evaluation.test_service import simulate, spec
-
-
-def wait_until(check: object, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
+from tests.waiting import wait_for
 
 
 def test_the_service_evaluates_a_running_experiment_to_its_decision(tmp_path: Path) -> None:
@@ -32,9 +25,9 @@ def test_the_service_evaluates_a_running_experiment_to_its_decision(tmp_path: Pa
         ExperimentStore(platform.log).create(s)
         simulate(platform.log, s, 2400, {"champion": 0.2, "challenger": 0.5}, seed=8)
         service.start()
-        wait_until(lambda: not ExperimentStore(platform.log).get(s.name).running)
+        wait_for(lambda: not ExperimentStore(platform.log).get(s.name).running, timeout=60)
         assert ExperimentStore(platform.log).get(s.name).reason.startswith("stop-efficacy: arm 'challenger'")
-        wait_until(lambda: s.name not in service.evaluators)  # a decided experiment's evaluator is closed
+        wait_for(lambda: s.name not in service.evaluators, timeout=60)  # a decided experiment's evaluator is closed
         service.stop()
     finally:
         platform.stop()
@@ -76,7 +69,7 @@ def test_each_configured_policy_gets_a_loop_that_is_stepped(tmp_path: Path) -> N
         producer.send(ALERTS_TOPIC, value, headers=headers)
         producer.close()
         controller = service.controllers["fraud"]  # too few matured outcomes: the trigger is refused, on record
-        wait_until(lambda: [type(a).__name__ for a in controller.actions] == ["Skip"])
+        wait_for(lambda: [type(a).__name__ for a in controller.actions] == ["Skip"], timeout=60)
         assert "matured outcomes" in controller.actions[0].reason  # type: ignore[union-attr]
         service.stop()
     finally:
@@ -105,7 +98,7 @@ def test_a_monitor_in_kawa_up_raises_the_alert_the_loop_acts_on(tmp_path: Path, 
         assert service is not None
         service.start()
         controller = service.controllers[MODEL]
-        wait_until(lambda: any(type(a).__name__ == "Skip" for a in controller.actions), timeout=120)
+        wait_for(lambda: any(type(a).__name__ == "Skip" for a in controller.actions), timeout=120)
         assert all(type(a).__name__ == "Skip" for a in controller.actions)
         service.stop()
     finally:

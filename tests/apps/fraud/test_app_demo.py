@@ -28,15 +28,9 @@ from kawa.log.base import Consumer, EventLog, Record
 from kawa.monitor.join import JoinConfig, JoinState, step
 from kawa.monitor.records import DecisionRecord, OutcomeEvent, decode
 from kawa.platform import Platform
+from tests.waiting import wait_for
 
 DAY = 86_400
-
-
-def wait_for(done: Callable[[], bool], timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not done():
-        assert time.monotonic() < deadline, "timed out waiting for the stream"
-        time.sleep(0.05)
 
 
 def amount_scorer(features: Any) -> float:

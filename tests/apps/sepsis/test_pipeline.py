@@ -33,6 +33,7 @@ from kawa.events import from_record
 from kawa.events.cloudevents import to_kafka
 from kawa.platform import Platform
 from kawa.testing import cloud_event, invoke
+from tests.waiting import wait_for
 
 KEY = SepsisSettings().key()
 FHIR_TYPE = "dev.kawa.fhir.observation"
@@ -341,13 +342,14 @@ def test_fhir_posted_to_the_webhook_is_charted_and_a_body_that_is_not_json_refus
             except urllib.error.HTTPError as exc:
                 return exc.code, exc.read().decode()
 
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:  # the route's server binds when its thread opens the source
+        def listening() -> bool:  # the route's server binds when its thread opens the source
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
             except OSError:
-                time.sleep(0.05)
+                return False
+            return True
+
+        wait_for(listening, timeout=30, what="the FHIR webhook to listen")
         assert post(json.dumps(fhir.encode_bundle(obs)).encode())[0] == 202
         refused, why = post(b"{Patient/sim-4242")  # refused at the door: the sender gets the reason
         assert refused == 400 and "not JSON" in why and "sim-4242" not in why
