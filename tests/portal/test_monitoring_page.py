@@ -18,8 +18,10 @@ from kawa.monitor.records import OutcomeEvent
 from kawa.monitor.service import MonitorConfig, MonitorService
 from kawa.platform import Platform
 from tests.monitor.test_service import MODEL, decisions, reference, write
-from tests.portal.conftest import PASSWORD, bearer, make_config
+from tests.portal.browsing import log_in, portal_served
+from tests.portal.conftest import bearer
 from tests.portal.test_browser import ARTIFACTS, browser  # noqa: F401  (the fixture)
+from tests.waiting import wait_for
 
 
 def monitored(platform: Platform) -> None:
@@ -47,7 +49,9 @@ def test_the_api_gives_status_windows_and_performance(client: Any, tokens: Any, 
     viewer = bearer(tokens[Role.VIEWER])
     assert client.get("/api/monitoring", headers=viewer).json() == []
     monitored(portal.platform)
-    assert client.get("/api/monitoring", headers=viewer).json() == [MODEL]
+    # the source reads the alerts topic at most every few seconds: the new events show within that
+    wait_for(lambda: client.get("/api/monitoring", headers=viewer).json() == [MODEL], timeout=30,
+             what="the monitored model in the API")  # fmt: skip
     body = client.get(f"/api/monitoring/{MODEL}", headers=viewer).json()
     (version,) = body["status"]["versions"]
     assert version["alerts"] >= 1 and any("a" in a.get("features", []) for a in version["latest_alerts"])
@@ -58,17 +62,8 @@ def test_the_api_gives_status_windows_and_performance(client: Any, tokens: Any, 
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[Any]:
-    from kawa.portal import serve
-
-    platform = Platform(make_config(tmp_path / ".kawa"))
-    server = serve(platform)
-    try:
-        assert server.portal is not None
-        server.portal.users.add_user("dee", "data-scientist", PASSWORD)
+    with portal_served(tmp_path / ".kawa", "dee", "data-scientist") as server:
         yield server
-    finally:
-        server.stop()
-        platform.stop()
 
 
 def test_the_page_draws_the_heat_map_the_score_and_the_performance(served: Any, browser: Any) -> None:  # noqa: F811
@@ -77,11 +72,7 @@ def test_the_page_draws_the_heat_map_the_score_and_the_performance(served: Any, 
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(f"{served.url}/login?next=/monitoring")
-    page.fill("input[name=username]", "dee")
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{served.url}/monitoring")
+    log_in(page, served.url, "/monitoring", "dee")
     assert page.query_selector("nav a[href='/monitoring']") is not None
     levels = page.eval_on_selector_all("[data-testid=drift-heatmap] rect[data-feature=a]",
                                        "rs => rs.map(r => r.getAttribute('data-level'))")  # fmt: skip
