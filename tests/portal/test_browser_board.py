@@ -16,6 +16,7 @@ import pytest
 from kawa.events import new_event, to_kafka
 from kawa.platform import Platform
 from tests.portal.apps import install, tally_view, xray_app
+from tests.portal.browsing import log_in
 from tests.portal.conftest import PASSWORD, make_config
 from tests.portal.test_api_store_xray import radiograph
 from tests.portal.test_browser import ARTIFACTS, browser  # noqa: F401  (the fixture)
@@ -75,14 +76,6 @@ def loaded(page: Any, selector: str) -> bool:
     """Every image matching ``selector`` (at least one) has loaded and decoded."""
     sizes = page.eval_on_selector_all(selector, "imgs => imgs.map(i => i.complete ? i.naturalWidth : 0)")
     return bool(sizes) and all(w > 0 for w in sizes)
-
-
-def log_in(page: Any, url: str, target: str) -> None:
-    page.goto(f"{url}/login?next={target}")
-    page.fill("input[name=username]", "dana")
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{url}{target}")
 
 
 def test_the_xray_board_and_a_tiny_apps_board_render_by_kind(

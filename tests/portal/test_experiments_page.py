@@ -22,7 +22,8 @@ from kawa.functions.types import Allocation, allocating
 from kawa.ml.prediction_log import PredictionLogger
 from kawa.platform import Platform
 from tests.evaluation.test_service import MATURITY, simulate
-from tests.portal.conftest import PASSWORD, bearer, make_config
+from tests.portal.browsing import log_in, portal_served
+from tests.portal.conftest import bearer
 from tests.portal.test_browser import ARTIFACTS, browser  # noqa: F401  (the fixture)
 from tests.portal.test_browser_board import until
 
@@ -72,17 +73,8 @@ def test_the_api_lists_shows_and_stops(client: Any, tokens: Any, portal: Any) ->
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[Any]:
-    from kawa.portal import serve
-
-    platform = Platform(make_config(tmp_path / ".kawa"))
-    server = serve(platform)
-    try:
-        assert server.portal is not None
-        server.portal.users.add_user("sam", "data-scientist", PASSWORD)
+    with portal_served(tmp_path / ".kawa", "sam", "data-scientist") as server:
         yield server
-    finally:
-        server.stop()
-        platform.stop()
 
 
 def test_the_page_draws_the_split_flags_a_mismatch_and_stops(served: Any, browser: Any) -> None:  # noqa: F811
@@ -93,11 +85,7 @@ def test_the_page_draws_the_split_flags_a_mismatch_and_stops(served: Any, browse
     page = browser.new_page(viewport={"width": 1300, "height": 900})
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(f"{server.url}/login?next=/experiments")
-    page.fill("input[name=username]", "sam")
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{server.url}/experiments")
+    log_in(page, server.url, "/experiments", "sam")
     assert page.query_selector("nav a[href='/experiments']") is not None
     assert page.inner_text("[data-experiment=alerting]").count("running") == 1
     # The chart: a planned and an observed bar per arm, widths in proportion to the shares.
@@ -214,11 +202,7 @@ def test_the_page_charts_the_interval_over_looks_and_shows_the_decision_record(s
     page = browser.new_page(viewport={"width": 1300, "height": 900})
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(f"{server.url}/login?next=/experiments?experiment=canary")
-    page.fill("input[name=username]", "sam")
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{server.url}/experiments?experiment=canary")
+    log_in(page, server.url, "/experiments?experiment=canary", "sam")
     charts = page.query_selector_all("[data-testid=interval-chart]")
     assert sorted(c.get_attribute("data-arm") or "" for c in charts) == ["better", "same"]  # one per challenger
     for chart in charts:

@@ -12,7 +12,8 @@ import pytest
 from kawa.log.base import TopicSpec
 from kawa.platform import Platform
 from kawa.retrain.controller import DECISION, DONE, INPUT, LOOP_TOPIC, write_entry
-from tests.portal.conftest import PASSWORD, bearer, make_config
+from tests.portal.browsing import log_in, portal_served
+from tests.portal.conftest import bearer
 from tests.portal.test_browser import ARTIFACTS, browser  # noqa: F401  (the fixture)
 
 MODEL = "fraud"
@@ -69,17 +70,8 @@ def test_the_api_gives_episodes_and_refused_triggers(client: Any, tokens: Any, p
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[Any]:
-    from kawa.portal import serve
-
-    platform = Platform(make_config(tmp_path / ".kawa"))
-    server = serve(platform)
-    try:
-        assert server.portal is not None
-        server.portal.users.add_user("mia", "viewer", PASSWORD)
+    with portal_served(tmp_path / ".kawa", "mia", "viewer") as server:
         yield server
-    finally:
-        server.stop()
-        platform.stop()
 
 
 def test_the_timeline_page_opens_each_nodes_evidence(served: Any, browser: Any) -> None:  # noqa: F811
@@ -88,11 +80,7 @@ def test_the_timeline_page_opens_each_nodes_evidence(served: Any, browser: Any) 
     page = browser.new_page(viewport={"width": 1300, "height": 1000})
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(f"{served.url}/login?next=/loop")
-    page.fill("input[name=username]", "mia")
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{served.url}/loop")
+    log_in(page, served.url, "/loop", "mia")
     assert page.query_selector("nav a[href='/loop']") is not None
     episodes = page.query_selector_all("[data-testid=episode]")
     assert [e.get_attribute("data-outcome") for e in episodes] == ["rejected", "promoted"]  # newest first

@@ -13,23 +13,18 @@ from kawa.apps.sepsis.plugin import plugin
 from kawa.apps.sepsis.settings import SimSettings
 from kawa.apps.sepsis.sim import simulate
 from kawa.events.cloudevents import to_kafka
-from kawa.platform import Platform
 from kawa.testing import cloud_event
 from tests.apps.sepsis.test_pipeline import FHIR_TYPE, bundles, read
-from tests.portal.conftest import PASSWORD, make_config
+from tests.portal.browsing import log_in, portal_served
 from tests.portal.test_browser import ARTIFACTS, browser  # noqa: F401  (the fixture)
 from tests.portal.test_browser_board import until
 
 
 def test_the_sepsis_board_shows_alerts_under_pseudonyms(tmp_path: Path, browser: Any) -> None:  # noqa: F811
-    from kawa.portal import serve
-
     sim = simulate(SimSettings(patients=80, hours=2, seed=21))
-    platform = Platform(make_config(tmp_path / ".kawa", sample_interval_s=0.3))
-    server = serve(platform)
-    try:
-        assert server.portal is not None
-        server.portal.users.add_user("nia", "data-engineer", PASSWORD)  # phi.read: and still only pseudonyms
+    # a data engineer has phi.read: and still sees only pseudonyms
+    with portal_served(tmp_path / ".kawa", "nia", "data-engineer", sample_interval_s=0.3) as server:
+        platform = server.platform
         start_app(platform, plugin, {"threshold": 5, "budget_per_h": 10_000})
         producer = platform.log.producer()
         sent = 0
@@ -46,11 +41,7 @@ def test_the_sepsis_board_shows_alerts_under_pseudonyms(tmp_path: Path, browser:
         page = browser.new_page(viewport={"width": 1400, "height": 1100})
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.goto(f"{server.url}/login?next=/apps/sepsis")
-        page.fill("input[name=username]", "nia")
-        page.fill("input[name=password]", PASSWORD)
-        page.click("button[type=submit]")
-        page.wait_for_url(f"{server.url}/apps/sepsis")
+        log_in(page, server.url, "/apps/sepsis", "nia")
         until(page, lambda: page.inner_text("[data-testid=count-messages]") == str(sent), 60, "every message counted")
         until(page, lambda: page.inner_text("[data-testid=count-scored]") == str(sent), 60, "every chart scored")
         total_alerts = len(read(platform, "sepsis.alerts", len(alerts), timeout=5))
@@ -61,6 +52,3 @@ def test_the_sepsis_board_shows_alerts_under_pseudonyms(tmp_path: Path, browser:
         assert "sim-" not in text and "Patient/" not in text  # identifiers never reach the board
         page.screenshot(path=str(ARTIFACTS / "app-board-sepsis.png"), full_page=True)
         assert errors == []
-    finally:
-        server.stop()
-        platform.stop()
