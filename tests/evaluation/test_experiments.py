@@ -289,3 +289,19 @@ def test_the_view_finds_the_newest_running_experiment_of_a_model(log: EventLog) 
         assert view.running_for("nothing") is None
     finally:
         view.close()
+
+
+def test_the_newest_is_the_one_created_last_even_within_one_millisecond(
+    log: EventLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import kawa.evaluation.experiments as experiments
+
+    monkeypatch.setattr(experiments, "_now_ms", lambda: 1_700_000_000_000)  # a frozen clock: both in one ms
+    store = ExperimentStore(log)
+    first, second = store.create(spec("first", "s1")), store.create(spec("second", "s2"))
+    assert second.created_ms > first.created_ms
+    view = ExperimentsView(log, refresh_s=0.0)
+    try:
+        assert view.running_for("risk").name == "second"  # type: ignore[union-attr]
+    finally:
+        view.close()

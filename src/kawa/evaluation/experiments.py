@@ -104,7 +104,8 @@ class ExperimentStore:
     def create(self, spec: ExperimentSpec, *, shadow: bool = False) -> ExperimentState:
         """Start ``spec``. Refused while an experiment of that name runs, and when a stopped one of that name
         used the same salt (units would keep their old arms)."""
-        old = self.snapshot().get(spec.name)
+        states = self.snapshot()
+        old = states.get(spec.name)
         if old is not None and old.running:
             raise ExperimentExists(
                 f"experiment {spec.name!r} is running; stop it first (`kawa experiments stop {spec.name}`) "
@@ -115,7 +116,10 @@ class ExperimentStore:
                 f"experiment {spec.name!r} ran before with salt {spec.salt!r}: give the new one another salt, so "
                 "units are randomised afresh"
             )
-        state = ExperimentState(spec, "running", _now_ms(), shadow=shadow)
+        # Strictly after every experiment on record, so "the newest" is the one created last even when two are
+        # created within one millisecond (or on a host whose clock is behind).
+        created = max([_now_ms(), *(s.created_ms + 1 for s in states.values())])
+        state = ExperimentState(spec, "running", created, shadow=shadow)
         self._write(state)
         return state
 
