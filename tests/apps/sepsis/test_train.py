@@ -67,3 +67,24 @@ def test_the_scoring_function_serves_the_models_risk_on_the_stream(trained: tupl
         by_alias[d["entity"]] = d["score"]
     want = model.predict_proba(batch_features(sim.observations, np.array(sorted(last_row.values()))))[:, 1]
     assert sorted(by_alias.values()) == pytest.approx(sorted(want.tolist()), rel=1e-12)
+
+
+def test_the_picked_threshold_keeps_news2s_sensitivity_and_is_the_highest_that_does() -> None:
+    from kawa.apps.sepsis.pipeline import score_columns
+    from kawa.apps.sepsis.train import pick_threshold, side_by_side
+
+    enriched = {"patients": 200, "hours": 24, "mode": "cohort", "sepsis_share": 0.3, "infection_share": 0.45}
+    sim = simulate(SimSettings.model_validate({**enriched, "seed": 23}))
+    rows = hourly_rows(sim)
+    x = batch_features(sim.observations, rows)
+    news2 = score_columns(x)[0].astype(np.float64)
+    risk = news2 / 20.0 + np.random.default_rng(3).normal(0.0, 0.05, len(news2))  # a noisy copy of NEWS2
+    threshold = pick_threshold(sim, rows, risk, news2)
+
+    def sensitivity(t: float) -> float:
+        return float(side_by_side(sim, {"m": (risk, t)}, rows=rows)["m"]["sensitivity"])
+
+    base = side_by_side(sim, {"n": (news2, 7.0)}, rows=rows)["n"]["sensitivity"]
+    assert base > 0 and sensitivity(threshold) >= base
+    higher = np.quantile(risk, np.linspace(0.5, 0.9999, 60))
+    assert all(sensitivity(float(g)) < base for g in higher if g > threshold)

@@ -23,6 +23,8 @@ from kawa.apps.demo import log_to_file, serve_portal
 from kawa.apps.sepsis.app_settings import SepsisSettings
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from rich.console import RenderableType
 
     from kawa.apps.plugin import Declared, DemoOptions
@@ -186,10 +188,10 @@ def _stream(platform: Platform, s: SepsisSettings, duration: float) -> Tally:
         with Live(console=console, refresh_per_second=2, transient=False) as live:
             for k, block in enumerate(iter_blocks(patients, sim, care, block_h)):
                 a, b = k * block_h, min(sim.hours, (k + 1) * block_h)
-                _publish(producer, s, block, rng, tally, aliases)
+                publish_block(producer, s, block, rng, tally, aliases)
                 done = outcome_events(outcomes(patients, sim, care()), lambda r: aliases[_number(r)], since_h=a,
                                       until_h=b)  # fmt: skip
-                _send_outcomes(producer, s, done)
+                send_outcomes(producer, s, done)
                 tally.outcomes += len(done)
                 tally.sim_h = b
                 producer.flush()
@@ -218,11 +220,12 @@ def _number(reference: str) -> int:
     return int(reference.rpartition("-")[2])
 
 
-def _publish(
+def publish_block(
     producer: Producer, s: SepsisSettings, block: Observations, rng: np.random.Generator, tally: Tally,
-    aliases: list[str],
+    aliases: list[str], pace: Callable[[int, int], None] | None = None,
 ) -> None:
-    """One Bundle per patient of the block's observations (some damaged: a missing code)."""
+    """One Bundle per patient of the block's observations (some damaged: a missing code). ``pace(i, n)``, when
+    given, is called before the i-th of the block's n Bundles (a benchmark spreads them over the block)."""
     from kawa.apps.sepsis.fhir import encode_bundle
     from kawa.apps.sepsis.sim import iter_observations
     from kawa.events import new_event
@@ -231,7 +234,9 @@ def _publish(
     by_patient: dict[int, list[Any]] = {}
     for o in iter_observations(block):
         by_patient.setdefault(o.patient, []).append(o)
-    for patient, obs in by_patient.items():
+    for i, (patient, obs) in enumerate(by_patient.items()):
+        if pace is not None:
+            pace(i, len(by_patient))
         bundle = encode_bundle(obs)
         if rng.random() < s.corrupt_fraction:
             del bundle["entry"][0]["resource"]["code"]
@@ -243,7 +248,7 @@ def _publish(
         tally.observations += len(obs)
 
 
-def _send_outcomes(producer: Producer, s: SepsisSettings, events: list[Any]) -> None:
+def send_outcomes(producer: Producer, s: SepsisSettings, events: list[Any]) -> None:
     from kawa.apps.sepsis.outcomes import SOURCE as OUTCOMES
     from kawa.events.cloudevents import to_kafka
 

@@ -118,10 +118,12 @@ def train(
     register: bool = True,
     config: KawaConfig | None = None,
     settings: SepsisSettings | None = None,
+    threshold: bool = False,
 ) -> dict[str, Any]:
     """Simulate ``patients`` admissions over ``hours`` (cohort mode: whole stays), fit on 3/4 of the patients,
     evaluate on the rest; log, register and (``promote``) alias the model. Returns the metrics, the version
-    and whether it was promoted."""
+    and whether it was promoted; with ``threshold``, also the alert threshold :func:`pick_threshold` finds on
+    the training patients (``threshold``)."""
     from kawa.apps.sepsis.sim import simulate
 
     started = time.perf_counter()
@@ -137,6 +139,16 @@ def train(
     model = fit(data.x[~held], data.y[~held], seed=seed)
     metrics = evaluate(model, part(held))
     result: dict[str, Any] = {**metrics, "patients": patients, "train_rows": int((~held).sum())}
+    if threshold:
+        rows = hourly_rows(sim)
+        keep = ~test[sim.observations.patient[rows].astype(np.int64)]
+        rows = rows[keep]
+        from kawa.apps.sepsis.features import batch_features
+        from kawa.apps.sepsis.pipeline import score_columns
+
+        x = batch_features(sim.observations, rows)
+        risk = model.predict_proba(x)[:, 1]
+        result["threshold"] = pick_threshold(sim, rows, risk, score_columns(x)[0].astype(np.float64), s)
     if register:
         result.update(_track(s, config, model, data.x[:5], metrics, seed, promote, patients, hours))
     result["seconds"] = round(time.perf_counter() - started, 2)
@@ -196,6 +208,21 @@ def side_by_side(sim: Simulation, scorers: dict[str, tuple[F, float]], s: Sepsis
     return out
 
 
+def pick_threshold(sim: Simulation, rows: I, risk: F, news2: F, s: SepsisSettings | None = None,
+                   news2_threshold: float = 7.0) -> float:  # fmt: skip
+    """The highest threshold of the model's ``risk`` (at ``rows`` of ``sim``) whose alerts, through the app's
+    policy, keep the sensitivity of NEWS2 >= ``news2_threshold``: pick it on training data, never on the
+    cohort it is measured on."""
+    s = s or SepsisSettings()
+    base = side_by_side(sim, {"news2": (news2, news2_threshold)}, s, rows)["news2"]["sensitivity"]
+    grid = np.quantile(risk, np.linspace(0.5, 0.9999, 60))
+    threshold = float(grid[0])
+    for g in grid:
+        if side_by_side(sim, {"model": (risk, float(g))}, s, rows)["model"]["sensitivity"] >= base:
+            threshold = float(g)
+    return threshold
+
+
 def main(argv: list[str] | None = None) -> None:
     """``python -m kawa.apps.sepsis.train [--patients N]``: train on one simulated cohort, pick the model's
     threshold there (the sensitivity of NEWS2 >= 7), and print the metrics of the model, NEWS2, qSOFA and SIRS
@@ -225,12 +252,7 @@ def main(argv: list[str] | None = None) -> None:
                       "sirs": si.astype(float)}  # fmt: skip
 
     rows, sc = scored(train_sim)
-    base = side_by_side(train_sim, {"news2": (sc["news2"], 7.0)}, s, rows)["news2"]["sensitivity"]
-    grid = np.quantile(sc["model"], np.linspace(0.5, 0.9999, 60))
-    threshold = float(grid[0])
-    for g in grid:  # the highest threshold that keeps NEWS2's sensitivity
-        if side_by_side(train_sim, {"model": (sc["model"], float(g))}, s, rows)["model"]["sensitivity"] >= base:
-            threshold = float(g)
+    threshold = pick_threshold(train_sim, rows, sc["model"], sc["news2"], s)
     test_sim = simulate(SimSettings(patients=args.patients, hours=args.hours, mode="cohort", seed=17))
     rows, sc = scored(test_sim)
     held = training_set(test_sim, s.window_h, s.grace_h)
