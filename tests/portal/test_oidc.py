@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from authlib.jose import JsonWebKey, JsonWebToken
 from kawa.config import OidcConfig
 from kawa.portal.oidc import InvalidToken, JwtVerifier, global_role, roles_from_claims
 from kawa.portal.permissions import Role, UnknownRole
+from tests.portal.conftest import make_config
 
 AUDIENCE = "kawa-portal"
 
@@ -151,3 +153,45 @@ def test_groups_map_to_project_roles() -> None:
     assert global_role(frozenset()) is Role.VIEWER
     with pytest.raises(UnknownRole):
         roles_from_claims({"groups": ["x"]}, "groups", {"x": "superuser"})
+
+
+@pytest.fixture
+def sso_client(provider: Provider, tmp_path: Path) -> Iterator[Any]:
+    from fastapi.testclient import TestClient
+
+    from kawa.platform import Platform
+    from kawa.portal.app import create_app
+    from kawa.portal.runtime import Portal
+
+    oidc = {
+        "issuer": provider.issuer,
+        "client_id": "kawa",
+        "audience": AUDIENCE,
+        "group_roles": {"ml-team": "ml-engineer", "platform": "default:admin"},
+    }
+    platform = Platform(make_config(tmp_path / ".kawa", oidc=oidc))
+    portal = Portal(platform)
+    try:
+        with TestClient(create_app(portal), base_url="http://127.0.0.1") as client:
+            yield client
+    finally:
+        portal.stop()
+        platform.stop()
+
+
+def test_the_api_takes_provider_jwts_with_the_role_their_groups_map_to(provider: Provider, sso_client: Any) -> None:
+    jwt = provider.token(preferred_username="ada", groups=["/ml-team"])
+    me = sso_client.get("/api/me", headers={"Authorization": f"Bearer {jwt}"})
+    assert me.status_code == 200, me.text
+    assert me.json()["name"] == "ada" and me.json()["role"] == "ml-engineer"
+    admin = provider.token(preferred_username="root", groups=["platform"])
+    assert sso_client.get("/api/me", headers={"Authorization": f"Bearer {admin}"}).json()["role"] == "admin"
+    nobody = provider.token(preferred_username="eve")
+    assert sso_client.get("/api/me", headers={"Authorization": f"Bearer {nobody}"}).json()["role"] == "viewer"
+
+
+def test_the_api_refuses_wrong_audience_and_expired_jwts(provider: Provider, sso_client: Any) -> None:
+    past = int(time.time()) - 3600
+    for jwt in (provider.token(aud="other"), provider.token(iat=past - 60, exp=past)):
+        response = sso_client.get("/api/me", headers={"Authorization": f"Bearer {jwt}"})
+        assert response.status_code == 401, response.text

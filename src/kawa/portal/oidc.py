@@ -19,6 +19,7 @@ from typing import Any
 from kawa.config import OidcConfig
 from kawa.errors import InvalidCredentials
 from kawa.portal.permissions import Role, parse_role
+from kawa.portal.users import User
 
 DEFAULT_PROJECT = "default"
 
@@ -155,3 +156,29 @@ def _get_json(url: str) -> dict[str, Any]:
     if not isinstance(document, dict):
         raise InvalidToken(f"{url} did not answer a JSON object; check portal.oidc.issuer")
     return document
+
+
+class SingleSignOn:
+    """The portal's view of ``portal.oidc``: the JWT verifier (built on first use) and claims → user."""
+
+    def __init__(self, config: OidcConfig) -> None:
+        self.config = config
+        self._verifier: JwtVerifier | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def verifier(self) -> JwtVerifier:
+        with self._lock:
+            if self._verifier is None:
+                self._verifier = JwtVerifier.from_config(self.config)
+            return self._verifier
+
+    def user_for_jwt(self, token: str) -> User:
+        """The user a provider-issued bearer JWT names, with the role its groups map to (never stored)."""
+        claims = self.verifier.verify(token)
+        name = claims.get("preferred_username") or claims.get("email") or claims.get("sub")
+        if not isinstance(name, str) or not name:
+            raise InvalidToken("the token names no user (no preferred_username, email or sub claim)")
+        pairs = roles_from_claims(claims, self.config.groups_claim, self.config.group_roles)
+        issued = claims.get("iat")
+        return User(name, global_role(pairs), float(issued) if isinstance(issued, int | float) else time.time())
