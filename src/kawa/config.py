@@ -121,6 +121,22 @@ class StoreConfig(_Frozen):
     notify: StoreNotifyConfig = Field(default_factory=StoreNotifyConfig)
 
 
+class OidcConfig(_Frozen):
+    """Single sign-on with an OpenID Connect provider (see "Single sign-on" in docs/portal.md)."""
+
+    issuer: str = Field(description="the provider's issuer URL; its /.well-known/openid-configuration is read")
+    client_id: str
+    client_secret: SecretStr | None = Field(None, description="confidential clients; public clients use PKCE only")
+    audience: str | None = Field(None, description="the `aud` API bearer JWTs must carry; default: client_id")
+    scopes: tuple[str, ...] = ("openid", "profile", "email")
+    groups_claim: str = Field("groups", description="the claim holding the user's IdP groups")
+    group_roles: dict[str, str] = Field(
+        default_factory=dict,
+        description="IdP group -> role ('data-scientist') or 'project:role' ('default:admin')",
+    )
+    leeway_s: int = Field(30, ge=0, description="clock skew allowed when checking exp and nbf")
+
+
 class PortalConfig(_Frozen):
     """The portal (web UI, JSON API, /metrics) that ``kawa up`` serves; see docs/portal.md."""
 
@@ -140,6 +156,7 @@ class PortalConfig(_Frozen):
         (), description="buckets whose objects carry no PHI: any role may view them; all others need phi.read"
     )
     metrics_auth: bool = Field(True, description="require a token (portal.view) for /metrics")
+    oidc: OidcConfig | None = Field(None, description="single sign-on; absent: local users only")
 
 
 class InventoryConfig(_Frozen):

@@ -20,7 +20,7 @@ from kawa.errors import InvalidCredentials, PermissionDenied
 from kawa.portal.permissions import Action, allowed
 from kawa.portal.runtime import Portal
 from kawa.portal.security import CSRF_FIELD, CSRF_HEADER, SESSION_COOKIE
-from kawa.portal.users import User
+from kawa.portal.users import TOKEN_PREFIX, User
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 
@@ -56,6 +56,8 @@ def authenticate(request: Request, portal: Portal) -> Principal:
     header = request.headers.get("authorization", "")
     scheme, _, credentials = header.partition(" ")
     if scheme.lower() == "bearer" and credentials.strip():
+        if portal.sso is not None and not credentials.strip().startswith(TOKEN_PREFIX):
+            return Principal(portal.sso.user_for_jwt(credentials.strip()), "token")  # a provider-issued JWT
         return Principal(portal.users.user_for_token(credentials.strip()), "token")
     cookie = request.cookies.get(SESSION_COOKIE)
     if cookie:

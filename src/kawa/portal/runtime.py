@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from kawa.errors import KawaError
 from kawa.portal.apps import NO_APPS, installed_apps, phi_free_buckets
+from kawa.portal.oidc import SingleSignOn
 from kawa.portal.security import load_secret, users_db_path
 from kawa.portal.sources.appboard import AppBoards
 from kawa.portal.sources.experiments import ExperimentsSource
@@ -54,6 +55,7 @@ class Portal:
         self.users = UserStore(users_db_path(self.config))
         self.secret = load_secret(self.config)
         self.logins = LoginThrottle()
+        self.sso = SingleSignOn(self.config.portal.oidc) if self.config.portal.oidc is not None else None
         self.log = LogSource(platform.log)
         self.store = StoreSource(
             lambda: platform.store, PhiPolicy(self.config.portal.phi_free_buckets, self._app_phi_free)
