@@ -1,0 +1,1 @@
+"""Projects: the tenancy unit that owns resources, members and quotas."""
