@@ -106,15 +106,13 @@ def publish_main(a: argparse.Namespace) -> None:
     from kawa.apps.sepsis.care import respond
     from kawa.apps.sepsis.cohort import make_patients
     from kawa.apps.sepsis.demo import Tally, publish_block
-    from kawa.apps.sepsis.events import pseudonym
-    from kawa.apps.sepsis.fhir import default_subject
     from kawa.apps.sepsis.settings import SimSettings
     from kawa.apps.sepsis.sim import iter_blocks
 
     platform = _platform(Path(a.publish))
     s = SepsisSettings(sim=SimSettings(patients=a.patients, hours=a.hours, seed=a.seed), corrupt_fraction=a.corrupt)
     patients = make_patients(s.sim)
-    aliases = [pseudonym(default_subject(i), s.key()) for i in range(len(patients))]
+    aliases = _aliases(s, len(patients))
     block_h = a.block_min / 60.0
     tally = Tally()
     producer = platform.log.producer()
@@ -256,6 +254,7 @@ def _clinical(sim: Any, s: Any, scored: list[dict[str, Any]], aliases: list[str]
     t = (np.array([e["time"] for e in rows]) - EPOCH.timestamp()) / 3600.0
     verdict = np.array([e["verdict"] for e in rows])
     score = np.array([e["score"] for e in rows])
+    news2 = np.array([e["news2"] for e in rows])
     cohort, as_of = cohort_of(sim), float(np.max(sim.patients.discharge_h)) + 100.0
     w = Windows(s.window_h, s.grace_h)
 
@@ -265,9 +264,9 @@ def _clinical(sim: Any, s: Any, scored: list[dict[str, Any]], aliases: list[str]
         return np.array([v.alert for _p, _t, v in run(policy, keyed)], dtype=bool)
 
     alerted = {"model": np.isin(verdict, ("alert", "silent")),  # the pipeline's own verdicts
-               "news2": rule(np.array([e["news2"] for e in rows]), s.threshold),
+               "news2": rule(news2, s.threshold),
                "qsofa": rule(np.array([e["qsofa"] for e in rows]), 2.0)}  # fmt: skip
-    predicted = {"model": score >= s.model_threshold, "news2": np.array([e["news2"] for e in rows]) >= s.threshold}
+    predicted = {"model": score >= s.model_threshold, "news2": news2 >= s.threshold}
     out: dict[str, Any] = {}
     for name, hit in alerted.items():
         m = clinical_metrics(pat[hit], t[hit], cohort, as_of, w)
