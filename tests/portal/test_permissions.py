@@ -36,6 +36,7 @@ EXPECTED: dict[str, set[str]] = {
     "models.promote": {ML, AD},
     "experiments.manage": {DS, ML, AD},
     "users.manage": {AD},
+    "audit.read": {AD},
 }
 
 ROLES = [V, DE, DS, ML, AD]
@@ -277,6 +278,10 @@ def _patch_user(w: World, role: str) -> Any:
     return w.client.patch("/api/users/viewer-user", json={"role": "viewer"}, headers=w.headers(role))
 
 
+def _read_audit(w: World, role: str) -> Any:
+    return w.client.get("/api/audit?limit=5", headers=w.headers(role))
+
+
 def _create_token(w: World, role: str) -> Any:
     return w.client.post("/api/me/tokens", json={"label": "matrix"}, headers=w.headers(role))
 
@@ -314,6 +319,7 @@ CASES: list[tuple[str, Request, set[int]]] = [
     ("users.manage", _list_users, {200}),
     ("users.manage", _add_user, {201}),
     ("users.manage", _patch_user, {200}),
+    ("audit.read", _read_audit, {200}),
     ("tokens.own", _create_token, {201}),
     ("tokens.own", _token_form, {200}),
 ]

@@ -43,6 +43,7 @@ def create_app(portal: Portal) -> FastAPI:
         monitoring,
         topics,
     )  # fmt: skip
+    from kawa.portal.api import audit as audit_api
     from kawa.portal.web import experiments_page, loop_page, monitoring_page, pages
 
     @asynccontextmanager
@@ -91,7 +92,11 @@ def create_app(portal: Portal) -> FastAPI:
             )
         return response
 
-    for module in (account, topics, buckets, functions, jobs, models, monitoring, experiments, loop, deadletters, live):
+    from kawa.portal import audit
+
+    audit.install(app, portal)
+    for module in (account, topics, buckets, functions, jobs, models, monitoring, experiments, loop, deadletters, live,
+                   audit_api):  # fmt: skip
         app.include_router(module.router)
     from kawa.portal.api import metrics_route
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from fastapi import Depends, Request
@@ -28,11 +28,29 @@ bearer_scheme = HTTPBearer(auto_error=False, description="an API token: `kawa us
 cookie_scheme = APIKeyCookie(name=SESSION_COOKIE, auto_error=False, description="the browser session")
 
 
+@dataclass
+class AuditNotes:
+    """What a request asked for and disclosed, for its audit record: the action its route requires and whether
+    it read (or tried to read) PHI. One per request, in ``request.state.audit``."""
+
+    action: str | None = None
+    phi_read: bool = False
+
+
+def audit_notes(request: Request) -> AuditNotes:
+    notes = getattr(request.state, "audit", None)
+    if not isinstance(notes, AuditNotes):
+        notes = AuditNotes()
+        request.state.audit = notes
+    return notes
+
+
 @dataclass(frozen=True)
 class Principal:
     user: User
     via: Literal["token", "session"]
     csrf: str | None = None  # the session's CSRF token (sessions only)
+    notes: AuditNotes = field(default_factory=AuditNotes, compare=False)
 
     def can(self, action: Action | str) -> bool:
         return allowed(self.user.role, action)
@@ -101,14 +119,16 @@ def require(action: Action) -> Callable[..., Awaitable[Principal]]:
         _cookie: str | None = Depends(cookie_scheme),
     ) -> Principal:
         portal = get_portal(request)
-        principal = authenticate(request, portal)
+        notes = audit_notes(request)
+        notes.action = action.value
+        principal = replace(authenticate(request, portal), notes=notes)
+        request.state.principal = principal  # who asked, for the audit record even when refused below
         await check_csrf(request, principal)
         if not principal.can(action):
             raise PermissionDenied(
                 f"role {principal.user.role.value!r} may not {action.value}; ask an admin for a role that may "
                 "(see the roles table in docs/portal.md)"
             )
-        request.state.principal = principal
         return principal
 
     dependency.__name__ = f"require_{action.name.lower()}"
@@ -134,6 +154,7 @@ def may_read_bucket(principal: Principal, portal: Portal, bucket: str) -> None:
     """PHI gate for a bucket's objects: PHI-free buckets for everyone, the others for ``phi.read``."""
     if portal.store.phi.phi_free(bucket):
         return
+    principal.notes.phi_read = True  # audited, allowed or not
     if not principal.can(Action.PHI_READ):
         raise PermissionDenied(
             f"bucket {bucket!r} may hold PHI and role {principal.user.role.value!r} may not read PHI (phi.read); "

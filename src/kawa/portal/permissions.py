@@ -34,6 +34,7 @@ class Action(StrEnum):
     EXPERIMENTS_MANAGE = "experiments.manage"  # create and stop experiments
     TOKENS_OWN = "tokens.own"  # create and revoke one's own API tokens
     USERS_MANAGE = "users.manage"  # add users, change roles, reset passwords
+    AUDIT_READ = "audit.read"  # the audit trail (who did what, and every PHI read)
 
 
 _EVERYONE = {Action.VIEW, Action.TOKENS_OWN}

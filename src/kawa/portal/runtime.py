@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from kawa.audit.trail import AuditTrail
 from kawa.errors import KawaError
 from kawa.portal.apps import NO_APPS, installed_apps, phi_free_buckets
 from kawa.portal.oidc import SingleSignOn
@@ -68,6 +69,7 @@ class Portal:
         self.loop = LoopSource(platform)
         self.monitoring = MonitoringSource(platform)
         self.boards = AppBoards(self)
+        self.audit = AuditTrail(platform.log)
         self.sampler: Sampler = Sampler(self, self.config.portal.sample_interval_s)
         self.board_cache: dict[tuple[int, str, str], dict[str, Any]] = {}  # (sample, role, app) -> board
         self.board_lock = threading.Lock()
@@ -101,7 +103,7 @@ class Portal:
 
     def stop(self) -> None:
         self.sampler.stop()
-        for source in (self.jobs, self.models, self.boards):
+        for source in (self.jobs, self.models, self.boards, self.audit):
             try:
                 source.close()
             except Exception:

@@ -88,6 +88,7 @@ def list_records(
     if not source.is_dead_letter_topic(topic):
         raise KawaError(f"{topic!r} is not a dead-letter topic; GET /api/deadletters lists them")
     phi = principal.can(Action.PHI_READ)
+    principal.notes.phi_read = phi  # the payloads are PHI: audited
     out = []
     for letter in source.records(topic, limit):
         row = DeadLetterOut(**letter.summary())
