@@ -12,11 +12,11 @@ from typing import Any
 import numpy as np
 import pytest
 
+from kawa.events.cloudevents import to_kafka
 from kawa.events.ref import EventRef
 from kawa.log.base import EventLog, TopicPartition, TopicSpec
 from kawa.log.memory import MemoryLog
 from kawa.log.partitioner import partition_for_key
-from kawa.monitor.outcomes import publish
 from kawa.monitor.records import DecisionRecord
 from kawa.monitor.service import MonitorConfig, MonitorService
 from kawa.monitor.sketch import Profile
@@ -28,7 +28,7 @@ from tests.waiting import wait_for
 MODELS = ("alpha", "beta", "epsilon", "zeta")  # partitions 0, 0, 1, 1 of two (murmur2 of the name)
 SHIFTED = "beta"
 PARTITIONS = 2
-TEMPLATE = MonitorConfig("*", pane_s=300.0, panes=1, window_size=250, window_arl0=1000.0, sequential_arl0=1e6,
+TEMPLATE = MonitorConfig("*", pane_s=300.0, panes=1, window_size=250, window_arl0=100.0, sequential_arl0=1e6,
                          shift=1.0, sequential_mode="mean")  # fmt: skip
 
 
@@ -55,10 +55,12 @@ def segment(start: int, n: int, seed: int) -> list[DecisionRecord]:
     return [d for row in zip(*per_model, strict=True) for d in row]
 
 
-def write(log: EventLog, records: Iterable[DecisionRecord]) -> None:
+def write(log: EventLog, records: Iterable[DecisionRecord], topic: str = "decisions") -> None:
+    """Produce the records (binary-mode CloudEvents keyed by model, as ``ctx.decide`` writes them) and flush."""
     producer = log.producer()
     for r in records:
-        publish(producer, "decisions", r.to_event("kawa://test/fn"))
+        key, value, headers = to_kafka(r.to_event("kawa://test/fn"))
+        producer.produce(topic, value, key=key, headers=headers)
     producer.close()
 
 
@@ -95,7 +97,7 @@ def assert_same_events(got: Sequence[MonitorEvent], expected: Sequence[MonitorEv
 def single_runs(log: EventLog, ref: Profile, topic: str) -> list[MonitorEvent]:
     """What one MonitorService per model (the embedded shape) writes over the decisions on ``log``."""
     for model in MODELS:
-        config = MonitorConfig(model, pane_s=300.0, panes=1, window_size=250, window_arl0=1000.0,
+        config = MonitorConfig(model, pane_s=300.0, panes=1, window_size=250, window_arl0=100.0,
                                sequential_arl0=1e6, shift=1.0, sequential_mode="mean", alerts_topic=topic)  # fmt: skip
         service = MonitorService(log, config, lambda version: ref if version == 1 else None).start()
         service.step()
@@ -130,7 +132,8 @@ def test_members_that_join_and_leave_rebuild_their_partitions_and_write_what_one
 
     # A second member joins: one partition moves to it, it replays that partition and writes nothing already there.
     b = MonitorWorker(log, TEMPLATE, profile_of(ref), session_timeout_ms=2000, client_id="b").start()
-    step_until([a, b], lambda: len(a.owned) == len(b.owned) == 1 and a.owned | b.owned == both, "the rebalance")
+    step_until([a, b], lambda: len(a.owned) == len(b.owned) == 1 and a.owned | b.owned == both and b.records == 2000,
+               "the rebalance, and the new member's replay of its partition (two models, 1000 decisions each)")
     assert b.emitted == 0 and b.rebuilds == 1
     moved = next(iter(b.owned)).partition
     assert sorted(b.monitors) == [m for m in MODELS if partition_for_key(m.encode(), PARTITIONS) == moved]
