@@ -4,6 +4,7 @@ monitoring service per model writes over the same decisions, none twice."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Callable, Iterable, Sequence
@@ -94,11 +95,10 @@ def assert_same_events(got: Sequence[MonitorEvent], expected: Sequence[MonitorEv
         assert close(json.loads(json.dumps(e.data)), json.loads(json.dumps(t.data))), (e.data, t.data)
 
 
-def single_runs(log: EventLog, ref: Profile, topic: str) -> list[MonitorEvent]:
+def single_runs(log: EventLog, ref: Profile, topic: str, template: MonitorConfig = TEMPLATE) -> list[MonitorEvent]:
     """What one MonitorService per model (the embedded shape) writes over the decisions on ``log``."""
     for model in MODELS:
-        config = MonitorConfig(model, pane_s=300.0, panes=1, window_size=250, window_arl0=100.0,
-                               sequential_arl0=1e6, shift=1.0, sequential_mode="mean", alerts_topic=topic)  # fmt: skip
+        config = dataclasses.replace(template, model=model, alerts_topic=topic)
         service = MonitorService(log, config, lambda version: ref if version == 1 else None).start()
         service.step()
         service.close()
@@ -193,3 +193,69 @@ def test_only_the_models_asked_for_are_monitored(models: tuple[str, ...]) -> Non
     assert set(w.monitors) == set(models) and w.records == 400
     w.close()
     assert {e.model for e in read_events(log)} == set(models)
+
+
+def test_with_outcomes_the_join_moves_with_its_model_and_the_final_performance_is_a_single_services() -> None:
+    """The join's steps are recorded on each model's checkpoint topic: the member a model moves to rebuilds its join
+    from there, so the matured performance it goes on to publish is what one service per model publishes."""
+    from kawa.monitor.join import JoinConfig
+    from kawa.monitor.records import OutcomeEvent
+    from kawa.monitor.status import PERFORMANCE_EVENT
+
+    ref = reference()
+    log = MemoryLog()
+    log.create_topic(TopicSpec("decisions", PARTITIONS, retention_ms=None))
+    config = dataclasses.replace(TEMPLATE, join=JoinConfig(horizon=60.0), cohort_s=200.0, bootstrap=20)
+    rng = np.random.default_rng(7)
+    # The single services run on a log of their own (the same records): the join's checkpoint topic is per model.
+    alone = MemoryLog()
+    alone.create_topic(TopicSpec("decisions", PARTITIONS, retention_ms=None))
+
+    def write_with_outcomes(records: list[DecisionRecord]) -> None:
+        outcomes = [  # calibrated scores; every tenth decision never gets its outcome
+            OutcomeEvent(r.decided_at + 30, ref=r.ref, label=int(rng.uniform() < (r.score or 0.0)))
+            for r in records if int(r.decided_at) % 10
+        ]  # fmt: skip
+        for target in (log, alone):
+            write(target, records)
+            producer = target.producer()
+            for outcome in outcomes:
+                key, value, headers = to_kafka(outcome.to_event("kawa://test/outcomes"))
+                producer.produce("outcomes", value, key=key, headers=headers)
+            producer.close()
+
+    def joined(*workers: MonitorWorker) -> Callable[[], bool]:  # caught up, and every join stepped since
+        marks = {id(w): w.join_steps for w in workers}
+        return lambda: caught_up(log) and all(w.join_steps > marks[id(w)] for w in workers)
+
+    a = MonitorWorker(log, config, profile_of(ref), join_interval_s=0.3).start()  # creates the outcomes topic
+    alone.create_topic(TopicSpec("outcomes", 1, retention_ms=None))
+    write_with_outcomes(segment(0, 400, seed=8))
+    step_until([a], joined(a), "member a to join the first segment")
+    b = MonitorWorker(log, config, profile_of(ref), join_interval_s=0.3).start()
+    step_until([a, b], lambda: len(a.owned) == len(b.owned) == 1 and b.records == 800, "the rebalance")
+    assert all(state.joiner is not None and state.joiner.replayed_steps > 0 for state in b.monitors.values())
+    write_with_outcomes(segment(400, 400, seed=9))
+    step_until([a, b], joined(a, b), "both members to join the second segment")
+    a.close()
+    b.close()
+
+    def last_per_cohort(events: list[MonitorEvent]) -> dict[tuple[str, int, float, str], MonitorEvent]:
+        out = {}
+        for e in events:
+            if e.type == PERFORMANCE_EVENT:
+                out[(e.model, e.version, e.data["cohort"]["start"], e.data["cohort"]["arm"])] = e
+        return out
+
+    events = read_events(log)
+    expected = single_runs(alone, ref, "reference.alerts", config)
+    assert_same_events([e for e in events if e.type != PERFORMANCE_EVENT],
+                       [e for e in expected if e.type != PERFORMANCE_EVENT])  # fmt: skip
+    got, want = last_per_cohort(events), last_per_cohort(expected)
+    assert sorted(got) == sorted(want) and len(want) == 4 * len(MODELS)  # cohorts of 200 s over 800 s
+    # The label-free estimate is of the decisions pending when the event was written, which depends on when the
+    # join stepped (a single service stepping as the stream comes differs so too): the matured metrics do not.
+    assert_same_events(*([dataclasses.replace(e, data={k: v for k, v in e.data.items() if k != "label_free"})
+                          for e in found.values()] for found in (got, want)))  # fmt: skip
+    assert all(e.data["n"] > 0 and e.data["metrics"]["auroc"]["estimate"] > 0.5 for e in got.values())
+    assert len({e.id for e in events}) == len(events)

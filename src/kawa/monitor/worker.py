@@ -124,6 +124,7 @@ class MonitorWorker:
         self.monitors: dict[str, _Model] = {}
         self.owned: set[TopicPartition] = set()
         self.rebuilds = 0  # partitions replayed from their start (assignments and gaps)
+        self.join_steps = 0  # rounds of stepping every owned model's join
         self.records = 0  # decision records processed, replays included
         self.emitted = 0
         self.invalid = 0
@@ -165,6 +166,7 @@ class MonitorWorker:
                 if state.joiner is not None:
                     state.joiner.step()
                     events += state.core.performance()
+            self.join_steps += 1
         written = self._write(events)
         self._commit()
         return written
