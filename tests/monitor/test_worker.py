@@ -259,3 +259,21 @@ def test_with_outcomes_the_join_moves_with_its_model_and_the_final_performance_i
                           for e in found.values()] for found in (got, want)))  # fmt: skip
     assert all(e.data["n"] > 0 and e.data["metrics"]["auroc"]["estimate"] > 0.5 for e in got.values())
     assert len({e.id for e in events}) == len(events)
+
+
+def test_one_models_decisions_on_two_partitions_are_refused_with_what_to_do() -> None:
+    from kawa.monitor.errors import MonitorError
+
+    log = MemoryLog()
+    log.create_topic(TopicSpec("decisions", PARTITIONS, retention_ms=None))
+    producer = log.producer()
+    for i, record in enumerate(model_decisions("alpha", 4, start=0, seed=10)):
+        key, value, headers = to_kafka(record.to_event("kawa://test/fn"))
+        producer.produce("decisions", value, key=key, headers=headers, partition=i % 2)  # not by its key
+    producer.close()
+    w = MonitorWorker(log, TEMPLATE, profile_of(reference())).start()
+    try:
+        with pytest.raises(MonitorError, match="key decision records by their model"):
+            wait_for(lambda: w.step(timeout_s=0.05) is None, timeout=30, what="the refusal", interval=0.0)
+    finally:
+        w.close()
