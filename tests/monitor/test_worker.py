@@ -277,3 +277,18 @@ def test_one_models_decisions_on_two_partitions_are_refused_with_what_to_do() ->
             wait_for(lambda: w.step(timeout_s=0.05) is None, timeout=30, what="the refusal", interval=0.0)
     finally:
         w.close()
+
+
+def test_kawa_worker_monitor_runs_alone() -> None:
+    from typer.testing import CliRunner
+
+    from kawa.cli import _register
+    from kawa.cli.app import app
+    from kawa.errors import KawaError
+
+    _register()
+    result = CliRunner().invoke(app, ["--log", "memory:", "worker", "--monitor", "--app", "x:app"])
+    assert result.exit_code != 0 and isinstance(result.exception, KawaError)
+    assert "runs the monitor alone" in str(result.exception)
+    shown = CliRunner().invoke(app, ["worker", "--help"])
+    assert shown.exit_code == 0 and "--monitor" in shown.output and "kawa-monitor" in shown.output
