@@ -312,7 +312,8 @@ class MonitorWorker:
         from kawa.errors import CommitFailed
 
         assert self._consumer is not None
-        ahead = {tp: n for tp, n in self._next.items() if tp in self.owned and n > self._committed.get(tp, -1)}
+        held = self._consumer.assignment()
+        ahead = {tp: n for tp, n in self._next.items() if tp in held and n > self._committed.get(tp, -1)}
         if not ahead:
             return
         try:
