@@ -112,7 +112,7 @@ def test_two_monitor_workers_one_sigkilled_write_what_a_single_worker_writes(
         write(log, segment(0, 1000, seed=1), decisions)
         wait_for(caught_up, timeout=120, what="both workers to process the first segment")
         # The victim holds the shifted model: it raises the shift's first alerts, then it is killed in the middle
-        # of the shift, and the stream goes on while its partition is still assigned to it.
+        # of the shift while decisions arrive, and the stream goes on while its partition is still assigned to it.
         shifted = partition_for_key(SHIFTED.encode(), PARTITIONS)
         victim = next(w for w in workers if w.owned(decisions) == {shifted})
         survivor = next(w for w in workers if w is not victim)
@@ -122,9 +122,10 @@ def test_two_monitor_workers_one_sigkilled_write_what_a_single_worker_writes(
         before = read_events(log, alerts)
         raised = {e.id for e in before if e.type == ALERT_EVENT}
         assert raised and {e.model for e in before if e.type == ALERT_EVENT} == {SHIFTED}, "the victim raised alerts"
+        write(log, segment(1600, 200, seed=3), decisions)  # killed while it reads these, at whichever point
         victim.proc.send_signal(signal.SIGKILL)
         victim.proc.wait(timeout=30)
-        write(log, segment(1600, 1400, seed=3), decisions)  # the rest of the shift, then back to the reference
+        write(log, segment(1800, 1200, seed=4), decisions)  # the rest of the shift, then back to the reference
         wait_for(lambda: survivor.owned(decisions) == {0, 1}, timeout=60, what="the survivor to take the partition")
         wait_for(caught_up, timeout=120, what="the survivor to process every decision")
         assert survivor.alive(), survivor.text()[-3000:]
