@@ -224,19 +224,21 @@ def test_with_outcomes_the_join_moves_with_its_model_and_the_final_performance_i
                 producer.produce("outcomes", value, key=key, headers=headers)
             producer.close()
 
-    def joined(*workers: MonitorWorker) -> Callable[[], bool]:  # caught up, and every join stepped since
-        marks = {id(w): w.join_steps for w in workers}
-        return lambda: caught_up(log) and all(w.join_steps > marks[id(w)] for w in workers)
+    def join(workers: list[MonitorWorker], what: str) -> None:
+        """Step until every decision is read, then until every member's joins have stepped once more."""
+        step_until(workers, lambda: caught_up(log), what)
+        marks = [w.join_steps for w in workers]
+        step_until(workers, lambda: all(w.join_steps > m for w, m in zip(workers, marks, strict=True)), what)
 
     a = MonitorWorker(log, config, profile_of(ref), join_interval_s=0.3).start()  # creates the outcomes topic
     alone.create_topic(TopicSpec("outcomes", 1, retention_ms=None))
     write_with_outcomes(segment(0, 400, seed=8))
-    step_until([a], joined(a), "member a to join the first segment")
+    join([a], "member a to join the first segment")
     b = MonitorWorker(log, config, profile_of(ref), join_interval_s=0.3).start()
     step_until([a, b], lambda: len(a.owned) == len(b.owned) == 1 and b.records == 800, "the rebalance")
     assert all(state.joiner is not None and state.joiner.replayed_steps > 0 for state in b.monitors.values())
     write_with_outcomes(segment(400, 400, seed=9))
-    step_until([a, b], joined(a, b), "both members to join the second segment")
+    join([a, b], "both members to join the second segment")
     a.close()
     b.close()
 
