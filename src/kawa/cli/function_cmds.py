@@ -52,9 +52,34 @@ def worker(
     route_file: Annotated[
         Path | None, typer.Option("--route-file", help="with --route: take the route from this YAML file")
     ] = None,
+    monitor: Annotated[
+        bool, typer.Option("--monitor", help="monitor decisions in group kawa-monitor, partitions by model")
+    ] = False,
+    model: Annotated[
+        list[str] | None, typer.Option("--model", help="with --monitor: only this model (repeatable; default all)")
+    ] = None,
+    pane: Annotated[float, typer.Option("--pane", help="with --monitor: window pane, seconds")] = 300.0,
+    panes: Annotated[int, typer.Option("--panes", help="with --monitor: panes per sliding window")] = 4,
+    window_size: Annotated[int, typer.Option("--window-size", help="with --monitor: records a window needs")] = 500,
+    window_arl0: Annotated[
+        float, typer.Option("--window-arl0", help="with --monitor: stationary windows per false alarm")
+    ] = 1000.0,
+    sequential_arl0: Annotated[
+        float, typer.Option("--sequential-arl0", help="with --monitor: records per CUSUM false alarm (0: none)")
+    ] = 1_000_000.0,
+    horizon: Annotated[
+        float, typer.Option("--horizon", help="with --monitor: join outcomes within this many seconds (0: no join)")
+    ] = 0.0,
+    alerts_topic: Annotated[
+        str, typer.Option("--alerts-topic", help="with --monitor: where the events are written")
+    ] = "kawa.monitor.alerts",
+    decisions_topic: Annotated[
+        str, typer.Option("--decisions-topic", help="with --monitor: the decision records' topic")
+    ] = "decisions",
+    group: Annotated[str, typer.Option("--group", help="with --monitor: the consumer group")] = "kawa-monitor",
 ) -> None:
     """Run functions as a member of their consumer groups on the configured log (e.g. --log kafka://h:9092),
-    or with --route one data route as its own worker process.
+    with --route one data route as its own worker process, or with --monitor the models' monitors.
 
     Start more workers for more parallelism: the topic's partitions are shared among them."""
     import json
@@ -62,6 +87,21 @@ def worker(
 
     from kawa.errors import KawaError
 
+    if monitor:
+        if app_ref or route is not None:
+            raise KawaError("kawa worker --monitor runs the monitor alone: drop --app/--route (start another worker)")
+        from kawa.cli.monitor_cmds import monitor_worker
+        from kawa.monitor.join import JoinConfig
+        from kawa.monitor.service import MonitorConfig
+
+        settings = MonitorConfig(
+            "*", pane_s=pane, panes=panes, window_size=window_size, window_arl0=window_arl0,
+            sequential_arl0=sequential_arl0 or None, join=JoinConfig(horizon) if horizon > 0 else None,
+            alerts_topic=alerts_topic, decisions_topic=decisions_topic,
+        )  # fmt: skip
+        monitor_worker(model or [], settings=settings, group=group, session_timeout_ms=session_timeout_ms,
+                       stop=_stop_on_signals())  # fmt: skip
+        return
     if route is not None:
         if app_ref:
             raise KawaError("give either --app (functions) or --route (a data route) to one kawa worker, not both")

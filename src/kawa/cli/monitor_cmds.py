@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -12,6 +13,7 @@ import typer
 from kawa.cli.app import app, console, err_console, get_config
 
 if TYPE_CHECKING:
+    from kawa.monitor.service import MonitorConfig
     from kawa.monitor.sketch import Profile
     from kawa.monitor.status import ModelStatus
 
@@ -194,7 +196,6 @@ def run(
     alerts_topic: AlertsTopic = "kawa.monitor.alerts",
 ) -> None:
     """Monitor MODEL: replay its decisions, then raise drift alerts (and performance, with --horizon) as they come."""
-    import threading
 
     from kawa.log import open_log
     from kawa.ml.registry import Registry
@@ -295,3 +296,51 @@ def send(
     what = f"label {label}" if label is not None else f"value {value}"
     console.print(f"outcome for {target}: {what}, written to {topic} "
                   f"(partition {meta.partition}, offset {meta.offset})")  # fmt: skip
+
+
+def monitor_worker(
+    models: list[str], *, settings: MonitorConfig, group: str, session_timeout_ms: int | None, stop: threading.Event
+) -> None:
+    """``kawa worker --monitor``: one member of the ``kawa-monitor`` consumer group on the decisions topic,
+    monitoring the models of the partitions it holds (:mod:`kawa.monitor.worker`) until ``stop`` is set."""
+    import logging
+
+    from kawa.errors import ModelNotFound
+    from kawa.log import open_log
+    from kawa.ml.registry import Registry
+    from kawa.monitor.profiles import NoReferenceProfile, load_reference_profile
+    from kawa.monitor.worker import MonitorWorker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = get_config()
+    registry = Registry(config, publish=False)
+
+    def profiles(model: str, version: int) -> Profile | None:
+        try:
+            return load_reference_profile(registry, model, version)
+        except (NoReferenceProfile, ModelNotFound) as exc:
+            err_console.print(f"[yellow]warning:[/] {exc}; its decisions are counted, not tested", highlight=False)
+            return None
+
+    def show(events: list[Any]) -> None:
+        for e in events:
+            if e.type in ("kawa.monitor.alert", "kawa.monitor.resolved"):
+                what = "alert" if e.type.endswith("alert") else "resolved"
+                console.print(f"{what}: {e.model} version {e.version} ({e.data.get('detector')}) "
+                              f"{', '.join(e.data.get('features', []))}")  # fmt: skip
+
+    log = open_log(config.log.uri, config)
+    worker = MonitorWorker(log, settings, profiles, models=models or None, group=group,
+                           session_timeout_ms=session_timeout_ms)  # fmt: skip
+    try:
+        worker.start()
+        watched = ", ".join(models) if models else "every model with decisions"
+        typer.echo(f"kawa worker ready: monitoring {watched} in group {group} on {settings.decisions_topic} "
+                   f"({config.log.uri})", err=True)  # fmt: skip
+        worker.run(stop, on_events=show)
+        console.print(f"{worker.records} decision(s) read, {worker.emitted} event(s) written to "
+                      f"{settings.alerts_topic}")  # fmt: skip
+    finally:
+        worker.close()
+        registry.close()
+        log.close()
