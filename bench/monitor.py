@@ -21,6 +21,13 @@ with river's ADWIN, KSWIN and PageHinkley and with Kawa's windowed detector, on 
 - **ADWIN at a matched false-alarm rate**: river's default ``delta = 0.002`` raises about 13 false alarms per 10^6
   records here; ``--adwin-matched-delta`` (default 1e-4) runs ADWIN a second time at a rate like Kawa's budget.
   Conversely ``kawa_mean_at_adwin_rate`` is Kawa's detector declared at ADWIN's rate (``--adwin-rate-arl0``).
+- **Oracle CUSUM** (``bench/monitor_oracle.py``; ``--no-oracle`` skips it): the detector that knows the shifted
+  feature, the direction and the size, tuned exactly to 1 false alarm per 10^6 records - optimal in Lorden's
+  sense, so no detector has a smaller worst-case delay at that rate. Its median delay on the same tails
+  (``oracle_cusum_delay_05sigma``), on ``--oracle-runs`` simulated changes, its worst-case delay, its false alarms
+  on ``--oracle-stationary`` records, the same at ADWIN's measured rate, Lorden's asymptotic bound
+  ``ln(ARL) / I`` (``I = 0.125`` nats per record at 0.5 sd), and the same CUSUMs on all 20 features (one- and
+  two-sided) tuned to the same total rate.
 - **Windowed detector** (Kawa's ``DriftDetector``, KS on sliding windows of 200 records sliding by 50, ARL0 = 1000
   windows, effect gate 0.1): on the last ``--windowed-prefix`` stationary records and the tails.
 - **Peers** (``--peers``): Evidently 0.7's data-drift preset (PSI, normed Wasserstein) and NannyML 0.13's univariate
@@ -69,6 +76,7 @@ from kawa.monitor.sequential import (
     SequentialState,
     calibrate_sequential,
 )
+from monitor_oracle import oracle  # bench/, the script's own directory
 
 F = 20
 SHIFTS = (0.5, 1.0)
@@ -209,6 +217,7 @@ def detection(args: argparse.Namespace, ref: Profile) -> dict[str, Any]:
     delays: dict[str, dict[float, list[float]]] = {}
     alarms: dict[str, int] = {}
     counted: dict[str, int] = {}
+    shifted: tuple[list[np.ndarray], list[np.ndarray]] = ([], [])  # type: ignore[type-arg]  # the oracle's view
 
     def note(name: str, fa: int, records: int, ds: list[float]) -> None:
         alarms[name] = alarms.get(name, 0) + fa
@@ -227,6 +236,8 @@ def detection(args: argparse.Namespace, ref: Profile) -> dict[str, Any]:
             tail = base.copy()
             tail[:, j] += shift
             tails.append(tail)
+        shifted[0].append(prefix[:, j])
+        shifted[1].append(tails[0][:, j])
         for name, det in dets.items():
             state, events = det.step(SequentialState(), prefix)
             fa = sum(isinstance(e, SequentialAlert) for e in events)
@@ -263,6 +274,11 @@ def detection(args: argparse.Namespace, ref: Profile) -> dict[str, Any]:
             out[f"{name}_missed_{tag}"] = int(sum(math.isinf(d) for d in ds))
         out[f"{name}_false_alarms_per_1e6"] = round(alarms[name] / counted[name] * 1e6, 3)
         out[f"{name}_false_alarm_records"] = counted[name]
+    if args.oracle:
+        t0 = time.perf_counter()
+        rate = out["river_adwin_false_alarms_per_1e6"]
+        out.update(oracle(*shifted, rate, runs=args.oracle_runs, stationary=args.oracle_stationary))
+        log(f"oracle CUSUM ({time.perf_counter() - t0:.1f}s)")
     return out
 
 
@@ -413,6 +429,9 @@ def main() -> None:
     parser.add_argument("--no-windowed", dest="windowed", action="store_false")
     parser.add_argument("--no-rss", dest="rss", action="store_false")
     parser.add_argument("--peers", action="store_true", help="Evidently and NannyML in their own virtualenv")
+    parser.add_argument("--no-oracle", dest="oracle", action="store_false")
+    parser.add_argument("--oracle-runs", type=int, default=4000, help="simulated changes for the oracle's delays")
+    parser.add_argument("--oracle-stationary", type=int, default=20_000_000, help="records for its false alarms")
     parser.add_argument("--peer-windows", type=int, default=10)
     parser.add_argument("--peer-window-size", type=int, default=5_000)
     parser.add_argument("--rss-child", type=int, default=0, help=argparse.SUPPRESS)
