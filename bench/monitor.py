@@ -77,7 +77,6 @@ from kawa.monitor.sequential import (
     SequentialState,
     calibrate_sequential,
 )
-from monitor_oracle import oracle  # bench/, the script's own directory
 
 F = 20
 SHIFTS = (0.5, 1.0)
@@ -278,6 +277,8 @@ def detection(args: argparse.Namespace, ref: Profile) -> dict[str, Any]:
         out[f"{name}_false_alarms_per_1e6"] = round(alarms[name] / counted[name] * 1e6, 3)
         out[f"{name}_false_alarm_records"] = counted[name]
     if args.oracle:
+        from monitor_oracle import oracle  # bench/ (the script directory); here: the RSS child never loads it
+
         t0 = time.perf_counter()
         rate = out["river_adwin_false_alarms_per_1e6"]
         out.update(oracle(*shifted, rate, runs=args.oracle_runs, stationary=args.oracle_stationary))
