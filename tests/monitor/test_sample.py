@@ -118,3 +118,23 @@ def test_a_profile_round_trips_with_its_sample() -> None:
     doc["features"]["x"]["sample"]["values_f8"] = doc["features"]["x"]["sample"]["values_f8"][::-1]
     with pytest.raises(MonitorError):
         Profile.from_json(json.dumps(doc))
+
+
+def test_a_windows_reservoir_does_not_depend_on_the_batching() -> None:
+    rng = np.random.default_rng(7)
+    profile = build_profile({"x": rng.normal(size=2000)}, samples=True)
+    spec = Windows(profile, pane=10.0, panes=2, sample_cap=300)
+    times = np.sort(rng.uniform(0, 40, size=3000))
+    values = rng.normal(size=3000)
+
+    def windows(cuts: list[int]) -> list[Profile]:
+        state, out = WindowState(), []
+        for lo, hi in zip([0, *cuts], [*cuts, 3000], strict=True):
+            state = spec.add(state, times[lo:hi], {"x": values[lo:hi]})
+        _, closed = spec.advance(state, 50.0)
+        out += [w.profile for w in closed]
+        return out
+
+    whole = windows([])
+    assert len(whole) == 4 and all(w.features["x"].sample.size == 300 for w in whole)  # type: ignore[union-attr]
+    assert windows([1, 17, 500, 2999]) == whole == windows(list(range(100, 3000, 100)))

@@ -18,7 +18,8 @@ any drift statistic is a function of two count vectors. Guarantees:
   raw values: a reference built with ``samples=True`` keeps up to ``sample_cap`` of them (sorted; a deterministic
   uniform subsample beyond), and the windows binned with it keep a bounded reservoir each. Where both sides carry
   one, KS and Wasserstein are the exact statistics of the raw values (:func:`~kawa.monitor.drift.compare`). Layout
-  ignores samples; merging merges them (bottom-k, see :mod:`kawa.monitor.sample`).
+  ignores samples; merging merges them (bottom-k, see :mod:`kawa.monitor.sample`): exact while the values fit
+  the cap, a uniform subsample of both beyond it (not necessarily the one their concatenation would keep).
 - **Categorical bins.** One bin per category seen in the reference (in first-seen order of frequency) and a
   last bin counting categories never seen in training; ``None``/``NaN`` count as missing.
 """
