@@ -20,18 +20,29 @@ with river's ADWIN, KSWIN and PageHinkley and with Kawa's windowed detector, on 
   stationary records and the tail; its false-alarm rate per 10^6 records of 20 features is scaled from those.
 - **ADWIN at a matched false-alarm rate**: river's default ``delta = 0.002`` raises about 13 false alarms per 10^6
   records here; ``--adwin-matched-delta`` (default 1e-4) runs ADWIN a second time at a rate like Kawa's budget.
-  Conversely ``kawa_mean_at_adwin_rate`` is Kawa's detector declared at ADWIN's rate (``--adwin-rate-arl0``).
+  Conversely ``kawa_mean_at_adwin_rate`` is Kawa's detector declared at ADWIN's rate (``--adwin-rate-arl0``), and
+  ``kawa_mean_at_goal`` declared at exactly the goal's budget, 1 per 10^6 (``--goal-arl0``).
+- **Oracle CUSUM** (``bench/monitor_oracle.py``; ``--no-oracle`` skips it): the detector that knows the shifted
+  feature, the direction and the size, tuned exactly to 1 false alarm per 10^6 records - optimal in Lorden's
+  sense, so no detector has a smaller worst-case delay at that rate. Its median delay on the same tails
+  (``oracle_cusum_delay_05sigma``), on ``--oracle-runs`` simulated changes, its worst-case delay, its false alarms
+  on ``--oracle-stationary`` records, the same at ADWIN's measured rate, Lorden's asymptotic bound
+  ``ln(ARL) / I`` (``I = 0.125`` nats per record at 0.5 sd), and the same CUSUMs on all 20 features (one- and
+  two-sided) tuned to the same total rate.
 - **Windowed detector** (Kawa's ``DriftDetector``, KS on sliding windows of 200 records sliding by 50, ARL0 = 1000
   windows, effect gate 0.1): on the last ``--windowed-prefix`` stationary records and the tails.
 - **Peers** (``--peers``): Evidently 0.7's data-drift preset (PSI, normed Wasserstein) and NannyML 0.13's univariate
   drift (KS, Wasserstein) in their own virtualenv (``~/.cache/kawa/evidently-venv``, created on first use, pinned),
-  on ``--peer-windows`` windows of ``--peer-window-size`` records against a reference of 20,000; Kawa's time is its
-  reference profile, its sketches of the windows and its statistics from them. The
-  differences: Kawa's PSI formula on Evidently's bins, and Kawa's sketch statistics (10 reference-quantile bins)
-  against the peers' raw-sample values - the latter measure Kawa's binning, not an error. Kawa floors every bin
-  proportion at 1e-4 and Evidently only empty bins (at 1e-4 or a millionth of the smallest), so their PSI agree
-  where no bin is below 1e-4 (reported apart). Without ``--peers``
-  their keys are null.
+  on ``--peer-windows`` windows of ``--peer-window-size`` records against a reference of 20,000 (NannyML with
+  ``calculation_method="exact"``: above 10,000 reference rows it otherwise estimates both on 10,000 bins). Kawa's
+  time is its reference profile in exact mode (it keeps the raw values), its sketches of the windows (each with its
+  reservoir) and ``drift_row``, the monitor's own function for a window's drift table. ``max_stat_diff`` is the
+  largest difference of the same statistic: Kawa's KS against NannyML's, its normed Wasserstein against
+  Evidently's (and, un-normed, NannyML's), and Kawa's PSI formula on Evidently's bins where no bin proportion is
+  below 1e-4. Below it the PSI rules differ by design (Kawa floors every proportion at 1e-4, Evidently only empty
+  bins, at 1e-4 or a millionth of the smallest): ``psi_same_bins_all_pairs`` reports it apart.
+  ``ks_binned_sketch_vs_nannyml`` is what the 10-bin sketches alone would give. Without ``--peers`` their keys
+  are null.
 
 Progress goes to stderr; the last line of stdout is JSON with ``records_per_s``, ``rss_mb_1m``, ``rss_mb_10m``,
 ``evidently_s``, ``nannyml_s``, ``kawa_s``, ``max_stat_diff``, ``delay_05sigma``, ``delay_1sigma``,
@@ -203,9 +214,12 @@ def detection(args: argparse.Namespace, ref: Profile) -> dict[str, Any]:
     dets = {"mean": detector(ref, args.arl0, "mean"), "binned": detector(ref, args.arl0, "binned")}
     # the same CUSUMs declared at the false-alarm rate river's default ADWIN shows here (about 13 per 10^6 records)
     dets["mean_at_adwin_rate"] = detector(ref, args.adwin_rate_arl0)
+    # and declared at exactly the goal's budget (1 per 10^6 records) instead of --arl0's margin
+    dets["mean_at_goal"] = detector(ref, args.goal_arl0)
     delays: dict[str, dict[float, list[float]]] = {}
     alarms: dict[str, int] = {}
     counted: dict[str, int] = {}
+    shifted: tuple[list[np.ndarray], list[np.ndarray]] = ([], [])  # type: ignore[type-arg]  # the oracle's view
 
     def note(name: str, fa: int, records: int, ds: list[float]) -> None:
         alarms[name] = alarms.get(name, 0) + fa
@@ -224,6 +238,8 @@ def detection(args: argparse.Namespace, ref: Profile) -> dict[str, Any]:
             tail = base.copy()
             tail[:, j] += shift
             tails.append(tail)
+        shifted[0].append(prefix[:, j])
+        shifted[1].append(tails[0][:, j])
         for name, det in dets.items():
             state, events = det.step(SequentialState(), prefix)
             fa = sum(isinstance(e, SequentialAlert) for e in events)
@@ -260,6 +276,13 @@ def detection(args: argparse.Namespace, ref: Profile) -> dict[str, Any]:
             out[f"{name}_missed_{tag}"] = int(sum(math.isinf(d) for d in ds))
         out[f"{name}_false_alarms_per_1e6"] = round(alarms[name] / counted[name] * 1e6, 3)
         out[f"{name}_false_alarm_records"] = counted[name]
+    if args.oracle:
+        from monitor_oracle import oracle  # bench/ (the script directory); here: the RSS child never loads it
+
+        t0 = time.perf_counter()
+        rate = out["river_adwin_false_alarms_per_1e6"]
+        out.update(oracle(*shifted, rate, runs=args.oracle_runs, stationary=args.oracle_stationary))
+        log(f"oracle CUSUM ({time.perf_counter() - t0:.1f}s)")
     return out
 
 
@@ -290,9 +313,13 @@ for method in ("psi", "wasserstein"):
     out["evidently"][method] = values
 out["evidently_s"] = time.perf_counter() - t0
 t0 = time.perf_counter()
+# Above 10,000 reference rows NannyML estimates KS and Wasserstein on 10,000 bins by default; "exact" computes them
+# on the raw values. (NannyML 0.13 reads calculation_method from the top level of computation_params, and only
+# when the method's key is there too.)
+exact = {"calculation_method": "exact", "kolmogorov_smirnov": {}, "wasserstein": {}}
 calc = nml.UnivariateDriftCalculator(
     column_names=cols, continuous_methods=["kolmogorov_smirnov", "wasserstein", "jensen_shannon"],
-    chunk_size=windows.shape[1],
+    chunk_size=windows.shape[1], computation_params=exact,
 )
 calc.fit(pd.DataFrame(ref, columns=cols))
 res = calc.calculate(pd.DataFrame(windows.reshape(-1, ref.shape[1]), columns=cols)).filter(period="analysis").to_df()
@@ -315,8 +342,13 @@ def peer_python() -> Path:
 
 def peers(windows_n: int, window_size: int) -> dict[str, Any]:
     """Evidently's data-drift preset (PSI, normed Wasserstein) and NannyML's univariate drift (KS, Wasserstein) on
-    the same windows as Kawa's statistics; their time and Kawa's, and the largest differences of the values."""
+    the same windows as Kawa's statistics; their time and Kawa's, and the largest differences of the values.
+
+    Kawa's values come through the monitor's own path: a reference profile that keeps its raw values (the exact
+    mode), each window's sketch (with its reservoir of raw values, cap = the window size) and ``drift_row``, the
+    function that makes a window's drift table."""
     from kawa.monitor import drift
+    from kawa.monitor.status import drift_row
 
     rng = np.random.default_rng(77)
     ref = rng.normal(size=(20_000, F))
@@ -331,16 +363,22 @@ def peers(windows_n: int, window_size: int) -> dict[str, Any]:
     theirs = json.loads(done.stdout.strip().splitlines()[-1])
     names = [f"x{i}" for i in range(F)]
     t0 = time.perf_counter()
-    profile = build_profile({n: ref[:, i] for i, n in enumerate(names)})
+    profile = build_profile({n: ref[:, i] for i, n in enumerate(names)}, samples=True)
     ks = np.empty((windows_n, F))
     wd = np.empty((windows_n, F))
     for w in range(windows_n):
-        live = profile.empty().add({n: windows[w, :, i] for i, n in enumerate(names)})
+        live = profile.empty(window_size).add({n: windows[w, :, i] for i, n in enumerate(names)})
         for i, n in enumerate(names):
-            r, q = profile.features[n], live.features[n]
-            ks[w, i] = drift.ks_statistic(r.counts, q.counts)
-            wd[w, i] = drift.wasserstein(r.counts, q.counts, r.positions) / r.scale  # type: ignore[union-attr]
+            row = drift_row(profile.features[n], live.features[n])
+            assert row["exact"]
+            ks[w, i], wd[w, i] = row["ks"], row["normed_wasserstein"]
     kawa_s = time.perf_counter() - t0
+    binned = build_profile({n: ref[:, i] for i, n in enumerate(names)})  # the sketches alone, for comparison
+    ks_binned = np.empty((windows_n, F))
+    for w in range(windows_n):
+        live = binned.empty().add({n: windows[w, :, i] for i, n in enumerate(names)})
+        for i, n in enumerate(names):
+            ks_binned[w, i] = drift.ks_statistic(binned.features[n].counts, live.features[n].counts)
     psi = np.empty((windows_n, F))
     plain = np.zeros((windows_n, F), dtype=bool)  # no bin below the floors, where the two PSI rules differ
     for w in range(windows_n):  # Kawa's PSI formula on Evidently's bins (Sturges over reference and window)
@@ -351,19 +389,24 @@ def peers(windows_n: int, window_size: int) -> dict[str, Any]:
             psi[w, i] = drift.psi(r_counts, q_counts)
             plain[w, i] = min(r_counts.min() / r_counts.sum(), q_counts.min() / q_counts.sum()) >= drift.PSI_FLOOR
     psi_gap = np.abs(psi - np.asarray(theirs["evidently"]["psi"]))
-    diffs = {
-        "psi_same_bins": float(np.max(psi_gap)),
+    norms = np.maximum(np.std(ref, axis=0), 0.001)  # NannyML's Wasserstein is not normed: undo Evidently's norm
+    diffs = {  # the same statistic by the same definition: max_stat_diff is the largest of these
         "psi_same_bins_no_bin_below_1e-4": float(np.max(psi_gap[plain], initial=0.0)),
-        "psi_pairs_with_no_bin_below_1e-4": int(plain.sum()),
-        "wasserstein_binned_vs_evidently": float(np.max(np.abs(wd - np.asarray(theirs["evidently"]["wasserstein"])))),
-        "ks_binned_vs_nannyml": float(np.max(np.abs(ks - np.asarray(theirs["nannyml"]["kolmogorov_smirnov"])))),
+        "wasserstein_vs_evidently": float(np.max(np.abs(wd - np.asarray(theirs["evidently"]["wasserstein"])))),
+        "ks_vs_nannyml": float(np.max(np.abs(ks - np.asarray(theirs["nannyml"]["kolmogorov_smirnov"])))),
+        "wasserstein_vs_nannyml": float(np.max(np.abs(wd * norms - np.asarray(theirs["nannyml"]["wasserstein"])))),
     }
+    binned_gap = float(np.max(np.abs(ks_binned - np.asarray(theirs["nannyml"]["kolmogorov_smirnov"]))))
     return {
         "evidently_s": round(theirs["evidently_s"], 3),
         "nannyml_s": round(theirs["nannyml_s"], 3),
         "kawa_s": round(kawa_s, 4),
-        "max_stat_diff": max(v for k, v in diffs.items() if not k.startswith("psi_pairs")),
+        "max_stat_diff": max(diffs.values()),
         "stat_diffs": diffs,
+        # PSI where a bin holds less than 1e-4: Kawa floors every proportion there, Evidently only empty bins
+        "psi_same_bins_all_pairs": float(np.max(psi_gap)),
+        "psi_pairs_with_no_bin_below_1e-4": int(plain.sum()),
+        "ks_binned_sketch_vs_nannyml": binned_gap,  # what the sketches alone (10 bins) would give
         "peer_windows": windows_n,
         "peer_window_size": window_size,
     }
@@ -385,11 +428,15 @@ def main() -> None:
         "--adwin-matched-delta", type=float, default=1e-4, help="ADWIN's delta for a false-alarm rate like Kawa's"
     )
     parser.add_argument("--adwin-rate-arl0", type=float, default=75_000, help="ARL0 at ADWIN's false-alarm rate")
+    parser.add_argument("--goal-arl0", type=float, default=1e6, help="ARL0 at the goal's false-alarm budget")
     parser.add_argument("--kswin-prefix", type=int, default=2_000)
     parser.add_argument("--windowed-prefix", type=int, default=20_000)
     parser.add_argument("--no-windowed", dest="windowed", action="store_false")
     parser.add_argument("--no-rss", dest="rss", action="store_false")
     parser.add_argument("--peers", action="store_true", help="Evidently and NannyML in their own virtualenv")
+    parser.add_argument("--no-oracle", dest="oracle", action="store_false")
+    parser.add_argument("--oracle-runs", type=int, default=4000, help="simulated changes for the oracle's delays")
+    parser.add_argument("--oracle-stationary", type=int, default=20_000_000, help="records for its false alarms")
     parser.add_argument("--peer-windows", type=int, default=10)
     parser.add_argument("--peer-window-size", type=int, default=5_000)
     parser.add_argument("--rss-child", type=int, default=0, help=argparse.SUPPRESS)

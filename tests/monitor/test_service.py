@@ -14,10 +14,11 @@ from kawa.config import KawaConfig
 from kawa.events.ref import EventRef
 from kawa.log import open_log
 from kawa.log.base import EventLog, TopicSpec
+from kawa.monitor.errors import MonitorError
 from kawa.monitor.join import JoinConfig
 from kawa.monitor.outcomes import publish
 from kawa.monitor.records import DecisionRecord, OutcomeEvent
-from kawa.monitor.service import MonitorConfig, MonitorService
+from kawa.monitor.service import Monitor, MonitorConfig, MonitorService
 from kawa.monitor.sketch import Profile, build_profile
 from kawa.monitor.status import (
     ALERT_EVENT,
@@ -307,3 +308,39 @@ def test_an_offline_run_keeps_the_profile_in_the_job_directory(
     assert {"kind": "artifact", "data": {"path": path}}.items() <= next(
         x for x in lines if x["kind"] == "artifact"
     ).items()
+
+
+def test_in_exact_mode_windows_are_tested_and_tabled_on_raw_values(log: EventLog) -> None:
+    """A profile that keeps its raw values: the windowed KS test alarms on the planted shift with the exact
+    statistic, and every window's drift table has KS and Wasserstein equal to scipy's on that window's values."""
+    from scipy.stats import ks_2samp, wasserstein_distance
+
+    rng = np.random.default_rng(0)
+    ref_values = {f: rng.normal(size=4000) for f in FEATURES}
+    exact_ref = build_profile(ref_values, samples=True)
+    records = decisions(1500, seed=1) + decisions(1500, seed=2, start=1500, shift=1.0)
+    write(log, records)
+    config = MonitorConfig(MODEL, pane_s=300.0, panes=1, window_size=250, window_arl0=100.0, statistic="ks",
+                           sequential_arl0=None, window_sample_cap=400)  # fmt: skip
+    svc = service(log, exact_ref, config)
+    svc.step()
+    svc.close()
+    events = read_events(log)
+    (alert,) = [e for e in events if e.type == ALERT_EVENT]
+    assert alert.data["features"] == ["a"] and alert.data["window"]["start"] >= T0 + 1200
+    (evidence,) = alert.data["evidence"]
+    assert evidence["statistic"] == "ks" and evidence["value"] >= evidence["threshold"] > 0.1
+    tables = [e for e in events if e.type == WINDOW_EVENT]
+    assert len(tables) == 9
+    for table in (tables[0], tables[-1]):
+        start = table.data["window"]["start"]
+        values = np.array([r.features["a"] for r in records if start <= r.decided_at < start + 300])
+        row = table.data["drift"]["a"]
+        assert row["exact"] and row["n_live"] == values.size == 300
+        assert row["ks"] == pytest.approx(ks_2samp(ref_values["a"], values).statistic, abs=1e-12)
+        w = wasserstein_distance(ref_values["a"], values) / np.std(ref_values["a"])
+        assert row["normed_wasserstein"] == pytest.approx(w, rel=1e-9)
+    assert tables[-1].data["drift"]["a"]["ks"] > 0.3 > tables[0].data["drift"]["a"]["ks"]
+    with pytest.raises(MonitorError, match="window_sample_cap"):
+        small = MonitorConfig(MODEL, window_size=500, window_sample_cap=400)
+        Monitor(small, lambda version: exact_ref).track(1)

@@ -14,6 +14,7 @@ from kawa.monitor.errors import LayoutMismatch, MonitorError
 from kawa.monitor.join import Advance, JoinConfig, JoinCounts, JoinState, Matured, advance, on_decision, on_outcome
 from kawa.monitor.performance import CohortPerformance, Interval, Metrics, cohorts, delong, evaluate, wilson
 from kawa.monitor.records import DecisionRecord, FeatureDecl, OutcomeEvent, SnapshotSpec
+from kawa.monitor.sample import Sample
 from kawa.monitor.sequential import (
     SequentialAlert,
     SequentialDetector,
@@ -59,6 +60,7 @@ __all__ = [
     "OutcomeJoiner",
     "Profile",
     "Resolved",
+    "Sample",
     "SequentialAlert",
     "SequentialDetector",
     "SequentialResolved",

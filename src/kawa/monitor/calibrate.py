@@ -11,6 +11,14 @@ between false alarms; the detector holds the family-wise false-alarm probability
   binned form of resampling the reference data - and computes the statistic, so the null includes the
   reference's own sampling error. A window's p-value is ``(1 + #{null >= observed}) / (R + 1)``. ``R`` is chosen
   so that about 20 null values lie beyond the strictest per-test level ``alpha / m``.
+- **Exact mode.** When the profile keeps raw values (``build_profile(..., samples=True)``) and the statistic is
+  KS or Wasserstein, the test measures the exact statistic between the reference sample and the window's
+  reservoir (:func:`~kawa.monitor.drift.compare`), and its null is simulated the same way on raw values: ``R``
+  windows of ``window_size`` values resampled from the reference sample, each compared with it
+  (:func:`~kawa.monitor.sample.ks_null`, :func:`~kawa.monitor.sample.wasserstein_null`, O(window) each). This
+  null is conditional on the reference sample (the reference's own sampling error is not redrawn), which is
+  accurate when the reference is many times the window (the seeded false-alarm test uses 100 times). The
+  windows' reservoirs must hold ``window_size`` values (the window sample cap at least the window size).
 - **Share tests.** The missing share uses a two-proportion z-test; the unseen-category share a binomial test
   against the Good-Turing rate of new categories the reference predicts.
 - **Correction.** The ``m`` p-values of a window are corrected together, Bonferroni (reject ``p <= alpha / m``)
@@ -38,6 +46,7 @@ import numpy as np
 import numpy.typing as npt
 
 from kawa.monitor import drift
+from kawa.monitor import sample as raw
 from kawa.monitor.alerts import Alert, Finding, Resolved, TestKind
 from kawa.monitor.errors import MonitorError
 from kawa.monitor.sketch import CategoricalSketch, FeatureSketch, NumericSketch, Profile
@@ -75,6 +84,8 @@ class TestCalibration:
     null_tail: tuple[float, ...] = ()
     replicates: int = 0
     threshold: float = math.nan
+    exact: bool = False  # the statistic on raw values (exact mode), not on the bins
+    n_live: int = 0  # the window size the null was simulated for
 
     def p_value(self, value: float) -> float:
         """Bootstrap p-value of an observed statistic; 1.0 when it is beyond the stored tail (p > alpha)."""
@@ -164,11 +175,35 @@ class DriftDetector:
             assert isinstance(ref, CategoricalSketch) and isinstance(cur, CategoricalSketch)
             us = drift.unseen_share(ref, cur)
             return us.share, us.share, us.p_value, ref.observed, cur.observed
+        if t.exact:
+            return self._measure_exact(t, ref, cur)
         r = np.asarray(ref.counts)
         q = np.asarray(cur.counts)
         value = float(statistic_values(t.statistic, ref, r, q))
         effect = drift.cramers_v(value, ref.observed, cur.observed) if t.statistic == "chi2" else value
         return value, effect, t.p_value(value), ref.observed, cur.observed
+
+    def _measure_exact(
+        self, t: TestCalibration, ref: FeatureSketch, cur: FeatureSketch
+    ) -> tuple[float, float, float, int, int]:
+        pair = drift.samples(ref, cur)
+        if pair is None or not isinstance(cur, NumericSketch) or cur.sample is None:
+            raise MonitorError(
+                f"the detector tests {t.feature} on raw values but the window keeps none; bin windows with the "
+                "detector's profile (Windows keeps a reservoir when the profile keeps a sample)"
+            )
+        if not cur.sample.complete and cur.sample.size < t.n_live:
+            raise MonitorError(
+                f"the window's reservoir of {t.feature} holds {cur.sample.size} values, fewer than the "
+                f"{t.n_live} the detector is calibrated for; raise the window sample cap to the window size"
+            )
+        a, b = pair
+        if t.statistic == "ks":
+            value = raw.ks_statistic(a.values, b.values)
+        else:
+            assert isinstance(ref, NumericSketch)
+            value = raw.wasserstein(a.values, b.values, a.area) / raw.evidently_norm(a.values, ref.scale)
+        return value, value, t.p_value(value), a.size, b.size
 
 
 def statistic_values(
@@ -255,6 +290,13 @@ def calibrate(
         key: tuple[object, ...] = (stat, sketch.counts, sketch.missing)
         if stat == "wasserstein" and isinstance(sketch, NumericSketch):
             key += (sketch.positions, sketch.scale)
+        if stat in ("ks", "wasserstein") and isinstance(sketch, NumericSketch) and sketch.sample is not None:
+            values = sketch.sample.values
+            # KS between a sample without ties and its resamples depends on the sizes only: one null for all.
+            ties = values.size > 1 and bool(np.any(values[1:] == values[:-1]))
+            key = ("exact", stat, values.size, sketch.observed, sketch.total) + (
+                (name,) if stat == "wasserstein" or ties else ()
+            )
         if key not in nulls:
             nulls[key] = _bootstrap(name, stat, sketch, window_size, r, alpha, m, effects[stat], rng)
         tests.append(dataclasses.replace(nulls[key], feature=name))
@@ -283,7 +325,17 @@ def _bootstrap(
     n_live = max(1, round(window_size * sketch.observed / max(sketch.total, 1)))
     keep = math.ceil(alpha * (replicates + 1)) + 1
     tail = np.empty(0)
-    for start in range(0, replicates, _CHUNK):
+    exact = stat in ("ks", "wasserstein") and isinstance(sketch, NumericSketch) and sketch.sample is not None
+    for start in range(0, replicates if exact else 0, _CHUNK):
+        assert isinstance(sketch, NumericSketch) and sketch.sample is not None
+        size = min(_CHUNK, replicates - start)
+        ref = sketch.sample.values
+        if stat == "ks":
+            null = raw.ks_null(ref, n_live, size, rng)
+        else:
+            null = raw.wasserstein_null(ref, n_live, size, rng) / raw.evidently_norm(ref, sketch.scale)
+        tail = np.sort(np.concatenate([tail, null]))[::-1][:keep]
+    for start in range(0, 0 if exact else replicates, _CHUNK):
         size = min(_CHUNK, replicates - start)
         null = statistic_values(
             stat, sketch, rng.multinomial(n_ref, p, size=size), rng.multinomial(n_live, p, size=size)
@@ -291,7 +343,9 @@ def _bootstrap(
         tail = np.sort(np.concatenate([tail, null]))[::-1][:keep]
     allowed = math.floor(alpha / m * (replicates + 1)) - 1
     threshold = float(tail[allowed]) if 0 <= allowed < tail.size else math.inf
-    return TestCalibration(name, "distribution", stat, min_effect, tuple(float(v) for v in tail), replicates, threshold)
+    return TestCalibration(
+        name, "distribution", stat, min_effect, tuple(float(v) for v in tail), replicates, threshold, exact, n_live
+    )
 
 
 def _sketch(profile: Profile, feature: str) -> FeatureSketch:

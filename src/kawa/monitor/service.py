@@ -38,6 +38,7 @@ from kawa.monitor.errors import MonitorError
 from kawa.monitor.join import Advance, JoinConfig, Matured
 from kawa.monitor.performance import cohorts
 from kawa.monitor.records import DecisionRecord, decode
+from kawa.monitor.sample import DEFAULT_WINDOW_SAMPLE_CAP
 from kawa.monitor.sequential import (
     Mode,
     SequentialAlert,
@@ -84,7 +85,9 @@ class MonitorConfig:
     ``window_size`` records is not tested. ``window_arl0``: expected stationary windows between false alarms of the
     windowed tests; ``sequential_arl0``: expected stationary records between false alarms of the CUSUMs (None: no
     sequential detector), tuned to a shift of ``shift`` reference standard deviations. ``join``: join outcomes
-    and publish performance per cohort of ``cohort_s`` seconds (None: no outcomes)."""
+    and publish performance per cohort of ``cohort_s`` seconds (None: no outcomes). ``window_sample_cap``: raw
+    values each window keeps per numeric feature when the version's profile keeps a sample (the exact mode: KS
+    and Wasserstein on raw values); at least ``window_size`` then."""
 
     model: str
     pane_s: float = 300.0
@@ -107,12 +110,15 @@ class MonitorConfig:
     threshold: float = 0.5
     k: int = 100
     bootstrap: int = 200
+    window_sample_cap: int = DEFAULT_WINDOW_SAMPLE_CAP
 
     def __post_init__(self) -> None:
         if not self.model:
             raise MonitorError("a monitor watches one model: give its name")
         if self.window_size < 1 or self.panes < 1 or not self.pane_s > 0:
             raise MonitorError("window_size and panes are positive counts, pane_s a positive number of seconds")
+        if self.window_sample_cap < 1:
+            raise MonitorError(f"window_sample_cap is a positive number of values, got {self.window_sample_cap}")
 
 
 @dataclass
@@ -160,6 +166,12 @@ class Monitor:
     def _build(self, version: int, profile: Profile) -> _Track:
         c = self.config
         ref = self.reference_version(version)
+        sampled = [n for n, s in profile.features.items() if isinstance(s, NumericSketch) and s.sample is not None]
+        if sampled and c.window_sample_cap < c.window_size:
+            raise MonitorError(
+                f"{c.model} version {version}'s profile keeps raw values, so windows are tested on them: set "
+                f"window_sample_cap ({c.window_sample_cap}) to at least window_size ({c.window_size})"
+            )
         detector = _calibrated(profile, c, ref)
         numeric = [n for n, s in profile.features.items() if isinstance(s, NumericSketch) and s.observed > 0]
         sequential = None
@@ -168,7 +180,7 @@ class Monitor:
                 profile, arl0=c.sequential_arl0, shift=c.shift, mode=c.sequential_mode, features=numeric,
                 reference_version=ref,
             )  # fmt: skip
-        windows = Windows(profile, pane=c.pane_s, panes=c.panes, lateness=c.lateness_s)
+        windows = Windows(profile, pane=c.pane_s, panes=c.panes, lateness=c.lateness_s, sample_cap=c.window_sample_cap)
         return _Track(version, profile, windows, detector, sequential)
 
     def add(self, decisions: Sequence[DecisionRecord]) -> list[MonitorEvent]:

@@ -14,6 +14,12 @@ any drift statistic is a function of two count vectors. Guarantees:
   ``None`` count as missing, never in a bin. Each bin keeps a representative position (the mean of the
   reference values in it) for the Wasserstein distance, and the sketch keeps the reference standard deviation
   as the scale that normalises it.
+- **Raw values (exact mode).** A numeric sketch may also carry a :class:`~kawa.monitor.sample.Sample` of its
+  raw values: a reference built with ``samples=True`` keeps up to ``sample_cap`` of them (sorted; a deterministic
+  uniform subsample beyond), and the windows binned with it keep a bounded reservoir each. Where both sides carry
+  one, KS and Wasserstein are the exact statistics of the raw values (:func:`~kawa.monitor.drift.compare`). Layout
+  ignores samples; merging merges them (bottom-k, see :mod:`kawa.monitor.sample`): exact while the values fit
+  the cap, a uniform subsample of both beyond it (not necessarily the one their concatenation would keep).
 - **Categorical bins.** One bin per category seen in the reference (in first-seen order of frequency) and a
   last bin counting categories never seen in training; ``None``/``NaN`` count as missing.
 """
@@ -31,6 +37,7 @@ import numpy as np
 import numpy.typing as npt
 
 from kawa.monitor.errors import LayoutMismatch, MonitorError
+from kawa.monitor.sample import DEFAULT_SAMPLE_CAP, Sample
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -49,6 +56,7 @@ class NumericSketch:
     scale: float
     counts: tuple[int, ...]
     missing: int = 0
+    sample: Sample | None = None
     kind: Literal["numeric"] = field(default="numeric", init=False)
 
     def __post_init__(self) -> None:
@@ -67,9 +75,11 @@ class NumericSketch:
     def total(self) -> int:
         return self.observed + self.missing
 
-    def empty(self) -> NumericSketch:
-        """A sketch with this layout and no records: the identity of :meth:`merge`."""
-        return NumericSketch(self.edges, self.positions, self.scale, (0,) * len(self.counts), 0)
+    def empty(self, sample_cap: int | None = None) -> NumericSketch:
+        """A sketch with this layout and no records: the identity of :meth:`merge`. When this one keeps raw values,
+        so does the empty one, up to ``sample_cap`` (default: this sample's cap)."""
+        sample = None if self.sample is None else Sample.empty(sample_cap or self.sample.cap)
+        return NumericSketch(self.edges, self.positions, self.scale, (0,) * len(self.counts), 0, sample)
 
     def same_layout(self, other: FeatureSketch) -> bool:
         return (
@@ -85,7 +95,8 @@ class NumericSketch:
                 "cannot merge sketches binned by different reference profiles; bin both windows with the same profile"
             )
         counts = tuple(a + b for a, b in zip(self.counts, other.counts, strict=True))
-        return NumericSketch(self.edges, self.positions, self.scale, counts, self.missing + other.missing)
+        sample = self.sample.merge(other.sample) if self.sample is not None and other.sample is not None else None
+        return NumericSketch(self.edges, self.positions, self.scale, counts, self.missing + other.missing, sample)
 
     def add(self, values: Iterable[Any]) -> NumericSketch:
         """This sketch with ``values`` counted in (a new sketch; this one is unchanged)."""
@@ -94,7 +105,8 @@ class NumericSketch:
         idx = np.searchsorted(np.asarray(self.edges, dtype=np.float64), x[~missing], side="right")
         binned = np.bincount(idx, minlength=len(self.counts))
         counts = tuple(int(a) + int(b) for a, b in zip(self.counts, binned, strict=True))
-        return NumericSketch(self.edges, self.positions, self.scale, counts, self.missing + int(missing.sum()))
+        sample = None if self.sample is None else self.sample.add(x)
+        return NumericSketch(self.edges, self.positions, self.scale, counts, self.missing + int(missing.sum()), sample)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -104,6 +116,7 @@ class NumericSketch:
             "scale": self.scale,
             "counts": list(self.counts),
             "missing": self.missing,
+            **({"sample": self.sample.to_dict()} if self.sample is not None else {}),
         }
 
 
@@ -135,7 +148,7 @@ class CategoricalSketch:
     def total(self) -> int:
         return self.observed + self.missing
 
-    def empty(self) -> CategoricalSketch:
+    def empty(self, sample_cap: int | None = None) -> CategoricalSketch:
         return CategoricalSketch(self.categories, (0,) * len(self.counts), 0)
 
     def same_layout(self, other: FeatureSketch) -> bool:
@@ -173,8 +186,9 @@ class CategoricalSketch:
 FeatureSketch = NumericSketch | CategoricalSketch
 
 
-def numeric_reference(values: Iterable[Any], bins: int = DEFAULT_BINS) -> NumericSketch:
-    """The reference sketch of a numeric feature: ``bins`` quantile bins (fewer when values tie) with its counts."""
+def numeric_reference(values: Iterable[Any], bins: int = DEFAULT_BINS, sample_cap: int | None = None) -> NumericSketch:
+    """The reference sketch of a numeric feature: ``bins`` quantile bins (fewer when values tie) with its counts,
+    and (given ``sample_cap``) up to that many of its raw values."""
     if bins < 2:
         raise MonitorError(f"a numeric feature needs at least 2 bins, got {bins}")
     x = _as_float(values)
@@ -199,6 +213,7 @@ def numeric_reference(values: Iterable[Any], bins: int = DEFAULT_BINS) -> Numeri
         scale=scale if scale > 0 else 1.0,
         counts=tuple(int(c) for c in counts),
         missing=int(x.size - present.size),
+        sample=None if sample_cap is None else Sample.of(present, sample_cap),
     )
 
 
@@ -236,11 +251,12 @@ class Profile:
     score: NumericSketch | None = None
     n: int = 0
 
-    def empty(self) -> Profile:
-        """A profile with this layout and no records: what a live window starts from."""
+    def empty(self, sample_cap: int | None = None) -> Profile:
+        """A profile with this layout and no records: what a live window starts from (keeping up to
+        ``sample_cap`` raw values per numeric feature where this profile keeps a sample)."""
         return Profile(
-            {name: s.empty() for name, s in self.features.items()},
-            self.score.empty() if self.score is not None else None,
+            {name: s.empty(sample_cap) for name, s in self.features.items()},
+            self.score.empty(sample_cap) if self.score is not None else None,
             0,
         )
 
@@ -317,10 +333,13 @@ def build_profile(
     *,
     categorical: Iterable[str] = (),
     bins: int = DEFAULT_BINS,
+    samples: bool = False,
+    sample_cap: int = DEFAULT_SAMPLE_CAP,
 ) -> Profile:
     """The reference profile of training data: numeric features (and the score) in quantile bins, the features
     named in ``categorical`` by category. The reference's own counts are kept, so the profile is also the
-    reference sample for drift statistics and calibration."""
+    reference sample for drift statistics and calibration. With ``samples`` every numeric sketch also keeps up
+    to ``sample_cap`` raw values (the exact mode: KS and Wasserstein on raw values)."""
     cats = set(categorical)
     unknown = cats - columns.keys()
     if unknown:
@@ -328,11 +347,12 @@ def build_profile(
     lengths = {len(v) for v in columns.values()} | ({len(score)} if score is not None else set())
     if len(lengths) != 1:
         raise MonitorError(f"the reference columns must have one length each, got lengths {sorted(lengths)}")
+    cap = sample_cap if samples else None
     features: dict[str, FeatureSketch] = {
-        name: categorical_reference(values) if name in cats else numeric_reference(values, bins)
+        name: categorical_reference(values) if name in cats else numeric_reference(values, bins, cap)
         for name, values in columns.items()
     }
-    return Profile(features, numeric_reference(score, bins) if score is not None else None, lengths.pop())
+    return Profile(features, numeric_reference(score, bins, cap) if score is not None else None, lengths.pop())
 
 
 def _sketch_from_dict(d: Mapping[str, Any]) -> FeatureSketch:
@@ -343,6 +363,7 @@ def _sketch_from_dict(d: Mapping[str, Any]) -> FeatureSketch:
             float(d["scale"]),
             tuple(int(c) for c in d["counts"]),
             int(d["missing"]),
+            Sample.from_dict(d["sample"]) if d.get("sample") is not None else None,
         )
     if d["kind"] == "categorical":
         return CategoricalSketch(

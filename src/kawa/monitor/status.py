@@ -281,6 +281,8 @@ def interval_data(i: Interval) -> dict[str, float]:
 
 
 def drift_row(ref: Any, cur: Any) -> dict[str, Any]:
+    """One feature's row of a window's drift table, as the monitor publishes it (KS and Wasserstein exact, on raw
+    values, when both sketches keep a sample: ``exact`` says which)."""
     fd = compare(ref, cur)
     return {
         "kind": "numeric" if isinstance(ref, NumericSketch) else "categorical",
@@ -289,6 +291,7 @@ def drift_row(ref: Any, cur: Any) -> dict[str, Any]:
         "missing_share": fd.missing.live_share, "reference_missing_share": fd.missing.reference_share,
         "unseen_share": fd.unseen.share if fd.unseen is not None else None,
         "n_reference": fd.n_reference, "n_live": fd.n_live, "counts": list(cur.counts), "missing": cur.missing,
+        "exact": fd.exact,
     }  # fmt: skip
 
 

@@ -6,6 +6,12 @@ panes, so it slides by one pane. A pane closes when the watermark passes its end
 records for a closed pane are counted as late and dropped. Since a window is a sum of counts, its sketch does
 not depend on the order in which its records arrived or how they were batched.
 
+When the reference keeps raw values (the exact mode), every pane keeps a reservoir of at most ``sample_cap`` raw
+values per numeric feature, and a window merges its panes' reservoirs into one of the same cap: all of the
+window's values while it has at most ``sample_cap`` of them, a uniform subsample beyond. Memory per feature is
+O(``panes * sample_cap``) whatever the traffic; the reservoir depends on the records' arrival order but not on
+how they were batched.
+
 Everything here is pure: state in, state and closed windows out.
 """
 
@@ -19,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from kawa.monitor.errors import MonitorError
+from kawa.monitor.sample import DEFAULT_WINDOW_SAMPLE_CAP
 from kawa.monitor.sketch import Profile
 
 
@@ -43,13 +50,15 @@ class WindowState:
 
 @dataclass(frozen=True)
 class Windows:
-    """Event-time windows of ``panes`` panes of ``pane`` seconds each (``panes == 1``: tumbling)."""
+    """Event-time windows of ``panes`` panes of ``pane`` seconds each (``panes == 1``: tumbling); ``sample_cap``
+    bounds each window's reservoir of raw values per feature (used only when the reference keeps a sample)."""
 
     reference: Profile
     pane: float
     panes: int = 1
     origin: float = 0.0
     lateness: float = 0.0
+    sample_cap: int = DEFAULT_WINDOW_SAMPLE_CAP
 
     def __post_init__(self) -> None:
         if not (self.pane > 0 and math.isfinite(self.pane)):
@@ -58,6 +67,8 @@ class Windows:
             raise MonitorError(f"a sliding window needs at least one pane, got {self.panes}")
         if self.lateness < 0:
             raise MonitorError(f"allowed lateness cannot be negative, got {self.lateness}")
+        if self.sample_cap < 1:
+            raise MonitorError(f"a window's reservoir keeps at least one value per feature, got {self.sample_cap}")
 
     def pane_of(self, time: float) -> int:
         return math.floor((time - self.origin) / self.pane)
@@ -89,7 +100,7 @@ class Windows:
                 continue
             batch = {name: v[mask] for name, v in cols.items()}
             base = panes.get(key)
-            panes[key] = (base if base is not None else self.reference.empty()).add(
+            panes[key] = (base if base is not None else self.reference.empty(self.sample_cap)).add(
                 batch, None if sc is None else sc[mask]
             )
         return WindowState(panes, state.ring, state.closed_before, late)
