@@ -1,0 +1,181 @@
+"""The shadow phase's and the monitoring triggers' pure parts (hypothesis), and the shadow experiment's routing."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kawa.evaluation.errors import EvaluationError
+from kawa.evaluation.experiments import ExperimentStore
+from kawa.evaluation.ope import paired_difference
+from kawa.evaluation.serving import plan
+from kawa.evaluation.spec import Arm, ExperimentSpec
+from kawa.events.ref import EventRef
+from kawa.log import open_log
+from kawa.monitor.join import Advance, Matured
+from kawa.monitor.records import DecisionRecord
+from kawa.retrain import decide as d
+from kawa.retrain.shadow import ShadowTally, reward
+from kawa.retrain.triggers import PerformanceTriggers, drop_of
+
+NAME, HASH, VERSION = "fraud-shadow-v7", "h" * 64, 7
+
+
+def matured(event: int, unit: int, arm: str, score: float, label: int, *, version: int | None = None,
+            experiment: str = NAME, spec_hash: str = HASH) -> Matured:  # fmt: skip
+    v = version if version is not None else (VERSION if arm == "candidate" else 3)
+    rec = DecisionRecord(EventRef("/payments", f"tx-{event}"), "fraud", v, f"card-{unit}", 1000.0 + event,
+                         score=score, arm=arm, propensity=1.0, experiment=experiment, spec_hash=spec_hash,
+                         acting=arm == "champion")  # fmt: skip
+    return Matured(rec, label, None, True, 1010.0 + event)
+
+
+decision_st = st.tuples(
+    st.integers(0, 30),  # event
+    st.integers(0, 8),  # unit
+    st.sampled_from(["champion", "candidate", "candidate-old", "other-experiment"]),
+    st.floats(0, 1),
+    st.integers(0, 1),
+)
+
+
+def build(items: list[tuple[int, int, str, float, int]]) -> list[Matured]:
+    out = []
+    for event, unit, arm, score, label in items:
+        if arm == "candidate-old":
+            out.append(matured(event, unit, "candidate", score, label, version=VERSION - 1))
+        elif arm == "other-experiment":
+            out.append(matured(event, unit, "candidate", score, label, experiment="fraud-canary-v7"))
+        else:
+            out.append(matured(event, unit, arm, score, label))
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(decision_st, max_size=60), st.lists(st.integers(0, 60), max_size=4), st.randoms())
+def test_the_tally_pairs_each_event_once_whatever_the_steps_and_redeliveries(
+    items: list[Any], cuts: list[int], rnd: Any
+) -> None:
+    ms = build(items)
+    once = ShadowTally(NAME, HASH, VERSION)
+    once.add(Advance(0.0, tuple(ms)))
+    # the same decisions, in steps, with a few redelivered: the same pairs
+    redelivered = ms + [m for m in ms if rnd.random() < 0.3]
+    again = ShadowTally(NAME, HASH, VERSION)
+    bounds = sorted({0, len(redelivered), *(min(c, len(redelivered)) for c in cuts)})
+    for a, b in itertools.pairwise(bounds):
+        again.add(Advance(0.0, tuple(redelivered[a:b])))
+    assert again.rewards() == once.rewards() and again.units == once.units and again.pairs == once.pairs
+    # a pair is an event scored by the champion and by this candidate version of this experiment
+    firsts: dict[str, dict[str, Matured]] = {}
+    for m in ms:
+        if m.decision.experiment == NAME and (m.decision.arm == "champion" or m.decision.version == VERSION):
+            firsts.setdefault(m.decision.ref.key(), {}).setdefault(str(m.decision.arm), m)
+    paired = [v for v in firsts.values() if len(v) == 2]
+    assert once.pairs == len(paired)
+    assert once.units == len({v["champion"].decision.entity for v in paired})
+    candidate, champion = once.rewards()
+    assert all(-1 <= r <= 0 for r in candidate + champion)
+    if once.units >= 2:
+        est = once.estimate()
+        assert est.lower <= est.estimate <= est.upper and est.n == once.units
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.floats(-1, 0), st.floats(-1, 0)), min_size=2, max_size=50))
+def test_the_paired_estimate_is_antisymmetric_and_zero_between_equal_models(pairs: list[tuple[float, float]]) -> None:
+    a, b = [p[0] for p in pairs], [p[1] for p in pairs]
+    forward, backward = paired_difference(a, b), paired_difference(b, a)
+    assert math.isclose(forward.estimate, -backward.estimate, abs_tol=1e-12)
+    assert math.isclose(forward.lower, -backward.upper, abs_tol=1e-9)
+    same = paired_difference(a, a)
+    assert same.estimate == 0 and same.lower == 0 == same.upper
+
+
+def test_rewards_and_refusals() -> None:
+    assert reward(matured(1, 1, "champion", 0.8, 1)) == pytest.approx(-0.04)
+    assert reward(Matured(matured(1, 1, "champion", 0.8, 1).decision, None, None, False, 0.0)) is None
+    with pytest.raises(EvaluationError, match="at least two"):
+        paired_difference([0.0], [0.0])
+    better = ShadowTally(NAME, HASH, VERSION)  # the candidate is closer to every label than the champion
+    better.add_matured([matured(i, i, arm, s if arm == "candidate" else 0.5, i % 2)
+                        for i in range(100) for arm, s in (("champion", 0.5), ("candidate", 0.9 if i % 2 else 0.1))])
+    assert better.units == 100 and better.estimate(50).n == 50 and better.estimate().lower > 0
+
+
+def perf(version: int, start: float, n: int, auroc: tuple[float, float, float], arm: str | None = None,
+         model: str = "fraud") -> dict[str, Any]:  # fmt: skip
+    est, low, high = auroc
+    return {"model": model, "version": version, "cohort": {"start": start, "end": start + 60, "arm": arm}, "n": n,
+            "metrics": {"auroc": {"estimate": est, "low": low, "high": high, "level": 0.95}}}
+
+
+cohort_st = st.tuples(st.integers(1, 2), st.integers(0, 5), st.sampled_from([None, "champion", "candidate"]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(cohort_st, st.integers(1, 50)), max_size=40))
+def test_outcomes_count_every_matured_serving_decision_once(updates: list[Any]) -> None:
+    """However a cohort's growth is split into performance events, and whichever are redelivered, the Outcomes
+    counts sum to the final size of the serving cohorts."""
+    tracker, sizes, total = PerformanceTriggers("fraud", drops=False), {}, 0
+    for i, ((version, start, arm), grow) in enumerate(updates):
+        key = (version, start, arm)
+        sizes[key] = sizes.get(key, 0) + grow
+        data = perf(version, float(start), sizes[key], (0.8, 0.75, 0.85), arm)
+        for event in tracker.on_event(f"p{i}", float(i), data) + tracker.on_event(f"p{i}", float(i), data):
+            assert isinstance(event, d.Outcomes) and event.count > 0
+            total += event.count
+    assert total == sum(n for (_, _, arm), n in sizes.items() if arm != "candidate")
+    assert tracker.on_event("x", 0.0, perf(1, 0.0, 10**6, (0.8, 0.7, 0.9), model="other")) == []
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(0.5, 0.95), st.floats(0.5, 0.95), st.floats(0.005, 0.1), st.floats(0.005, 0.1))
+def test_a_drop_is_the_reference_minus_the_current_with_an_honest_lower_end(
+    ref: float, cur: float, hw_ref: float, hw_cur: float
+) -> None:
+    tracker = PerformanceTriggers("fraud")
+    assert [type(e) for e in tracker.on_event("a", 1.0, perf(1, 0.0, 100, (ref, ref - hw_ref, ref + hw_ref)))] == [
+        d.Outcomes]  # the first cohort of a version is its reference
+    events = tracker.on_event("b", 2.0, perf(1, 60.0, 100, (cur, cur - hw_cur, cur + hw_cur)))
+    drops = [e for e in events if isinstance(e, d.PerformanceDrop)]
+    if ref - cur <= 0:
+        assert drops == []  # a rise is not a drop
+        return
+    (drop,) = drops
+    assert drop.drop == pytest.approx(ref - cur) and drop.lower < drop.drop
+    assert drop.lower == pytest.approx(ref - cur - math.hypot(hw_ref, hw_cur), rel=1e-6)
+    # a new version has its own reference: no drop against the old version's
+    assert not [e for e in tracker.on_event("c", 3.0, perf(2, 120.0, 50, (0.5, 0.4, 0.6)))
+                if isinstance(e, d.PerformanceDrop)]  # fmt: skip
+    assert drop_of({"estimate": 0.8}, {"estimate": 0.7, "low": 0.6, "high": 0.8}) is None
+
+
+def test_the_shadow_experiment_gives_every_unit_the_champion_and_scores_the_candidate(tmp_path: Path) -> None:
+    log = open_log(f"embedded:{tmp_path / 'log'}")
+    try:
+        spec = ExperimentSpec(name=NAME, model="fraud", unit="card", salt=NAME, horizon=100, primary_metric="caught",
+                              maturity_window_s=10.0,
+                              arms=(Arm("champion", 0.5, model="fraud@champion"),
+                                    Arm("candidate", 0.5, model="fraud@candidate")))  # fmt: skip
+        store = ExperimentStore(log)
+        with pytest.raises(EvaluationError, match="not one of its arms"):
+            store.create(spec, acting="nobody")
+        store.create(spec, acting="champion")
+        state = ExperimentStore(log).get(NAME)  # read back from the log
+        assert state.shadow and state.acting == "champion"
+        for i in range(200):
+            route = plan(state, "fraud@champion", f"card-{i}")
+            assert route.ref == "fraud@champion" and route.allocation.arm == "champion"
+            assert route.allocation.acting and route.allocation.propensity == 1.0
+            ((ref, shadow),) = route.shadows
+            assert ref == "fraud@candidate" and shadow.arm == "candidate" and not shadow.acting
+    finally:
+        log.close()
