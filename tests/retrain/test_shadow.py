@@ -16,6 +16,7 @@ from kawa.evaluation.experiments import ExperimentStore
 from kawa.evaluation.ope import paired_difference
 from kawa.evaluation.serving import plan
 from kawa.evaluation.spec import Arm, ExperimentSpec
+from kawa.evaluation.status import experiment_status
 from kawa.events.ref import EventRef
 from kawa.log import open_log
 from kawa.monitor.join import Advance, Matured
@@ -177,5 +178,12 @@ def test_the_shadow_experiment_gives_every_unit_the_champion_and_scores_the_cand
             assert route.allocation.acting and route.allocation.propensity == 1.0
             ((ref, shadow),) = route.shadows
             assert ref == "fraud@candidate" and shadow.arm == "candidate" and not shadow.acting
+        decisions = [DecisionRecord(EventRef("/p", f"tx-{i}"), "fraud", 3 if arm == "champion" else 7, f"card-{i}",
+                                    1000.0 + i, score=0.5, arm=arm, propensity=1.0, experiment=NAME,
+                                    spec_hash=spec.spec_hash(), acting=arm == "champion")
+                     for i in range(200) for arm in ("champion", "candidate")]  # fmt: skip
+        status = experiment_status(state, [], decisions)  # every unit on the champion is no broken split
+        assert not status.sample_ratio_mismatch and [a.units for a in status.arms] == [200, 0]
+        assert "scored in shadow only" in status.notes[0]
     finally:
         log.close()

@@ -1,11 +1,14 @@
 """The loop's controller: the only part that touches the world (issue #15).
 
 Each :meth:`LoopController.step` gathers input events — monitor alerts (``kawa.monitor.alert`` on the alerts
-topic), evaluation decisions (``kawa.eval.decision`` on ``kawa.evaluations``, checked by recomputing them from
+topic) and matured performance (``kawa.monitor.performance``: ``PerformanceDrop`` and ``Outcomes``, see
+:mod:`kawa.retrain.triggers`), the shadow phase's paired units and OPE estimate (:mod:`kawa.retrain.shadow`),
+evaluation decisions (``kawa.eval.decision`` on ``kawa.evaluations``, checked by recomputing them from
 their looks), the candidate's training job finishing, the clock, approvals — records each one on the ``kawa.loop``
 topic, feeds it to the pure :func:`~kawa.retrain.decide.decide`, and carries out the actions it returns: submit
-the training job (the public jobs API), point ``model@candidate`` at the new version and start its canary
-experiment (and evaluate it), promote through the registry, stop the canary on a rollback.
+the training job (the public jobs API), point ``model@candidate`` at the new version, serve it in shadow (the
+``MODEL-shadow-vN`` experiment: the champion acts, the candidate is only scored), start its canary experiment
+(and evaluate it), promote through the registry, stop the canary on a rollback.
 
 **Crash-safe by construction.** The state is never stored: it is the fold of ``decide`` over the recorded
 inputs, so a restart replays the ``kawa.loop`` topic and gets the same state and the same numbered actions. An
@@ -285,38 +288,18 @@ class LoopController:
             registry.close()
 
     def _start_shadow(self, action: d.StartShadow) -> None:
-        """``model@candidate`` at the version, and the shadow experiment: the champion acts for every unit, the
-        candidate is scored on the same requests and never acted on."""
-        from kawa.evaluation.experiments import ExperimentStore
-        from kawa.evaluation.spec import Arm, ExperimentSpec
-        from kawa.retrain.shadow import shadow_name
+        from kawa.retrain.shadow import create_shadow
 
         self._point_candidate(action.version)
-        name, canary = shadow_name(self.model, action.version), self._canary
-        store = ExperimentStore(self.log)
-        if store.snapshot().get(name) is not None:
-            return  # created before a crash
-        spec = ExperimentSpec(
-            name=name, model=self.model, unit=canary.unit, salt=name,
-            arms=(Arm(d.CHAMPION_ARM, 0.5, model=f"{self.model}@{self.policy.champion_alias}"),
-                  Arm(d.CANDIDATE_ARM, 0.5, model=f"{self.model}@{d.CANDIDATE_ARM}")),
-            primary_metric=canary.primary_metric, metric_kind=canary.metric_kind,  # type: ignore[arg-type]
-            maturity_window_s=canary.maturity_window_s, horizon=self.ope_units, alpha=canary.alpha,
-        )  # fmt: skip
-        store.create(spec, shadow=True, acting=d.CHAMPION_ARM)
+        create_shadow(self.log, self.model, action.version, f"{self.model}@{self.policy.champion_alias}",
+                      self._canary, self.ope_units)  # fmt: skip
 
     def _end_shadow(self, version: int, action: d.Action) -> None:
         """Stop the candidate's shadow experiment (if it had one) when its shadow phase ended with ``action``."""
-        from kawa.evaluation.experiments import ExperimentStore
-        from kawa.retrain.shadow import shadow_name
+        from kawa.retrain.shadow import stop_shadow
 
-        name = shadow_name(self.model, version)
-        state = ExperimentStore(self.log).snapshot().get(name)
-        if state is None:
-            return
-        if state.running:
-            ExperimentStore(self.log).stop(name, f"shadow phase ended: {type(action).__name__}")
-        if isinstance(action, d.Reject):
+        if stop_shadow(self.log, self.model, version, f"shadow phase ended: {type(action).__name__}") and \
+                isinstance(action, d.Reject):  # fmt: skip
             self._decision_record("reject", version, action.reason, None)
 
     def _start_canary(self, action: d.StartCanary) -> None:

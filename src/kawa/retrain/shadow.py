@@ -34,14 +34,47 @@ if TYPE_CHECKING:
     from kawa.monitor.join import Advance, Matured
     from kawa.monitor.outcomes import OutcomeJoiner
     from kawa.monitor.records import DecisionRecord
+    from kawa.retrain.policy import Canary
 
-__all__ = ["ShadowTally", "ShadowWatcher", "reward", "shadow_name"]
+__all__ = ["ShadowTally", "ShadowWatcher", "create_shadow", "reward", "shadow_name", "stop_shadow"]
 
 CHAMPION, CANDIDATE = "champion", "candidate"
 
 
 def shadow_name(model: str, version: int) -> str:
     return f"{model}-shadow-v{version}"
+
+
+def create_shadow(log: EventLog, model: str, version: int, champion: str, canary: Canary, units: int) -> None:
+    """The shadow experiment of candidate ``version`` (``champion``: the champion's reference): the champion acts
+    for every unit, ``model@candidate`` is scored on the same requests and never acted on. Idempotent."""
+    from kawa.evaluation.experiments import ExperimentStore
+    from kawa.evaluation.spec import Arm, ExperimentSpec
+
+    name = shadow_name(model, version)
+    store = ExperimentStore(log)
+    if store.snapshot().get(name) is not None:
+        return  # created before a crash
+    spec = ExperimentSpec(
+        name=name, model=model, unit=canary.unit, salt=name,
+        arms=(Arm(CHAMPION, 0.5, model=champion), Arm(CANDIDATE, 0.5, model=f"{model}@{CANDIDATE}")),
+        primary_metric=canary.primary_metric, metric_kind=canary.metric_kind,  # type: ignore[arg-type]
+        maturity_window_s=canary.maturity_window_s, horizon=units, alpha=canary.alpha,
+    )  # fmt: skip
+    store.create(spec, shadow=True, acting=CHAMPION)
+
+
+def stop_shadow(log: EventLog, model: str, version: int, reason: str) -> bool:
+    """Stop candidate ``version``'s shadow experiment if it runs; whether it had one. Idempotent."""
+    from kawa.evaluation.experiments import ExperimentStore
+
+    store = ExperimentStore(log)
+    state = store.snapshot().get(shadow_name(model, version))
+    if state is None:
+        return False
+    if state.running:
+        store.stop(state.name, reason)
+    return True
 
 
 def reward(m: Matured) -> float | None:
