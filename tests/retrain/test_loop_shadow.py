@@ -1,7 +1,8 @@
 """The loop's shadow phase and its monitoring triggers with real parts: an embedded log, MLflow on sqlite, training
 as a Kawa job in its own process. The shadow traffic is what the serving path records under the shadow experiment
-(routed by the real :func:`kawa.evaluation.serving.plan`): the champion acts, the candidate is scored on the same
-events; outcomes arrive later, joined by the event."""
+(routed by the real :func:`kawa.evaluation.serving.plan`): the champion acts (its decision record), the candidate
+is scored on the same events (its prediction record, written by the real prediction log); outcomes arrive later,
+joined by the event."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from kawa.evaluation.serving import plan
 from kawa.events.ref import EventRef
 from kawa.log import EventLog, open_log
 from kawa.ml import jobs
+from kawa.ml.prediction_log import PredictionLogger
 from kawa.monitor.outcomes import publish
 from kawa.monitor.records import DECISIONS_TOPIC, OUTCOMES_TOPIC, DecisionRecord, OutcomeEvent
 from kawa.monitor.status import PERFORMANCE_EVENT, monitor_event
@@ -44,12 +46,13 @@ def policy(model: str, *, canary: bool = True) -> LoopPolicy:
 
 def shadow_traffic(log: EventLog, model: str, version: int, champion: int, candidate_better: bool,
                    units: int = 400) -> None:  # fmt: skip
-    """What serving records under the shadow experiment: per event the champion's acting decision and the
-    candidate's shadow score; 30 % of events are positive, their outcome observed 5 s later. The better model
-    scores positives near 0.9 and negatives near 0.1, the worse one near 0.5 for both."""
+    """What serving records under the shadow experiment, routed by the real ``plan``: per event the champion's
+    acting decision (``ctx.decide``'s record) and the candidate's shadow score (the prediction log's
+    ``kawa.prediction`` record, ``acting: false``); 30 % of events are positive, their outcome observed 5 s later.
+    The better model scores positives near 0.9 and negatives near 0.1, the worse one near 0.5 for both."""
     state = ExperimentStore(log).get(shadow_name(model, version))
     rng = np.random.default_rng(11)
-    producer = log.producer()
+    producer, predictions = log.producer(), PredictionLogger(log)
     for i in range(units):
         unit, t, positive = f"card-{i}", 1_000.0 + 0.1 * i, bool(rng.random() < 0.3)
         route = plan(state, f"{model}@champion", unit)
@@ -57,14 +60,16 @@ def shadow_traffic(log: EventLog, model: str, version: int, champion: int, candi
         good = float(np.clip((0.9 if positive else 0.1) + rng.normal(0, 0.05), 0, 1))
         poor = float(np.clip(0.5 + rng.normal(0, 0.05), 0, 1))
         scores = {"champion": poor, "candidate": good} if candidate_better else {"champion": good, "candidate": poor}
-        for allocation in (route.allocation, *(a for _, a in route.shadows)):
-            arm = allocation.arm
-            publish(producer, DECISIONS_TOPIC, DecisionRecord(
-                ref, model, version if arm == "candidate" else champion, unit, t, score=scores[arm], arm=arm,
-                propensity=allocation.propensity, experiment=allocation.experiment, spec_hash=allocation.spec_hash,
-                acting=allocation.acting).to_event("/tests"))  # fmt: skip
+        acting = route.allocation
+        publish(producer, DECISIONS_TOPIC, DecisionRecord(
+            ref, model, champion, unit, t, score=scores[acting.arm], arm=acting.arm, propensity=acting.propensity,
+            experiment=acting.experiment, spec_hash=acting.spec_hash, acting=acting.acting).to_event("/tests"))
+        ((_, shadow),) = route.shadows
+        predictions.record(model, version, np.zeros((1, 3)), np.array([[scores[shadow.arm]]]), 0.001, event=ref,
+                           allocation=shadow)  # fmt: skip
         if positive:
             publish(producer, OUTCOMES_TOPIC, OutcomeEvent(t + 5.0, ref=ref, label=1).to_event("/tests"))
+    predictions.close()
     producer.close()
 
 

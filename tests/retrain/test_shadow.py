@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import math
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from kawa.evaluation.serving import plan
 from kawa.evaluation.spec import Arm, ExperimentSpec
 from kawa.evaluation.status import experiment_status
 from kawa.events.ref import EventRef
+from kawa.events.schemas import Prediction
 from kawa.log import open_log
 from kawa.monitor.join import Advance, Matured
 from kawa.monitor.records import DecisionRecord
@@ -28,64 +28,75 @@ from kawa.retrain.triggers import PerformanceTriggers, drop_of
 NAME, HASH, VERSION = "fraud-shadow-v7", "h" * 64, 7
 
 
-def matured(event: int, unit: int, arm: str, score: float, label: int, *, version: int | None = None,
-            experiment: str = NAME, spec_hash: str = HASH) -> Matured:  # fmt: skip
+def decision(event: int, unit: int, arm: str, score: float, *, version: int | None = None,
+             experiment: str = NAME, spec_hash: str = HASH) -> DecisionRecord:  # fmt: skip
     v = version if version is not None else (VERSION if arm == "candidate" else 3)
-    rec = DecisionRecord(EventRef("/payments", f"tx-{event}"), "fraud", v, f"card-{unit}", 1000.0 + event,
-                         score=score, arm=arm, propensity=1.0, experiment=experiment, spec_hash=spec_hash,
-                         acting=arm == "champion")  # fmt: skip
-    return Matured(rec, label, None, True, 1010.0 + event)
+    return DecisionRecord(EventRef("/payments", f"tx-{event}"), "fraud", v, f"card-{unit}", 1000.0 + event,
+                          score=score, arm=arm, propensity=1.0, experiment=experiment, spec_hash=spec_hash,
+                          acting=arm == "champion")  # fmt: skip
 
 
-decision_st = st.tuples(
-    st.integers(0, 30),  # event
-    st.integers(0, 8),  # unit
-    st.sampled_from(["champion", "candidate", "candidate-old", "other-experiment"]),
-    st.floats(0, 1),
-    st.integers(0, 1),
-)
+def matured(event: int, unit: int, arm: str, score: float, label: int, **kw: Any) -> Matured:
+    return Matured(decision(event, unit, arm, score, **kw), label, None, True, 1010.0 + event)
 
 
-def build(items: list[tuple[int, int, str, float, int]]) -> list[Matured]:
-    out = []
-    for event, unit, arm, score, label in items:
-        if arm == "candidate-old":
-            out.append(matured(event, unit, "candidate", score, label, version=VERSION - 1))
-        elif arm == "other-experiment":
-            out.append(matured(event, unit, "candidate", score, label, experiment="fraud-canary-v7"))
-        else:
-            out.append(matured(event, unit, arm, score, label))
-    return out
+def prediction(event: int, score: float, *, version: int = VERSION, acting: bool = False,
+               experiment: str = NAME) -> Prediction:  # fmt: skip
+    return Prediction(model="fraud", version=version, event=EventRef("/payments", f"tx-{event}"), input_shape=[1, 3],
+                      output=[[score]], latency_ms=1.0, time_ms=1_000_000 + event, experiment=experiment,
+                      arm="candidate", propensity=1.0, unit="ignored", acting=acting, spec_hash=HASH)  # fmt: skip
+
+
+# one event: its unit, its label, the champion's and the candidate's scores, and how the candidate's score is
+# recorded (a prediction record, a decision record, both, none) plus records that must not count
+event_st = st.tuples(st.integers(0, 6), st.integers(0, 1), st.floats(0, 1), st.floats(0, 1),
+                     st.sampled_from(["prediction", "decision", "both", "none"]), st.booleans(),
+                     st.sampled_from(["", "old-version", "other-experiment", "acting-prediction"]))  # fmt: skip
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(decision_st, max_size=60), st.lists(st.integers(0, 60), max_size=4), st.randoms())
-def test_the_tally_pairs_each_event_once_whatever_the_steps_and_redeliveries(
-    items: list[Any], cuts: list[int], rnd: Any
-) -> None:
-    ms = build(items)
-    once = ShadowTally(NAME, HASH, VERSION)
-    once.add(Advance(0.0, tuple(ms)))
-    # the same decisions, in steps, with a few redelivered: the same pairs
-    redelivered = ms + [m for m in ms if rnd.random() < 0.3]
-    again = ShadowTally(NAME, HASH, VERSION)
-    bounds = sorted({0, len(redelivered), *(min(c, len(redelivered)) for c in cuts)})
-    for a, b in itertools.pairwise(bounds):
-        again.add(Advance(0.0, tuple(redelivered[a:b])))
-    assert again.rewards() == once.rewards() and again.units == once.units and again.pairs == once.pairs
-    # a pair is an event scored by the champion and by this candidate version of this experiment
-    firsts: dict[str, dict[str, Matured]] = {}
-    for m in ms:
-        if m.decision.experiment == NAME and (m.decision.arm == "champion" or m.decision.version == VERSION):
-            firsts.setdefault(m.decision.ref.key(), {}).setdefault(str(m.decision.arm), m)
-    paired = [v for v in firsts.values() if len(v) == 2]
-    assert once.pairs == len(paired)
-    assert once.units == len({v["champion"].decision.entity for v in paired})
-    candidate, champion = once.rewards()
-    assert all(-1 <= r <= 0 for r in candidate + champion)
-    if once.units >= 2:
-        est = once.estimate()
-        assert est.lower <= est.estimate <= est.upper and est.n == once.units
+@given(st.lists(event_st, max_size=40), st.randoms())
+def test_the_tally_pairs_each_event_once_whatever_the_order_and_redeliveries(events: list[Any], rnd: Any) -> None:
+    records: list[Matured | Prediction] = []
+    truth: dict[str, list[tuple[float, float]]] = {}
+    for i, (unit, label, champ, cand, how, champion_matured, noise) in enumerate(events):
+        if champion_matured:
+            records.append(matured(i, unit, "champion", champ, label))
+        if how in ("prediction", "both"):
+            records.append(prediction(i, cand))
+        if how in ("decision", "both"):
+            records.append(matured(i, unit, "candidate", cand, label))
+        if noise == "old-version":
+            records.append(prediction(i, 1 - cand, version=VERSION - 1))
+        elif noise == "other-experiment":
+            records.append(matured(i, unit, "candidate", 1 - cand, label, experiment="fraud-canary-v7"))
+        elif noise == "acting-prediction":
+            records.append(prediction(i, 1 - cand, acting=True))
+        if champion_matured and how != "none":
+            truth.setdefault(f"card-{unit}", []).append((-((cand - label) ** 2), -((champ - label) ** 2)))
+
+    def feed(items: list[Matured | Prediction]) -> ShadowTally:
+        tally = ShadowTally(NAME, HASH, VERSION)
+        for item in items:
+            if isinstance(item, Prediction):
+                tally.add_prediction(item)
+            else:
+                tally.add(Advance(0.0, (item,)))
+        return tally
+
+    in_order = feed(records)
+    shuffled = [*records, *(r for r in records if rnd.random() < 0.3)]  # some redelivered
+    rnd.shuffle(shuffled)
+    other = feed(shuffled)
+    expected = sorted((round(sum(c for c, _ in v) / len(v), 9), round(sum(b for _, b in v) / len(v), 9))
+                      for v in truth.values())  # fmt: skip
+    for tally in (in_order, other):
+        assert tally.units == len(truth) and tally.pairs == sum(len(v) for v in truth.values())
+        candidate, champion = tally.rewards()
+        assert sorted((round(c, 9), round(b, 9)) for c, b in zip(candidate, champion, strict=True)) == expected
+    if in_order.units >= 2:
+        est = in_order.estimate()
+        assert est.lower <= est.estimate <= est.upper and est.n == in_order.units
 
 
 @settings(max_examples=200, deadline=None)
@@ -100,13 +111,13 @@ def test_the_paired_estimate_is_antisymmetric_and_zero_between_equal_models(pair
 
 
 def test_rewards_and_refusals() -> None:
-    assert reward(matured(1, 1, "champion", 0.8, 1)) == pytest.approx(-0.04)
-    assert reward(Matured(matured(1, 1, "champion", 0.8, 1).decision, None, None, False, 0.0)) is None
+    assert reward(0.8, 1) == pytest.approx(-0.04) and reward(None, 1) is None and reward(0.5, None) is None
     with pytest.raises(EvaluationError, match="at least two"):
         paired_difference([0.0], [0.0])
     better = ShadowTally(NAME, HASH, VERSION)  # the candidate is closer to every label than the champion
-    better.add_matured([matured(i, i, arm, s if arm == "candidate" else 0.5, i % 2)
-                        for i in range(100) for arm, s in (("champion", 0.5), ("candidate", 0.9 if i % 2 else 0.1))])
+    for i in range(100):
+        better.add_prediction(prediction(i, 0.9 if i % 2 else 0.1))
+        better.add_matured([matured(i, i, "champion", 0.5, i % 2)])
     assert better.units == 100 and better.estimate(50).n == 50 and better.estimate().lower > 0
 
 

@@ -26,10 +26,12 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from kawa.evaluation.experiments import TopicReader
     from kawa.evaluation.ope import OPEResult
+    from kawa.events.schemas import Prediction
     from kawa.log.base import EventLog
     from kawa.monitor.join import Advance, Matured
     from kawa.monitor.outcomes import OutcomeJoiner
@@ -77,13 +79,22 @@ def stop_shadow(log: EventLog, model: str, version: int, reason: str) -> bool:
     return True
 
 
-def reward(m: Matured) -> float | None:
-    """``-(score - y)²`` of a matured decision (None: it has no score or its outcome no label or value)."""
-    y = m.label if m.label is not None else m.value
-    score = m.decision.score
+def reward(score: float | None, y: float | None) -> float | None:
+    """``-(score - y)²`` (None: no score, or an outcome without label or value)."""
     if score is None or y is None or not math.isfinite(score) or not math.isfinite(float(y)):
         return None
     return -((score - float(y)) ** 2)
+
+
+def _outcome(m: Matured) -> float | None:
+    return float(m.label) if m.label is not None else m.value
+
+
+def _single(output: list[Any] | None) -> float | None:
+    """A prediction's score: its one output value (None for a vector, a batch or no output)."""
+    while isinstance(output, list) and len(output) == 1:
+        output = output[0]
+    return float(output) if isinstance(output, int | float) and not isinstance(output, bool) else None
 
 
 @dataclass
@@ -95,20 +106,25 @@ class _Unit:
 
 @dataclass
 class ShadowTally:
-    """The champion's and the candidate's matured rewards on the same events of experiment ``name`` (spec hash
-    ``spec_hash``), paired per unit in the order units got their first pair. A decision of another experiment,
-    spec, arm or candidate version is not taken; an event's decision counted once per arm."""
+    """Pairs, per event of experiment ``name`` (spec hash ``spec_hash``), the champion's matured decision with
+    candidate ``version``'s shadow score, and sums the two rewards per unit (units in the order of their first
+    pair). The candidate's score comes from its prediction record (``kawa.prediction``, ``acting: false``) or a
+    decision record of the ``candidate`` arm, whichever arrives first; the champion's from its matured,
+    acting decision record, whose outcome both are scored against. Anything else — another experiment or spec,
+    another candidate version, a second copy of a record — is not counted."""
 
     name: str
     spec_hash: str
     version: int
-    _events: dict[str, dict[str, tuple[str, float]]] = field(default_factory=dict)
-    _units: dict[str, _Unit] = field(default_factory=dict)  # insertion order: the order of first pairs
+    _champion: dict[str, tuple[str, float, float]] = field(default_factory=dict)  # event -> (unit, score, y)
+    _candidate: dict[str, float] = field(default_factory=dict)  # event -> the candidate's score
+    _paired: set[str] = field(default_factory=set)
+    _units: dict[str, _Unit] = field(default_factory=dict)
 
     def accept(self, d: DecisionRecord) -> bool:
         if d.experiment != self.name or d.spec_hash != self.spec_hash:
             return False
-        return d.arm == CHAMPION or (d.arm == CANDIDATE and d.version == self.version)
+        return (d.arm == CHAMPION and d.acting is not False) or (d.arm == CANDIDATE and d.version == self.version)
 
     def add(self, step: Advance) -> None:
         self.add_matured(step.matured)
@@ -116,29 +132,48 @@ class ShadowTally:
     def add_matured(self, matured: Iterable[Matured]) -> None:
         for m in matured:
             d = m.decision
-            r = reward(m)
-            if r is None or not self.accept(d):
+            if not self.accept(d):
                 continue
             key = d.ref.key()
-            slot = self._events.setdefault(key, {})
-            if d.arm in slot:
-                continue
-            slot[str(d.arm)] = (d.entity, r)
-            if CHAMPION in slot and CANDIDATE in slot:
-                unit = self._units.setdefault(slot[CHAMPION][0], _Unit())
-                unit.champion += slot[CHAMPION][1]
-                unit.candidate += slot[CANDIDATE][1]
-                unit.pairs += 1
-                self._events[key] = {CHAMPION: slot[CHAMPION], CANDIDATE: slot[CANDIDATE]}
+            if d.arm == CHAMPION:
+                y = _outcome(m)
+                if reward(d.score, y) is None:
+                    continue
+                assert d.score is not None and y is not None
+                self._champion.setdefault(key, (d.entity, d.score, y))
+            elif d.score is not None and math.isfinite(d.score):
+                self._candidate.setdefault(key, d.score)
+            self._pair(key)
+
+    def add_prediction(self, p: Prediction) -> None:
+        if (p.experiment != self.name or p.spec_hash != self.spec_hash or p.arm != CANDIDATE
+                or p.version != self.version or p.acting is not False or p.event is None):  # fmt: skip
+            return
+        score = _single(p.output)
+        if score is not None and math.isfinite(score):
+            key = p.event.key()
+            self._candidate.setdefault(key, score)
+            self._pair(key)
+
+    def _pair(self, key: str) -> None:
+        if key in self._paired or key not in self._champion or key not in self._candidate:
+            return
+        entity, champion, y = self._champion.pop(key)
+        candidate = self._candidate.pop(key)
+        self._paired.add(key)
+        unit = self._units.setdefault(entity, _Unit())
+        unit.champion += -((champion - y) ** 2)
+        unit.candidate += -((candidate - y) ** 2)
+        unit.pairs += 1
 
     @property
     def units(self) -> int:
-        """Units with at least one event matured under both models."""
+        """Units with at least one event scored by both models whose outcome matured."""
         return len(self._units)
 
     @property
     def pairs(self) -> int:
-        return sum(u.pairs for u in self._units.values())
+        return len(self._paired)
 
     def rewards(self, n: int | None = None) -> tuple[list[float], list[float]]:
         """The first ``n`` units' mean rewards: (candidate, champion)."""
@@ -154,25 +189,29 @@ class ShadowTally:
 
 
 class ShadowWatcher:
-    """Joins the decisions and outcomes of the shadow experiment ``name`` of candidate ``version`` on ``log``."""
+    """Joins the decisions and outcomes of the shadow experiment ``name`` of candidate ``version`` on ``log``, and
+    reads the candidate's shadow scores from the prediction records."""
 
     def __init__(self, log: EventLog, name: str, version: int, *, decisions: str = "decisions",
-                 outcomes: str = "outcomes") -> None:  # fmt: skip
+                 outcomes: str = "outcomes", predictions: str = "predictions") -> None:  # fmt: skip
         from kawa.evaluation.experiments import ExperimentStore
         from kawa.log.base import TopicSpec
 
         self.log, self.name, self.version = log, name, version
         self.spec = ExperimentStore(log).get(name).spec
         self.tally = ShadowTally(name, self.spec.spec_hash(), version)
-        self.topics = (decisions, outcomes)
+        self.topics = (decisions, outcomes, predictions)
         for topic in self.topics:
             log.create_topic(TopicSpec(topic), exist_ok=True)
         self._joiner: OutcomeJoiner | None = None
+        self._predictions: TopicReader | None = None
 
     def start(self) -> ShadowWatcher:
+        from kawa.evaluation.experiments import TopicReader
         from kawa.monitor.join import JoinConfig
         from kawa.monitor.outcomes import OutcomeJoiner
 
+        self._predictions = TopicReader(self.log, self.topics[2])
         self._joiner = OutcomeJoiner(
             self.log, JoinConfig(horizon=self.spec.maturity_window_s), decisions=self.topics[0],
             outcomes=self.topics[1], checkpoints=f"kawa.loop.{self.name}.{self.tally.spec_hash[:12]}.join",
@@ -181,11 +220,23 @@ class ShadowWatcher:
         return self
 
     def step(self) -> int:
-        """Read and join what the topics hold now; the number of paired units."""
-        assert self._joiner is not None, "start() the watcher first"
+        """Read the new prediction records, join what the topics hold now; the number of paired units."""
+        from kawa.errors import EventError
+        from kawa.ml.prediction_log import PREDICTION_EVENT, read_prediction
+
+        assert self._joiner is not None and self._predictions is not None, "start() the watcher first"
+        for record in self._predictions.records():
+            if record.header("ce_type") != PREDICTION_EVENT.encode():
+                continue
+            try:
+                self.tally.add_prediction(read_prediction(record))
+            except EventError:
+                continue  # not a prediction this reader can use; the prediction log's readers report it
         self._joiner.step()
         return self.tally.units
 
     def close(self) -> None:
         if self._joiner is not None:
             self._joiner.close()
+        if self._predictions is not None:
+            self._predictions.close()
