@@ -29,6 +29,7 @@ from kawa.retrain import decide as d
 from kawa.retrain.controller import ALERTS_TOPIC, DECISION, LoopController, history
 from kawa.retrain.policy import Canary, Gates, Limits, LoopPolicy, Training, Triggers
 from kawa.retrain.shadow import shadow_name
+from kawa.retrain.timeline import timeline
 from tests.retrain.test_controller import alert, canary_traffic
 
 SHADOW_UNITS = 300
@@ -126,6 +127,11 @@ def test_a_better_candidate_passes_its_shadow_then_its_canary_and_the_record_hol
         assert record.data["shadow"]["ope"]["lower"] == ope["lower"]
         assert record.data["shadow"]["matured"] >= SHADOW_UNITS
         assert record.data["evaluation"]["decision"]["kind"] == "stop-efficacy"
+        (episode,) = timeline(model, history(log, model)).episodes  # what the portal's /loop page shows
+        kinds = [n.kind for n in episode.nodes]
+        assert kinds.count("offline") == kinds.count("shadow") == kinds.count("ope") == 1
+        assert kinds.index("offline") < kinds.index("shadow") < kinds.index("ope") < kinds.index("canary"), kinds
+        assert f"{SHADOW_UNITS} units" in episode.nodes[kinds.index("ope")].summary
     finally:
         controller.close()
     again = LoopController(config, log, policy(model)).start()  # a restart redoes nothing

@@ -6,24 +6,27 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kawa.evaluation.errors import EvaluationError
-from kawa.evaluation.experiments import ExperimentStore
+from kawa.evaluation.experiments import ExperimentState, ExperimentStore
 from kawa.evaluation.ope import paired_difference
 from kawa.evaluation.serving import plan
 from kawa.evaluation.spec import Arm, ExperimentSpec
 from kawa.evaluation.status import experiment_status
 from kawa.events.ref import EventRef
 from kawa.events.schemas import Prediction
+from kawa.functions import App
 from kawa.log import open_log
 from kawa.monitor.join import Advance, Matured
 from kawa.monitor.records import DecisionRecord
 from kawa.retrain import decide as d
 from kawa.retrain.shadow import ShadowTally, reward
 from kawa.retrain.triggers import PerformanceTriggers, drop_of
+from kawa.testing import cloud_event, invoke
 
 NAME, HASH, VERSION = "fraud-shadow-v7", "h" * 64, 7
 
@@ -198,3 +201,30 @@ def test_the_shadow_experiment_gives_every_unit_the_champion_and_scores_the_cand
         assert "scored in shadow only" in status.notes[0]
     finally:
         log.close()
+
+
+shadow_app = App("payments")
+
+
+@shadow_app.function(topic="payments", name="fraud-score")
+def fraud_score(event: Any, ctx: Any) -> Any:
+    """An app that takes part in the loop without knowing it: it asks for the champion and the card."""
+    model = ctx.model("fraud@champion", unit=event.get_data()["card"])
+    score = float(model.predict(np.zeros((1, 3)))[0])
+    return ctx.new_event("dev.kawa.fraud-score", {"score": score, "blocked": bool(model.acts) and score > 0.5})
+
+
+def test_an_app_under_the_shadow_experiment_acts_on_the_champion_and_records_the_candidate() -> None:
+    spec = ExperimentSpec(name=NAME, model="fraud", unit="card", salt=NAME, horizon=100, primary_metric="caught",
+                          maturity_window_s=10.0, arms=(Arm("champion", 0.5, model="fraud@champion"),
+                                                        Arm("candidate", 0.5, model="fraud@candidate")))  # fmt: skip
+    state = ExperimentState(spec, "running", 0, shadow=True, acting="champion")
+    models = {"fraud@champion": lambda x: [0.25], "fraud@candidate": lambda x: [0.95]}
+    for n in range(50):
+        out = invoke(fraud_score, cloud_event("dev.kawa.payment", {"card": f"card-{n}"}), models=models,
+                     experiments=[state])  # fmt: skip
+        assert out.outcome == "ok", out.reason
+        assert out.replies[0].get_data() == {"score": 0.25, "blocked": False}  # the candidate's 0.95 never acts
+        allocations = {p.allocation.arm: p.allocation for p in out.predictions if p.allocation is not None}
+        assert allocations["champion"].acting and allocations["champion"].propensity == 1.0
+        assert not allocations["candidate"].acting and allocations["candidate"].experiment == NAME
