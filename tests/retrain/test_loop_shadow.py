@@ -267,3 +267,38 @@ def test_new_labelled_outcomes_from_monitoring_start_a_training(world: Any) -> N
         assert isinstance(train, d.Train) and train.trigger == "outcomes-perf-2"
     finally:
         controller.close()
+
+
+@pytest.mark.kafka
+def test_the_shadow_phase_on_apache_kafka(config: KawaConfig, tmp_path: Path, kafka_bootstrap: str) -> None:
+    """The shadow phase with every topic on a real broker: decisions, predictions, outcomes, the joiner's
+    checkpoints, the experiments and the loop's own records."""
+    from kawa.log.base import TopicSpec
+    from kawa.ml.registry import Registry
+    from kawa.ml.trainers import logistic_regression
+    from tests.retrain.conftest import TRAINER
+
+    (tmp_path / "looptrainer.py").write_text(TRAINER)
+    model = f"loop-shadow-kafka-{os.urandom(4).hex()}"
+    champion = logistic_regression(model, n=120, seed=1)["version"]
+    log = open_log(f"kafka://{kafka_bootstrap}", config)
+    registry = Registry(config, log)
+    try:
+        registry.promote(model, champion)
+        for topic in (DECISIONS_TOPIC, OUTCOMES_TOPIC, ALERTS_TOPIC, "predictions"):
+            log.create_topic(TopicSpec(topic), exist_ok=True)
+        controller = LoopController(config, log, policy(model)).start()
+        try:
+            drive(controller, config, log, candidate_better=True, champion=champion)
+            assert [type(a).__name__ for a in controller.actions] == ["Train", "StartShadow", "StartCanary", "Promote"]
+            assert registry.alias_target(model, "champion") == controller.actions[-1].version  # type: ignore[union-attr]
+            (record,) = [e for e in history(log, model) if e.kind == DECISION]
+            assert record.data["shadow"]["ope"]["lower"] > 0
+        finally:
+            controller.close()
+        again = LoopController(config, log, policy(model)).start()
+        assert again.state == controller.state and again.step() == []
+        again.close()
+    finally:
+        registry.close()
+        log.close()
