@@ -8,7 +8,6 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import signal
-import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -30,16 +29,7 @@ from kawa.monitor.records import DECISIONS_TOPIC, OUTCOMES_TOPIC, DecisionRecord
 from kawa.retrain import decide as d
 from kawa.retrain.controller import ALERTS_TOPIC, DECISION, LoopController, history
 from kawa.retrain.policy import Canary, Gates, Limits, LoopPolicy, Training, Triggers
-
-TRAINER = textwrap.dedent('''
-    from kawa.ml.trainers import logistic_regression
-
-    def train(model, quality="better", **lineage):
-        """A retraining job: registers a new version and reports its holdout metric against the champion's."""
-        result = logistic_regression(model, n=120, seed=7)
-        return {"version": result["version"], "candidate_metric": 0.90 if quality == "better" else 0.60,
-                "champion_metric": 0.80}
-''')
+from tests.retrain.conftest import TRAINER
 
 
 def policy(model: str, quality: str = "better") -> LoopPolicy:
@@ -49,21 +39,6 @@ def policy(model: str, quality: str = "better") -> LoopPolicy:
         gates=Gates(canary=Canary(share=0.5, unit="card", primary_metric="caught", maturity_window_s=10.0,
                                   horizon=3000)),
     )  # fmt: skip
-
-
-@pytest.fixture
-def world(config: KawaConfig, tmp_path: Path) -> Any:
-    (tmp_path / "looptrainer.py").write_text(TRAINER)  # the jobs run in the test's directory
-    model = f"loop-{os.urandom(4).hex()}"
-    champion = logistic_regression(model, n=120, seed=1)["version"]
-    log = open_log(f"embedded:{tmp_path / 'log'}", config)
-    registry = Registry(config, log)
-    registry.promote(model, champion)
-    for topic in (DECISIONS_TOPIC, OUTCOMES_TOPIC, ALERTS_TOPIC):
-        log.create_topic(TopicSpec(topic), exist_ok=True)
-    yield config, log, model, champion, registry
-    registry.close()
-    log.close()
 
 
 def alert(log: EventLog, model: str, id: str = "alert-1") -> None:

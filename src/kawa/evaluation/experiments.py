@@ -56,7 +56,9 @@ class ExperimentExists(EvaluationError):
 @dataclass(frozen=True)
 class ExperimentState:
     """One experiment as the log holds it now. ``shadow``: every arm is scored for every unit and only the
-    assigned arm acts, so off-policy evaluation has all the scores."""
+    assigned arm acts, so off-policy evaluation has all the scores. ``acting``: (shadow mode) this arm acts for
+    every unit and the others are only scored — the retraining loop's shadow phase, where the candidate is never
+    acted on."""
 
     spec: ExperimentSpec
     status: Status
@@ -64,6 +66,7 @@ class ExperimentState:
     shadow: bool = False
     stopped_ms: int | None = None
     reason: str = ""
+    acting: str | None = None
 
     @property
     def name(self) -> str:
@@ -77,7 +80,7 @@ class ExperimentState:
         return {
             "spec": self.spec.to_dict(), "spec_hash": self.spec.spec_hash(), "status": self.status,
             "created_ms": self.created_ms, "shadow": self.shadow, "stopped_ms": self.stopped_ms,
-            "reason": self.reason,
+            "reason": self.reason, "acting": self.acting,
         }  # fmt: skip
 
     @classmethod
@@ -88,7 +91,7 @@ class ExperimentState:
         return cls(
             spec=ExperimentSpec.from_dict(data["spec"]), status=status, created_ms=int(data["created_ms"]),
             shadow=bool(data.get("shadow", False)), stopped_ms=data.get("stopped_ms"),
-            reason=str(data.get("reason", "")),
+            reason=str(data.get("reason", "")), acting=data.get("acting"),
         )  # fmt: skip
 
 
@@ -101,9 +104,13 @@ class ExperimentStore:
         self.log, self.topic = log, topic
         log.create_topic(TopicSpec(topic, cleanup_policy="compact"), exist_ok=True)
 
-    def create(self, spec: ExperimentSpec, *, shadow: bool = False) -> ExperimentState:
+    def create(self, spec: ExperimentSpec, *, shadow: bool = False, acting: str | None = None) -> ExperimentState:
         """Start ``spec``. Refused while an experiment of that name runs, and when a stopped one of that name
-        used the same salt (units would keep their old arms)."""
+        used the same salt (units would keep their old arms). ``acting``: shadow mode in which that arm acts for
+        every unit and the other arms are only scored."""
+        if acting is not None and acting not in spec.arm_names:
+            raise EvaluationError(f"experiment {spec.name!r}: the acting arm {acting!r} is not one of its arms "
+                                  f"{list(spec.arm_names)}")
         states = self.snapshot()
         old = states.get(spec.name)
         if old is not None and old.running:
@@ -119,7 +126,7 @@ class ExperimentStore:
         # Strictly after every experiment on record, so "the newest" is the one created last even when two are
         # created within one millisecond (or on a host whose clock is behind).
         created = max([_now_ms(), *(s.created_ms + 1 for s in states.values())])
-        state = ExperimentState(spec, "running", created, shadow=shadow)
+        state = ExperimentState(spec, "running", created, shadow=shadow or acting is not None, acting=acting)
         self._write(state)
         return state
 

@@ -161,6 +161,24 @@ def doubly_robust(rewards: ArrayLike, actions: ArrayLike, behavior: ArrayLike | 
                    _overlap(w, mu, pi), alpha)
 
 
+def paired_difference(candidate: ArrayLike, champion: ArrayLike, *, alpha: float = 0.05) -> OPEResult:
+    """The value of (candidate - champion) when both policies' rewards were observed on the same units — shadow
+    scoring, where every unit's outcome does not depend on which model decided it, so the candidate's reward is
+    known without it acting (every importance weight is 1). Mean of the paired differences, normal interval."""
+    c = np.asarray(candidate, dtype=float)
+    b = np.asarray(champion, dtype=float)
+    if c.ndim != 1 or c.shape != b.shape:
+        raise EvaluationError("give one candidate and one champion reward per unit")
+    if len(c) < 2:
+        raise EvaluationError("off-policy evaluation needs at least two logged units")
+    if np.any(~np.isfinite(c)) or np.any(~np.isfinite(b)):
+        raise EvaluationError("rewards must be finite numbers")
+    diff = c - b
+    n = len(diff)
+    return _result("paired", float(diff.mean()), float(diff.std(ddof=1) / math.sqrt(n)), n,
+                   Overlap(float(n), 1.0, 1.0, 1.0), alpha)
+
+
 def dr_confidence_sequence(terms: ArrayLike, *, alpha: float, rho2: float) -> tuple[float, float, float]:
     """Always-valid (asymptotic) interval for the mean of DR pseudo-outcomes: ``(estimate, lower, upper)``."""
     t = np.asarray(terms, dtype=float)

@@ -12,6 +12,8 @@ experiment routes every unit to ``ref`` again, with no experiment fields on its 
   app applies instead of the score.
 - **Shadow mode** (an experiment created with ``shadow=True``) scores every arm that has a model on every call
   and records each (``acting`` false for the others), so off-policy evaluation has every candidate's score.
+  One created with an ``acting`` arm (the loop's shadow phase) gives every unit that arm (propensity 1) and
+  scores the others in shadow only: they are never acted on.
 """
 
 from __future__ import annotations
@@ -159,8 +161,14 @@ def plan(state: ExperimentState, ref: str, unit: str) -> RoutePlan:
     check_model(state, ref)
     if not unit:
         raise EvaluationError(f"experiment {spec.name!r} randomises by {spec.unit!r}: pass unit=<its value>")
-    assignment = Assigner.for_spec(spec).assign(unit)
     spec_hash = spec.spec_hash()
+    if state.acting is not None:  # the shadow phase: one arm acts for everyone, the others are only scored
+        acting = next(a for a in spec.arms if a.name == state.acting)
+        return RoutePlan(acting, acting.model or ref, Allocation(spec.name, acting.name, 1.0, unit, acting=True,
+                                                                 spec_hash=spec_hash),
+                         tuple((o.model, Allocation(spec.name, o.name, 1.0, unit, acting=False, spec_hash=spec_hash))
+                               for o in spec.arms if o.name != acting.name and o.model is not None))  # fmt: skip
+    assignment = Assigner.for_spec(spec).assign(unit)
     arm = next(a for a in spec.arms if a.name == assignment.arm)
     allocation = Allocation(spec.name, arm.name, assignment.propensity, unit, acting=not arm.holdout,
                         spec_hash=spec_hash)  # fmt: skip

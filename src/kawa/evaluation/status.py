@@ -96,8 +96,10 @@ def experiment_status(
         decided[d.arm] += 1
         units[d.arm].add(d.entity)
     counts = [len(units[a.name]) for a in spec.arms]
-    p_value = srm_p_value(counts, list(spec.weights)) if sum(counts) else None
+    p_value = srm_p_value(counts, list(spec.weights)) if sum(counts) and state.acting is None else None
     notes: list[str] = []
+    if state.acting is not None:  # the loop's shadow phase: no split to check
+        notes.append(f"arm {state.acting!r} acts for every unit, the others are scored in shadow only")
     if foreign:
         notes.append(f"{foreign} records name {spec.name!r} under another spec (an earlier run): not counted")
     arms = tuple(

@@ -1,11 +1,14 @@
 """The loop's controller: the only part that touches the world (issue #15).
 
 Each :meth:`LoopController.step` gathers input events — monitor alerts (``kawa.monitor.alert`` on the alerts
-topic), evaluation decisions (``kawa.eval.decision`` on ``kawa.evaluations``, checked by recomputing them from
+topic) and matured performance (``kawa.monitor.performance``: ``PerformanceDrop`` and ``Outcomes``, see
+:mod:`kawa.retrain.triggers`), the shadow phase's paired units and OPE estimate (:mod:`kawa.retrain.shadow`),
+evaluation decisions (``kawa.eval.decision`` on ``kawa.evaluations``, checked by recomputing them from
 their looks), the candidate's training job finishing, the clock, approvals — records each one on the ``kawa.loop``
 topic, feeds it to the pure :func:`~kawa.retrain.decide.decide`, and carries out the actions it returns: submit
-the training job (the public jobs API), point ``model@candidate`` at the new version and start its canary
-experiment (and evaluate it), promote through the registry, stop the canary on a rollback.
+the training job (the public jobs API), point ``model@candidate`` at the new version, serve it in shadow (the
+``MODEL-shadow-vN`` experiment: the champion acts, the candidate is only scored), start its canary experiment
+(and evaluate it), promote through the registry, stop the canary on a rollback.
 
 **Crash-safe by construction.** The state is never stored: it is the fold of ``decide`` over the recorded
 inputs, so a restart replays the ``kawa.loop`` topic and gets the same state and the same numbered actions. An
@@ -29,13 +32,15 @@ from typing import TYPE_CHECKING, Any
 
 from kawa.errors import KawaError
 from kawa.retrain import decide as d
-from kawa.retrain.policy import LoopPolicy
+from kawa.retrain.policy import Canary, LoopPolicy
+from kawa.retrain.triggers import PerformanceTriggers
 
 if TYPE_CHECKING:
     from kawa.config import KawaConfig
     from kawa.evaluation.experiments import TopicReader
     from kawa.evaluation.service import Evaluator
     from kawa.log.base import EventLog, Producer
+    from kawa.retrain.shadow import ShadowWatcher
 
 LOOP_TOPIC = "kawa.loop"
 ALERTS_TOPIC = "kawa.monitor.alerts"
@@ -64,9 +69,6 @@ class LoopController:
     def __init__(self, config: KawaConfig, log: EventLog, policy: LoopPolicy, *, run_jobs: bool = False) -> None:
         from kawa.log.base import TopicSpec
 
-        if policy.gates.shadow_outcomes or policy.gates.ope_margin is not None:
-            raise KawaError(f"loop policy of {policy.model!r}: the shadow phase (gates.shadow_outcomes, "
-                            "gates.ope_margin) is not run by the controller yet; use the canary gate")
         self.config, self.log, self.policy = config, log, policy
         self.model = policy.model
         for topic in (LOOP_TOPIC, ALERTS_TOPIC):
@@ -78,6 +80,9 @@ class LoopController:
         self._producer = log.producer()
         self._evaluators: dict[str, Evaluator] = {}
         self._alerts_reader: TopicReader | None = None
+        self._watchers: dict[str, ShadowWatcher] = {}
+        t = policy.triggers
+        self._monitor = PerformanceTriggers(self.model, t.performance_metric, drops=t.performance_drop is not None)
         self._scheduler: Any = None
         if run_jobs:
             from kawa.ml.jobs.scheduler import Scheduler
@@ -135,7 +140,7 @@ class LoopController:
     # --- inputs -----------------------------------------------------------------------------------------------
 
     def _gather(self, now: float) -> list[d.Event]:
-        events: list[d.Event] = [*self._alerts(), *self._training_done(), *self._evaluations()]
+        events: list[d.Event] = [*self._alerts(), *self._training_done(), *self._shadow(now), *self._evaluations()]
         events.append(d.Tick(f"tick-{now:.3f}", now))
         return events
 
@@ -148,6 +153,11 @@ class LoopController:
         out: list[d.Event] = []
         for record in self._alerts_reader.records():
             event = from_record(record)
+            if event.get_type() == "kawa.monitor.performance":  # every one folded (in order), even when seen
+                found = self._monitor.on_event(str(event.get_id()), _time(event, record.timestamp_ms),
+                                               _json(event.get_data()))  # fmt: skip
+                out.extend(e for e in found if e.id not in self.state.seen)
+                continue
             if event.get_type() != "kawa.monitor.alert" or str(event.get_id()) in self.state.seen:
                 continue
             data = _json(event.get_data())
@@ -176,6 +186,44 @@ class LoopController:
             error=error if error else (None if version is not None else "the trainer returned no version"),
         )]  # fmt: skip
 
+    def _shadow(self, now: float) -> list[d.Event]:
+        """The candidate's matured shadow units (when they grew) and, once enough matured, the OPE estimate."""
+        c = self.state.candidate
+        if self.state.phase != "shadow" or c is None or c.version is None:
+            return []
+        from kawa.retrain.shadow import shadow_name
+
+        name = shadow_name(self.model, c.version)
+        watcher = self._watcher(name, c.version)
+        units = watcher.step()
+        out: list[d.Event] = []
+        if units > c.shadow_matured:
+            out.append(d.ShadowProgress(f"shadow-{name}-{units}", now, version=c.version, matured=units))
+        need = self.ope_units
+        if self.policy.gates.ope_margin is not None and c.ope_lower is None and units >= need:
+            result = watcher.tally.estimate(need, alpha=self._canary.alpha)
+            out.append(d.OpeEstimate(f"ope-{name}", now, version=c.version, lower=result.lower,
+                                     estimate=result.estimate, upper=result.upper, n=result.n))  # fmt: skip
+        return out
+
+    @property
+    def ope_units(self) -> int:
+        """The paired units the OPE estimate is computed on (once): ``gates.shadow_outcomes``, at least 2
+        (:data:`OPE_UNITS` when the policy asks for an OPE bound without a shadow count)."""
+        return max(2, self.policy.gates.shadow_outcomes or OPE_UNITS)
+
+    @property
+    def _canary(self) -> Canary:
+        return self.policy.gates.canary or Canary()
+
+    def _watcher(self, name: str, version: int) -> ShadowWatcher:
+        watcher = self._watchers.get(name)
+        if watcher is None:
+            from kawa.retrain.shadow import ShadowWatcher
+
+            watcher = self._watchers[name] = ShadowWatcher(self.log, name, version).start()
+        return watcher
+
     def _evaluations(self) -> list[d.Event]:
         c = self.state.candidate
         if self.state.phase != "canary" or c is None or c.experiment is None:
@@ -203,8 +251,13 @@ class LoopController:
     # --- actions ------------------------------------------------------------------------------------------------
 
     def _execute(self, index: int, action: d.Action) -> None:
+        version = getattr(action, "version", None)
+        if version is not None and not isinstance(action, d.StartShadow):
+            self._end_shadow(version, action)
         if isinstance(action, d.Train):
             self._train(action)
+        elif isinstance(action, d.StartShadow):
+            self._start_shadow(action)
         elif isinstance(action, d.StartCanary):
             self._start_canary(action)
         elif isinstance(action, d.Promote):
@@ -224,19 +277,38 @@ class LoopController:
                   "parent_alias": self.policy.champion_alias}  # fmt: skip
         jobs.submit(t.entrypoint, config=self.config, cpu=t.cpu, gpu=t.gpu, params=params, name=action.job)
 
+    def _point_candidate(self, version: int) -> None:
+        from kawa.ml.registry import Registry
+
+        registry = Registry(self.config, self.log)
+        try:
+            if registry.alias_target(self.model, d.CANDIDATE_ARM) != version:
+                registry.set_alias(self.model, d.CANDIDATE_ARM, version)
+        finally:
+            registry.close()
+
+    def _start_shadow(self, action: d.StartShadow) -> None:
+        from kawa.retrain.shadow import create_shadow
+
+        self._point_candidate(action.version)
+        create_shadow(self.log, self.model, action.version, f"{self.model}@{self.policy.champion_alias}",
+                      self._canary, self.ope_units)  # fmt: skip
+
+    def _end_shadow(self, version: int, action: d.Action) -> None:
+        """Stop the candidate's shadow experiment (if it had one) when its shadow phase ended with ``action``."""
+        from kawa.retrain.shadow import stop_shadow
+
+        if stop_shadow(self.log, self.model, version, f"shadow phase ended: {type(action).__name__}") and \
+                isinstance(action, d.Reject):  # fmt: skip
+            self._decision_record("reject", version, action.reason, None)
+
     def _start_canary(self, action: d.StartCanary) -> None:
         from kawa.evaluation.experiments import ExperimentStore
         from kawa.evaluation.spec import Arm, ExperimentSpec, Guardrail
-        from kawa.ml.registry import Registry
 
         canary = self.policy.gates.canary
         assert canary is not None
-        registry = Registry(self.config, self.log)
-        try:
-            if registry.alias_target(self.model, d.CANDIDATE_ARM) != action.version:
-                registry.set_alias(self.model, d.CANDIDATE_ARM, action.version)
-        finally:
-            registry.close()
+        self._point_candidate(action.version)
         spec = ExperimentSpec(
             name=action.experiment, model=self.model, unit=canary.unit, salt=action.experiment,
             arms=(Arm(d.CHAMPION_ARM, round(1 - canary.share, 12), model=f"{self.model}@{self.policy.champion_alias}"),
@@ -287,7 +359,7 @@ class LoopController:
         self._write(DECISION, {"decision": kind, "version": version, "reason": reason, "experiment": experiment,
                                "rule_version": RULE_VERSION, "trigger": c.get("trigger"), "job": c.get("job"),
                                "offline": c.get("offline"), "approver": c.get("approver"),
-                               "evaluation": evaluation}, time.time())  # fmt: skip
+                               "shadow": c.get("shadow"), "evaluation": evaluation}, time.time())  # fmt: skip
 
     # --- plumbing -------------------------------------------------------------------------------------------
 
@@ -297,6 +369,8 @@ class LoopController:
     def close(self) -> None:
         for ev in self._evaluators.values():
             ev.close()
+        for watcher in self._watchers.values():
+            watcher.close()
         if self._alerts_reader is not None:
             self._alerts_reader.close()
         if self._scheduler is not None:
@@ -305,6 +379,8 @@ class LoopController:
 
 
 RULE_VERSION = "kawa.retrain.decide/1"
+OPE_UNITS = 200
+"""Paired shadow units the OPE bound is computed on when the policy gives no ``gates.shadow_outcomes``."""
 
 
 def write_entry(producer: Producer, model: str, kind: str, data: dict[str, Any], at: float) -> None:
@@ -361,6 +437,16 @@ def _candidate_inputs(log: EventLog, model: str, version: int) -> dict[str, Any]
                 out["offline"] = {"candidate": e.get("candidate_metric"), "champion": e.get("champion_metric")}
             if e.get("type") == "Approval" and e.get("version") == version:
                 out["approver"] = e.get("by")
+            if e.get("type") in ("ShadowProgress", "OpeEstimate") and e.get("version") == version:
+                from kawa.retrain.shadow import shadow_name
+
+                shadow = out.setdefault("shadow", {"experiment": shadow_name(model, version), "matured": 0,
+                                                   "ope": None})  # fmt: skip
+                if e["type"] == "ShadowProgress":
+                    shadow["matured"] = max(shadow["matured"], int(e.get("matured", 0)))
+                else:
+                    shadow["ope"] = {k: e.get(k) for k in ("estimate", "lower", "upper", "n")}
+                    shadow["ope"]["method"] = "paired"
     return out
 
 

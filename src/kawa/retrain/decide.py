@@ -90,10 +90,14 @@ class TrainingDone(_Event):
 
 @dataclass(frozen=True)
 class OpeEstimate(_Event):
-    """The off-policy lower bound of (candidate - champion) on the primary metric, from shadow scores."""
+    """The off-policy lower bound of (candidate - champion) on the primary metric, from shadow scores
+    (``estimate``, ``upper`` and ``n``: the rest of the estimate, kept as evidence)."""
 
     version: int = 0
     lower: float = 0.0
+    estimate: float = 0.0
+    upper: float = 0.0
+    n: int = 0
 
 
 @dataclass(frozen=True)

@@ -40,12 +40,17 @@ class Triggers:
     """What starts a training. ``alerts``: monitor alert types (``drift``, ``performance``, ``missing``...);
     ``performance_drop``: a matured-metric drop of at least this much whose interval excludes 0;
     ``schedule_s``: at least this long since the last training; ``new_outcomes``: this many newly labelled
-    outcomes since the last training."""
+    outcomes since the last training; ``performance_metric``: the matured metric the drop is measured on (one
+    of the monitor's: auroc, auprc, precision_at_k, sensitivity, ppv, brier)."""
 
     alerts: tuple[str, ...] = ()
     performance_drop: float | None = None
     schedule_s: float | None = None
     new_outcomes: int | None = None
+    performance_metric: str = "auroc"
+
+
+PERFORMANCE_METRICS = ("auroc", "auprc", "precision_at_k", "sensitivity", "ppv", "brier")
 
 
 @dataclass(frozen=True)
@@ -166,6 +171,9 @@ def _validate(p: LoopPolicy) -> None:
         raise InvalidPolicy(f"{where}: give at least one trigger (alerts, performance_drop, schedule_s or "
                             "new_outcomes), or the loop never trains")
     _positive(t.performance_drop, f"{where}: triggers.performance_drop")
+    if t.performance_metric not in PERFORMANCE_METRICS:
+        raise InvalidPolicy(f"{where}: triggers.performance_metric is one of {', '.join(PERFORMANCE_METRICS)}, "
+                            f"got {t.performance_metric!r}")
     _positive(t.schedule_s, f"{where}: triggers.schedule_s")
     _positive(t.new_outcomes, f"{where}: triggers.new_outcomes")
     _positive(lim.cooldown_s, f"{where}: limits.cooldown_s", zero=True)

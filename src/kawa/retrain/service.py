@@ -102,7 +102,7 @@ class LoopService:
             self.platform.log.describe_topic(EXPERIMENTS_TOPIC)
         except TopicNotFound:
             return  # no experiment was ever created on this log: nothing to read, and no topic to create
-        owned = tuple(f"{model}-canary-v" for model in self.controllers)
+        owned = tuple(f"{model}-{phase}-v" for model in self.controllers for phase in ("canary", "shadow"))
         for state in ExperimentStore(self.platform.log).list():
             if not state.running or state.name.startswith(owned):
                 continue

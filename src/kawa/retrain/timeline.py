@@ -1,5 +1,5 @@
-"""A model's loop as a person reads it: one *episode* per candidate (trigger → training → gates → canary →
-decision), and the triggers that were refused. Pure: built from :func:`kawa.retrain.controller.history`."""
+"""A model's loop as a person reads it: one *episode* per candidate (trigger → training → gates → shadow → OPE →
+canary → decision), and the triggers that were refused. Pure: built from :func:`kawa.retrain.controller.history`."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ __all__ = ["Episode", "Node", "Timeline", "timeline"]
 
 @dataclass(frozen=True)
 class Node:
-    """One step: ``kind`` (trigger, training, offline, canary, evaluation, approval, decision), a one-line
+    """One step: ``kind`` (trigger, training, offline, shadow, ope, canary, evaluation, approval, decision), a one-line
     ``summary`` and its ``evidence`` (the recorded data)."""
 
     kind: str
@@ -72,6 +72,14 @@ def _on_input(current: Episode, event: dict[str, Any], at: float) -> None:
         won = event.get("kind") == "stop-efficacy" and event.get("arm") == "candidate" and event.get("record_ok")
         current.nodes.append(Node("evaluation", at, f"canary decided: {event.get('kind')}{arm}",
                                   "ok" if won else "failed", event))  # fmt: skip
+    elif kind == "ShadowProgress" and current.nodes and current.nodes[-1].kind == "shadow":
+        last = current.nodes.pop()  # one shadow node, showing the latest count
+        current.nodes.append(Node("shadow", at, f"shadow {last.evidence.get('experiment')}: {event.get('matured')} "
+                                  "units matured under both models", "waiting", {**last.evidence, **event}))
+    elif kind == "OpeEstimate":
+        summary = (f"off-policy estimate of candidate - champion {event.get('estimate'):+.4g} "
+                   f"[{event.get('lower'):+.4g}, {event.get('upper'):+.4g}] on {event.get('n')} units")
+        current.nodes.append(Node("ope", at, summary, "done", event))
     elif kind == "Approval":
         verdict = "approved" if event.get("approved") else "rejected"
         current.nodes.append(Node("approval", at, f"{verdict} by {event.get('by') or 'a person'}",
@@ -95,9 +103,18 @@ def _on_done(out: Timeline, data: dict[str, Any], at: float, inputs: dict[str, d
     if not out.episodes:
         return
     current = out.episodes[-1]
-    if kind == "StartCanary":
-        current.experiment, current.version = data.get("experiment"), data.get("version")
+    if kind == "StartShadow":
+        from kawa.retrain.shadow import shadow_name
+
+        current.version = data.get("version")
+        name = shadow_name(out.model, int(data.get("version") or 0))
         current.nodes.append(Node("offline", at, "offline gate passed", "ok", data))
+        current.nodes.append(Node("shadow", at, f"shadow {name} started: scored on the champion's requests, "
+                                  "never acted on", "waiting", {**data, "experiment": name}))
+    elif kind == "StartCanary":
+        current.experiment, current.version = data.get("experiment"), data.get("version")
+        if not any(n.kind == "offline" for n in current.nodes):
+            current.nodes.append(Node("offline", at, "offline gate passed", "ok", data))
         current.nodes.append(Node("canary", at, f"canary {current.experiment} started", "waiting", data))
     elif kind == "RequestApproval":
         current.version = data.get("version")
