@@ -3,7 +3,10 @@
 - ``rgw`` (Ceph RGW): create an SNS-style topic named like the Kafka topic with ``push-endpoint=kafka://…``,
   ``kafka-ack-level=broker`` and ``persistent=true``, then ``PutBucketNotificationConfiguration`` with a
   ``TopicConfiguration`` and up to three key filters (prefix, suffix, regex). The RGW then writes plain S3
-  records (not CloudEvents) straight to Kafka; no Kawa process is involved.
+  records (not CloudEvents) straight to Kafka; no Kawa process is involved. With ``notify.ingress_url`` the
+  push endpoint is ``<ingress_url>/rgw/<topic>`` instead: the RGW POSTs each record to ``kawa ingress``
+  (:mod:`kawa.store.ingress`), which appends it to the log as a CloudEvent — for RGW builds without the Kafka
+  endpoint, such as Debian's.
 - ``sqs`` (AWS, moto): a ``QueueConfiguration`` sends records to one SQS queue; the bridge in ``kawa up``
   (:mod:`kawa.store.bridge`) publishes them to the rule's topic as CloudEvents. AWS has no regex filter:
   the bridge applies it.
@@ -121,18 +124,21 @@ def kafka_push_endpoint(store: S3Backend) -> str:
         return f"kafka://{first}"
     raise NotificationError(
         "rgw notifications push to Kafka: set log.uri to kafka://host:port, or store.notify.kafka_endpoint to "
-        "the broker address the RGW can reach (or use store.notify.mode: poll)"
+        "the broker address the RGW can reach; for an RGW built without Kafka (Debian's) run `kawa ingress` and "
+        "set store.notify.ingress_url to its URL (or use store.notify.mode: poll)"
     )
 
 
 def ensure_rgw_topic(store: S3Backend, rule: NotificationRule) -> str:
     """Create (or update) the RGW topic named like the Kafka topic; returns its ARN."""
-    attributes = {
-        "push-endpoint": kafka_push_endpoint(store),
-        "kafka-ack-level": "broker",
-        "persistent": "true",
-        "OpaqueData": rule.id,
-    }
+    ingress_url = store.config.store.notify.ingress_url
+    if ingress_url:
+        from kawa.store.ingress import push_endpoint
+
+        attributes = {"push-endpoint": push_endpoint(ingress_url, rule.topic)}
+    else:
+        attributes = {"push-endpoint": kafka_push_endpoint(store), "kafka-ack-level": "broker"}
+    attributes |= {"persistent": "true", "OpaqueData": rule.id}
     with store.errors("create RGW topic"):
         response = store.service_client("sns").create_topic(Name=rule.topic, Attributes=attributes)
     return str(response["TopicArn"])
