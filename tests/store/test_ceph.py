@@ -97,6 +97,19 @@ def test_a_plain_upload_becomes_one_event_in_cephs_format(pipeline: Pipeline) ->
     assert pipeline.store.get(pipeline.bucket, "ward 3/scan ü.dcm").read() == body
 
 
+def test_removing_a_buckets_last_rule_clears_its_notification_on_the_rgw(pipeline: Pipeline) -> None:
+    bucket = f"{pipeline.bucket}-rm"
+    pipeline.store.create_bucket(bucket)
+    rule = pipeline.store.add_notification(NotificationRule(bucket=bucket, topic=pipeline.topic))
+    client = pipeline.rgw.client()
+    assert [c["Id"] for c in client.get_bucket_notification_configuration(Bucket=bucket)["TopicConfigurations"]] == [
+        rule.id
+    ]
+    pipeline.store.remove_notification(bucket, rule.id)  # RGW 16.2 refuses an empty configuration: Ceph's DELETE
+    assert "TopicConfigurations" not in client.get_bucket_notification_configuration(Bucket=bucket)
+    assert pipeline.store.notifications(bucket) == []
+
+
 def test_nothing_is_lost_while_the_ingress_is_down_or_the_rgw_restarts(pipeline: Pipeline) -> None:
     reader = pipeline.reader()
     try:

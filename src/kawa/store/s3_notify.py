@@ -89,7 +89,27 @@ def configure(store: S3Backend, rule: NotificationRule) -> NotificationRule:
 
 
 def unconfigure(store: S3Backend, bucket: str, rule_id: str) -> None:
-    _replace_entry(store, bucket, rule_id, None, None)
+    rgw = any(r.id == rule_id and r.mode == "rgw" for r in store.registry.rules(bucket))
+    _replace_entry(store, bucket, rule_id, None, None, rgw=rgw)
+
+
+def _delete_rgw_notifications(store: S3Backend, physical: str) -> None:
+    """Ceph's ``DELETE /<bucket>?notification`` (not in boto3): RGW 16.2 refuses an empty configuration."""
+    import urllib.error
+    import urllib.request
+
+    from botocore.auth import S3SigV4Auth
+    from botocore.awsrequest import AWSRequest
+
+    url = f"{store.endpoint.rstrip('/')}/{physical}?notification"
+    request = AWSRequest(method="DELETE", url=url)
+    S3SigV4Auth(store.session.get_credentials(), "s3", store.config.store.region).add_auth(request)
+    prepared = request.prepare()
+    try:
+        urllib.request.urlopen(urllib.request.Request(url, method="DELETE", headers=dict(prepared.headers)),
+                               timeout=store.config.store.read_timeout_s).close()
+    except (urllib.error.URLError, OSError) as exc:
+        raise NotificationError(f"could not remove the notifications of bucket {physical!r} on the RGW: {exc}") from exc
 
 
 def ensure_queue(store: S3Backend) -> tuple[str, str]:
@@ -144,7 +164,9 @@ def ensure_rgw_topic(store: S3Backend, rule: NotificationRule) -> str:
     return str(response["TopicArn"])
 
 
-def _replace_entry(store: S3Backend, bucket: str, rule_id: str, kind: str | None, entry: dict[str, Any] | None) -> None:
+def _replace_entry(
+    store: S3Backend, bucket: str, rule_id: str, kind: str | None, entry: dict[str, Any] | None, *, rgw: bool = False
+) -> None:
     physical = store.physical(bucket)
     with store.errors("get notification configuration", bucket):
         current = store.client.get_bucket_notification_configuration(Bucket=physical)
@@ -157,6 +179,9 @@ def _replace_entry(store: S3Backend, bucket: str, rule_id: str, kind: str | None
             current.pop(name, None)
     if kind is not None and entry is not None:
         current.setdefault(kind, []).append(entry)
-    with store.errors("put notification configuration", bucket):
-        store.client.put_bucket_notification_configuration(Bucket=physical, NotificationConfiguration=current)
+    if rgw and not any(current.get(name) for name in _KINDS):
+        _delete_rgw_notifications(store, physical)
+    else:
+        with store.errors("put notification configuration", bucket):
+            store.client.put_bucket_notification_configuration(Bucket=physical, NotificationConfiguration=current)
     log.info("bucket %s notification configuration now %s", bucket, {k: len(v) for k, v in current.items()})
