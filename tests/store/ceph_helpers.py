@@ -74,6 +74,13 @@ class IngressProcess:
                 self.proc.wait(timeout=10)
         self.proc = None
 
+    def kill(self) -> None:
+        """SIGKILL, as a crash: a delivery in flight is cut off (the RGW sends it again)."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+        self.proc = None
+
     def close(self) -> None:
         self.stop()
         self.sock.close()

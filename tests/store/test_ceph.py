@@ -113,7 +113,7 @@ def test_removing_a_buckets_last_rule_clears_its_notification_on_the_rgw(pipelin
 def test_nothing_is_lost_while_the_ingress_is_down_or_the_rgw_restarts(pipeline: Pipeline) -> None:
     reader = pipeline.reader()
     try:
-        # The ingress is stopped while uploads continue: the RGW keeps them in its persistent queue.
+        # The ingress is stopped (SIGTERM) while uploads continue: the RGW keeps them in its persistent queue.
         pipeline.ingress.stop()
         down = {f"down/{i}.dcm" for i in range(5)}
         for key in sorted(down):
@@ -122,6 +122,14 @@ def test_nothing_is_lost_while_the_ingress_is_down_or_the_rgw_restarts(pipeline:
         assert not down & set(reader.keys()), "events arrived while the ingress was stopped"
         pipeline.ingress.start()
         reader.wait_for_keys(down, 60)
+        # The ingress crashes (SIGKILL) in the middle of a stream of uploads, and comes back.
+        crash = {f"crash/{i:02d}.dcm" for i in range(30)}
+        for i, key in enumerate(sorted(crash)):
+            pipeline.upload(key, key.encode())
+            if i == 10:
+                pipeline.ingress.kill()
+        pipeline.ingress.start()
+        reader.wait_for_keys(crash, 60)
         # The RGW is killed mid-run and restarted: queued deliveries survive in RADOS.
         before = {f"rgw/before-{i}.dcm" for i in range(5)}
         for key in sorted(before):
@@ -136,7 +144,7 @@ def test_nothing_is_lost_while_the_ingress_is_down_or_the_rgw_restarts(pipeline:
         print(f"all events after the RGW restart within {time.monotonic() - started:.0f} s")
     finally:
         reader.close()
-    wanted = down | before | after
+    wanted = down | crash | before | after
     assert wanted <= set(seen)
     # At-least-once on the log, exactly once per object: a redelivery carries the same CloudEvent id.
     assert all(len(seen[key]) == 1 for key in wanted), {k: v for k, v in seen.items() if len(v) != 1}
