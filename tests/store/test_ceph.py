@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -95,6 +96,18 @@ def test_a_plain_upload_becomes_one_event_in_cephs_format(pipeline: Pipeline) ->
     cloud = from_record(record)  # the ingress wrapped it as every Kawa notification: a CloudEvent
     assert cloud.get_type() == "com.amazonaws.s3.ObjectCreated:Put" and cloud.get_id() == record_event_id(raw)
     assert pipeline.store.get(pipeline.bucket, "ward 3/scan ü.dcm").read() == body
+
+
+def test_auto_mode_finds_the_rgw_by_its_sns_api(pipeline: Pipeline, tmp_path: Path) -> None:
+    from kawa.store import s3_notify
+
+    settings = {"home": str(tmp_path / ".kawa"), "log": {"uri": "memory:"},
+                "store": pipeline.rgw.store_settings(pipeline.ingress.url, mode="auto")}
+    store = open_store("s3://", KawaConfig.model_validate(settings))
+    try:
+        assert s3_notify.resolve_mode(store) == "rgw"  # type: ignore[arg-type]  # RGW answers SQS with 405
+    finally:
+        store.close()
 
 
 def test_removing_a_buckets_last_rule_clears_its_notification_on_the_rgw(pipeline: Pipeline) -> None:
