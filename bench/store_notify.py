@@ -1,14 +1,20 @@
-"""Object-store benchmark: puts/s and put→event-on-topic latency, local backend vs S3 (moto + SQS bridge).
+"""Object-store benchmark: puts/s and put→event-on-topic latency, local backend vs S3 (moto + SQS bridge) vs
+Ceph RGW (persistent topic, HTTP push into ``kawa ingress``).
 
-    .venv/bin/python bench/store_notify.py [--objects N] [--size BYTES] [--s3-endpoint URL]
+    .venv/bin/python bench/store_notify.py [--objects N] [--size BYTES] [--s3-endpoint URL] [--no-ceph]
 
 Both runs publish to the embedded event log in a temporary home. Local: ``LocalStore.put`` publishes the
 notification itself. S3: puts go to moto_server (started here on loopback unless ``--s3-endpoint`` is given),
 which sends each record to an SQS queue; the ``kawa up`` bridge service moves it onto the log. Latency is
-measured from the start of each put to the moment a consumer thread reads the object's event.
+measured from the start of each put to the moment a consumer thread reads the object's event. Ceph: puts go to
+the RGW that ``scripts/ceph.sh`` runs (started here, and stopped again, when it does not run yet); Kawa's ``rgw``
+mode makes a persistent RGW topic whose HTTP push endpoint is a ``kawa ingress`` on a thread here, which appends
+each record to the log before answering. One object is put and awaited first, since the RGW takes up a new
+topic's queue only at its next 30-second pass.
 
 Progress goes to stderr; the last line of stdout is JSON with ``local_puts_per_s``, ``local_notify_p50_ms``,
-``local_notify_p99_ms``, ``s3_puts_per_s``, ``s3_notify_p50_ms``, ``s3_notify_p99_ms``.
+``local_notify_p99_ms``, ``s3_puts_per_s``, ``s3_notify_p50_ms``, ``s3_notify_p99_ms``, ``ceph_puts_per_s``,
+``ceph_p50_ms``, ``ceph_p99_ms``.
 """
 
 from __future__ import annotations
@@ -189,18 +195,73 @@ def bench_s3(home: Path, objects: int, size: int, endpoint: str | None) -> dict[
             log.close()
 
 
+@contextmanager
+def ceph_rgw() -> Iterator[dict[str, str]]:
+    """The RGW of ``scripts/ceph.sh``: its endpoint and keys (``KAWA_TEST_CEPH*``)."""
+    script = [str(Path(__file__).resolve().parents[1] / "scripts" / "ceph.sh")]
+    running = subprocess.run(["bash", *script, "status"], capture_output=True, text=True).returncode == 0
+    console.print("Ceph: " + ("using the running cluster" if running else "starting scripts/ceph.sh ..."))
+    started = subprocess.run(["bash", *script, "start"], capture_output=True, text=True, timeout=900)
+    if started.returncode != 0:
+        raise RuntimeError(f"scripts/ceph.sh start failed:\n{started.stderr[-3000:]}")
+    values = dict(line.split("=", 1) for line in started.stdout.splitlines() if line.startswith("KAWA_TEST_CEPH"))
+    try:
+        yield values
+    finally:
+        if not running:
+            subprocess.run(["bash", *script, "stop"], capture_output=True, timeout=120)
+
+
+def bench_ceph(home: Path, objects: int, size: int) -> dict[str, float]:
+    from kawa.store.ingress import BackgroundIngress
+
+    with ceph_rgw() as rgw:
+        config = KawaConfig.model_validate({"home": str(home)})
+        log = open_log("embedded:", config)
+        with BackgroundIngress(log) as ingress:
+            settings: dict[str, Any] = {
+                "uri": "s3://",
+                "endpoint_url": rgw["KAWA_TEST_CEPH"],
+                "access_key_id": rgw["KAWA_TEST_CEPH_ACCESS_KEY"],
+                "secret_access_key": rgw["KAWA_TEST_CEPH_SECRET_KEY"],
+                "notify": {"mode": "rgw", "ingress_url": ingress.url},
+            }
+            config = KawaConfig.model_validate({"home": str(home), "store": settings})
+            store = open_store("s3://", config, log=log)
+            bucket = f"bench-{uuid.uuid4().hex[:8]}"
+            try:
+                store.create_bucket(bucket)
+                store.add_notification(NotificationRule(bucket, TOPIC))
+                warm = Arrivals(log)
+                warm.start()
+                store.put(bucket, "warm-up", b"x")
+                warm.wait_for([f"{bucket}/warm-up"], timeout=120)  # the RGW's next pass over its queues
+                warm.stop()
+                if f"{bucket}/warm-up" not in warm.times:
+                    raise RuntimeError("the RGW delivered no event within 120 s; see its log under .cache/ceph")
+                return run(store, log, bucket, objects, size, "ceph")
+            finally:
+                store.close()
+                log.close()
+
+
 def main() -> None:
     faulthandler.enable()  # a crash in a native library (librdkafka, numpy) prints every thread's stack
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--objects", type=int, default=200)
     parser.add_argument("--size", type=int, default=100 * 1024)
     parser.add_argument("--s3-endpoint", default=None, help="an S3 server with SQS (default: start moto_server)")
+    parser.add_argument("--no-ceph", action="store_true", help="leave out the Ceph RGW column")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="kawa-bench-") as tmp:
         local = bench_local(Path(tmp) / "local", args.objects, args.size)
         s3 = bench_s3(Path(tmp) / "s3", args.objects, args.size, args.s3_endpoint)
+        ceph = None if args.no_ceph else bench_ceph(Path(tmp) / "ceph", args.objects, args.size)
     table = Table("backend", "puts/s", "notify p50 ms", "notify p99 ms", "events")
-    for name, result in (("local", local), ("s3 (moto + SQS bridge)", s3)):
+    rows = [("local", local), ("s3 (moto + SQS bridge)", s3)]
+    if ceph is not None:
+        rows.append(("ceph rgw (HTTP push + ingress)", ceph))
+    for name, result in rows:
         table.add_row(
             name,
             str(result["puts_per_s"]),
@@ -218,6 +279,9 @@ def main() -> None:
         "s3_notify_p50_ms": s3["notify_p50_ms"],
         "s3_notify_p99_ms": s3["notify_p99_ms"],
     }
+    if ceph is not None:
+        summary |= {"ceph_puts_per_s": ceph["puts_per_s"], "ceph_p50_ms": ceph["notify_p50_ms"],
+                    "ceph_p99_ms": ceph["notify_p99_ms"]}
     print(json.dumps(summary))
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.fixtures.kafka", "tests.fixtures.moto", "tests.fixtures.postgres"]
+pytest_plugins = ["tests.fixtures.kafka", "tests.fixtures.moto", "tests.fixtures.postgres", "tests.fixtures.ceph"]
 
 
 @pytest.fixture(autouse=True)

@@ -92,6 +92,10 @@ class StoreNotifyConfig(_Frozen):
     kafka_endpoint: str | None = Field(
         None, description="rgw mode: push-endpoint for the RGW topic (default: from a kafka:// log URI)"
     )
+    ingress_url: str | None = Field(
+        None, description="rgw mode: push over HTTP to the Kawa notification ingress at this URL (kawa ingress), "
+        "for RGW builds without the Kafka endpoint (Debian's); the topic's push-endpoint is <url>/rgw/<topic>",
+    )
     poll_interval_s: float = Field(5.0, gt=0)
     sqs_wait_s: int = Field(1, ge=0, le=20)
     settle_s: float = Field(

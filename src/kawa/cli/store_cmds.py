@@ -208,3 +208,32 @@ def notify_remove(bucket: str, rule_id: str) -> None:
     with _store() as store:
         store.remove_notification(bucket, rule_id)
     console.print(f"removed rule {rule_id} from bucket [bold]{bucket}[/]")
+
+
+@app.command("ingress")
+def ingress(
+    host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port")] = 8090,
+    fd: Annotated[
+        int | None, typer.Option(help="serve on this inherited listening socket (systemd socket activation: 3)")
+    ] = None,
+) -> None:
+    """Receive Ceph RGW's HTTP bucket notifications (POST /rgw/TOPIC) and append them to the event log.
+
+    Each delivery is answered 200 only after the log acknowledged it, so an RGW topic with persistent=true
+    retries while Kawa is down. Set store.notify.ingress_url to this URL before `kawa notify add`.
+    """
+    from kawa.log import open_log
+    from kawa.store.ingress import Ingress, serve
+
+    config = get_config()
+    event_log = open_log(config=config)
+    handler = Ingress(event_log, region=config.store.region,
+                      publish_timeout_s=config.store.notify.publish_timeout_s)
+    where = f"socket fd {fd}" if fd is not None else f"http://{host}:{port}"
+    console.print(f"notification ingress on {where}, POST /rgw/<topic> → log {config.log.uri}", highlight=False)
+    try:
+        serve(handler, host=host, port=port, fd=fd)
+    finally:
+        handler.close()
+        event_log.close()

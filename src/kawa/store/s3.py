@@ -302,7 +302,8 @@ class S3Store:
         if not self.bucket_exists(rule.bucket):
             raise BucketNotFound(f"bucket {rule.bucket!r} does not exist; create it with `kawa buckets create`")
         stored = s3_notify.configure(self, rule)
-        if stored.mode != "rgw":  # with rgw the topic lives in Kafka, which the RGW writes to directly
+        # With rgw pushing to Kafka the RGW writes to the topic itself; through the ingress, Kawa's log has it.
+        if stored.mode != "rgw" or self.config.store.notify.ingress_url:
             self.notifier.ensure_topic(rule.topic)
         return self.registry.put(stored)
 

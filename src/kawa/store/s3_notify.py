@@ -3,7 +3,10 @@
 - ``rgw`` (Ceph RGW): create an SNS-style topic named like the Kafka topic with ``push-endpoint=kafka://…``,
   ``kafka-ack-level=broker`` and ``persistent=true``, then ``PutBucketNotificationConfiguration`` with a
   ``TopicConfiguration`` and up to three key filters (prefix, suffix, regex). The RGW then writes plain S3
-  records (not CloudEvents) straight to Kafka; no Kawa process is involved.
+  records (not CloudEvents) straight to Kafka; no Kawa process is involved. With ``notify.ingress_url`` the
+  push endpoint is ``<ingress_url>/rgw/<topic>`` instead: the RGW POSTs each record to ``kawa ingress``
+  (:mod:`kawa.store.ingress`), which appends it to the log as a CloudEvent — for RGW builds without the Kafka
+  endpoint, such as Debian's.
 - ``sqs`` (AWS, moto): a ``QueueConfiguration`` sends records to one SQS queue; the bridge in ``kawa up``
   (:mod:`kawa.store.bridge`) publishes them to the rule's topic as CloudEvents. AWS has no regex filter:
   the bridge applies it.
@@ -86,7 +89,27 @@ def configure(store: S3Backend, rule: NotificationRule) -> NotificationRule:
 
 
 def unconfigure(store: S3Backend, bucket: str, rule_id: str) -> None:
-    _replace_entry(store, bucket, rule_id, None, None)
+    rgw = any(r.id == rule_id and r.mode == "rgw" for r in store.registry.rules(bucket))
+    _replace_entry(store, bucket, rule_id, None, None, rgw=rgw)
+
+
+def _delete_rgw_notifications(store: S3Backend, physical: str) -> None:
+    """Ceph's ``DELETE /<bucket>?notification`` (not in boto3): RGW 16.2 refuses an empty configuration."""
+    import urllib.error
+    import urllib.request
+
+    from botocore.auth import S3SigV4Auth
+    from botocore.awsrequest import AWSRequest
+
+    url = f"{store.endpoint.rstrip('/')}/{physical}?notification"
+    request = AWSRequest(method="DELETE", url=url)
+    S3SigV4Auth(store.session.get_credentials(), "s3", store.config.store.region).add_auth(request)
+    prepared = request.prepare()
+    try:
+        urllib.request.urlopen(urllib.request.Request(url, method="DELETE", headers=dict(prepared.headers)),
+                               timeout=store.config.store.read_timeout_s).close()
+    except (urllib.error.URLError, OSError) as exc:
+        raise NotificationError(f"could not remove the notifications of bucket {physical!r} on the RGW: {exc}") from exc
 
 
 def ensure_queue(store: S3Backend) -> tuple[str, str]:
@@ -121,24 +144,29 @@ def kafka_push_endpoint(store: S3Backend) -> str:
         return f"kafka://{first}"
     raise NotificationError(
         "rgw notifications push to Kafka: set log.uri to kafka://host:port, or store.notify.kafka_endpoint to "
-        "the broker address the RGW can reach (or use store.notify.mode: poll)"
+        "the broker address the RGW can reach; for an RGW built without Kafka (Debian's) run `kawa ingress` and "
+        "set store.notify.ingress_url to its URL (or use store.notify.mode: poll)"
     )
 
 
 def ensure_rgw_topic(store: S3Backend, rule: NotificationRule) -> str:
     """Create (or update) the RGW topic named like the Kafka topic; returns its ARN."""
-    attributes = {
-        "push-endpoint": kafka_push_endpoint(store),
-        "kafka-ack-level": "broker",
-        "persistent": "true",
-        "OpaqueData": rule.id,
-    }
+    ingress_url = store.config.store.notify.ingress_url
+    if ingress_url:
+        from kawa.store.ingress import push_endpoint
+
+        attributes = {"push-endpoint": push_endpoint(ingress_url, rule.topic)}
+    else:
+        attributes = {"push-endpoint": kafka_push_endpoint(store), "kafka-ack-level": "broker"}
+    attributes |= {"persistent": "true", "OpaqueData": rule.id}
     with store.errors("create RGW topic"):
         response = store.service_client("sns").create_topic(Name=rule.topic, Attributes=attributes)
     return str(response["TopicArn"])
 
 
-def _replace_entry(store: S3Backend, bucket: str, rule_id: str, kind: str | None, entry: dict[str, Any] | None) -> None:
+def _replace_entry(
+    store: S3Backend, bucket: str, rule_id: str, kind: str | None, entry: dict[str, Any] | None, *, rgw: bool = False
+) -> None:
     physical = store.physical(bucket)
     with store.errors("get notification configuration", bucket):
         current = store.client.get_bucket_notification_configuration(Bucket=physical)
@@ -151,6 +179,9 @@ def _replace_entry(store: S3Backend, bucket: str, rule_id: str, kind: str | None
             current.pop(name, None)
     if kind is not None and entry is not None:
         current.setdefault(kind, []).append(entry)
-    with store.errors("put notification configuration", bucket):
-        store.client.put_bucket_notification_configuration(Bucket=physical, NotificationConfiguration=current)
+    if rgw and not any(current.get(name) for name in _KINDS):
+        _delete_rgw_notifications(store, physical)
+    else:
+        with store.errors("put notification configuration", bucket):
+            store.client.put_bucket_notification_configuration(Bucket=physical, NotificationConfiguration=current)
     log.info("bucket %s notification configuration now %s", bucket, {k: len(v) for k, v in current.items()})

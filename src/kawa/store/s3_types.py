@@ -20,6 +20,7 @@ class S3Backend(ObjectStore, Protocol):
     config: KawaConfig
     endpoint: str
     client: Any
+    session: Any
     registry: RuleRegistry
     notifier: Notifier
 
