@@ -33,7 +33,12 @@ def client(config: KawaConfig) -> MlflowClient:
 
     uri = tracking_uri(config)
     if uri.startswith("sqlite:///"):
-        Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+        from kawa.ml.mlflow.seed import seed_sqlite
+
+        db = Path(uri[len("sqlite:///") :])
+        db.parent.mkdir(parents=True, exist_ok=True)
+        if registry_uri(config) == uri:
+            seed_sqlite(db, artifact_root(config))
     try:
         return MlflowClient(tracking_uri=uri, registry_uri=registry_uri(config))
     except Exception as exc:
