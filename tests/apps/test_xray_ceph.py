@@ -1,7 +1,7 @@
 """The X-ray pipeline on the article's stack for real: ``store: s3://`` on a Ceph RGW (Debian's 16.2.15,
 ``scripts/ceph.sh``), bucket notifications as a persistent RGW topic whose HTTP push endpoint is
 ``kawa ingress``, the log on Apache Kafka, the ``risk-assessment`` function in a ``kawa worker`` process and
-the de-identification route. Scans are uploaded with plain boto3, not Kawa."""
+the de-identification route in a ``kawa routes run`` process. Scans are uploaded with plain boto3, not Kawa."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
+from kawa.apps.xray.deid import ROUTE_ID, deid_route_yaml
 from kawa.apps.xray.generator import Generator
 from kawa.apps.xray.pipeline import processed_key
 from kawa.apps.xray.settings import XraySettings, load_settings
@@ -25,9 +26,10 @@ from kawa.config import load_config
 from kawa.events import from_record
 from tests.fixtures.ceph import CephRgw
 from tests.store.ceph_helpers import IngressProcess
+from tests.waiting import wait_for
 
 from .conftest import TrainedModel
-from .test_xray_distributed import APP, _wait_ready
+from .test_xray_distributed import APP
 from .xray_checks import contains_phi, read_topic, text_max, upload_batch
 
 pytestmark = [pytest.mark.kafka, pytest.mark.ceph, pytest.mark.timeout(400)]
@@ -76,22 +78,42 @@ def deployment(tmp_path: Path, kafka_bootstrap: str, ceph_rgw: CephRgw, trained_
 
 @pytest.fixture
 def worker(deployment: tuple[Path, IngressProcess]) -> Iterator[list[subprocess.Popen[str]]]:
+    """The function in a ``kawa worker`` and the de-identification route in a ``kawa routes run`` process."""
     path, _ = deployment
+    (path / "routes.yaml").write_text(deid_route_yaml(load_settings(path / "xray.yaml")))
     env = {k: v for k, v in os.environ.items() if not k.startswith("KAWA_") or k.startswith("KAWA_TEST_")}
     env["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.Popen(
-        [KAWA, "worker", "--app", "xraydist:app", "--session-timeout-ms", "6000"], cwd=path, env=env,
-        stdout=subprocess.DEVNULL, stderr=open(path / "worker-0.err", "w"), text=True,  # noqa: SIM115
-    )
+    env["PYTHONUNBUFFERED"] = "1"
+    argvs = [[KAWA, "worker", "--app", "xraydist:app", "--session-timeout-ms", "6000"],
+             [KAWA, "routes", "run", ROUTE_ID, "--file", "routes.yaml"]]  # fmt: skip
+    procs = []
+    for i, argv in enumerate(argvs):
+        out = open(path / f"proc-{i}.log", "w")  # noqa: SIM115
+        procs.append(subprocess.Popen(argv, cwd=path, env=env, stdout=out, stderr=subprocess.STDOUT, text=True))
     try:
-        yield [proc]
+        yield procs
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def _wait_ready(path: Path, procs: list[subprocess.Popen[str]], timeout: float = 120.0) -> None:
+    marks = ("kawa worker ready", "running —")
+    logs = [path / f"proc-{i}.log" for i in range(len(procs))]
+
+    def ready() -> bool:
+        for proc, log in zip(procs, logs, strict=True):
+            if proc.poll() is not None:
+                pytest.fail(f"{proc.args} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        return all(mark in log.read_text() for mark, log in zip(marks, logs, strict=True))
+
+    wait_for(ready, timeout)
 
 
 def test_boto3_uploads_to_ceph_become_results_processed_and_anonymized_images_exactly_once(
@@ -100,7 +122,7 @@ def test_boto3_uploads_to_ceph_become_results_processed_and_anonymized_images_ex
     path, _ = deployment
     config = load_config(path / "kawa.yaml", env={})
     settings: XraySettings = load_settings(path / "xray.yaml")
-    stack = XrayStack(config, settings, host=False)  # the function runs in the kawa worker
+    stack = XrayStack(config, settings, host=False, route=False)  # both run in their own processes
     try:
         stack.start()  # buckets on the RGW, its topic + notification (HTTP push to the ingress), Kafka topics
         assert [r.mode for r in stack.store.notifications(settings.incoming_bucket)] == ["rgw"]
