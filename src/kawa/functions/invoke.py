@@ -113,7 +113,12 @@ def _argument(runtime: Runtime, event: CloudEvent) -> Any:
 
 def invoke(runtime: Runtime, event: CloudEvent, attempt: int = 1) -> Outcome:
     """One attempt. Exceptions are caught into ``Outcome(status="failed"|"permanent")``. While the handler
-    runs, :func:`kawa.functions.types.current_event` names ``event`` (predictions link to it)."""
+    runs, :func:`kawa.functions.types.current_event` names ``event`` (predictions link to it). A batched
+    handler (``batch=N``) gets it as a batch of one (:mod:`kawa.functions.batch`)."""
+    if runtime.spec.batch:
+        from kawa.functions.batch import invoke_single
+
+        return invoke_single(runtime, event, attempt)
     ctx = Context(runtime, event, attempt)
     start = time.perf_counter()
     try:

@@ -4,6 +4,10 @@ Threads: one *poll thread* owns the consumer (poll, commit) and the offset track
 (decode → filter → dedupe check → buffer), writes the done-marks and ticks the autoscaler. Replica threads
 run invocations and pull the next buffered event themselves when they finish one.
 
+A batched function (``batch=N``) takes up to N ready events per invocation (with ``ordered_by_key``, at most
+one per key: the next event of a key is ready only once the previous finished); each event is still
+delivered, marked and committed on its own (see :mod:`kawa.functions.batch`).
+
 Delivery: an event's offset counts as finished only after its replies and dead letters are flushed to the
 log and it is marked done in the dedupe store; commits never pass an unfinished offset (see
 :mod:`kawa.functions.offsets`). Records of partitions lost in a rebalance are dropped from the buffer and
@@ -24,6 +28,7 @@ from kawa.errors import BackendUnavailable, CommitFailed, EventError, ProducerEr
 from kawa.events import CloudEvent, EventRef
 from kawa.events.s3 import record_events
 from kawa.functions.autoscaler import KPA
+from kawa.functions.batch import invoke_batch
 from kawa.functions.context import Runtime
 from kawa.functions.dedupe import DEAD_LETTERED, DONE
 from kawa.functions.invoke import (
@@ -267,10 +272,13 @@ class FunctionRunner:
         else:
             waiting.append(job)
 
-    def _pop_ready(self) -> Job:
-        self._buffered -= 1
-        self._in_flight += 1
-        return self._ready.popleft()
+    def _pop_ready(self) -> list[Job]:
+        """The next unit of work: one ready job, or up to ``batch`` of them for a batched function."""
+        n = min(len(self._ready), max(1, self.spec.batch))
+        jobs = [self._ready.popleft() for _ in range(n)]
+        self._buffered -= n
+        self._in_flight += n
+        return jobs
 
     def _dispatch(self) -> None:
         for replica in self._replicas:
@@ -321,7 +329,18 @@ class FunctionRunner:
 
     # --- replica callbacks ------------------------------------------------------------------------
 
-    def execute(self, job: Job) -> Outcome:
+    def execute(self, jobs: list[Job]) -> list[Outcome]:
+        """Run a unit of work: one job, or a batch (one handler call; each event alone again if it raised)."""
+        if len(jobs) == 1:
+            return [self._execute_one(jobs[0])]
+        handled = [job for job in jobs if job.outcome is None]
+        outcomes = invoke_batch(self.runtime, [job.event for job in handled if job.event is not None])
+        if outcomes is None:
+            return [self._execute_one(job) for job in jobs]
+        by_job = dict(zip(map(id, handled), outcomes, strict=True))
+        return [self._deliver(job, job.outcome or by_job[id(job)]) for job in jobs]
+
+    def _execute_one(self, job: Job) -> Outcome:
         if job.outcome is not None:
             outcome = job.outcome
         else:
@@ -336,8 +355,11 @@ class FunctionRunner:
         outcome = await ainvoke_with_retries(self.runtime, job.event, self._abort)
         return self._deliver(job, outcome)
 
-    def aexecute(self, job: Job) -> Coroutine[Any, Any, Outcome]:
-        return self._aexecute(job)
+    async def _aexecute_all(self, jobs: list[Job]) -> list[Outcome]:
+        return [await self._aexecute(job) for job in jobs]  # async handlers are never batched: one job
+
+    def aexecute(self, jobs: list[Job]) -> Coroutine[Any, Any, list[Outcome]]:
+        return self._aexecute_all(jobs)
 
     def _deliver(self, job: Job, outcome: Outcome) -> Outcome:
         """Queue the event's replies or its dead letter on the log. A log that refuses them for a while
@@ -384,18 +406,19 @@ class FunctionRunner:
                     raise
                 backoff = min(backoff * 2, 5.0)
 
-    def finish(self, job: Job, outcome: Outcome, replica: Replica) -> Job | None:
+    def finish(self, jobs: list[Job], outcomes: list[Outcome], replica: Replica) -> list[Job] | None:
         with self._lock:
             replica.in_flight -= 1
-            self._in_flight -= 1
-            self._to_mark.append((job, outcome))
-            if job.order_key is not None:
-                waiting = self._waiting.get(job.order_key)
-                if waiting:
-                    self._ready.append(waiting.popleft())
-                elif waiting is not None:
-                    del self._waiting[job.order_key]
-            nxt: Job | None = None
+            self._in_flight -= len(jobs)
+            for job, outcome in zip(jobs, outcomes, strict=True):
+                self._to_mark.append((job, outcome))
+                if job.order_key is not None:
+                    waiting = self._waiting.get(job.order_key)
+                    if waiting:
+                        self._ready.append(waiting.popleft())
+                    elif waiting is not None:
+                        del self._waiting[job.order_key]
+            nxt: list[Job] | None = None
             if self._ready and not replica.retiring and not self._stopping.is_set():
                 replica.in_flight += 1
                 nxt = self._pop_ready()
