@@ -75,7 +75,7 @@ class FunctionRunner:
         self.options = options
         self.kpa = KPA(spec.scaling_policy())
         self.tracker = OffsetTracker()
-        cap = spec.concurrency * (spec.max_scale or 64)
+        cap = spec.concurrency * (spec.max_scale or 64) * max(1, spec.batch)  # a batched function buffers its batches
         self.max_buffered = options.max_buffered or max(64, 4 * cap)
         self._lock = threading.Lock()
         self._space = threading.Condition(self._lock)
