@@ -194,3 +194,24 @@ def test_a_batched_handler_must_be_sync_and_return_one_entry_per_event() -> None
 
     out = invoke(short, new_event("x", "/t", {"n": 1}))
     assert out.outcome == "failed" and "one entry per event" in str(out.error)
+
+
+def test_a_record_that_is_no_cloudevent_is_dead_lettered_beside_the_batch(memlog: EventLog) -> None:
+    app = App("t")
+    seen: list[int] = []
+
+    @app.function(topic="in", batch=16, concurrency=1, max_scale=1)
+    def take(batch: list[CloudEvent], ctx: BatchContext) -> None:
+        seen.extend(_n(e) for e in batch)
+
+    memlog.create_topic(TopicSpec("in", partitions=1))
+    producer = memlog.producer()
+    producer.produce("in", b"not a cloudevent")  # no ce_ headers: dead-lettered without reaching the handler
+    producer.flush()
+    produce(memlog, "in", events(10), key=None)
+    with FunctionHost(app, log=memlog, options=FAST) as host:
+        wait_for(lambda: host.metrics()["t.take"].succeeded == 10 and host.metrics()["t.take"].dead_lettered == 1)
+        wait_for(lambda: committed(memlog, "kawa-fn-t-take", "in") == {0: 11})
+    (dead,) = read_all(memlog, "in.dlq", 1)
+    assert dead.value == b"not a cloudevent"
+    assert sorted(seen) == list(range(10))

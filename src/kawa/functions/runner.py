@@ -334,7 +334,8 @@ class FunctionRunner:
         if len(jobs) == 1:
             return [self._execute_one(jobs[0])]
         handled = [job for job in jobs if job.outcome is None]
-        outcomes = invoke_batch(self.runtime, [job.event for job in handled if job.event is not None])
+        events = [job.event for job in handled if job.event is not None]
+        outcomes = invoke_batch(self.runtime, events) if events else []
         if outcomes is None:
             return [self._execute_one(job) for job in jobs]
         by_job = dict(zip(map(id, handled), outcomes, strict=True))
