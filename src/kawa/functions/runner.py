@@ -4,9 +4,8 @@ Threads: one *poll thread* owns the consumer (poll, commit) and the offset track
 (decode → filter → dedupe check → buffer), writes the done-marks and ticks the autoscaler. Replica threads
 run invocations and pull the next buffered event themselves when they finish one.
 
-A batched function (``batch=N``) takes up to N ready events per invocation (with ``ordered_by_key``, at most
-one per key: the next event of a key is ready only once the previous finished); each event is still
-delivered, marked and committed on its own (see :mod:`kawa.functions.batch`).
+A batched function (``batch=N``) takes up to N ready events per call, at most one per key when ordered by key;
+each is still delivered, marked and committed alone (:mod:`kawa.functions.batch`).
 
 Delivery: an event's offset counts as finished only after its replies and dead letters are flushed to the
 log and it is marked done in the dedupe store; commits never pass an unfinished offset (see
@@ -20,9 +19,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
 
 from kawa.errors import BackendUnavailable, CommitFailed, EventError, ProducerError
 from kawa.events import CloudEvent, EventRef
@@ -37,6 +34,7 @@ from kawa.functions.invoke import (
     dead_letter_headers,
     foreign_bucket,
     invoke_with_retries,
+    produce_until_queued,
     send_replies,
     undecodable,
 )
@@ -356,18 +354,16 @@ class FunctionRunner:
         outcome = await ainvoke_with_retries(self.runtime, job.event, self._abort)
         return self._deliver(job, outcome)
 
-    async def _aexecute_all(self, jobs: list[Job]) -> list[Outcome]:
+    async def aexecute(self, jobs: list[Job]) -> list[Outcome]:
         return [await self._aexecute(job) for job in jobs]  # async handlers are never batched: one job
-
-    def aexecute(self, jobs: list[Job]) -> Coroutine[Any, Any, list[Outcome]]:
-        return self._aexecute_all(jobs)
 
     def _deliver(self, job: Job, outcome: Outcome) -> Outcome:
         """Queue the event's replies or its dead letter on the log. A log that refuses them for a while
         (queue full, broker down) is waited for; only a stop ends the wait (→ ``abandoned``: redelivered)."""
         if outcome.status == "ok":
             try:
-                self._produce_until_queued(lambda: send_replies(self.runtime, outcome.replies, job.record.key))
+                produce_until_queued(lambda: send_replies(self.runtime, outcome.replies, job.record.key), self._abort,
+                                     self.spec.qualified_name)  # fmt: skip
             except (BackendUnavailable, ProducerError):
                 outcome.status = "abandoned"
                 return outcome
@@ -380,32 +376,14 @@ class FunctionRunner:
                 record.headers, outcome, self.spec.qualified_name, record.topic, record.partition, record.offset
             )
             try:
-                self._produce_until_queued(lambda: self.runtime.producer.produce(
+                produce_until_queued(lambda: self.runtime.producer.produce(
                     self.spec.dead_letter_topic, record.value, key=record.key, headers=headers
-                ))  # fmt: skip
+                ), self._abort, self.spec.qualified_name)  # fmt: skip
             except Exception as exc:
                 log.error("%s: cannot dead-letter %s[%d]@%d (%s); it stays uncommitted and comes again",
                           self.spec.qualified_name, record.topic, record.partition, record.offset, exc)
                 outcome.status = "abandoned"
         return outcome
-
-    def _produce_until_queued(self, produce: Callable[[], None]) -> None:
-        """Run ``produce`` until the log takes the records, waiting out a full queue or an unreachable log
-        with backoff; raises the last error when the host stops meanwhile. Replies of a partly queued batch
-        are queued again: the same ids, which consumers deduplicate."""
-        backoff = 0.1
-        while True:
-            try:
-                produce()
-                return
-            except (BackendUnavailable, ProducerError) as exc:
-                if self._abort.is_set():
-                    raise
-                log.warning("%s: the log does not take records now (%s); retrying in %.1f s",
-                            self.spec.qualified_name, exc, backoff)
-                if self._abort.wait(backoff):
-                    raise
-                backoff = min(backoff * 2, 5.0)
 
     def finish(self, jobs: list[Job], outcomes: list[Outcome], replica: Replica) -> list[Job] | None:
         with self._lock:
