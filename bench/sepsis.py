@@ -10,12 +10,19 @@ that keeps the sensitivity of NEWS2 >= 7, :func:`kawa.apps.sepsis.train.pick_thr
 1. **paced** (real-time mode): the first ``--paced-h`` simulated hours at ``--paced-speed`` times real time,
    each Bundle sent at its place in the block (the census's Bundles spread evenly, as a ward's interface
    engine sends them), so the pipeline is never behind: the observation → alert latency of each alert
-   (``latency_ms``: from the Bundle's arrival at the ingest function to the alert) gives ``alert_p99_ms``.
+   (``latency_ms``: from the Bundle's send time to the alert) gives ``alert_p99_ms``, and the same latency to
+   the verdict of every Bundle (``latency_ms`` of each score event; an alert is emitted in that step)
+   ``verdict_p99_ms``. The paced run alerts at ``--paced-threshold`` (default 0: every score is over it, and
+   the suppression window and the hourly budget decide which alert): the trained threshold raises a handful
+   of alerts a day at a small census, too few for a percentile, and an alert takes the same path at any
+   threshold.
 2. **day**: the whole day as fast as the pipeline takes it. A publisher process (the hospital's interface
    engine: not Kawa's work, but on the same two cores) writes one FHIR R4 Bundle per patient and
    ``--block-min`` block to the observations topic; ``day_wall_s`` runs from the first Bundle until every
-   Bundle was scored or dead-lettered. Then the day's outcomes (followed to discharge) are published and
-   joined to the decision records by the monitor's :class:`~kawa.monitor.outcomes.OutcomeJoiner`.
+   Bundle was scored or dead-lettered (``pipeline_cpu_ms_per_bundle``: the CPU of the platform's process over
+   that time per Bundle; ``publisher_cpu_ms_per_bundle``: the publisher's). Then the day's outcomes
+   (followed to discharge) are published and joined to the decision records by the monitor's
+   :class:`~kawa.monitor.outcomes.OutcomeJoiner`.
 
 Metrics, all from what the app wrote (the ``sepsis.scores`` topic read back), against the simulator's truth
 (everything matured): the model's alerts are the pipeline's own verdicts; NEWS2 >= 7 and qSOFA >= 2 are
@@ -74,8 +81,11 @@ def _ends(platform: Any, topic: str) -> int:
     return sum(p.end_offset for p in platform.log.describe_topic(topic).partitions)
 
 
-def _start(platform: Any, a: argparse.Namespace) -> tuple[Any, float, dict[str, Any]]:
-    """Train and promote the score on ``platform``, start the app; (settings, threshold, training result)."""
+def _start(
+    platform: Any, a: argparse.Namespace, alert_at: float | None = None
+) -> tuple[Any, float, dict[str, Any]]:
+    """Train and promote the score on ``platform``, start the app (alerting at ``alert_at``, default the
+    trained threshold); (settings, threshold, training result)."""
     from kawa.apps.plugin import declared
     from kawa.apps.runtime import start_app
     from kawa.apps.sepsis.plugin import plugin
@@ -84,7 +94,7 @@ def _start(platform: Any, a: argparse.Namespace) -> tuple[Any, float, dict[str, 
     s = declared(plugin, _settings(a)).settings
     result = train(patients=a.train_patients, config=platform.config, settings=s, threshold=True)
     threshold = float(result["threshold"])
-    section = _settings(a, threshold)
+    section = _settings(a, threshold if alert_at is None else alert_at)
     start_app(platform, plugin, section)
     return declared(plugin, section).settings, threshold, result
 
@@ -163,14 +173,16 @@ def _paced(a: argparse.Namespace, home: Path) -> dict[str, Any]:
 
     platform = _platform(home)
     try:
-        s, _threshold, _ = _start(platform, a)
+        s, _threshold, _ = _start(platform, a, a.paced_threshold)
         publisher = _publisher(home, a, a.paced_speed, a.paced_h)
         _wait_done(platform, s, publisher, f"paced ({a.paced_speed:g}x real time)")
-        alerts = read_to_end(platform.log, s.alerts_topic)
-        latencies = [float(json.loads(r.value or b"{}")["latency_ms"]) for r in alerts]
+        alerts = [float(json.loads(r.value or b"{}")["latency_ms"]) for r in read_to_end(platform.log, s.alerts_topic)]
+        verdicts = [json.loads(r.value or b"{}").get("latency_ms") for r in read_to_end(platform.log, s.scores_topic)]
+        every = [float(v) for v in verdicts if v is not None]
     finally:
         platform.stop()
-    return {"alerts": len(latencies), "alert_p50_ms": _pct(latencies, 50), "alert_p99_ms": _pct(latencies, 99)}
+    return {"alerts": len(alerts), "alert_p50_ms": _pct(alerts, 50), "alert_p99_ms": _pct(alerts, 99),
+            "verdicts": len(every), "verdict_p50_ms": _pct(every, 50), "verdict_p99_ms": _pct(every, 99)}  # fmt: skip
 
 
 def _pct(values: list[float], q: float) -> float | None:
@@ -189,10 +201,12 @@ def _day(a: argparse.Namespace, home: Path) -> dict[str, Any]:
         s, threshold, trained = _start(platform, a)
         print(f"model trained in {trained['seconds']} s (held-out hourly AUROC {trained['auroc_model']:.3f}, "
               f"NEWS2 {trained['auroc_news2']:.3f}); alert threshold {threshold:.4f}", flush=True)  # fmt: skip
-        began = time.perf_counter()
+        began, cpu0, child0 = time.perf_counter(), time.process_time(), _children_cpu()
         publisher = _publisher(home, a, None, a.hours)
         sent = _wait_done(platform, s, publisher, "the day")
         day_wall = time.perf_counter() - began
+        publisher.wait()
+        cpu, child = time.process_time() - cpu0, _children_cpu() - child0
         scored = [json.loads(r.value or b"{}") for r in read_to_end(platform.log, s.scores_topic)]
         alerts = _ends(platform, s.alerts_topic)
         dead = _ends(platform, s.dead_letter_topic)
@@ -212,10 +226,19 @@ def _day(a: argparse.Namespace, home: Path) -> dict[str, Any]:
         "realtime_factor": round(a.hours * 3600.0 / day_wall, 1),
         "bundles_per_s": round(sent["messages"] / day_wall, 1),
         "observations_per_s": round(sent["observations"] / day_wall, 1),
+        "pipeline_cpu_ms_per_bundle": round(cpu / sent["messages"] * 1000.0, 2),
+        "publisher_cpu_ms_per_bundle": round(child / sent["messages"] * 1000.0, 2),
         "scored": len(scored), "dead_lettered": dead, "alerts_raised": alerts, "model_threshold": round(threshold, 4),
         "outcomes": published, "join_wall_s": round(join_wall, 2), **joined,
     }  # fmt: skip
     return out | _clinical(sim, s, scored, aliases)
+
+
+def _children_cpu() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _aliases(s: Any, n: int) -> list[str]:
@@ -280,17 +303,21 @@ def _clinical(sim: Any, s: Any, scored: list[dict[str, Any]], aliases: list[str]
     model = alerted["model"]
     np.fmin.at(first, pat[model], t[model])
     trial = silent_arm_trial(sim, first, arms_of(aliases, "sepsis-silent-arm"))
-    m = trial.mortality
+    itt = trial.mortality
     out |= {"lead_time_h_median": out["gain_vs_screen_h_model"],
             "lead_before_onset_h_median": out["lead_before_onset_h_model"],
             "alerts_per_100_patient_days": out["alerts_per_100pd_model"],
-            "itt_effect": _r(m.estimate, 5), "itt_lower": _r(m.lower, 5), "itt_upper": _r(m.upper, 5),
-            "itt_true": _r(m.true, 5), "itt_covers": m.covers}  # fmt: skip
+            "itt_effect": _r(itt.estimate, 5), "itt_lower": _r(itt.lower, 5), "itt_upper": _r(itt.upper, 5),
+            "itt_true": _r(itt.true, 5), "itt_covers": itt.covers}  # fmt: skip
     return out
 
 
 def _r(x: float, digits: int = 4) -> float | None:
     return None if x is None or math.isnan(x) else round(float(x), digits)
+
+
+def _threshold(text: str) -> float | None:
+    return None if text.strip().lower() == "none" else float(text)
 
 
 def main() -> None:
@@ -302,6 +329,9 @@ def main() -> None:
     ap.add_argument("--train-patients", type=int, default=1500, help="admissions the score is trained on")
     ap.add_argument("--paced-h", type=float, default=1.0, help="simulated hours of the paced run (0: none)")
     ap.add_argument("--paced-speed", type=float, default=60.0, help="times real time of the paced run")
+    ap.add_argument("--paced-threshold", type=_threshold, default=0.0,
+                    help="the paced run's alert threshold (default 0: every score is over it, suppression and the "
+                         "budget still apply; an alert takes the same path at any threshold); 'none': the trained one")
     ap.add_argument("--corrupt", type=float, default=0.0, help="share of damaged Bundles")
     ap.add_argument("--fhir-validate", action="store_true", help="also validate with fhir.resources (slow)")
     ap.add_argument("--publish", help=argparse.SUPPRESS)  # the publisher process: the platform home
@@ -318,8 +348,9 @@ def main() -> None:
         paced = _paced(a, Path(tmp) / "paced" / ".kawa") if a.paced_h > 0 else {}
         day = _day(a, Path(tmp) / "day" / ".kawa")
     load = os.getloadavg()[0]
-    result = {"patients": a.patients, **day, **{k: v for k, v in paced.items() if k != "alerts"},
-              "paced_alerts": paced.get("alerts"), "paced_speed": a.paced_speed, "block_min": a.block_min,
+    result = {"patients": a.patients, **day, **{k: v for k, v in paced.items() if k not in ("alerts", "verdicts")},
+              "paced_alerts": paced.get("alerts"), "paced_verdicts": paced.get("verdicts"),
+              "paced_speed": a.paced_speed, "paced_threshold": a.paced_threshold, "block_min": a.block_min,
               "fhir_validate": a.fhir_validate, "load_avg": round(load, 1), "cores": os.cpu_count()}  # fmt: skip
     print(json.dumps(result))
 

@@ -21,6 +21,7 @@ _LAZY = {
     "Platform": "kawa.platform",
     "App": "kawa.functions.app",
     "Context": "kawa.functions.context",
+    "BatchContext": "kawa.functions.batch",
     "ObjectEvent": "kawa.functions.types",
     "Predictor": "kawa.functions.types",
     "PermanentError": "kawa.functions.invoke",
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from kawa.events import CloudEvent as CloudEvent
     from kawa.events import new_event as new_event
     from kawa.functions.app import App as App
+    from kawa.functions.batch import BatchContext as BatchContext
     from kawa.functions.context import Context as Context
     from kawa.functions.invoke import PermanentError as PermanentError
     from kawa.functions.types import ObjectEvent as ObjectEvent

@@ -16,6 +16,7 @@ _LAZY = {
     "FunctionSpec": "kawa.functions.app",
     "load_app": "kawa.functions.app",
     "Context": "kawa.functions.context",
+    "BatchContext": "kawa.functions.batch",
     "PermanentError": "kawa.functions.invoke",
     "ObjectEvent": "kawa.functions.types",
     "Predictor": "kawa.functions.types",
@@ -30,6 +31,7 @@ _LAZY = {
 if TYPE_CHECKING:
     from kawa.functions.app import App, FunctionSpec, load_app
     from kawa.functions.autoscaler import KPA, ScalingPolicy
+    from kawa.functions.batch import BatchContext
     from kawa.functions.context import Context
     from kawa.functions.filters import EventFilter
     from kawa.functions.host import FunctionHost
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
 __all__ = [
     "KPA",
     "App",
+    "BatchContext",
     "Context",
     "EventFilter",
     "FunctionHost",

@@ -81,6 +81,9 @@ class FunctionSpec:
     """What the handler's first parameter receives: the CloudEvent, or an :class:`ObjectEvent`."""
     app_config: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
     """The app's settings (``App(config=...)``), under the function's own in ``ctx.config``."""
+    batch: int = 0
+    """0: the handler takes one event; N >= 1: it takes a list of up to N events and a
+    :class:`~kawa.functions.batch.BatchContext` (see :mod:`kawa.functions.batch`)."""
 
     @property
     def qualified_name(self) -> str:
@@ -148,6 +151,7 @@ class App:
         config: Mapping[str, Any] | None = None,
         outputs: Sequence[str] | None = None,
         replicas: ReplicaMode = "auto",
+        batch: int = 0,
     ) -> Callable[[F], F]:
         """A decorator that registers a handler. Trigger: ``topic``, or ``bucket`` (one name or several; its
         object notifications are wired to a topic named like the first bucket unless ``topic`` is given;
@@ -158,7 +162,9 @@ class App:
         app's ``outputs`` and the ``reply_topic``); emitting anywhere else is an error. Without any
         declaration every topic is allowed. Annotate the handler's first parameter as
         :class:`kawa.ObjectEvent` to receive the notification's record instead of the CloudEvent. The
-        decorated handler is returned unchanged; test it with ``kawa.testing.invoke(handler, event)``."""
+        decorated handler is returned unchanged; test it with ``kawa.testing.invoke(handler, event)``.
+        ``batch=N``: the handler takes up to N events at once, ``(events, ctx: kawa.BatchContext)``, each still
+        committed, deduplicated and dead-lettered on its own (:mod:`kawa.functions.batch`)."""
 
         def register(fn: F) -> F:
             fname = name or fn.__name__.replace("_", "-").lower()
@@ -189,7 +195,7 @@ class App:
                 group=group or f"kawa-fn-{self.name}-{fname}", initial_offset=initial_offset,
                 config=dict(config or {}), is_async=inspect.iscoroutinefunction(fn), replicas=replicas,
                 scope=TriggerScope(buckets, on_foreign), outputs=declared,
-                argument=_argument(fn, fname), app_config=self.config,
+                argument=_argument(fn, fname), app_config=self.config, batch=batch,
             )
             _validate(spec)
             self.functions[fname] = spec
@@ -305,6 +311,11 @@ def _validate(spec: FunctionSpec) -> None:
         problems.append("initial_offset must be 'earliest' or 'latest'")
     if spec.replicas not in REPLICA_MODES:
         problems.append("replicas must be 'auto', 'process' or 'thread'")
+    if spec.batch < 0:
+        problems.append("batch must be >= 0 (0: one event per call)")
+    if spec.batch and (spec.is_async or spec.argument == "object"):
+        problems.append("a batched handler (batch=N) is a sync function taking (events, ctx), not async and not "
+                        "an ObjectEvent handler")
     if problems:
         raise InvalidFunction(f"function {spec.qualified_name}: " + "; ".join(problems))
     spec.scaling_policy()  # validates the KPA knobs

@@ -7,22 +7,25 @@ adapter calls :func:`invoke` once per request (Knative's delivery retries instea
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import threading
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from kawa import deadletter
-from kawa.errors import EventError, FunctionError
+from kawa.errors import BackendUnavailable, EventError, FunctionError, ProducerError
 from kawa.events import CloudEvent, to_kafka
 from kawa.functions.context import Context, Runtime, derived_id
 from kawa.functions.types import EventRef, handling, object_event
 
 if TYPE_CHECKING:
     from kawa.functions.app import FunctionSpec
+
+_log = logging.getLogger("kawa.functions.host")
 
 
 class PermanentError(FunctionError):
@@ -113,7 +116,12 @@ def _argument(runtime: Runtime, event: CloudEvent) -> Any:
 
 def invoke(runtime: Runtime, event: CloudEvent, attempt: int = 1) -> Outcome:
     """One attempt. Exceptions are caught into ``Outcome(status="failed"|"permanent")``. While the handler
-    runs, :func:`kawa.functions.types.current_event` names ``event`` (predictions link to it)."""
+    runs, :func:`kawa.functions.types.current_event` names ``event`` (predictions link to it). A batched
+    handler (``batch=N``) gets it as a batch of one (:mod:`kawa.functions.batch`)."""
+    if runtime.spec.batch:
+        from kawa.functions.batch import invoke_single
+
+        return invoke_single(runtime, event, attempt)
     ctx = Context(runtime, event, attempt)
     start = time.perf_counter()
     try:
@@ -215,6 +223,24 @@ def send_replies(runtime: Runtime, replies: Sequence[CloudEvent], key: bytes | N
     for reply in replies:
         reply_key, value, headers = to_kafka(reply)
         runtime.producer.produce(topic, value, key=reply_key if reply_key is not None else key, headers=headers)
+
+
+def produce_until_queued(produce: Callable[[], None], stop: threading.Event, function: str) -> None:
+    """Run ``produce`` until the log takes the records, waiting out a full queue or an unreachable log
+    with backoff; raises the last error when ``stop`` is set meanwhile. Replies of a partly queued batch
+    are queued again: the same ids, which consumers deduplicate."""
+    backoff = 0.1
+    while True:
+        try:
+            produce()
+            return
+        except (BackendUnavailable, ProducerError) as exc:
+            if stop.is_set():
+                raise
+            _log.warning("%s: the log does not take records now (%s); retrying in %.1f s", function, exc, backoff)
+            if stop.wait(backoff):
+                raise
+            backoff = min(backoff * 2, 5.0)
 
 
 def dead_letter_headers(

@@ -14,16 +14,16 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, Protocol
 
-from kawa.functions.invoke import Outcome
-
 
 class Dispatcher(Protocol):
-    def execute(self, job: Any) -> Outcome: ...
+    """Hands out units of work (one event, or a batch of them) and takes their outcomes back."""
 
-    def aexecute(self, job: Any) -> Coroutine[Any, Any, Outcome]: ...
+    def execute(self, job: Any) -> Any: ...
 
-    def finish(self, job: Any, outcome: Outcome, replica: Replica) -> Any | None:
-        """Record ``outcome``; return the next job for ``replica`` (counted in flight) or None."""
+    def aexecute(self, job: Any) -> Coroutine[Any, Any, Any]: ...
+
+    def finish(self, job: Any, outcome: Any, replica: Replica) -> Any | None:
+        """Record ``outcome``; return the next unit for ``replica`` (counted in flight) or None."""
         ...
 
 

@@ -4,6 +4,9 @@ Threads: one *poll thread* owns the consumer (poll, commit) and the offset track
 (decode → filter → dedupe check → buffer), writes the done-marks and ticks the autoscaler. Replica threads
 run invocations and pull the next buffered event themselves when they finish one.
 
+A batched function (``batch=N``) takes up to N ready events per call, at most one per key when ordered by key;
+each is still delivered, marked and committed alone (:mod:`kawa.functions.batch`).
+
 Delivery: an event's offset counts as finished only after its replies and dead letters are flushed to the
 log and it is marked done in the dedupe store; commits never pass an unfinished offset (see
 :mod:`kawa.functions.offsets`). Records of partitions lost in a rebalance are dropped from the buffer and
@@ -16,14 +19,13 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
 
 from kawa.errors import BackendUnavailable, CommitFailed, EventError, ProducerError
 from kawa.events import CloudEvent, EventRef
 from kawa.events.s3 import record_events
 from kawa.functions.autoscaler import KPA
+from kawa.functions.batch import invoke_batch
 from kawa.functions.context import Runtime
 from kawa.functions.dedupe import DEAD_LETTERED, DONE
 from kawa.functions.invoke import (
@@ -32,6 +34,7 @@ from kawa.functions.invoke import (
     dead_letter_headers,
     foreign_bucket,
     invoke_with_retries,
+    produce_until_queued,
     send_replies,
     undecodable,
 )
@@ -70,7 +73,7 @@ class FunctionRunner:
         self.options = options
         self.kpa = KPA(spec.scaling_policy())
         self.tracker = OffsetTracker()
-        cap = spec.concurrency * (spec.max_scale or 64)
+        cap = spec.concurrency * (spec.max_scale or 64) * max(1, spec.batch)  # a batched function buffers its batches
         self.max_buffered = options.max_buffered or max(64, 4 * cap)
         self._lock = threading.Lock()
         self._space = threading.Condition(self._lock)
@@ -267,10 +270,13 @@ class FunctionRunner:
         else:
             waiting.append(job)
 
-    def _pop_ready(self) -> Job:
-        self._buffered -= 1
-        self._in_flight += 1
-        return self._ready.popleft()
+    def _pop_ready(self) -> list[Job]:
+        """The next unit of work: one ready job, or up to ``batch`` of them for a batched function."""
+        n = min(len(self._ready), max(1, self.spec.batch))
+        jobs = [self._ready.popleft() for _ in range(n)]
+        self._buffered -= n
+        self._in_flight += n
+        return jobs
 
     def _dispatch(self) -> None:
         for replica in self._replicas:
@@ -321,7 +327,19 @@ class FunctionRunner:
 
     # --- replica callbacks ------------------------------------------------------------------------
 
-    def execute(self, job: Job) -> Outcome:
+    def execute(self, jobs: list[Job]) -> list[Outcome]:
+        """Run a unit of work: one job, or a batch (one handler call; each event alone again if it raised)."""
+        if len(jobs) == 1:
+            return [self._execute_one(jobs[0])]
+        handled = [job for job in jobs if job.outcome is None]
+        events = [job.event for job in handled if job.event is not None]
+        outcomes = invoke_batch(self.runtime, events) if events else []
+        if outcomes is None:
+            return [self._execute_one(job) for job in jobs]
+        by_job = dict(zip(map(id, handled), outcomes, strict=True))
+        return [self._deliver(job, job.outcome or by_job[id(job)]) for job in jobs]
+
+    def _execute_one(self, job: Job) -> Outcome:
         if job.outcome is not None:
             outcome = job.outcome
         else:
@@ -336,15 +354,16 @@ class FunctionRunner:
         outcome = await ainvoke_with_retries(self.runtime, job.event, self._abort)
         return self._deliver(job, outcome)
 
-    def aexecute(self, job: Job) -> Coroutine[Any, Any, Outcome]:
-        return self._aexecute(job)
+    async def aexecute(self, jobs: list[Job]) -> list[Outcome]:
+        return [await self._aexecute(job) for job in jobs]  # async handlers are never batched: one job
 
     def _deliver(self, job: Job, outcome: Outcome) -> Outcome:
         """Queue the event's replies or its dead letter on the log. A log that refuses them for a while
         (queue full, broker down) is waited for; only a stop ends the wait (→ ``abandoned``: redelivered)."""
         if outcome.status == "ok":
             try:
-                self._produce_until_queued(lambda: send_replies(self.runtime, outcome.replies, job.record.key))
+                produce_until_queued(lambda: send_replies(self.runtime, outcome.replies, job.record.key), self._abort,
+                                     self.spec.qualified_name)  # fmt: skip
             except (BackendUnavailable, ProducerError):
                 outcome.status = "abandoned"
                 return outcome
@@ -357,45 +376,28 @@ class FunctionRunner:
                 record.headers, outcome, self.spec.qualified_name, record.topic, record.partition, record.offset
             )
             try:
-                self._produce_until_queued(lambda: self.runtime.producer.produce(
+                produce_until_queued(lambda: self.runtime.producer.produce(
                     self.spec.dead_letter_topic, record.value, key=record.key, headers=headers
-                ))  # fmt: skip
+                ), self._abort, self.spec.qualified_name)  # fmt: skip
             except Exception as exc:
                 log.error("%s: cannot dead-letter %s[%d]@%d (%s); it stays uncommitted and comes again",
                           self.spec.qualified_name, record.topic, record.partition, record.offset, exc)
                 outcome.status = "abandoned"
         return outcome
 
-    def _produce_until_queued(self, produce: Callable[[], None]) -> None:
-        """Run ``produce`` until the log takes the records, waiting out a full queue or an unreachable log
-        with backoff; raises the last error when the host stops meanwhile. Replies of a partly queued batch
-        are queued again: the same ids, which consumers deduplicate."""
-        backoff = 0.1
-        while True:
-            try:
-                produce()
-                return
-            except (BackendUnavailable, ProducerError) as exc:
-                if self._abort.is_set():
-                    raise
-                log.warning("%s: the log does not take records now (%s); retrying in %.1f s",
-                            self.spec.qualified_name, exc, backoff)
-                if self._abort.wait(backoff):
-                    raise
-                backoff = min(backoff * 2, 5.0)
-
-    def finish(self, job: Job, outcome: Outcome, replica: Replica) -> Job | None:
+    def finish(self, jobs: list[Job], outcomes: list[Outcome], replica: Replica) -> list[Job] | None:
         with self._lock:
             replica.in_flight -= 1
-            self._in_flight -= 1
-            self._to_mark.append((job, outcome))
-            if job.order_key is not None:
-                waiting = self._waiting.get(job.order_key)
-                if waiting:
-                    self._ready.append(waiting.popleft())
-                elif waiting is not None:
-                    del self._waiting[job.order_key]
-            nxt: Job | None = None
+            self._in_flight -= len(jobs)
+            for job, outcome in zip(jobs, outcomes, strict=True):
+                self._to_mark.append((job, outcome))
+                if job.order_key is not None:
+                    waiting = self._waiting.get(job.order_key)
+                    if waiting:
+                        self._ready.append(waiting.popleft())
+                    elif waiting is not None:
+                        del self._waiting[job.order_key]
+            nxt: list[Job] | None = None
             if self._ready and not replica.retiring and not self._stopping.is_set():
                 replica.in_flight += 1
                 nxt = self._pop_ready()

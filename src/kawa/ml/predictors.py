@@ -128,9 +128,12 @@ class Predictor:
         batch: Sequence[np.ndarray],
         event_ids: Sequence[str | None] | None = None,
         allocations: Sequence[Allocation | None] | None = None,
+        *,
+        events: Sequence[EventRef | None] | None = None,
     ) -> list[np.ndarray]:
         """One model call for several requests (rows concatenated along axis 0); outputs split back.
-        ``allocations``: per request, the experiment allocation its record carries."""
+        ``allocations``: per request, the experiment allocation its record carries; ``events``: per request,
+        the ref of the event it serves (``event_ids``: the older form)."""
         sizes = [len(x) for x in batch]
         joined = batch[0] if len(batch) == 1 else np.concatenate(batch, axis=0)
         start = time.perf_counter()
@@ -140,9 +143,10 @@ class Predictor:
         if self._logger is not None:
             ids = event_ids or [None] * len(batch)
             tags = allocations or [None] * len(batch)
-            for x, y, event_id, allocation in zip(batch, parts, ids, tags, strict=True):
-                self._logger.record(self.name, self.version, x, y, latency, event_id=event_id, batch_size=len(batch),
-                                    allocation=allocation)  # fmt: skip
+            refs = events or [None] * len(batch)
+            for x, y, event_id, allocation, ref in zip(batch, parts, ids, tags, refs, strict=True):
+                self._logger.record(self.name, self.version, x, y, latency, event=ref, event_id=event_id,
+                                    batch_size=len(batch), allocation=allocation)  # fmt: skip
         return parts
 
 

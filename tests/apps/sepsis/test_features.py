@@ -7,7 +7,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kawa.apps.sepsis.codes import Code
-from kawa.apps.sepsis.features import NAMES, FeatureState, batch_features, column, features, set_ends, update
+from kawa.apps.sepsis.features import (
+    NAMES,
+    FeatureState,
+    batch_features,
+    column,
+    features,
+    set_ends,
+    update,
+    update_rows,
+)
 from kawa.apps.sepsis.settings import Epidemic, SimSettings
 from kawa.apps.sepsis.sim import Observation, Observations, iter_blocks, iter_observations, simulate
 
@@ -79,3 +88,29 @@ def test_stream_equals_batch_on_any_ordered_table(raw: list[tuple[int, int, int,
     want = batch_features(table)
     got = np.array(streamed).reshape(want.shape)
     assert ((got == want) | (np.isnan(got) & np.isnan(want))).all()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 40), st.sampled_from([int(Code.HR), int(Code.RR), int(Code.WBC)]),
+                  st.floats(-50, 500, allow_nan=False, width=32)),
+        max_size=40,
+    ),
+    st.integers(1, 6),
+)
+def test_update_rows_is_update_of_each_row_skipping_older_ones(rows: list[tuple[int, int, float]], chunk: int) -> None:
+    """Rows applied in chunks (as the scoring function charts a message) give the state of one row at a time
+    with the older-row rule; a row earlier than the state's latest changes nothing."""
+    timed = [(step / 4.0, code, value) for step, code, value in rows]
+    want = FeatureState()
+    for t, code, value in timed:
+        if not want.now > t:
+            want = update(want, Observation(0, t, code, value))
+    got = FeatureState()
+    for i in range(0, len(timed), chunk):
+        got = update_rows(got, timed[i : i + chunk])
+    assert got.times == want.times and got.codes == want.codes
+    assert got.now == want.now or (np.isnan(got.now) and np.isnan(want.now))
+    a, b = np.array(features(got)), np.array(features(want))
+    assert ((a == b) | (np.isnan(a) & np.isnan(b))).all()

@@ -51,7 +51,8 @@ class Charted(EventSchema):
 class Scored(EventSchema):
     """The patient's scores at ``time`` after a charted event; ``band``: NEWS2 clinical risk (low 0-4,
     medium 5-6, high >= 7); ``verdict``: what the alert policy said (alert, below, suppressed,
-    over-budget; silent: an alert computed in an experiment's silent arm, not shown)."""
+    over-budget; silent: an alert computed in an experiment's silent arm, not shown); ``latency_ms``: from
+    receipt of the FHIR message to the verdict (an alert is emitted in the same step)."""
 
     event: EventRef | None = None
     patient: str
@@ -64,6 +65,7 @@ class Scored(EventSchema):
     model_version: int
     band: str
     verdict: str
+    latency_ms: float | None = None
 
 
 class SepsisAlert(EventSchema):

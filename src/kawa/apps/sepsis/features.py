@@ -13,7 +13,8 @@ on both sides, so even the means agree bit for bit).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -62,7 +63,26 @@ def update(state: FeatureState, obs: Observation) -> FeatureState:
     new = CodeState(last_t=t, last=v, prev=cs.last, count=cs.count + 1, window=window)
     codes = (*state.codes[: obs.code], new, *state.codes[obs.code + 1 :])
     times = state.times + (0 if t == state.now else 1)
-    return replace(state, codes=codes, times=times, now=t)
+    return FeatureState(codes, times, t)
+
+
+def update_rows(state: FeatureState, rows: Iterable[tuple[float, int, float]]) -> FeatureState:
+    """The state after rows ``(time_h, code, value)`` in time order, as :func:`update` applied to each in turn,
+    except that a row older than the state's latest observation is skipped (a patient's rows arrive in
+    order; an older one is not applied). One new state for all of them."""
+    codes = list(state.codes)
+    times, now = state.times, state.now
+    for t, code, v in rows:
+        if now > t:
+            continue
+        c = int(code)
+        cs = codes[c]
+        cut = t - WINDOW_H
+        codes[c] = CodeState(t, v, cs.last, cs.count + 1, (*(x for x in cs.window if x[0] > cut), (t, v)))
+        if t != now:
+            times += 1
+        now = t
+    return FeatureState(tuple(codes), times, now)
 
 
 def features(state: FeatureState) -> tuple[float, ...]:

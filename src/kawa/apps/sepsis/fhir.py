@@ -16,6 +16,7 @@ its own ``subject`` and ``resolve`` (e.g. a pseudonymisation table).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from collections.abc import Callable, Iterable, Mapping
@@ -55,11 +56,13 @@ def default_resolve(reference: str) -> int:
     return int(ident[4:])
 
 
+@functools.lru_cache(maxsize=4096)
 def _iso(time_h: float, epoch: datetime) -> str:
     seconds = round(time_h * 3600.0)
     return (epoch + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+@functools.lru_cache(maxsize=4096)  # a Bundle's observations share a few times
 def _hours(text: str, epoch: datetime) -> float:
     t = datetime.fromisoformat(text.replace("Z", "+00:00"))
     if t.tzinfo is None:

@@ -27,12 +27,13 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from pydantic import ValidationError
 
 from kawa.apps.sepsis import fhir
 from kawa.apps.sepsis.alerts import AlertPolicy, Verdict, decide
@@ -49,13 +50,14 @@ from kawa.apps.sepsis.events import (
     SepsisAlert,
     pseudonym,
 )
-from kawa.apps.sepsis.features import N_STATS, NAMES, FeatureState, features, update
+from kawa.apps.sepsis.features import N_STATS, NAMES, FeatureState, features, update_rows
 from kawa.apps.sepsis.outcomes import epoch_s
 from kawa.apps.sepsis.scores import news2, qsofa, sirs
 from kawa.apps.sepsis.sim import Observation
 from kawa.events import CloudEvent
 from kawa.events.ref import EventRef
 from kawa.functions import App, Context, PermanentError
+from kawa.functions.batch import BatchContext, predict_each
 from kawa.monitor.records import SnapshotSpec
 
 __all__ = [
@@ -66,6 +68,8 @@ log = logging.getLogger("kawa.apps.sepsis")
 INGEST = "ingest"
 SCORE = "score"
 SCORE_NAMES = ("news2", "qsofa", "sirs")
+BATCH = 256
+"""Messages per call of the two functions (the most; fewer when fewer wait)."""
 SNAPSHOT = SnapshotSpec.of(numeric=(*NAMES, *SCORE_NAMES))
 """What a decision record keeps: the 105 features and the three bedside scores (none of them PHI)."""
 
@@ -132,6 +136,7 @@ class Ward:
     last_event: dict[str, tuple[str, FeatureState | None, Verdict]] = field(default_factory=dict)
     references: dict[str, int] = field(default_factory=dict)
     by_number: list[str] = field(default_factory=list)
+    aliases: dict[int, tuple[bytes, str]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def resolve(self, reference: str) -> int:
@@ -149,6 +154,16 @@ class Ward:
     def reference(self, number: int) -> str:
         with self.lock:
             return self.by_number[number]
+
+    def alias(self, number: int, key: bytes) -> str:
+        """The pseudonym of patient ``number`` under ``key`` (computed once per patient)."""
+        with self.lock:
+            cached = self.aliases.get(number)
+        if cached is None or cached[0] != key:
+            cached = (key, pseudonym(self.reference(number), key))
+            with self.lock:
+                self.aliases[number] = cached
+        return cached[1]
 
     def begin(self, patient: str, key: str) -> tuple[FeatureState | None, Verdict | None]:
         """The patient's state before the event ``key``, and the verdict already given on it when it was
@@ -218,80 +233,145 @@ def build_app(settings: SepsisSettings | None = None, *, ward: Ward | None = Non
         log.warning("the sepsis app pseudonymises patients with the demo key; set apps.sepsis.pseudonym_key")
     app = App("sepsis")
 
+    # Batched (kawa.functions.batch): one handler call for up to BATCH messages of distinct patients (per-key
+    # order holds), one model call and one vectorised score for them; each message is still committed,
+    # deduplicated and dead-lettered on its own. One thread: the work holds the GIL, more threads only contend.
     @app.function(
         name=INGEST, topic=s.observations_topic, dead_letter_topic=s.dead_letter_topic, outputs=(s.charted_topic,),
-        ordered_by_key=True, concurrency=4, min_scale=1, max_scale=2, retries=1, backoff_s=0.05,
+        ordered_by_key=True, concurrency=1, min_scale=1, max_scale=1, retries=1, backoff_s=0.05, batch=BATCH,
     )  # fmt: skip
-    def ingest(event: CloudEvent, ctx: Context) -> None:
-        rows = _rows(_resources(event), w, validate)
-        sent = event.get_time()
-        received = sent.timestamp() if sent is not None else time.time()
-        by_patient: dict[int, list[tuple[float, int, float]]] = {}
-        for o in sorted(rows, key=lambda o: (o.patient, o.time_h, o.code)):
-            by_patient.setdefault(o.patient, []).append((o.time_h, o.code, o.value))
-        for number, chart in by_patient.items():
-            alias = pseudonym(w.reference(number), key)
-            data = Charted(patient=alias, rows=chart, received_at=received).data()
-            ctx.emit(s.charted_topic, ctx.new_event(CHARTED_TYPE, data, subject=alias), key=alias.encode())
+    def ingest(events: list[CloudEvent], ctx: BatchContext) -> None:
+        for i, event in enumerate(events):
+            try:
+                rows = _rows(_resources(event), w, validate)
+            except PermanentError as exc:
+                ctx.reject(i, exc)
+                continue
+            sent = event.get_time()
+            received = sent.timestamp() if sent is not None else time.time()
+            by_patient: dict[int, list[tuple[float, int, float]]] = {}
+            for o in sorted(rows, key=lambda o: (o.patient, o.time_h, o.code)):
+                by_patient.setdefault(o.patient, []).append((o.time_h, o.code, o.value))
+            one = ctx[i]
+            for number, chart in by_patient.items():
+                alias = w.alias(number, key)
+                data = Charted(patient=alias, rows=chart, received_at=received).data()
+                one.emit(s.charted_topic, one.new_event(CHARTED_TYPE, data, subject=alias), key=alias.encode())
 
     outputs = (s.scores_topic, s.alerts_topic, s.census_topic, s.decisions_topic)
 
     @app.function(
         name=SCORE, topic=s.charted_topic, dead_letter_topic=s.dead_letter_topic, outputs=outputs,
-        ordered_by_key=True, concurrency=4, min_scale=1, max_scale=2, retries=2, backoff_s=0.05,
+        ordered_by_key=True, concurrency=1, min_scale=1, max_scale=1, retries=2, backoff_s=0.05, batch=BATCH,
     )  # fmt: skip
-    def score(event: CloudEvent, ctx: Context) -> None:
-        charted = Charted.model_validate(_resources(event))
-        handle(charted, event, ctx, s, w)
+    def score(events: list[CloudEvent], ctx: BatchContext) -> None:
+        items: list[tuple[Charted, CloudEvent, Context]] = []
+        for i, event in enumerate(events):
+            try:
+                items.append((Charted.model_validate(_resources(event)), event, ctx[i]))
+            except (ValidationError, PermanentError) as exc:
+                ctx.reject(i, exc)
+        score_all(items, s, w)
 
     return app
 
 
 def handle(charted: Charted, event: CloudEvent, ctx: Context, s: SepsisSettings, w: Ward) -> None:
-    """Chart one patient's observations, score, decide, emit. The policy's verdict and the new state are
-    stored together once everything that can fail has run (so a failed attempt leaves no trace), and a
-    redelivered event gets the verdict it got before (so a retry neither loses an alert to suppression nor
-    charts a row twice)."""
-    patient = charted.patient
-    event_ref = EventRef.of(event)
-    key = event_ref.key()
-    before, given = w.begin(patient, key)
-    state = before or FeatureState()
-    for t, code, value in charted.rows:
-        if not state.now > t:  # events of a patient arrive in order; an older row is not applied
-            state = update(state, Observation(0, t, int(code), value))
-    f = features(state)
-    n2, q, si = scores_of(f)
-    named = dict(zip(NAMES, f, strict=True)) | {"news2": n2, "qsofa": q, "sirs": si}
+    """:func:`score_all` of one message."""
+    score_all([(charted, event, ctx)], s, w)
+
+
+def score_all(items: Sequence[tuple[Charted, CloudEvent, Context]], s: SepsisSettings, w: Ward) -> None:
+    """Chart each message's observations, score, decide, emit: features per patient, the bedside scores and
+    the model for all of them at once. A patient's messages are taken in order, one per round. The policy's
+    verdict and the new state are stored together once everything that can fail has run (so a failed attempt
+    leaves no trace), and a redelivered event gets the verdict it got before (so a retry neither loses an
+    alert to suppression nor charts a row twice)."""
+    rounds: list[list[tuple[Charted, CloudEvent, Context]]] = []
+    seen: dict[str, int] = {}
+    for item in items:
+        n = seen[item[0].patient] = seen.get(item[0].patient, -1) + 1
+        if n == len(rounds):
+            rounds.append([])
+        rounds[n].append(item)
+    for chunk in rounds:
+        _score_round(chunk, s, w)
+
+
+def _score_round(items: Sequence[tuple[Charted, CloudEvent, Context]], s: SepsisSettings, w: Ward) -> None:
+    """:func:`score_all` of messages of distinct patients."""
+    if not items:
+        return
+    prepared = []
+    for charted, event, _ctx in items:
+        event_ref = EventRef.of(event)
+        before, given = w.begin(charted.patient, event_ref.key())
+        state = update_rows(before or FeatureState(), charted.rows)  # an older row than the chart is not applied
+        prepared.append((event_ref, before, given, state, features(state)))
+    x = np.array([p[4] for p in prepared], dtype=np.float64)
+    n2s, qs, sis = (c.tolist() for c in score_columns(x))
+    models, values = _values(items, x, n2s, s)
+    for k, (charted, _event, ctx) in enumerate(items):
+        event_ref, before, given, state, f = prepared[k]
+        _act(charted, ctx, s, w, event_ref, before, given, state, f, (n2s[k], qs[k], sis[k]), models[k], values[k])
+
+
+def _values(
+    items: Sequence[tuple[Charted, CloudEvent, Context]], x: npt.NDArray[np.float64], n2s: list[int], s: SepsisSettings
+) -> tuple[list[Any], list[float]]:
+    """Each message's model (NEWS2, or the predictor its patient gets) and score: one model call per
+    predictor for all its messages."""
     if s.model_ref is None:
-        model: Any = NEWS2_RULE
-        value = float(n2)
+        return [NEWS2_RULE] * len(items), [float(n) for n in n2s]
+    ref = s.model_ref
+    if s.experiment:
+        models: list[Any] = [ctx.model(ref, experiment=s.experiment, unit=c.patient) for c, _e, ctx in items]
     else:
-        ref = s.model_ref
-        model = ctx.model(ref, experiment=s.experiment, unit=patient) if s.experiment else ctx.model(ref)
-        value = float(np.asarray(model.predict(np.array([f], dtype=np.float64))).ravel()[0])
-    verdict = given or w.commit(patient, key, before, state, value)
+        first = items[0][2].model(ref)  # one version for the whole batch
+        models = [first] * len(items)
+    values = [0.0] * len(items)
+    groups: dict[int, list[int]] = {}
+    for k, m in enumerate(models):
+        groups.setdefault(id(m), []).append(k)
+    for ks in groups.values():
+        out = predict_each(models[ks[0]], [x[k : k + 1] for k in ks], [EventRef.of(items[k][1]) for k in ks])
+        for k, y in zip(ks, out, strict=True):
+            values[k] = float(np.asarray(y).ravel()[0])
+    return models, values
+
+
+def _act(
+    charted: Charted, ctx: Context, s: SepsisSettings, w: Ward, event_ref: EventRef, before: FeatureState | None,
+    given: Verdict | None, state: FeatureState, f: tuple[float, ...], scores: tuple[int, int, int], model: Any,
+    value: float,
+) -> None:  # fmt: skip
+    """Decide on one patient's score and emit what follows (decision record, score, census, alert)."""
+    patient = charted.patient
+    n2, q, si = scores
+    named = dict(zip(NAMES, f, strict=True)) | {"news2": n2, "qsofa": q, "sirs": si}
+    verdict = given or w.commit(patient, event_ref.key(), before, state, value)
     shown = verdict.alert and bool(getattr(model, "acts", True))  # a silent arm computes its alerts, shows none
     why = "silent" if verdict.alert and not shown else verdict.why
     at = epoch_s(state.now)
+    now = time.time()
+    latency_ms = round(max(0.0, now - charted.received_at) * 1000.0, 3)
     ctx.decide(
         patient, model=model, score=value, action="alert" if verdict.alert else "none", features=named,
         snapshot=SNAPSHOT, topic=s.decisions_topic, decided_at=at,  # the chart's time: outcomes mature in it
     )  # fmt: skip
     scored = Scored(
         event=event_ref, patient=patient, time=at, news2=n2, qsofa=q, sirs=si, score=value, model=model.name,
-        model_version=int(model.version), band=band(n2), verdict=why,
+        model_version=int(model.version), band=band(n2), verdict=why, latency_ms=latency_ms,
     )  # fmt: skip
     ctx.emit(s.scores_topic, ctx.new_event(SCORED_TYPE, scored.data(), subject=patient), key=patient.encode())
     if before is None:
         seen = Admitted(patient=patient, time=epoch_s(charted.rows[0][0]) if charted.rows else at)
         ctx.emit(s.census_topic, ctx.new_event(ADMITTED_TYPE, seen.data(), subject=patient), key=patient.encode())
     if shown:
-        now = time.time()
         alert = SepsisAlert(
             event=event_ref, patient=patient, time=at, news2=n2, qsofa=q, sirs=si, score=value,
             threshold=s.alert_threshold, model=model.name, model_version=int(model.version), decided_at=now,
-            latency_ms=round(max(0.0, now - charted.received_at) * 1000.0, 3),
+            latency_ms=latency_ms,
         )  # fmt: skip
         ctx.emit(s.alerts_topic, ctx.new_event(ALERT_TYPE, alert.data(), subject=patient), key=patient.encode())
         ctx.metrics.incr("alerts")
