@@ -15,6 +15,29 @@ echo "== lint: ruff, mypy"
 .venv/bin/ruff check src tests bench
 .venv/bin/mypy
 
+# Another run on this machine (a second clone, a developer's broker) may hold the default ports: take free ones.
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+free_base() {  # a port P with P..P+$1 all free
+  local span=$1 p q ok
+  for _ in $(seq 200); do
+    p=$((20000 + RANDOM % 40000)) ok=1
+    for ((q = p; q <= p + span; q++)); do port_free "$q" || { ok=0; break; }; done
+    [ "$ok" = 1 ] && { echo "$p"; return 0; }
+  done
+  echo "test.sh: found no free loopback ports" >&2
+  return 1
+}
+if [ -z "${KAWA_KAFKA_PORT:-}" ] && ! { port_free 19092 && port_free 19093; }; then
+  KAWA_KAFKA_PORT=$(free_base 1)
+  export KAWA_KAFKA_PORT KAWA_KAFKA_CONTROLLER_PORT=$((KAWA_KAFKA_PORT + 1))
+  echo "ports 19092/19093 are taken: Kafka goes on $KAWA_KAFKA_PORT/$KAWA_KAFKA_CONTROLLER_PORT"
+fi
+if [ -z "${KAWA_CEPH_PORT:-}" ] && ! { port_free 17480 && port_free 17481; }; then
+  KAWA_CEPH_PORT=$(free_base 60)
+  export KAWA_CEPH_PORT
+  echo "port 17480 is taken: the Ceph RGW goes on $KAWA_CEPH_PORT (its daemons on the 60 ports above)"
+fi
+
 echo "== starting Apache Kafka"
 KAWA_TEST_KAFKA=$(bash scripts/kafka.sh start | sed -n 's/^KAWA_TEST_KAFKA=//p')
 export KAWA_TEST_KAFKA
