@@ -124,10 +124,7 @@ def demo(platform: Platform, declared: Declared, options: DemoOptions) -> int:
         signal.signal(signal.SIGTERM, previous)
         stop.set()
         worker.join()
-    deadline = time.monotonic() + 10
-    while tally.decided + tally.dead < replay.stats.payments and time.monotonic() < deadline:
-        tally.read(*readers)  # what was sent still finishes
-        time.sleep(0.1)
+    _drain(tally, readers, replay.stats.payments)
     for reader in readers:
         reader.close()
     _summary(tally, replay, started, running)
@@ -135,6 +132,27 @@ def demo(platform: Platform, declared: Declared, options: DemoOptions) -> int:
     if server is not None:
         server.stop()
     return 0 if tally.decided > 0 else 1
+
+
+def _drain(tally: Tally, readers: tuple[Any, Any], sent: int, stall_s: float = 30.0) -> None:
+    """What was sent still finishes: read decisions and dead letters until every payment sent has one, as long as
+    they keep coming (at most ``stall_s`` without a new one); a second Ctrl-C stops waiting."""
+    done, progress_at = -1, time.monotonic()
+    try:
+        with console.status(f"finishing the {sent - tally.decided - tally.dead:,} payments still in flight"):
+            while tally.decided + tally.dead < sent:
+                tally.read(*readers)
+                if tally.decided + tally.dead != done:
+                    done, progress_at = tally.decided + tally.dead, time.monotonic()
+                elif time.monotonic() - progress_at > stall_s:
+                    break
+                time.sleep(0.1)
+    except KeyboardInterrupt:
+        pass
+    missing = sent - tally.decided - tally.dead
+    if missing > 0:
+        console.print(f"[yellow]{missing:,} payments sent have no decision yet[/] (none arrived for {stall_s:g} s, or "
+                      "you stopped the wait); the platform log says why")  # fmt: skip
 
 
 def _precision(tally: Tally, tx: Any, k: int) -> None:
