@@ -61,13 +61,13 @@ pid_of() {  # the PID of daemon $1 (mon, osd, rgw) of this cluster, or nothing
   local file="$RUN/$1.pid" pid
   [ -f "$file" ] || return 0
   pid=$(cat "$file" 2>/dev/null || true)
-  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$CONF"; then
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -F "$CONF" >/dev/null; then
     echo "$pid"
   fi
 }
 
 rgw_answers() {  # an anonymous ListBuckets is answered with S3's XML
-  curl -s -m 3 "$ENDPOINT/" 2>/dev/null | grep -q "ListAllMyBucketsResult"
+  curl -s -m 3 "$ENDPOINT/" 2>/dev/null | grep "ListAllMyBucketsResult" >/dev/null
 }
 
 log_tail() {
@@ -215,7 +215,7 @@ start() {
   ceph_cli auth add osd.0 osd 'allow *' mon 'allow profile osd' -i "$RUN/osd/keyring" >/dev/null 2>&1
   setsid ceph-osd -c "$CONF" -i 0 --keyring "$RUN/osd/keyring" -f >>"$RUN/log/osd.out" 2>&1 </dev/null &
   echo $! >"$RUN/osd.pid"
-  wait_for "the OSD to be up" osd sh -c "ceph -c '$CONF' osd stat 2>/dev/null | grep -q '1 up'"
+  wait_for "the OSD to be up" osd sh -c "ceph -c '$CONF' osd stat 2>/dev/null | grep '1 up' >/dev/null"
   say "OSD ready after $(( $(now_ms) - t0 )) ms"
   # The gateway: its key, then the daemon (it creates its pools), then the S3 user.
   ceph_cli auth get-or-create client.rgw.kawa mon 'allow rw' osd 'allow rwx' \

@@ -18,6 +18,7 @@ from kawa.events import from_record
 from kawa.events.s3 import parse_records
 from kawa.log import EventLog
 from kawa.log.base import Record
+from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -47,21 +48,18 @@ class IngressProcess:
                 [sys.executable, "-m", "kawa.cli", "--config", str(self.config_path), "ingress", "--fd", str(fd)],
                 stdout=out, stderr=subprocess.STDOUT, pass_fds=(fd,), env=env,
             )
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                output = self.log_path.read_text()[-3000:]
-                raise RuntimeError(f"kawa ingress exited with {self.proc.returncode}:\n{output}")
+        proc = self.proc
+
+        def answers() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"kawa ingress exited with {proc.returncode}:\n{self.log_path.read_text()[-3000:]}")
             try:
                 with urllib.request.urlopen(f"{self.url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        return
+                    return bool(response.status == 200)
             except (urllib.error.URLError, OSError):
-                pass
-            if time.monotonic() > deadline:
-                output = self.log_path.read_text()[-3000:]
-                raise RuntimeError(f"kawa ingress did not answer within {timeout:.0f}s:\n{output}")
-            time.sleep(0.1)
+                return False
+
+        wait_for(answers, timeout, "kawa ingress to answer on /health", interval=0.1)
 
     def stop(self) -> None:
         """SIGTERM: requests in flight finish (each after the log acknowledged), then the process exits."""
