@@ -6,7 +6,6 @@ the de-identification route in a ``kawa routes run`` process. Scans are uploaded
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import uuid
@@ -30,7 +29,7 @@ from tests.waiting import wait_for
 
 from .conftest import TrainedModel
 from .test_xray_distributed import APP
-from .xray_checks import contains_phi, read_topic, text_max, upload_batch
+from .xray_checks import contains_phi, read_topic, stop_processes, text_max, upload_batch
 
 pytestmark = [pytest.mark.kafka, pytest.mark.ceph, pytest.mark.timeout(400)]
 
@@ -93,14 +92,7 @@ def worker(deployment: tuple[Path, IngressProcess]) -> Iterator[list[subprocess.
     try:
         yield procs
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_processes(procs)
 
 
 def _wait_ready(path: Path, procs: list[subprocess.Popen[str]], timeout: float = 120.0) -> None:

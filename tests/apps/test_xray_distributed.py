@@ -8,7 +8,6 @@ the app's settings and a three-line module that builds the app from them (``kawa
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -27,7 +26,7 @@ from kawa.config import load_config
 from kawa.events import from_record
 
 from .conftest import TrainedModel
-from .xray_checks import contains_phi, dicom_phi, read_topic, record_text, text_max, upload_batch
+from .xray_checks import contains_phi, dicom_phi, read_topic, record_text, stop_processes, text_max, upload_batch
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(300)]
 
@@ -87,14 +86,7 @@ def workers(deployment: Path) -> Iterator[list[subprocess.Popen[str]]]:
     try:
         yield procs
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_processes(procs)
 
 
 def _wait_ready(deployment: Path, procs: list[subprocess.Popen[str]], timeout: float = 90.0) -> None:

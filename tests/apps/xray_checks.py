@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import re
+import signal
+import subprocess
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -132,3 +134,16 @@ def read_topic(log: EventLog, topic: str, expect: int, timeout: float = 30.0) ->
 def record_text(record: Record) -> str:
     parts: list[Any] = [record.key or b"", record.value or b""] + [v for _, v in record.headers]
     return " ".join(p.decode("latin-1") if isinstance(p, bytes) else str(p) for p in parts)
+
+
+def stop_processes(procs: Iterable[subprocess.Popen[str]], timeout: float = 60.0) -> None:
+    """SIGTERM every process still running, then wait for each (SIGKILL one that outlives ``timeout``)."""
+    procs = list(procs)
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
