@@ -11,6 +11,11 @@ import pytest
 
 pytest_plugins = ["tests.fixtures.kafka", "tests.fixtures.moto", "tests.fixtures.postgres", "tests.fixtures.ceph"]
 
+# scripts/test.sh runs the suite on several pytest-xdist workers with ``--dist loadgroup``. The Ceph tests share
+# one RGW that one of them restarts, so their modules carry ``pytest.mark.xdist_group("ceph-rgw")`` and run on one
+# worker, one after another. Every other server is per worker (moto, PostgreSQL, the restartable Kafka broker) or
+# never restarted (the shared Kafka broker: topics are unique per test).
+
 
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:

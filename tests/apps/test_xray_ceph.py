@@ -31,7 +31,7 @@ from .conftest import TrainedModel
 from .test_xray_distributed import APP
 from .xray_checks import contains_phi, read_topic, stop_processes, text_max, upload_batch
 
-pytestmark = [pytest.mark.kafka, pytest.mark.ceph, pytest.mark.timeout(400)]
+pytestmark = [pytest.mark.kafka, pytest.mark.ceph, pytest.mark.xdist_group("ceph-rgw"), pytest.mark.timeout(400)]
 
 KAWA = str(Path(sys.executable).parent / "kawa")
 FORMATS = ["png", "png", "dicom", "dicom", "jpeg"]

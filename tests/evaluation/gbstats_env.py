@@ -6,6 +6,7 @@ package registry) under ``~/.cache/kawa/gbstats-<version>`` and reused.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
@@ -23,11 +24,17 @@ def gbstats_python() -> Path:
     venv = Path.home() / ".cache" / "kawa" / f"gbstats-{GBSTATS_VERSION}"
     python = venv / "bin" / "python"
     stamp = venv / ".kawa-ready"
-    if not stamp.exists():
-        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True, timeout=300)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", f"gbstats=={GBSTATS_VERSION}"], check=True,
-                       timeout=900)
-        stamp.write_text(GBSTATS_VERSION)
+    if stamp.exists():
+        return python
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    # Test workers (pytest-xdist) may all get here at once: one builds, the others wait on the lock, then reuse.
+    with open(venv.parent / f".gbstats-{GBSTATS_VERSION}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not stamp.exists():
+            subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True, timeout=300)
+            subprocess.run([str(python), "-m", "pip", "install", "-q", f"gbstats=={GBSTATS_VERSION}"], check=True,
+                           timeout=900)
+            stamp.write_text(GBSTATS_VERSION)
     return python
 
 

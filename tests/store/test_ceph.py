@@ -26,7 +26,7 @@ from tests.fixtures.ceph import CephRgw
 
 from .ceph_helpers import IngressProcess, TopicReader
 
-pytestmark = [pytest.mark.kafka, pytest.mark.ceph]
+pytestmark = [pytest.mark.kafka, pytest.mark.ceph, pytest.mark.xdist_group("ceph-rgw")]
 FIRST_DELIVERY_S = 120  # the RGW takes up a new queue within 30 s; the shared machine is slow
 
 
