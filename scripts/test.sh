@@ -54,9 +54,9 @@ KAWA_TEST_CEPH_SECRET_KEY=$(sed -n 's/^KAWA_TEST_CEPH_SECRET_KEY=//p' <<<"$_ceph
 trap 'bash scripts/kafka.sh stop >/dev/null 2>&1 || true; bash scripts/ceph.sh stop >/dev/null 2>&1 || true' EXIT
 echo "Ceph RGW at $KAWA_TEST_CEPH (started in $((SECONDS - _ceph_started)) s)"
 
-# pytest-xdist workers (KAWA_TEST_WORKERS, default 0: in-process, one test at a time). Three workers ran the suite
-# in 11 min instead of 28 on the 2-core machine, but the Ceph tests (one shares the RGW another restarts) were not
-# yet kept on one worker by their xdist_group mark, so several workers are opt-in until that is fixed.
+# pytest-xdist workers (KAWA_TEST_WORKERS, default 0: in-process, one test at a time). Three workers ran pytest in
+# 11 min on the idle 2-core machine (serial: 28-35 min under load), but one Ceph test failed: xdist's loadgroup
+# did not keep the Ceph tests on one worker (tests/conftest.py says why), so several workers are opt-in for now.
 WORKERS=${KAWA_TEST_WORKERS:-0}
 echo "== pytest ($WORKERS workers)"
 export PYTHONFAULTHANDLER=1  # a crash in a native library (librdkafka, numpy) prints every thread's stack
