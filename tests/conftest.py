@@ -11,11 +11,11 @@ import pytest
 
 pytest_plugins = ["tests.fixtures.kafka", "tests.fixtures.moto", "tests.fixtures.postgres", "tests.fixtures.ceph"]
 
-# KAWA_TEST_WORKERS=N runs the suite on N pytest-xdist workers (``--dist loadgroup``). The Ceph tests share one
-# RGW that one of them restarts; their modules carry ``pytest.mark.xdist_group("ceph-rgw")``, but with pytest 9.2
-# and pytest-xdist 3.8 loadgroup does not honour the mark (a bare module with it still spreads over workers), so
-# parallel runs are opt-in. Every other server is per worker (moto, PostgreSQL, the restartable Kafka broker) or
-# never restarted (the shared Kafka broker: topics are unique per test).
+# scripts/test.sh runs the suite on KAWA_TEST_WORKERS pytest-xdist workers (default 2), then the Ceph tests one at a
+# time: they share one RGW that one of them restarts. Their modules carry ``pytest.mark.xdist_group("ceph-rgw")``,
+# but with pytest 9.2 and pytest-xdist 3.8 loadgroup does not honour the mark (a bare module with it still spreads
+# over workers), hence the separate run (``-m ceph``). Every other server is per worker (moto, PostgreSQL, the
+# restartable Kafka broker) or never restarted (the shared Kafka broker: topics are unique per test).
 
 
 @pytest.fixture(autouse=True)
