@@ -353,3 +353,19 @@ def job_environment(env: Mapping[str, str] | None = None) -> JobEnvironment:
 def inherited_environment() -> dict[str, str]:
     """A copy of this process's environment, for a child process (a job) to start from."""
     return dict(os.environ)
+
+
+@dataclass(frozen=True)
+class ShellEnvironment:
+    """What the ``kawa`` command line reads from the shell: ``KAWA_PROJECT`` (the current project, over
+    ``kawa use``) and ``USER`` (or ``LOGNAME``), the name audit records carry unless ``--user`` says otherwise."""
+
+    project: str | None
+    user: str | None
+
+
+def shell_environment(env: Mapping[str, str] | None = None) -> ShellEnvironment:
+    environ = os.environ if env is None else env
+    return ShellEnvironment(
+        project=environ.get("KAWA_PROJECT") or None, user=environ.get("USER") or environ.get("LOGNAME") or None
+    )

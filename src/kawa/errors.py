@@ -245,3 +245,30 @@ class RouteNotFound(RouteError):
 
 class MessageRejected(RouteError):
     """A message cannot be processed and never will be (invalid, undecodable): dead-letter it at once."""
+
+
+# --- projects --------------------------------------------------------------------------------------
+
+
+class ProjectError(KawaError):
+    """Errors of the project registry: projects, members, templates, quotas."""
+
+
+class ProjectNotFound(ProjectError):
+    """No project with this name is registered."""
+
+
+class ProjectExists(ProjectError):
+    """A project with this name already exists."""
+
+
+class UnknownTemplate(ProjectError):
+    """A project template name that is not one of the built-in templates."""
+
+
+class MemberNotFound(ProjectError):
+    """The user is not a member of the project."""
+
+
+class InvalidQuota(ProjectError):
+    """A quota field that does not exist or a value that is negative."""

@@ -19,7 +19,7 @@ def _register() -> None:
 
     optional_modules = (
         "store_cmds", "function_cmds", "model_cmds", "route_cmds", "demo_cmds", "portal_cmds", "experiment_cmds",
-        "loop_cmds", "monitor_cmds", "audit_cmds",
+        "loop_cmds", "monitor_cmds", "audit_cmds", "project_cmds",
     )
     for optional in optional_modules:
         try:

@@ -1,0 +1,198 @@
+"""``kawa projects …`` and ``kawa use``: the project registry from the shell (docs/projects.md).
+
+Every command that changes the registry appends one ``kawa.audit.v1`` record to the audit trail on the log
+(``kawa audit`` reads it): who (``--user``, default ``$USER``), project, action, resource, result.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Annotated, TypeVar
+
+import typer
+
+from kawa.cli.app import app, console, get_config
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from kawa.config import KawaConfig
+    from kawa.projects.registry import ProjectRegistry
+
+projects_app = typer.Typer(help="Create, list, show and delete projects; add and remove members.", no_args_is_help=True)
+app.add_typer(projects_app, name="projects")
+
+T = TypeVar("T")
+UserOption = Annotated[str | None, typer.Option("--user", help="who the audit record names (default: $USER)")]
+
+
+def _registry(config: KawaConfig) -> ProjectRegistry:
+    from kawa.projects.registry import ProjectRegistry
+
+    return ProjectRegistry.in_home(config.home)
+
+
+def _who(user: str | None) -> str:
+    from kawa.config import shell_environment
+
+    return user or shell_environment().user or "unknown"
+
+
+def _audited(config: KawaConfig, user: str, project: str, action: str, resource: str, change: Callable[[], T]) -> T:
+    """Run ``change`` and append one audit record of it: ``ok``, or ``error`` (then re-raise)."""
+    from kawa.errors import KawaError
+
+    try:
+        result = change()
+    except KawaError:
+        _audit(config, user, project, action, resource, "error", 400)
+        raise
+    _audit(config, user, project, action, resource, "ok", 200)
+    return result
+
+
+def _audit(config: KawaConfig, user: str, project: str, action: str, resource: str, result: str, status: int) -> None:
+    import uuid
+
+    from kawa.audit.record import AuditRecord
+    from kawa.audit.trail import AuditTrail
+    from kawa.log import open_log
+
+    record = AuditRecord(user=user, action=action, resource=resource, result=result, request_id=uuid.uuid4().hex,
+                         project=project, status=status)  # fmt: skip
+    log = open_log(config.log.uri, config)
+    trail = AuditTrail(log)
+    try:
+        trail.append(record)
+    finally:
+        trail.close()
+        log.close()
+
+
+@projects_app.command("create")
+def create(
+    name: Annotated[str, typer.Argument(help="lower-case letters, digits and dashes")],
+    template: Annotated[str, typer.Option("--template", "-t", help="empty or xray-pipeline")] = "empty",
+    owner: Annotated[str | None, typer.Option("--owner", help="the project's first admin (default: --user)")] = None,
+    user: UserOption = None,
+) -> None:
+    """Create a project from a template; its owner becomes its admin."""
+    config, who = get_config(), _who(user)
+    registry = _registry(config)
+    project = _audited(config, who, name, "projects.create", name,
+                       lambda: registry.create(name, template, owner or who))  # fmt: skip
+    console.print(f"created project {project.name} (template {project.template}), admin: {owner or who}")
+
+
+@projects_app.command("list")
+def list_projects(as_json: Annotated[bool, typer.Option("--json", help="one JSON array")] = False) -> None:
+    """Every project: template, members, owner."""
+    registry = _registry(get_config())
+    rows = [{"name": p.name, "template": p.template, "members": len(p.members), "owner": registry.owner(p.name)}
+            for p in registry.list()]  # fmt: skip
+    if as_json:
+        typer.echo(json.dumps(rows))
+        return
+    from rich.table import Table
+
+    table = Table("project", "template", "members", "owner")
+    for row in rows:
+        table.add_row(str(row["name"]), str(row["template"]), str(row["members"]), str(row["owner"] or "-"))
+    console.print(table)
+
+
+@projects_app.command("show")
+def show(name: Annotated[str, typer.Argument(help="the project")]) -> None:
+    """Members, quota, resources with their backend names, and how to use the project from the shell."""
+    from rich.table import Table
+
+    from kawa.projects.core import k8s_namespace
+    from kawa.projects.templates import get_template, resources
+
+    registry = _registry(get_config())
+    project, quota = registry.get(name), registry.quota(name)
+    console.print(f"[bold]{project.name}[/] (template {project.template}, namespace {k8s_namespace(project.name)})")
+    members = Table("member", "role", title="members")
+    for member, role in sorted(project.members.items()):
+        members.add_row(member, role.value)
+    console.print(members if project.members else "members: none")
+    limits = Table("quota", "value", title="quota (recorded, not enforced yet)")
+    for field, value in quota.data().items():
+        limits.add_row(field, str(value))
+    console.print(limits)
+    found = resources(get_template(project.template), project.name)
+    if found:
+        table = Table("kind", "canonical name", "backend name", title="resources")
+        for r in found:
+            table.add_row(r.kind, r.canonical, r.backend_name)
+        console.print(table)
+    if project.shared:
+        console.print("shared with every user: " + ", ".join(sorted(project.shared)))
+    console.print("\nto work in it from the shell:")
+    console.print(f"export KAWA_PROJECT={project.name}\n# or, for this home: kawa use {project.name}",
+                  markup=False, highlight=False)  # fmt: skip
+
+
+@projects_app.command("delete")
+def delete(
+    name: Annotated[str, typer.Argument(help="the project")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask")] = False,
+    user: UserOption = None,
+) -> None:
+    """Remove the project's record (its topics and buckets stay)."""
+    config, who = get_config(), _who(user)
+    registry = _registry(config)
+    registry.get(name)  # an unknown project fails before the question
+    if not yes:
+        typer.confirm(f"delete project {name}? Its topics and buckets stay", abort=True)
+    _audited(config, who, name, "projects.delete", name, lambda: registry.delete(name))
+    console.print(f"deleted project {name}")
+
+
+@projects_app.command("add-member")
+def add_member(
+    name: Annotated[str, typer.Argument(help="the project")],
+    member: Annotated[str, typer.Argument(help="the user to add")],
+    role: Annotated[str, typer.Argument(help="viewer, data-engineer, data-scientist, ml-engineer or admin")],
+    user: UserOption = None,
+) -> None:
+    """Add a member with a role (a member already there gets the new role)."""
+    config, who = get_config(), _who(user)
+    registry = _registry(config)
+    _audited(config, who, name, "projects.add-member", f"{name}/members/{member}",
+             lambda: registry.add_member(name, member, role))  # fmt: skip
+    console.print(f"{member} is {role} in {name}")
+
+
+@projects_app.command("remove-member")
+def remove_member(
+    name: Annotated[str, typer.Argument(help="the project")],
+    member: Annotated[str, typer.Argument(help="the user to remove")],
+    user: UserOption = None,
+) -> None:
+    """Remove a member from a project."""
+    config, who = get_config(), _who(user)
+    registry = _registry(config)
+    _audited(config, who, name, "projects.remove-member", f"{name}/members/{member}",
+             lambda: registry.remove_member(name, member))  # fmt: skip
+    console.print(f"{member} is no longer a member of {name}")
+
+
+@app.command("use")
+def use(
+    project: Annotated[str | None, typer.Argument(help="the project to work in (none: show the current one)")] = None,
+) -> None:
+    """Make a project the current one for this Kawa home, or show the current one and where it came from."""
+    from kawa.config import shell_environment
+    from kawa.projects.current import current_project, use_project
+
+    config = get_config()
+    if project is None:
+        current = current_project(config.home, env_project=shell_environment().project)
+        typer.echo(f"{current.name} (from {current.source})")
+        return
+    _registry(config).get(project)  # only a known project
+    path = use_project(config.home, project)
+    typer.echo(f"current project: {project} (written to {path})")
+    if shell_environment().project and shell_environment().project != project:
+        typer.echo(f"note: KAWA_PROJECT={shell_environment().project} in this shell still wins")

@@ -1,0 +1,129 @@
+"""``kawa projects …`` and ``kawa use`` on an embedded log: the registry changes, and each change is audited."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from kawa.audit.trail import AuditFilter, read_audit
+from kawa.config import KawaConfig
+from kawa.errors import KawaError, ProjectNotFound
+from kawa.log import open_log
+from kawa.portal.permissions import Role
+from kawa.projects.registry import ProjectRegistry
+
+
+@pytest.fixture
+def cli() -> object:
+    from kawa.cli import _register
+    from kawa.cli.app import app
+
+    _register()
+    return app
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("USER", "ann")
+    return tmp_path / "home"
+
+
+def kawa(cli: object, home: Path, *args: str, stdin: str | None = None) -> Result:
+    log = f"embedded:{home / 'log'}"
+    return CliRunner().invoke(cli, ["--home", str(home), "--log", log, *args], input=stdin)  # type: ignore[arg-type]
+
+
+def audit(home: Path, **where: str) -> list[tuple[str, str, str, str, str]]:
+    log = open_log(f"embedded:{home / 'log'}", KawaConfig(home=home))
+    try:
+        return [(r.user, r.project, r.action, r.resource, r.result) for r in read_audit(log, AuditFilter(**where))]
+    finally:
+        log.close()
+
+
+def test_create_show_list_and_the_audit_record(cli: object, home: Path) -> None:
+    created = kawa(cli, home, "projects", "create", "radiology", "--template", "xray-pipeline")
+    assert created.exit_code == 0, created.output
+    assert "created project radiology (template xray-pipeline), admin: ann" in created.output
+    assert ProjectRegistry.in_home(home).get("radiology").members == {"ann": Role.ADMIN}
+    assert audit(home) == [("ann", "radiology", "projects.create", "radiology", "ok")]
+
+    shown = kawa(cli, home, "projects", "show", "radiology")
+    assert shown.exit_code == 0, shown.output
+    for text in ("ann", "admin", "gpus", "radiology--xray-images-processed", "radiology.xray-results",
+                 "kawa-radiology", "export KAWA_PROJECT=radiology"):  # fmt: skip
+        assert text in shown.output
+
+    listed = kawa(cli, home, "projects", "list", "--json")
+    assert listed.exit_code == 0, listed.output
+    assert json.loads(listed.output) == [
+        {"name": "default", "template": "empty", "members": 0, "owner": None},
+        {"name": "radiology", "template": "xray-pipeline", "members": 1, "owner": "ann"},
+    ]
+    table = kawa(cli, home, "projects", "list")
+    assert "radiology" in table.output and "xray-pipeline" in table.output
+
+
+def test_members_are_added_and_removed_each_with_one_audit_record(cli: object, home: Path) -> None:
+    assert kawa(cli, home, "projects", "create", "team-a", "--owner", "carol").exit_code == 0
+    added = kawa(cli, home, "projects", "add-member", "team-a", "bob", "data-scientist", "--user", "carol")
+    assert added.exit_code == 0, added.output
+    assert ProjectRegistry.in_home(home).get("team-a").members == {"carol": Role.ADMIN, "bob": Role.DATA_SCIENTIST}
+    removed = kawa(cli, home, "projects", "remove-member", "team-a", "bob", "--user", "carol")
+    assert removed.exit_code == 0, removed.output
+    assert ProjectRegistry.in_home(home).get("team-a").members == {"carol": Role.ADMIN}
+    assert audit(home, user="carol") == [
+        ("carol", "team-a", "projects.add-member", "team-a/members/bob", "ok"),
+        ("carol", "team-a", "projects.remove-member", "team-a/members/bob", "ok"),
+    ]
+
+
+def test_a_refused_change_is_audited_as_an_error(cli: object, home: Path) -> None:
+    assert kawa(cli, home, "projects", "create", "team-a").exit_code == 0
+    bad = kawa(cli, home, "projects", "add-member", "team-a", "bob", "boss")
+    assert bad.exit_code != 0 and isinstance(bad.exception, KawaError)
+    assert "use one of: viewer" in str(bad.exception)
+    assert audit(home, result="error") == [("ann", "team-a", "projects.add-member", "team-a/members/bob", "error")]
+    assert "bob" not in ProjectRegistry.in_home(home).get("team-a").members
+
+
+def test_delete_asks_unless_yes(cli: object, home: Path) -> None:
+    assert kawa(cli, home, "projects", "create", "team-a").exit_code == 0
+    kept = kawa(cli, home, "projects", "delete", "team-a", stdin="n\n")
+    assert kept.exit_code != 0 and ProjectRegistry.in_home(home).names() == ["default", "team-a"]
+    deleted = kawa(cli, home, "projects", "delete", "team-a", "--yes")
+    assert deleted.exit_code == 0, deleted.output
+    with pytest.raises(ProjectNotFound):
+        ProjectRegistry.in_home(home).get("team-a")
+    assert [a[2:] for a in audit(home)] == [("projects.create", "team-a", "ok"), ("projects.delete", "team-a", "ok")]
+
+
+def test_use_writes_the_current_project_and_says_where_it_came_from(
+    cli: object, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert "default (from default)" in kawa(cli, home, "use").output
+    unknown = kawa(cli, home, "use", "team-a")
+    assert isinstance(unknown.exception, ProjectNotFound)
+    assert kawa(cli, home, "projects", "create", "team-a").exit_code == 0
+    used = kawa(cli, home, "use", "team-a")
+    assert used.exit_code == 0, used.output
+    assert (home / "current-project").read_text().strip() == "team-a"
+    assert "team-a (from" in kawa(cli, home, "use").output and "current-project" in kawa(cli, home, "use").output
+    monkeypatch.setenv("KAWA_PROJECT", "default")
+    assert "default (from KAWA_PROJECT)" in kawa(cli, home, "use").output
+
+
+def test_errors_reach_the_shell_as_one_line(tmp_path: Path) -> None:
+    src = str(Path(__file__).resolve().parents[2] / "src")  # this checkout's code, wherever the venv points
+    path = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "KAWA_HOME": str(tmp_path / "home"), "PYTHONPATH": path}
+    done = subprocess.run([sys.executable, "-m", "kawa.cli", "projects", "show", "nope"], capture_output=True,
+                          text=True, timeout=60, env=env)  # fmt: skip
+    assert done.returncode == 1
+    assert "no project 'nope'; known projects: default" in done.stderr and "Traceback" not in done.stderr
