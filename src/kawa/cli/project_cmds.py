@@ -51,6 +51,14 @@ def _audited(config: KawaConfig, user: str, project: str, action: str, resource:
     return result
 
 
+def _change(user: str | None, project: str, action: str, resource: str,
+            change: Callable[[ProjectRegistry], T]) -> T:  # fmt: skip
+    """Apply ``change`` to this home's registry as ``user`` (default ``$USER``), audited."""
+    config = get_config()
+    registry = _registry(config)
+    return _audited(config, _who(user), project, action, resource, lambda: change(registry))
+
+
 def _audit(config: KawaConfig, user: str, project: str, action: str, resource: str, result: str, status: int) -> None:
     import uuid
 
@@ -77,11 +85,9 @@ def create(
     user: UserOption = None,
 ) -> None:
     """Create a project from a template; its owner becomes its admin."""
-    config, who = get_config(), _who(user)
-    registry = _registry(config)
-    project = _audited(config, who, name, "projects.create", name,
-                       lambda: registry.create(name, template, owner or who))  # fmt: skip
-    console.print(f"created project {project.name} (template {project.template}), admin: {owner or who}")
+    admin = owner or _who(user)
+    project = _change(user, name, "projects.create", name, lambda r: r.create(name, template, admin))
+    console.print(f"created project {project.name} (template {project.template}), admin: {admin}")
 
 
 @projects_app.command("list")
@@ -140,12 +146,10 @@ def delete(
     user: UserOption = None,
 ) -> None:
     """Remove the project's record (its topics and buckets stay)."""
-    config, who = get_config(), _who(user)
-    registry = _registry(config)
-    registry.get(name)  # an unknown project fails before the question
+    _registry(get_config()).get(name)  # an unknown project fails before the question
     if not yes:
         typer.confirm(f"delete project {name}? Its topics and buckets stay", abort=True)
-    _audited(config, who, name, "projects.delete", name, lambda: registry.delete(name))
+    _change(user, name, "projects.delete", name, lambda r: r.delete(name))
     console.print(f"deleted project {name}")
 
 
@@ -157,10 +161,7 @@ def add_member(
     user: UserOption = None,
 ) -> None:
     """Add a member with a role (a member already there gets the new role)."""
-    config, who = get_config(), _who(user)
-    registry = _registry(config)
-    _audited(config, who, name, "projects.add-member", f"{name}/members/{member}",
-             lambda: registry.add_member(name, member, role))  # fmt: skip
+    _change(user, name, "projects.add-member", f"{name}/members/{member}", lambda r: r.add_member(name, member, role))
     console.print(f"{member} is {role} in {name}")
 
 
@@ -171,10 +172,7 @@ def remove_member(
     user: UserOption = None,
 ) -> None:
     """Remove a member from a project."""
-    config, who = get_config(), _who(user)
-    registry = _registry(config)
-    _audited(config, who, name, "projects.remove-member", f"{name}/members/{member}",
-             lambda: registry.remove_member(name, member))  # fmt: skip
+    _change(user, name, "projects.remove-member", f"{name}/members/{member}", lambda r: r.remove_member(name, member))
     console.print(f"{member} is no longer a member of {name}")
 
 
