@@ -15,7 +15,7 @@ them shared.
    temporary directory (``log.fsync: never``, the default), against the same requests without it; the mean
    extra time per request.
 
-Goals (set here for the tenancy work, issue #18): perm_check p99 ≤ 10 µs, listing p99 ≤ 50 ms, audit ≤ 5 ms.
+Goals (issue #18): permission check p99 ≤ 50 µs, listing p99 ≤ 100 ms, audit ≤ 1 ms a request.
 The last line is JSON: {"perm_check_p50_us": ..., "perm_check_p99_us": ..., "listing_p99_ms": ..., "audit_ms": ...}.
 """
 
@@ -43,7 +43,7 @@ SIZES = {
     "full": {"projects": 130, "users_per_project": 10, "resources": 20, "checks": 300_000, "listings": 1000,
              "audit_records": 2000},
 }  # fmt: skip
-GOALS = {"perm_check_p99_us": 10.0, "listing_p99_ms": 50.0, "audit_ms": 5.0}
+GOALS = {"perm_check_p99_us": 50.0, "listing_p99_ms": 100.0, "audit_ms": 1.0}
 
 
 def quantile(values: list[float], q: float) -> float:
