@@ -178,6 +178,10 @@ class ResourceUnavailable(JobError):
     """The request can never be met by this machine (e.g. a GPU on a machine without one)."""
 
 
+class QuotaExceeded(JobError):
+    """The job alone asks for more than its project's quota allows (the message names the quota, its limit and use)."""
+
+
 # --- functions -------------------------------------------------------------------------------------
 
 

@@ -21,7 +21,7 @@ from kawa.portal.permissions import Action, Role, UnknownRole
 from kawa.projects.core import DEFAULT_PROJECT, InvalidProjectName, User, can, can_read_shared
 from kawa.projects.current import current_project, use_project
 from kawa.projects.registry import OWNER_ROLE, ProjectRegistry
-from kawa.projects.templates import XRAY_PIPELINE, Quota
+from kawa.projects.templates import UNLIMITED, XRAY_PIPELINE, Quota
 
 
 @pytest.fixture
@@ -32,7 +32,7 @@ def registry(tmp_path: Path) -> ProjectRegistry:
 def test_default_always_exists_without_being_stored(registry: ProjectRegistry) -> None:
     assert [p.name for p in registry.list()] == [DEFAULT_PROJECT]
     assert registry.get(DEFAULT_PROJECT).members == {}
-    assert registry.quota(DEFAULT_PROJECT) == Quota()
+    assert registry.quota(DEFAULT_PROJECT) == UNLIMITED  # no limits until an admin sets some
     assert not registry.path.exists()
     with pytest.raises(ProjectExists, match="always exists"):
         registry.create(DEFAULT_PROJECT)

@@ -6,7 +6,8 @@ writes a temporary file that replaces the old one (``os.replace``), all under an
 (who takes no lock) sees the old file or the new one, never half of one. POSIX only (``fcntl``).
 
 ``default`` always exists: it is listed and found without being stored, and is stored only once it has
-members or a changed quota. It cannot be created or deleted. Deleting a project removes its record only; its
+members or a changed quota; until then it has no quota limits (:data:`~kawa.projects.templates.UNLIMITED`), so
+single-user use is never limited. It cannot be created or deleted. Deleting a project removes its record only; its
 topics and buckets stay where they are.
 """
 
@@ -26,7 +27,7 @@ from typing import Any, TypeVar
 from kawa.errors import MemberNotFound, ProjectError, ProjectExists, ProjectNotFound
 from kawa.portal.permissions import Role, parse_role
 from kawa.projects.core import DEFAULT_PROJECT, Project, check_name, split
-from kawa.projects.templates import Quota, get_template
+from kawa.projects.templates import UNLIMITED, Quota, get_template
 
 REGISTRY_FILE = "projects.json"
 OWNER_ROLE = Role.ADMIN
@@ -60,10 +61,19 @@ class ProjectRegistry:
         return [self.get(DEFAULT_PROJECT)] + [_project(n, projects[n]) for n in names]
 
     def names(self) -> builtins.list[str]:
-        return [DEFAULT_PROJECT, *sorted(set(self._read()["projects"]) - {DEFAULT_PROJECT})]
+        return self._names(self._read())
+
+    @staticmethod
+    def _names(data: Data) -> builtins.list[str]:
+        return [DEFAULT_PROJECT, *sorted(set(data["projects"]) - {DEFAULT_PROJECT})]
 
     def quota(self, name: str) -> Quota:
         return Quota.from_data(self._entry(self._read(), name)["quota"])
+
+    def quotas(self) -> dict[str, Quota]:
+        """Every project's quota from one read of the file (``default`` included)."""
+        data = self._read()
+        return {name: Quota.from_data(self._entry(data, name)["quota"]) for name in self._names(data)}
 
     def owner(self, name: str) -> str | None:
         owner = self._entry(self._read(), name).get("owner")
@@ -143,8 +153,8 @@ class ProjectRegistry:
 
         return self._mutate(change)
 
-    def set_quota(self, project: str, **fields: float) -> Quota:
-        """Change some quota fields of ``project``; the others keep their values."""
+    def set_quota(self, project: str, **fields: float | str | None) -> Quota:
+        """Change some quota fields of ``project`` (``None``: no limit); the others keep their values."""
 
         def change(data: Data) -> Quota:
             entry = self._stored_entry(data, project)
@@ -206,7 +216,7 @@ class ProjectRegistry:
         if name == DEFAULT_PROJECT:
             return _default_entry()
         check_name(name)
-        known = ", ".join([DEFAULT_PROJECT, *sorted(set(data["projects"]) - {DEFAULT_PROJECT})])
+        known = ", ".join(self._names(data))
         raise ProjectNotFound(f"no project {name!r}; known projects: {known} (create it with `kawa projects create`)")
 
     def _stored_entry(self, data: Data, name: str) -> Data:
@@ -218,7 +228,7 @@ class ProjectRegistry:
 
 
 def _default_entry() -> Data:
-    return {"template": "empty", "owner": None, "members": {}, "shared": [], "quota": Quota().data()}
+    return {"template": "empty", "owner": None, "members": {}, "shared": [], "quota": UNLIMITED.data()}
 
 
 def _project(name: str, entry: Data) -> Project:

@@ -18,35 +18,48 @@ GiB = 1024**3
 
 @dataclass(frozen=True)
 class Quota:
-    """What a project may use at once. Recorded per project; not enforced yet (docs/projects.md)."""
+    """What a project may use at once; ``None`` is no limit.
 
-    cpus: float = 4.0
-    gpus: int = 0
-    memory_mb: int = 8192
-    concurrent_jobs: int = 2
-    storage_bytes: int = 10 * GiB
-    function_replicas: int = 4
+    The job scheduler enforces ``cpus``, ``gpus``, ``memory_mb`` and ``concurrent_jobs`` (a job over them is refused at
+    submit, or waits until the project's running jobs leave room). ``storage_bytes`` and ``function_replicas`` are
+    recorded, not enforced yet (docs/projects.md).
+    """
+
+    cpus: float | None = 4.0
+    gpus: int | None = 0
+    memory_mb: int | None = 8192
+    concurrent_jobs: int | None = 2
+    storage_bytes: int | None = 10 * GiB
+    function_replicas: int | None = 4
 
     def data(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_data(cls, data: dict[str, Any]) -> Quota:
-        """A quota from stored or typed fields; unknown fields and negative values are refused."""
+        """A quota from stored or typed fields (``None`` or ``"none"``: no limit); unknown fields and negative
+        values are refused."""
         known = {f.name: f.type for f in fields(cls)}
         unknown = sorted(set(data) - set(known))
         if unknown:
             raise InvalidQuota(f"unknown quota field(s) {', '.join(unknown)}; use: {', '.join(known)}")
         values: dict[str, Any] = {}
         for name, value in data.items():
+            if value is None or (isinstance(value, str) and value.strip().lower() == "none"):
+                values[name] = None
+                continue
             try:
                 number = float(value) if name == "cpus" else int(value)
             except (TypeError, ValueError) as exc:
-                raise InvalidQuota(f"quota {name} must be a number, got {value!r}") from exc
+                raise InvalidQuota(f"quota {name} must be a number or 'none', got {value!r}") from exc
             if number < 0:
                 raise InvalidQuota(f"quota {name} must be zero or more, got {value!r}")
             values[name] = number
         return cls(**values)
+
+
+UNLIMITED = Quota(None, None, None, None, None, None)
+"""The ``default`` project's quota until an admin sets one: today's single-user use is not limited."""
 
 
 @dataclass(frozen=True)

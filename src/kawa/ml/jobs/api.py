@@ -47,7 +47,8 @@ def _store(config: KawaConfig) -> JobStore:
 def submit(job: JobSpec | str, *, config: KawaConfig | Backends, **build: Any) -> Job:
     """Queue ``job`` (a :class:`JobSpec`, or an entry point with :meth:`JobSpec.build` keywords such as
     ``cpu``, ``gpu``, ``params``, ``project``, ``timeout_s``); refused at once
-    (:class:`~kawa.errors.ResourceUnavailable`) when this machine can never fit it."""
+    (:class:`~kawa.errors.ResourceUnavailable`) when this machine can never fit it, and
+    (:class:`~kawa.errors.QuotaExceeded`) when it alone is over its project's quota."""
     spec = job if isinstance(job, JobSpec) else JobSpec.build(job, **build)
     scheduler = Scheduler(_config(config))
     try:

@@ -5,6 +5,11 @@ Guarantees:
 - A request that can never fit this machine is refused at submit (:class:`ResourceUnavailable`) — a GPU job
   is never silently run on the CPU.
 - A job starts only when its request fits next to every active job (of any scheduler process on this home).
+- A project's quota (``kawa projects set-quota``; the registry in ``<home>/projects.json``) holds at every start:
+  a job whose request alone is over it is refused at submit (:class:`QuotaExceeded`); one that would take its
+  project's active jobs over it waits until they leave room. The registry is read on every round that has queued
+  jobs, inside the same transaction that claims them, so a changed quota applies at the next round. Jobs labelled
+  with a project that is not registered have no quota.
 - A job sees exactly its GPUs: ``CUDA_VISIBLE_DEVICES`` lists its allocated indexes (with
   ``CUDA_DEVICE_ORDER=PCI_BUS_ID``, so they match ``nvidia-smi``); a job without GPUs gets
   ``CUDA_VISIBLE_DEVICES=""``, i.e. it sees none (it cannot use GPUs other jobs own).
@@ -30,8 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from kawa.errors import JobError, ResourceUnavailable
-from kawa.ml.jobs.policy import Allocated, Placement, Waiting, place
+from kawa.errors import JobError, QuotaExceeded, ResourceUnavailable
+from kawa.ml.jobs.policy import Allocated, Limits, Placement, Use, Waiting, place
 from kawa.ml.jobs.spec import JobSpec, JobState
 from kawa.ml.jobs.store import Job, JobStore, pid_alive
 from kawa.ml.resources import Inventory, build_inventory
@@ -73,10 +78,14 @@ class Scheduler:
     # --- public API ----------------------------------------------------------------------------------
 
     def submit(self, spec: JobSpec) -> Job:
-        """Queue ``spec``; refuse it at once when this machine can never meet its request."""
+        """Queue ``spec``; refuse it at once when this machine or its project's quota can never meet its request."""
         reason = spec.resources.never_fits(self.inventory)
         if reason is not None:
             raise ResourceUnavailable(reason)
+        limits = self.limits().get(spec.project)
+        excess = limits.exceeded(Use().plus(spec.resources)) if limits is not None else None
+        if excess is not None:
+            raise QuotaExceeded(excess.explain(spec.project))
         if spec.cwd is None:
             spec = JobSpec(**{**spec.__dict__, "cwd": os.getcwd()})
         return self.store.add(spec)
@@ -115,6 +124,13 @@ class Scheduler:
             if deadline is not None and time.monotonic() > deadline:
                 raise JobError(f"job {job_id} is still {job.state} after {timeout}s")
             self._stop.wait(self.tick_s)
+
+    def limits(self) -> dict[str, Limits]:
+        """Every registered project's quota, as the placement policy enforces it."""
+        from kawa.projects.registry import ProjectRegistry
+
+        quotas = ProjectRegistry.in_home(Path(self.config.home).absolute()).quotas()
+        return {name: Limits(q.cpus, q.gpus, q.memory_mb, q.concurrent_jobs) for name, q in quotas.items()}
 
     def running(self) -> bool:
         """Whether a job this scheduler started is still running."""
@@ -161,7 +177,8 @@ class Scheduler:
                 self._launch(job)
 
     def _decide(self, queued: list[Waiting], active: list[Allocated]) -> list[Placement]:
-        return place(queued, active, self.inventory, now=time.time(), starvation_s=self.starvation_s)
+        limits = self.limits()
+        return place(queued, active, self.inventory, now=time.time(), starvation_s=self.starvation_s, limits=limits)
 
     def _env(self, job: Job) -> dict[str, str]:
         spec = job.spec

@@ -63,6 +63,7 @@ _STATUS: tuple[tuple[type[e.KawaError], int], ...] = (
     (e.BucketExists, 409),
     (e.BucketNotEmpty, 409),
     (e.ResourceUnavailable, 422),
+    (e.QuotaExceeded, 422),
     (e.InvalidJobSpec, 422),
     (e.InvalidKey, 422),
     (e.InvalidBucketName, 422),
