@@ -13,10 +13,13 @@ from typer.testing import CliRunner, Result
 
 from kawa.audit.trail import AuditFilter, read_audit
 from kawa.config import KawaConfig
-from kawa.errors import KawaError, ProjectNotFound
+from kawa.errors import KawaError, ProjectNotFound, QuotaExceeded
 from kawa.log import open_log
+from kawa.ml.jobs.policy import Placement
+from kawa.ml.jobs.store import JobStore
 from kawa.portal.permissions import Role
 from kawa.projects.registry import ProjectRegistry
+from kawa.projects.templates import Quota
 
 
 @pytest.fixture
@@ -127,3 +130,39 @@ def test_errors_reach_the_shell_as_one_line(tmp_path: Path) -> None:
                           text=True, timeout=60, env=env)  # fmt: skip
     assert done.returncode == 1
     assert "no project 'nope'; known projects: default" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_set_quota_is_audited_shown_beside_use_and_enforced_in_the_current_project(
+    cli: object, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("KAWA_PROJECT", raising=False)
+    assert kawa(cli, home, "projects", "create", "team-a").exit_code == 0
+    changed = kawa(cli, home, "projects", "set-quota", "team-a", "--memory-mb", "1024", "--concurrent-jobs", "none")
+    assert changed.exit_code == 0, changed.output
+    assert ProjectRegistry.in_home(home).quota("team-a") == Quota(memory_mb=1024, concurrent_jobs=None)
+    assert audit(home)[-1] == ("ann", "team-a", "projects.set-quota",
+                               "team-a/quota/memory_mb=1024,concurrent_jobs=none", "ok")  # fmt: skip
+    bad = kawa(cli, home, "projects", "set-quota", "team-a", "--gpus", "many")
+    assert isinstance(bad.exception, KawaError) and "must be a number or 'none'" in str(bad.exception)
+    assert audit(home)[-1][-1] == "error"
+
+    assert kawa(cli, home, "use", "team-a").exit_code == 0  # jobs submit now lands in team-a
+    queued = kawa(cli, home, "jobs", "submit", "python -c pass", "--cpu", "1.5", "--mem", "512M")
+    assert queued.exit_code == 0, queued.output
+    store = JobStore(home / "jobs")
+    try:
+        (job,) = store.jobs()
+        assert job.project == "team-a"
+        store.claim(lambda waiting, active: [Placement(waiting[0].id, ())])  # as a scheduler starting it would
+    finally:
+        store.close()
+    shown = kawa(cli, home, "projects", "show", "team-a")
+    rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:4]]
+            for line in shown.output.splitlines() if line.count("│") == 4}  # fmt: skip
+    assert rows["cpus"] == ["4", "1.50"] and rows["memory_mb"] == ["1,024", "512"]
+    assert rows["concurrent_jobs"] == ["no limit", "1"] and rows["storage_bytes"][1] == "not enforced yet"
+
+    over = kawa(cli, home, "jobs", "submit", "python -c pass", "--mem", "2G")
+    assert isinstance(over.exception, QuotaExceeded)
+    assert "quota of 1024 memory_mb" in str(over.exception)
+    assert "set-quota team-a --memory-mb 2048" in str(over.exception)

@@ -27,7 +27,10 @@ Cpu = Annotated[float, typer.Option("--cpu", help="CPUs to reserve (fractions al
 Mem = Annotated[str | None, typer.Option("--mem", help="memory to reserve, e.g. 4G")]
 Gpu = Annotated[int, typer.Option("--gpu", help="whole GPUs to allocate")]
 Param = Annotated[list[str] | None, typer.Option("--param", "-p", help="NAME=VALUE for the job, repeatable")]
-Project = Annotated[str, typer.Option("--project", help="project, for fair share across teams")]
+Project = Annotated[
+    str | None,
+    typer.Option("--project", help="its project: fair share and quota (default: $KAWA_PROJECT, `kawa use`, default)"),
+]
 Timeout = Annotated[float | None, typer.Option("--timeout", help="kill the job after this many seconds")]
 
 
@@ -37,10 +40,15 @@ def _spec(
     mem: str | None,
     gpu: int,
     param: list[str] | None,
-    project: str,
+    project: str | None,
     timeout: float | None,
 ) -> JobSpec:
+    from kawa.config import shell_environment
     from kawa.ml.jobs import JobSpec, parse_params
+    from kawa.projects.current import current_project
+
+    if project is None:
+        project = current_project(get_config().home, env_project=shell_environment().project).name
 
     return JobSpec.build(
         entrypoint,
@@ -75,7 +83,7 @@ def jobs_submit(
     mem: Mem = None,
     gpu: Gpu = 0,
     param: Param = None,
-    project: Project = "default",
+    project: Project = None,
     timeout: Timeout = None,
     wait: Annotated[bool, typer.Option("--wait", help="run the scheduler here until the job is done")] = False,
 ) -> None:
@@ -205,7 +213,7 @@ def jobs_render(
     mem: Mem = None,
     gpu: Gpu = 0,
     param: Param = None,
-    project: Project = "default",
+    project: Project = None,
     timeout: Timeout = None,
     image: Annotated[str, typer.Option(help="container image with Kawa and the job's code")] = "python:3.11-slim",
     namespace: Annotated[str | None, typer.Option(help="Kubernetes namespace")] = None,

@@ -7,6 +7,7 @@ Every command that changes the registry appends one ``kawa.audit.v1`` record to 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
@@ -17,9 +18,10 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from kawa.config import KawaConfig
+    from kawa.ml.jobs.policy import Use
     from kawa.projects.registry import ProjectRegistry
 
-projects_app = typer.Typer(help="Create, list, show and delete projects; add and remove members.", no_args_is_help=True)
+projects_app = typer.Typer(help="Create, list, show and delete projects; members and quotas.", no_args_is_help=True)
 app.add_typer(projects_app, name="projects")
 
 T = TypeVar("T")
@@ -122,10 +124,7 @@ def show(name: Annotated[str, typer.Argument(help="the project")]) -> None:
     for member, role in sorted(project.members.items()):
         members.add_row(member, role.value)
     console.print(members if project.members else "members: none")
-    limits = Table("quota", "value", title="quota (recorded, not enforced yet)")
-    for field, value in quota.data().items():
-        limits.add_row(field, str(value))
-    console.print(limits)
+    console.print(_quota_table(name, quota.data()))
     found = resources(get_template(project.template), project.name)
     if found:
         table = Table("kind", "canonical name", "backend name", title="resources")
@@ -137,6 +136,72 @@ def show(name: Annotated[str, typer.Argument(help="the project")]) -> None:
     console.print("\nto work in it from the shell:")
     console.print(f"export KAWA_PROJECT={project.name}\n# or, for this home: kawa use {project.name}",
                   markup=False, highlight=False)  # fmt: skip
+
+
+def _quota_table(project: str, quota: dict[str, float | None]) -> object:
+    """The quota beside what the project's active jobs hold now (jobs of this home's scheduler)."""
+    from rich.table import Table
+
+    from kawa.ml.jobs.policy import MiB
+
+    held = _job_use(project)
+    use = {"cpus": held.cpus, "gpus": held.gpus, "memory_mb": held.memory_bytes / MiB, "concurrent_jobs": held.jobs}
+    table = Table("quota", "limit", "in use", title="quota (the job scheduler enforces the first four)")
+    for field, limit in quota.items():
+        now = _number(use[field]) if field in use else "not enforced yet"
+        table.add_row(field, "no limit" if limit is None else _number(limit), now)
+    return table
+
+
+def _number(value: float) -> str:
+    return f"{int(value):,}" if float(value).is_integer() else f"{value:,.2f}"
+
+
+def _job_use(project: str) -> Use:
+    from kawa.ml.jobs.policy import Use
+    from kawa.ml.jobs.spec import ACTIVE
+    from kawa.ml.jobs.store import JobStore
+
+    root = Path(get_config().home).absolute() / "jobs"
+    if not (root / "jobs.db").exists():
+        return Use()  # no job was ever submitted in this home
+    store = JobStore(root)
+    try:
+        use = Use()
+        for job in store.jobs(set(ACTIVE)):
+            if job.project == project:
+                use = use.plus(job.spec.resources)
+        return use
+    finally:
+        store.close()
+
+
+QuotaOption = Annotated[str | None, typer.Option(help="a number, or 'none' for no limit")]
+
+
+@projects_app.command("set-quota")
+def set_quota(
+    name: Annotated[str, typer.Argument(help="the project")],
+    cpus: QuotaOption = None,
+    gpus: QuotaOption = None,
+    memory_mb: QuotaOption = None,
+    concurrent_jobs: QuotaOption = None,
+    storage_bytes: QuotaOption = None,
+    function_replicas: QuotaOption = None,
+    user: UserOption = None,
+) -> None:
+    """Change a project's quota; the fields not given keep their values. The job scheduler applies it at once."""
+    given = {"cpus": cpus, "gpus": gpus, "memory_mb": memory_mb, "concurrent_jobs": concurrent_jobs,
+             "storage_bytes": storage_bytes, "function_replicas": function_replicas}  # fmt: skip
+    fields = {field: value for field, value in given.items() if value is not None}
+    if not fields:
+        from kawa.errors import InvalidQuota
+
+        raise InvalidQuota("give at least one of --cpus, --gpus, --memory-mb, --concurrent-jobs, --storage-bytes, "
+                           "--function-replicas (a number, or 'none' for no limit)")  # fmt: skip
+    changes = ",".join(f"{field}={value}" for field, value in fields.items())
+    quota = _change(user, name, "projects.set-quota", f"{name}/quota/{changes}", lambda r: r.set_quota(name, **fields))
+    console.print(_quota_table(name, quota.data()))
 
 
 @projects_app.command("delete")
