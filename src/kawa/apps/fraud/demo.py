@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import signal
-import threading
 import time
 import uuid
 from collections import Counter
@@ -21,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from rich.console import Console
 
-from kawa.apps.demo import log_to_file, serve_portal
+from kawa.apps.demo import Background, log_to_file, serve_portal
 from kawa.apps.fraud.outcomes import REPLAY_SOURCE
 from kawa.apps.fraud.settings import FraudSettings
 
@@ -101,10 +100,9 @@ def demo(platform: Platform, declared: Declared, options: DemoOptions) -> int:
     server = serve_portal(platform, console) if options.portal else None
     if server is not None:
         console.print(f"  board: [bold]{server.url.rstrip('/')}/apps/{declared.name}[/]")
-    stop = threading.Event()
     source = f"{REPLAY_SOURCE}/{uuid.uuid4().hex[:8]}"  # this run's: a rerun on the same home is not a duplicate
     replay = Replay(platform.log, s, tx, labels, speed=speed, corrupt=corrupt, seed=s.seed, source=source)
-    worker = threading.Thread(target=replay.run, args=(stop,), name="kawa-fraud-replay", daemon=True)
+    worker = Background(replay.run, "kawa-fraud-replay")
     tally = Tally(source)
     group = f"fraud-demo-{uuid.uuid4().hex[:8]}"
     readers = (platform.log.consumer(f"{group}-decisions", [s.decisions_topic], auto_offset_reset="earliest"),
@@ -114,16 +112,14 @@ def demo(platform: Platform, declared: Declared, options: DemoOptions) -> int:
     console.print("streaming — Ctrl-C stops")
     worker.start()
     try:
-        while worker.is_alive() and not (options.duration and time.monotonic() - started >= options.duration):
-            worker.join(1.0)
+        while worker.running(timeout=1.0) and not (options.duration and time.monotonic() - started >= options.duration):
             tally.read(*readers)
             _line(tally, replay, started)
     except KeyboardInterrupt:
         pass
     finally:
         signal.signal(signal.SIGTERM, previous)
-        stop.set()
-        worker.join()
+        worker.finish()  # every payment the replay sent is counted before the drain
     _drain(tally, readers, replay.stats.payments)
     for reader in readers:
         reader.close()

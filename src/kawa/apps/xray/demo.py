@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
-from kawa.apps.demo import log_to_file, serve_portal
+from kawa.apps.demo import Background, log_to_file, serve_portal
 from kawa.apps.xray.settings import XraySettings
 
 if TYPE_CHECKING:
@@ -97,9 +96,12 @@ def _run(platform: Platform, settings: XraySettings, options: DemoOptions) -> No
             generator = Generator(settings, store=stack.store, prefix=prefix, pool=pool)
         reads = _start_reads(stack, settings)
         on_upload = reads[0].add if reads is not None else None
-        thread, stop = generator.start(
-            rate=settings.rate, duration=duration or None, count=options.count, on_upload=on_upload
-        )
+        uploader = Background(
+            lambda stop: generator.run(
+                rate=settings.rate, duration=duration or None, count=options.count, stop=stop, on_upload=on_upload
+            ),
+            "xray-generator",
+        ).start()
         pace = _Pace(settings.rate, generator)
         console.print(
             f"uploading to [bold]{settings.incoming_bucket}/{prefix}[/], asking for {settings.rate:g} images/s"
@@ -109,16 +111,14 @@ def _run(platform: Platform, settings: XraySettings, options: DemoOptions) -> No
         previous = signal.signal(signal.SIGTERM, _interrupt)  # `kill` and service managers stop it like Ctrl-C
         try:
             with Live(console=console, refresh_per_second=2, transient=False) as live:
-                while thread.is_alive():
+                while uploader.running(timeout=1.0):
                     live.update(_view(stack.counts(prefix), settings, pace, duration))
-                    thread.join(1.0)
         except KeyboardInterrupt:
             pass  # Ctrl-C ends the uploads; what was uploaded still finishes below
         finally:
             signal.signal(signal.SIGTERM, previous)
         console.print()
-        stop.set()
-        thread.join()
+        uploader.finish()  # the last upload is recorded before anything is counted
         pace.finish()
         shortfall = pace.shortfall()
         if shortfall:
@@ -134,23 +134,19 @@ def _run(platform: Platform, settings: XraySettings, options: DemoOptions) -> No
             stack.stop()
 
 
-def _start_reads(stack: XrayStack, settings: XraySettings) -> tuple[Any, threading.Event, threading.Thread] | None:
+def _start_reads(stack: XrayStack, settings: XraySettings) -> tuple[Any, Background] | None:
     """The radiologist reads of this run's uploads, published by a daemon thread; None when switched off."""
     if settings.reads_coverage <= 0:
         return None
     from kawa.apps.xray.reads import RadiologistReads
 
     reads = RadiologistReads(stack.log, settings)
-    stop = threading.Event()
-    thread = threading.Thread(target=reads.run, args=(stop,), name="xray-reads", daemon=True)
-    thread.start()
-    return reads, stop, thread
+    return reads, Background(reads.run, "xray-reads").start()
 
 
-def _stop_reads(running: tuple[Any, threading.Event, threading.Thread]) -> None:
-    reads, stop, thread = running
-    stop.set()
-    thread.join(5.0)
+def _stop_reads(running: tuple[Any, Background]) -> None:
+    reads, publisher = running
+    publisher.finish(timeout=5.0)
     console.print(
         f"radiologist reads: {reads.published:,} published to [bold]{reads.topic}[/] "
         f"({reads.settings.reads_coverage:.0%} of the images, ~{reads.settings.reads_delay_s:g} s after upload); "

@@ -183,10 +183,3 @@ class Generator:
             if on_upload is not None:
                 on_upload(upload)
         return done
-
-    def start(self, **kwargs: Any) -> tuple[threading.Thread, threading.Event]:
-        """:meth:`run` in a daemon thread; set the returned event to stop it."""
-        stop = threading.Event()
-        thread = threading.Thread(target=self.run, kwargs={**kwargs, "stop": stop}, name="xray-generator", daemon=True)
-        thread.start()
-        return thread, stop
