@@ -11,6 +11,8 @@
 #   scripts/ceph.sh restart-rgw  a crash and a recovery of the gateway only: SIGKILL radosgw, start it again on
 #                                the same cluster (RADOS keeps buckets, objects and persistent notification
 #                                queues) and wait until it answers; prints the endpoint like `start`
+#   scripts/ceph.sh user UID     a second S3 user UID on the running cluster (created once, keys UID-key and
+#                                UID-secret); prints KAWA_CEPH_USER_ACCESS_KEY=… and KAWA_CEPH_USER_SECRET_KEY=…
 #
 # Environment (all optional):
 #   KAWA_CEPH_DIR          where the cluster lives (default ${KAWA_CACHE_DIR:-<repo>/.cache}/ceph)
@@ -229,6 +231,19 @@ start() {
   print_endpoint
 }
 
+user() {
+  local uid=${1:-}
+  [[ "$uid" =~ ^[a-z][a-z0-9-]{0,30}$ ]] || die "usage: scripts/ceph.sh user UID (lower-case letters, digits, dashes)"
+  [ -n "$(pid_of rgw)" ] || die "no RGW runs in $RUN; use: scripts/ceph.sh start"
+  if ! timeout 60 radosgw-admin -c "$CONF" user info --uid "$uid" >/dev/null 2>&1; then
+    timeout 60 radosgw-admin -c "$CONF" user create --uid "$uid" --display-name "$uid" \
+      --access-key "$uid-key" --secret-key "$uid-secret" >>"$RUN/log/setup.out" 2>&1 \
+      || { tail -n 20 "$RUN/log/setup.out" >&2; die "radosgw-admin user create --uid $uid failed"; }
+  fi
+  echo "KAWA_CEPH_USER_ACCESS_KEY=$uid-key"
+  echo "KAWA_CEPH_USER_SECRET_KEY=$uid-secret"
+}
+
 restart_rgw() {
   local pid
   pid=$(pid_of rgw)
@@ -280,5 +295,6 @@ case "${1:-}" in
   stop) stop ;;
   status) status ;;
   restart-rgw) restart_rgw ;;
-  *) echo "usage: $0 start|stop|status|restart-rgw" >&2; exit 2 ;;
+  user) user "${2:-}" ;;
+  *) echo "usage: $0 start|stop|status|restart-rgw|user UID" >&2; exit 2 ;;
 esac

@@ -20,7 +20,10 @@ def test_xray_template_names_the_xray_apps_own_buckets_and_topics() -> None:
     assert set(XRAY_PIPELINE.buckets) == {s.incoming_bucket, s.processed_bucket, s.anonymized_bucket}
     assert set(XRAY_PIPELINE.topics) == {s.images_topic, s.results_topic, s.dead_letter_topic,
                                          s.deid_dead_letter_topic}  # fmt: skip
-    assert XRAY_PIPELINE.starter_app == "xray" and XRAY_PIPELINE.quota.gpus >= 1
+    assert XRAY_PIPELINE.starter_app == "xray" and (XRAY_PIPELINE.quota.gpus or 0) >= 1
+    from kawa.apps.xray.plugin import buckets
+
+    assert set(XRAY_PIPELINE.phi_free) == {b.name for b in buckets(s) if not b.phi}  # the app's own PHI marks
 
 
 def test_resources_in_a_project_carry_canonical_and_backend_names() -> None:

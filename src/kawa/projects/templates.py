@@ -70,6 +70,7 @@ class Template:
     topics: tuple[str, ...] = ()
     quota: Quota = Quota()
     starter_app: str | None = None  # the app `kawa up` would start for it (an entry point name)
+    phi_free: tuple[str, ...] = ()  # buckets whose objects carry no PHI (all others may)
 
 
 EMPTY = Template("empty", "no resources; the default quota")
@@ -80,6 +81,7 @@ XRAY_PIPELINE = Template(
     topics=("xray-images", "xray-results", "xray-images.dlq", "xray-deid.dlq"),
     quota=Quota(cpus=8.0, gpus=1, memory_mb=16384, concurrent_jobs=2, storage_bytes=50 * GiB, function_replicas=8),
     starter_app="xray",
+    phi_free=("xray-images-processed", "xray-images-anonymized"),
 )
 TEMPLATES: dict[str, Template] = {t.name: t for t in (EMPTY, XRAY_PIPELINE)}
 
