@@ -166,3 +166,29 @@ def test_set_quota_is_audited_shown_beside_use_and_enforced_in_the_current_proje
     assert isinstance(over.exception, QuotaExceeded)
     assert "quota of 1024 memory_mb" in str(over.exception)
     assert "set-quota team-a --memory-mb 2048" in str(over.exception)
+
+
+def test_render_writes_kubernetes_kafka_and_s3_policies_for_the_projects_members(cli: object, home: Path) -> None:
+    import yaml
+
+    assert kawa(cli, home, "projects", "create", "radiology", "--template", "xray-pipeline").exit_code == 0
+    assert kawa(cli, home, "projects", "add-member", "radiology", "vera", "viewer").exit_code == 0
+    out = home.parent / "rendered"
+    done = kawa(cli, home, "projects", "render", "radiology", "-o", str(out))
+    assert done.exit_code == 0, done.output
+    docs = list(yaml.safe_load_all((out / "kubernetes.yaml").read_text()))
+    assert [d["kind"] for d in docs] == ["Namespace", "ResourceQuota", "LimitRange", "RoleBinding", "RoleBinding"]
+    assert docs[1]["spec"]["hard"]["requests.nvidia.com/gpu"] == "1"  # the template's quota
+    users = {u["metadata"]["annotations"]["kawa.dev/user"] for u in yaml.safe_load_all((out / "kafka-users.yaml")
+                                                                                     .read_text())}  # fmt: skip
+    assert users == {"ann", "vera"}
+    policies = {p.stem: json.loads(p.read_text()) for p in (out / "s3").glob("*.json")}
+    assert set(policies) == {"radiology--xray-images", "radiology--xray-images-processed",
+                             "radiology--xray-images-anonymized"}  # fmt: skip
+    readers = {b: p["Statement"][0]["Principal"]["AWS"] for b, p in policies.items()}
+    assert readers["radiology--xray-images"] == ["arn:aws:iam:::user/ann"]  # PHI: the admin, not the viewer
+    assert "arn:aws:iam:::user/vera" in readers["radiology--xray-images-anonymized"]
+
+    default = kawa(cli, home, "projects", "render", "default")
+    assert default.exit_code == 0, default.output
+    assert "no Kafka ACLs" in default.output and "# --- kubernetes.yaml" in default.output

@@ -118,6 +118,9 @@ def test_cancel_and_render_commands(ml_env: dict[str, str], tmp_path: Path) -> N
     assert rendered.returncode == 0, rendered.stderr
     manifest = yaml.safe_load(out.read_text())
     assert manifest["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert manifest["metadata"]["namespace"] == "kawa"  # the default project's namespace
+    team = yaml.safe_load(kawa("jobs", "render", "m:f", "--project", "team-a").stdout)
+    assert team["metadata"]["namespace"] == "kawa-team-a"  # where `kawa projects render team-a` puts its quota
 
 
 def test_kawa_import_and_help_stay_light() -> None:

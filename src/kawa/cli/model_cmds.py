@@ -216,13 +216,23 @@ def jobs_render(
     project: Project = None,
     timeout: Timeout = None,
     image: Annotated[str, typer.Option(help="container image with Kawa and the job's code")] = "python:3.11-slim",
-    namespace: Annotated[str | None, typer.Option(help="Kubernetes namespace")] = None,
+    namespace: Annotated[
+        str | None, typer.Option(help="Kubernetes namespace (default: the project's, as `kawa projects render`)")
+    ] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="write the manifest here")] = None,
 ) -> None:
     """Render the job as a Kubernetes batch/v1 Job manifest (for the cluster target)."""
+    from kawa.errors import KawaError
     from kawa.ml.jobs import render_yaml
+    from kawa.projects.core import check_name, k8s_namespace
 
-    text = render_yaml(_spec(entrypoint, cpu, mem, gpu, param, project, timeout), image=image, namespace=namespace)
+    spec = _spec(entrypoint, cpu, mem, gpu, param, project, timeout)
+    if namespace is None:
+        try:
+            namespace = k8s_namespace(check_name(spec.project))  # where its ResourceQuota and RoleBindings are
+        except KawaError:
+            namespace = None  # a free-form job label that is no project name: the current kubectl namespace
+    text = render_yaml(spec, image=image, namespace=namespace)
     if output is None:
         typer.echo(text, nl=False)
     else:

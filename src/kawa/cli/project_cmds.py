@@ -204,6 +204,50 @@ def set_quota(
     console.print(_quota_table(name, quota.data()))
 
 
+@projects_app.command("render")
+def render(
+    name: Annotated[str, typer.Argument(help="the project")],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="write the files into this folder")] = None,
+) -> None:
+    """Render the project for the distributed shape: Kubernetes namespace, ResourceQuota, LimitRange and
+    RoleBindings; Strimzi KafkaUsers with topic ACLs; one S3 bucket policy per bucket (docs/projects.md)."""
+    import yaml
+
+    from kawa.errors import ProjectError
+    from kawa.projects import render as rendered
+    from kawa.projects.core import s3_bucket
+    from kawa.projects.templates import get_template
+
+    config = get_config()
+    registry = _registry(config)
+    project, quota = registry.get(name), registry.quota(name)
+    template = get_template(project.template)
+    manifests = rendered.kubernetes(project, quota)
+    files: dict[str, str] = {"kubernetes.yaml": yaml.safe_dump_all(manifests, sort_keys=False)}
+    try:
+        dead_letters = [t for t in template.topics if t.endswith(".dlq")]
+        users = rendered.kafka_users(project, dead_letters)
+        if users:
+            files["kafka-users.yaml"] = yaml.safe_dump_all(users, sort_keys=False)
+    except ProjectError as exc:
+        console.print(f"[yellow]no Kafka ACLs:[/] {exc}")
+    phi_free = (*template.phi_free, *config.portal.phi_free_buckets)
+    for bucket in template.buckets:
+        free = rendered.is_phi_free(project.name, bucket, phi_free)
+        policy = rendered.bucket_policy(project, bucket, phi_free=free)
+        if policy is not None:
+            files[f"s3/{s3_bucket(project.name, bucket)}.json"] = json.dumps(policy, indent=2) + "\n"
+    if output is None:
+        for path, text in files.items():
+            typer.echo(f"# --- {path}\n{text}", nl=False)
+        return
+    for path, text in files.items():
+        target = output / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+        console.print(f"wrote {target}")
+
+
 @projects_app.command("delete")
 def delete(
     name: Annotated[str, typer.Argument(help="the project")],
