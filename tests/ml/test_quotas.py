@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kawa.config import KawaConfig
-from kawa.errors import QuotaExceeded
+from kawa.errors import ProjectError, QuotaExceeded
 from kawa.ml.jobs import JobSpec, JobState, Scheduler
 from kawa.ml.jobs.policy import Allocated, Excess, Limits, MiB, Use, Waiting, place
 from kawa.ml.jobs.spec import ACTIVE, Resources
@@ -227,5 +227,26 @@ def test_a_raised_quota_applies_at_the_next_round(cfg: KawaConfig, tmp_path: Pat
         for name in ("one", "two"):
             (tmp_path / f"{name}.release").touch()
         wait_for(lambda: (scheduler.tick(), scheduler.get(two.id).state)[1] is JobState.SUCCEEDED, timeout=60)
+    finally:
+        scheduler.stop()
+
+
+def test_an_unreadable_registry_starts_nothing_until_it_is_restored(cfg: KawaConfig, tmp_path: Path) -> None:
+    registry = _registry(cfg)
+    registry.create("team-a")
+    scheduler = Scheduler(cfg)
+    job = scheduler.submit(_spec(tmp_path, "one"))
+    good = registry.path.read_text()
+    registry.path.write_text("{ not json")
+    try:
+        with pytest.raises(ProjectError, match=r"not valid JSON.*restore it"):
+            scheduler.submit(_spec(tmp_path, "two"))
+        scheduler.tick()
+        assert scheduler.get(job.id).state is JobState.QUEUED  # quotas cannot be checked: fail closed
+        registry.path.write_text(good)
+        scheduler.tick()
+        assert scheduler.get(job.id).state in ACTIVE
+        (tmp_path / "one.release").touch()
+        wait_for(lambda: (scheduler.tick(), scheduler.get(job.id).state)[1] is JobState.SUCCEEDED, timeout=60)
     finally:
         scheduler.stop()

@@ -16,6 +16,7 @@ A pure function over snapshots, so it is tested without processes. Rules:
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -73,10 +74,11 @@ class Excess(NamedTuple):
     def explain(self, project: str) -> str:
         """Kawa's words for a job that alone goes over: the quota, its limit, what it asks, how to raise it."""
         flag = "--" + self.quota.replace("_", "-")
+        enough = self.use if self.quota == "cpus" else math.ceil(self.use - 1e-9)  # the other fields are whole
         return (
             f"project {project!r} has a quota of {self.limit:g} {self.quota} at once and this job alone asks for "
             f"{self.use:g}; ask for less, or have a project admin raise it: "
-            f"`kawa projects set-quota {project} {flag} {self.use:g}`"
+            f"`kawa projects set-quota {project} {flag} {enough:g}`"
         )
 
 

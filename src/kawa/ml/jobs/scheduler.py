@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from kawa.errors import JobError, QuotaExceeded, ResourceUnavailable
+from kawa.errors import JobError, ProjectError, QuotaExceeded, ResourceUnavailable
 from kawa.ml.jobs.policy import Allocated, Limits, Placement, Use, Waiting, place
 from kawa.ml.jobs.spec import JobSpec, JobState
 from kawa.ml.jobs.store import Job, JobStore, pid_alive
@@ -74,6 +74,7 @@ class Scheduler:
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._registry_error = ""  # the last registry error logged (each is logged once)
 
     # --- public API ----------------------------------------------------------------------------------
 
@@ -177,7 +178,14 @@ class Scheduler:
                 self._launch(job)
 
     def _decide(self, queued: list[Waiting], active: list[Allocated]) -> list[Placement]:
-        limits = self.limits()
+        try:
+            limits = self.limits()
+        except ProjectError as exc:  # quotas cannot be checked: start nothing (fail closed), and say why once
+            if str(exc) != self._registry_error:
+                log.error("no job starts until the project registry can be read: %s", exc)
+                self._registry_error = str(exc)
+            return []
+        self._registry_error = ""
         return place(queued, active, self.inventory, now=time.time(), starvation_s=self.starvation_s, limits=limits)
 
     def _env(self, job: Job) -> dict[str, str]:
