@@ -158,7 +158,7 @@ def _number(value: float) -> str:
 
 
 def _job_use(project: str) -> Use:
-    from kawa.ml.jobs.policy import Use
+    from kawa.ml.jobs.policy import Use, held_by_project
     from kawa.ml.jobs.spec import ACTIVE
     from kawa.ml.jobs.store import JobStore
 
@@ -167,11 +167,8 @@ def _job_use(project: str) -> Use:
         return Use()  # no job was ever submitted in this home
     store = JobStore(root)
     try:
-        use = Use()
-        for job in store.jobs(set(ACTIVE)):
-            if job.project == project:
-                use = use.plus(job.spec.resources)
-        return use
+        held = held_by_project((j.project, j.spec.resources) for j in store.jobs(set(ACTIVE)))
+        return held.get(project, Use())
     finally:
         store.close()
 

@@ -41,10 +41,11 @@ def create_app(portal: Portal) -> FastAPI:
         loop,
         models,
         monitoring,
+        projects,
         topics,
     )  # fmt: skip
     from kawa.portal.api import audit as audit_api
-    from kawa.portal.web import experiments_page, loop_page, monitoring_page, pages
+    from kawa.portal.web import experiments_page, loop_page, monitoring_page, pages, projects_page
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -96,7 +97,7 @@ def create_app(portal: Portal) -> FastAPI:
 
     audit.install(app, portal)
     for module in (account, topics, buckets, functions, jobs, models, monitoring, experiments, loop, deadletters, live,
-                   audit_api):  # fmt: skip
+                   audit_api, projects):  # fmt: skip
         app.include_router(module.router)
     from kawa.portal.api import metrics_route
 
@@ -105,5 +106,6 @@ def create_app(portal: Portal) -> FastAPI:
     app.include_router(experiments_page.router)
     app.include_router(loop_page.router)
     app.include_router(monitoring_page.router)
+    app.include_router(projects_page.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

@@ -24,10 +24,12 @@ from kawa.portal.sources.log import LogSource
 from kawa.portal.sources.loop import LoopSource
 from kawa.portal.sources.models import ModelsSource
 from kawa.portal.sources.monitoring import MonitoringSource
+from kawa.portal.sources.projects import ProjectsSource
 from kawa.portal.sources.routes import RoutesSource
 from kawa.portal.sources.store import PhiPolicy, StoreSource
 from kawa.portal.throttle import LoginThrottle
 from kawa.portal.users import UserStore
+from kawa.projects.registry import ProjectRegistry
 
 if TYPE_CHECKING:
     from kawa.platform import Platform
@@ -64,6 +66,7 @@ class Portal:
         self.functions = FunctionsSource(platform)
         self.routes = RoutesSource(platform)
         self.jobs = JobsSource(platform)
+        self.projects = ProjectsSource(ProjectRegistry.in_home(self.config.home), self.jobs)
         self.models = ModelsSource(platform)
         self.experiments = ExperimentsSource(platform)
         self.loop = LoopSource(platform)

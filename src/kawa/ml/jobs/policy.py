@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -62,6 +62,14 @@ class Use:
 
     def plus(self, r: Resources) -> Use:
         return Use(self.cpus + r.cpu, self.memory_bytes + r.memory_bytes, self.gpus + r.gpus, self.jobs + 1)
+
+
+def held_by_project(active: Iterable[tuple[str, Resources]]) -> dict[str, Use]:
+    """What each project's active jobs (``(project, request)`` pairs) hold together."""
+    held: dict[str, Use] = {}
+    for project, request in active:
+        held[project] = held.get(project, Use()).plus(request)
+    return held
 
 
 class Excess(NamedTuple):
@@ -135,10 +143,9 @@ def place(
     free_gpus = [g.index for g in inventory.gpus if g.index not in taken]
 
     usage: dict[str, Resources] = {}
-    held: dict[str, Use] = {}
     for a in running:
         usage[a.project] = _add(usage.get(a.project, Resources(1e-9, 0, 0)), a.resources)
-        held[a.project] = held.get(a.project, Use()).plus(a.resources)
+    held = held_by_project((a.project, a.resources) for a in running)
     limits = limits or {}
     queues: OrderedDict[str, list[Waiting]] = OrderedDict()
     for job in sorted(queued, key=lambda j: j.seq):

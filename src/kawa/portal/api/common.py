@@ -50,6 +50,7 @@ _STATUS: tuple[tuple[type[e.KawaError], int], ...] = (
     (e.ModelNotFound, 404),
     (e.ModelAliasNotFound, 404),
     (e.JobNotFound, 404),
+    (e.ProjectNotFound, 404),
     (e.UserNotFound, 404),
     (TokenNotFound, 404),
     (e.FunctionNotFound, 404),

@@ -62,6 +62,7 @@ NAV = [
     ("/monitoring", "Monitoring", Action.VIEW),
     ("/experiments", "Experiments", Action.VIEW),
     ("/loop", "Loop", Action.VIEW),
+    ("/projects", "Projects", Action.VIEW),
     ("/deadletters", "Dead letters", Action.DEADLETTERS_READ),  # the action its page requires
     ("/account", "Account", Action.VIEW),
 ]

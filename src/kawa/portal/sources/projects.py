@@ -1,0 +1,91 @@
+"""Projects as the portal sees them: the ones a user may view, each quota beside what the project's jobs hold now."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from kawa.errors import NotConfigured, ProjectNotFound
+from kawa.portal.permissions import Action, Role
+from kawa.projects.core import Project, User, can, k8s_namespace, role_in
+from kawa.projects.registry import ProjectRegistry
+
+if TYPE_CHECKING:
+    from kawa.ml.jobs.policy import Use
+    from kawa.portal.sources.jobs import JobsSource
+    from kawa.portal.users import User as PortalUser
+
+ENFORCED = ("cpus", "gpus", "memory_mb", "concurrent_jobs")
+"""The quota fields the job scheduler enforces (storage bytes and function replicas are recorded only)."""
+
+
+@dataclass(frozen=True)
+class QuotaLine:
+    field: str
+    limit: float | None  # None: no limit
+    use: float | None  # None: not measured (not enforced yet, or no job table here)
+    enforced: bool
+
+
+@dataclass(frozen=True)
+class ProjectView:
+    name: str
+    template: str
+    namespace: str
+    members: int
+    role: str | None  # the viewer's role in it (None: a platform admin who is no member)
+    quota: tuple[QuotaLine, ...]
+
+
+def as_member(user: PortalUser) -> User:
+    """The portal user for the project permission check: a global admin is a platform admin; the global role is
+    the user's role in ``default``."""
+    return User(user.name, global_role=user.role, platform_admin=user.role is Role.ADMIN)
+
+
+class ProjectsSource:
+    def __init__(self, registry: ProjectRegistry, jobs: JobsSource) -> None:
+        self.registry = registry
+        self.jobs = jobs
+
+    def visible(self, user: PortalUser) -> list[ProjectView]:
+        """The projects ``user`` may view (``default`` first), with quota and use."""
+        who = as_member(user)
+        projects = [p for p in self.registry.list() if can(who, p, Action.VIEW)]
+        held = self._held()
+        return [self._view(p, who, held) for p in projects]
+
+    def one(self, user: PortalUser, name: str) -> ProjectView:
+        """A project ``user`` may view; one they may not is reported as not found (its existence is not told)."""
+        for view in self.visible(user):
+            if view.name == name:
+                return view
+        raise ProjectNotFound(f"no project {name!r} that you may view; `kawa projects list` shows them to an admin")
+
+    def _held(self) -> dict[str, Use] | None:
+        ok, _reason = self.jobs.available()
+        if not ok:
+            return None
+        from kawa.ml.jobs.policy import held_by_project
+        from kawa.ml.jobs.spec import ACTIVE
+
+        try:
+            active = self.jobs.scheduler.store.jobs(set(ACTIVE))
+        except NotConfigured:
+            return None
+        return held_by_project((j.project, j.spec.resources) for j in active)
+
+    def _view(self, project: Project, who: User, held: dict[str, Use] | None) -> ProjectView:
+        from kawa.ml.jobs.policy import MiB, Use
+
+        use = None if held is None else held.get(project.name, Use())
+        measured: dict[str, float] = {}
+        if use is not None:
+            measured = {"cpus": use.cpus, "gpus": float(use.gpus), "memory_mb": use.memory_bytes / MiB,
+                        "concurrent_jobs": float(use.jobs)}  # fmt: skip
+        quota = self.registry.quota(project.name)
+        lines = tuple(QuotaLine(f, None if v is None else float(v), measured.get(f), f in ENFORCED)
+                      for f, v in quota.data().items())  # fmt: skip
+        role = role_in(who, project)
+        return ProjectView(project.name, project.template, k8s_namespace(project.name), len(project.members),
+                           role.value if role is not None else None, lines)  # fmt: skip

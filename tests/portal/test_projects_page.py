@@ -1,0 +1,97 @@
+"""The projects page and API: only the projects a user may view, each quota beside its jobs' use, drawn as bars
+in a real browser (Debian's headless Chromium via Playwright)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kawa.ml.jobs import JobSpec
+from kawa.ml.jobs.policy import Placement
+from kawa.portal.permissions import Role
+from kawa.portal.web.projects_page import amount, bar_percent
+from kawa.projects.registry import ProjectRegistry
+from kawa.projects.templates import Quota
+from tests.portal.browsing import log_in, portal_served
+from tests.portal.conftest import bearer
+from tests.portal.test_browser import ARTIFACTS, browser  # noqa: F401  (the fixture)
+
+
+def start_a_job(portal: Any, project: str, cpu: float) -> None:
+    """Queue a job in ``project`` and mark it started, as a scheduler taking it would (no process runs)."""
+    scheduler = portal.jobs.scheduler
+    job = scheduler.submit(JobSpec.build("python -c pass", cpu=cpu, project=project))
+    scheduler.store.claim(lambda waiting, active: [Placement(w.id, ()) for w in waiting if w.id == job.id])
+
+
+def teams(portal: Any, member: str) -> ProjectRegistry:
+    registry = ProjectRegistry.in_home(portal.config.home)
+    registry.create("team-a", owner=None)
+    registry.add_member("team-a", member, Role.DATA_SCIENTIST)
+    registry.set_quota("team-a", cpus=4, concurrent_jobs=2)
+    registry.create("team-b")
+    return registry
+
+
+def test_members_see_their_projects_and_default_and_admins_see_all(client: Any, tokens: Any, portal: Any) -> None:
+    teams(portal, "viewer-user")
+    start_a_job(portal, "team-a", 1.5)
+    viewer, admin = bearer(tokens[Role.VIEWER]), bearer(tokens[Role.ADMIN])
+    mine = client.get("/api/projects", headers=viewer).json()
+    assert [(p["name"], p["role"]) for p in mine] == [("default", "viewer"), ("team-a", "data-scientist")]
+    quota = {q["field"]: q for q in mine[1]["quota"]}
+    assert quota["cpus"] == {"field": "cpus", "limit": 4.0, "use": 1.5, "enforced": True}
+    assert quota["concurrent_jobs"]["use"] == 1.0 and quota["storage_bytes"]["enforced"] is False
+    assert quota["storage_bytes"]["use"] is None  # not measured: shown as such, never as zero
+    assert {q["field"]: q["limit"] for q in mine[0]["quota"]}["cpus"] is None  # default: no limits
+    assert [(p["name"], p["role"]) for p in client.get("/api/projects", headers=admin).json()] == [
+        ("default", "admin"), ("team-a", None), ("team-b", None)]  # fmt: skip
+    # Another team's project is not found, exactly like one that does not exist.
+    hidden, missing = (client.get(f"/api/projects/{n}", headers=viewer) for n in ("team-b", "nope"))
+    assert hidden.status_code == missing.status_code == 404
+    assert hidden.json()["detail"].replace("team-b", "X") == missing.json()["detail"].replace("nope", "X")
+    assert client.get("/api/projects/team-a", headers=viewer).json()["namespace"] == "kawa-team-a"
+    assert client.get("/api/projects").status_code == 401
+
+
+def test_bars_and_amounts() -> None:
+    assert bar_percent(1.5, 4) == 38 and bar_percent(9, 4) == 100 and bar_percent(0, 0) == 0
+    assert bar_percent(1, 0) == 100 and bar_percent(None, 4) is None and bar_percent(1, None) is None
+    assert amount("storage_bytes", Quota().storage_bytes) == "10 GiB" and amount("memory_mb", 8192) == "8,192 MiB"
+    assert amount("cpus", None) == "no limit"
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Any]:
+    with portal_served(tmp_path / ".kawa", "mia", "viewer") as server:
+        yield server
+
+
+def test_the_page_draws_each_quota_as_a_bar_of_use_against_limit(served: Any, browser: Any) -> None:  # noqa: F811
+    teams(served.portal, "mia")
+    start_a_job(served.portal, "team-a", 1.5)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    log_in(page, served.url, "/projects", "mia")
+    assert page.query_selector("nav a[href='/projects']") is not None
+    sections = page.query_selector_all("[data-testid=project]")
+    assert [s.get_attribute("data-project") for s in sections] == ["default", "team-a"]  # not team-b
+    team = sections[1]
+    cpus = team.query_selector("tr[data-field=cpus]")
+    assert cpus is not None and cpus.get_attribute("data-percent") == "38"
+    bar = cpus.query_selector("rect.observed")
+    assert bar is not None and bar.get_attribute("width") == "84" and bar.is_visible()  # 38 % of 220 px
+    assert "1.5 of 4" in cpus.inner_text()
+    storage = team.query_selector("tr[data-field=storage_bytes]")
+    assert storage is not None and "not enforced yet" in storage.inner_text()
+    assert storage.query_selector("rect.observed") is None  # no use measured: no bar drawn
+    unlimited = sections[0].query_selector("tr[data-field=cpus]")
+    assert unlimited is not None and unlimited.query_selector("svg") is None  # no limit: nothing to fill
+    assert "of no limit" in unlimited.inner_text()
+    page.screenshot(path=str(ARTIFACTS / "projects.png"), full_page=True)
+    assert errors == []
