@@ -29,7 +29,7 @@ def start_a_job(portal: Any, project: str, cpu: float) -> None:
 
 def teams(portal: Any, member: str) -> ProjectRegistry:
     registry = ProjectRegistry.in_home(portal.config.home)
-    registry.create("team-a", owner=None)
+    registry.create("team-a", "xray-pipeline", owner=None)
     registry.add_member("team-a", member, Role.DATA_SCIENTIST)
     registry.set_quota("team-a", cpus=4, concurrent_jobs=2)
     registry.create("team-b")
@@ -94,4 +94,30 @@ def test_the_page_draws_each_quota_as_a_bar_of_use_against_limit(served: Any, br
     assert unlimited is not None and unlimited.query_selector("svg") is None  # no limit: nothing to fill
     assert "of no limit" in unlimited.inner_text()
     page.screenshot(path=str(ARTIFACTS / "projects.png"), full_page=True)
+    assert errors == []
+
+
+def test_a_member_signing_in_lands_on_a_ready_project_page(served: Any, browser: Any) -> None:  # noqa: F811
+    from tests.portal.conftest import PASSWORD
+
+    teams(served.portal, "mia")
+    page = browser.new_page(viewport={"width": 1100, "height": 1200})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(f"{served.url}/login")  # no target: where does a member land?
+    page.fill("input[name=username]", "mia")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{served.url}/projects/team-a")
+    assert page.inner_text("[data-testid=project-name]") == "team-a"
+    shell = page.inner_text("[data-testid=shell-config]")
+    assert "export KAWA_PROJECT=team-a" in shell and "kawa use team-a" in shell
+    assert 'project="team-a"' in page.inner_text("[data-testid=notebook-config]")
+    backend = [c.inner_text() for c in page.query_selector_all("[data-testid=resources] tr[data-kind=bucket] code")]
+    assert backend == ["team-a--xray-images", "team-a--xray-images-processed", "team-a--xray-images-anonymized"]
+    assert page.query_selector("tr[data-field=concurrent_jobs] svg") is not None  # the quota bars, here too
+    assert "mia" in page.inner_text("[data-testid=members]")
+    page.screenshot(path=str(ARTIFACTS / "project.png"), full_page=True)
+    hidden = page.goto(f"{served.url}/projects/team-b")  # another team's: not found, like a missing one
+    assert hidden is not None and hidden.status == 404
     assert errors == []

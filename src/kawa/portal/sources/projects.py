@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from kawa.errors import NotConfigured, ProjectNotFound
 from kawa.portal.permissions import Action, Role
-from kawa.projects.core import Project, User, can, k8s_namespace, role_in
+from kawa.projects.core import DEFAULT_PROJECT, Project, User, can, k8s_namespace, role_in
 from kawa.projects.registry import ProjectRegistry
 
 if TYPE_CHECKING:
@@ -61,6 +61,12 @@ class ProjectsSource:
             if view.name == name:
                 return view
         raise ProjectNotFound(f"no project {name!r} that you may view; `kawa projects list` shows them to an admin")
+
+    def landing(self, user: PortalUser) -> str | None:
+        """The project a user who signs in without a target lands on: the first one they are a member of, other
+        than ``default`` (None when there is none: they land on the overview)."""
+        mine = [p.name for p in self.registry.list() if p.name != DEFAULT_PROJECT and user.name in p.members]
+        return mine[0] if mine else None
 
     def _held(self) -> dict[str, Use] | None:
         ok, _reason = self.jobs.available()

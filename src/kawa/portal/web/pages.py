@@ -154,7 +154,10 @@ def login(
     except InvalidCredentials as exc:
         return RedirectResponse(f"/login?next={quote(_safe_next(next))}&error={quote(str(exc))}", status_code=303)
     secret, _session = portal.users.create_session(user, portal.config.portal.session_ttl_s)
-    response = RedirectResponse(_safe_next(next), status_code=303)
+    target = _safe_next(next)
+    if target == "/" and (project := portal.projects.landing(user)) is not None:
+        target = f"/projects/{quote(project)}"  # a project member lands on their project, ready to use
+    response = RedirectResponse(target, status_code=303)
     set_session_cookie(response, request, portal.config, secret)
     response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
     return response
