@@ -167,9 +167,14 @@ def sso_client(provider: Provider, tmp_path: Path) -> Iterator[Any]:
         "issuer": provider.issuer,
         "client_id": "kawa",
         "audience": AUDIENCE,
-        "group_roles": {"ml-team": "ml-engineer", "platform": "default:admin"},
+        "group_roles": {"ml-team": "ml-engineer", "platform": "default:admin", "xray-ds": "team-a:data-scientist"},
     }
     platform = Platform(make_config(tmp_path / ".kawa", oidc=oidc))
+    from kawa.projects.registry import ProjectRegistry
+
+    registry = ProjectRegistry.in_home(platform.config.home)
+    for name in ("team-a", "team-b"):
+        registry.create(name)
     portal = Portal(platform)
     try:
         with TestClient(create_app(portal), base_url="http://127.0.0.1") as client:
@@ -195,3 +200,16 @@ def test_the_api_refuses_wrong_audience_and_expired_jwts(provider: Provider, sso
     for jwt in (provider.token(aud="other"), provider.token(iat=past - 60, exp=past)):
         response = sso_client.get("/api/me", headers={"Authorization": f"Bearer {jwt}"})
         assert response.status_code == 401, response.text
+
+
+def test_idp_groups_grant_roles_in_projects(provider: Provider, sso_client: Any) -> None:
+    """``team-a:data-scientist`` in group_roles: a member of that IdP group is a data scientist in team-a (a
+    registered project), sees it, and sees no other team's project."""
+    member = provider.token(preferred_username="ida", groups=["xray-ds"])
+    seen = sso_client.get("/api/projects", headers={"Authorization": f"Bearer {member}"}).json()
+    assert [(p["name"], p["role"]) for p in seen] == [("default", "viewer"), ("team-a", "data-scientist")]
+    outsider = provider.token(preferred_username="otto", groups=["ml-team"])
+    seen = sso_client.get("/api/projects", headers={"Authorization": f"Bearer {outsider}"}).json()
+    assert [(p["name"], p["role"]) for p in seen] == [("default", "ml-engineer")]
+    hidden = sso_client.get("/api/projects/team-a", headers={"Authorization": f"Bearer {outsider}"})
+    assert hidden.status_code == 404

@@ -181,4 +181,6 @@ class SingleSignOn:
             raise InvalidToken("the token names no user (no preferred_username, email or sub claim)")
         pairs = roles_from_claims(claims, self.config.groups_claim, self.config.group_roles)
         issued = claims.get("iat")
-        return User(name, global_role(pairs), float(issued) if isinstance(issued, int | float) else time.time())
+        projects = sorted({p for p, _ in pairs} - {DEFAULT_PROJECT})
+        return User(name, global_role(pairs), float(issued) if isinstance(issued, int | float) else time.time(),
+                    project_roles=tuple((p, global_role(pairs, p)) for p in projects))  # fmt: skip

@@ -70,6 +70,7 @@ class User:
     role: Role
     created_at: float
     disabled: bool = False
+    project_roles: tuple[tuple[str, Role], ...] = ()  # roles in projects other than default from the IdP's groups
 
 
 @dataclass(frozen=True)

@@ -48,10 +48,20 @@ class ProjectsSource:
         self.registry = registry
         self.jobs = jobs
 
+    def projects(self, user: PortalUser) -> list[Project]:
+        """Every project, each with ``user``'s role from their IdP groups (``portal.oidc.group_roles``) over the
+        registry's (a project that is not registered is not created by a group)."""
+        granted = dict(user.project_roles)
+        out = []
+        for p in self.registry.list():
+            role = granted.get(p.name)
+            out.append(p if role is None else Project(p.name, p.template, {**p.members, user.name: role}, p.shared))
+        return out
+
     def visible(self, user: PortalUser) -> list[ProjectView]:
         """The projects ``user`` may view (``default`` first), with quota and use."""
         who = as_member(user)
-        projects = [p for p in self.registry.list() if can(who, p, Action.VIEW)]
+        projects = [p for p in self.projects(user) if can(who, p, Action.VIEW)]
         held = self._held()
         return [self._view(p, who, held) for p in projects]
 
@@ -65,7 +75,7 @@ class ProjectsSource:
     def landing(self, user: PortalUser) -> str | None:
         """The project a user who signs in without a target lands on: the first one they are a member of, other
         than ``default`` (None when there is none: they land on the overview)."""
-        mine = [p.name for p in self.registry.list() if p.name != DEFAULT_PROJECT and user.name in p.members]
+        mine = [p.name for p in self.projects(user) if p.name != DEFAULT_PROJECT and user.name in p.members]
         return mine[0] if mine else None
 
     def _held(self) -> dict[str, Use] | None:
