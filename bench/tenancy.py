@@ -11,12 +11,17 @@ them shared.
    with ``perf_counter_ns`` (the timer's own cost, measured on an empty call, is reported, not subtracted).
 2. ``listing``: for one random user, every resource of every project that user may see (``can_read_shared``:
    a member's view, or a shared resource), filtering all P*R canonical names; L listings.
-3. ``audit``: A requests (a permission check) with one ``AuditTrail.append`` each to an embedded log in a
+3. ``portal_listing``: the same registry (P projects, their members) in a Kawa home, the portal served over real
+   HTTP (uvicorn on loopback), and ``GET /api/projects`` (the projects a user may view, each with quota and use)
+   for random members with API tokens; L requests (after 5 untimed warm-up requests), each timed end to end by
+   the client.
+4. ``audit``: A requests (a permission check) with one ``AuditTrail.append`` each to an embedded log in a
    temporary directory (``log.fsync: never``, the default), against the same requests without it; the mean
    extra time per request.
 
-Goals (issue #18): permission check p99 ≤ 50 µs, listing p99 ≤ 100 ms, audit ≤ 1 ms a request.
-The last line is JSON: {"perm_check_p50_us": ..., "perm_check_p99_us": ..., "listing_p99_ms": ..., "audit_ms": ...}.
+Goals (issue #18): permission check p99 ≤ 50 µs, listings p99 ≤ 100 ms (in memory and through the portal),
+audit ≤ 1 ms a request. The last line is JSON: {"perm_check_p50_us": ..., "perm_check_p99_us": ...,
+"listing_p99_ms": ..., "portal_listing_p99_ms": ..., "audit_ms": ...}.
 """
 
 from __future__ import annotations
@@ -43,7 +48,8 @@ SIZES = {
     "full": {"projects": 130, "users_per_project": 10, "resources": 20, "checks": 300_000, "listings": 1000,
              "audit_records": 2000},
 }  # fmt: skip
-GOALS = {"perm_check_p99_us": 50.0, "listing_p99_ms": 100.0, "audit_ms": 1.0}
+GOALS = {"perm_check_p99_us": 50.0, "listing_p99_ms": 100.0, "portal_listing_p99_ms": 100.0, "audit_ms": 1.0}
+PORTAL_USERS = 20  # members given portal accounts and tokens (each password hash costs ~0.1 s)
 
 
 def quantile(values: list[float], q: float) -> float:
@@ -146,6 +152,53 @@ def audit_cost(projects: list[Project], users: list[User], n: int, rng: random.R
     return (audited_s - bare_s) * 1000 / n, quantile(appends, 0.99)
 
 
+def portal_listings(projects: list[Project], n: int, rng: random.Random, progress: Progress) -> list[float]:
+    """Milliseconds per ``GET /api/projects`` through the served portal, for random members."""
+    import urllib.request
+
+    from kawa.config import load_config
+    from kawa.platform import Platform
+    from kawa.portal import serve
+    from kawa.projects.registry import ProjectRegistry
+
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp) / ".kawa"
+        registry = ProjectRegistry.in_home(home)
+        task = progress.add_task("registry", total=len(projects))
+        for project in projects:
+            registry.create(project.name)
+            for user, role in project.members.items():
+                registry.add_member(project.name, user, role)
+            progress.advance(task)
+        platform_ = Platform(load_config(home=str(home), portal={"port": 0}))
+        server = serve(platform_)
+        try:
+            assert server.portal is not None
+            members = sorted({u for p in projects for u in p.members})
+            tokens = []
+            for name in rng.sample(members, min(PORTAL_USERS, len(members))):
+                server.portal.users.add_user(name, Role.VIEWER, "correct horse battery")
+                tokens.append(server.portal.users.create_token(name, "bench")[1])
+            url = server.url.rstrip("/") + "/api/projects"
+            for token in tokens[:5]:  # warm-up, not timed: the first request opens the job table and the log
+                urllib.request.urlopen(urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"}),
+                                       timeout=30).read()  # fmt: skip
+            times: list[float] = []
+            task = progress.add_task("portal listings", total=n)
+            for _ in range(n):
+                request = urllib.request.Request(url, headers={"Authorization": f"Bearer {rng.choice(tokens)}"})
+                t0 = time.perf_counter()
+                with urllib.request.urlopen(request, timeout=30) as response:
+                    listed = json.loads(response.read())
+                times.append((time.perf_counter() - t0) * 1000)
+                assert isinstance(listed, list) and listed and listed[0]["name"] == "default"
+                progress.advance(task)
+        finally:
+            server.stop()
+            platform_.stop()
+    return times
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", choices=sorted(SIZES), default="small")
@@ -165,12 +218,15 @@ def main() -> None:
     with Progress(*columns, console=console) as progress:
         checks = perm_checks(projects, users, size["checks"], rng, progress)
         lists, visible = listings(projects, users, names, size["listings"], rng, progress)
+        portal_lists = portal_listings(projects, size["listings"], rng, progress)
         audit_ms, append_p99_ms = audit_cost(projects, users, size["audit_records"], rng, progress)
     result = {
         "perm_check_p50_us": round(quantile(checks, 0.5) / 1000, 3),
         "perm_check_p99_us": round(quantile(checks, 0.99) / 1000, 3),
         "listing_p50_ms": round(quantile(lists, 0.5), 3),
         "listing_p99_ms": round(quantile(lists, 0.99), 3),
+        "portal_listing_p50_ms": round(quantile(portal_lists, 0.5), 3),
+        "portal_listing_p99_ms": round(quantile(portal_lists, 0.99), 3),
         "audit_ms": round(audit_ms, 3),
         "audit_append_p99_ms": round(append_p99_ms, 3),
         "timer_cost_ns": timer_cost_ns(),

@@ -12,6 +12,7 @@ from kawa.projects.registry import ProjectRegistry
 
 if TYPE_CHECKING:
     from kawa.ml.jobs.policy import Use
+    from kawa.projects.templates import Quota
     from kawa.portal.sources.jobs import JobsSource
     from kawa.portal.users import User as PortalUser
 
@@ -62,8 +63,8 @@ class ProjectsSource:
         """The projects ``user`` may view (``default`` first), with quota and use."""
         who = as_member(user)
         projects = [p for p in self.projects(user) if can(who, p, Action.VIEW)]
-        held = self._held()
-        return [self._view(p, who, held) for p in projects]
+        held, quotas = self._held(), self.registry.quotas()
+        return [self._view(p, who, held, quotas[p.name]) for p in projects if p.name in quotas]
 
     def one(self, user: PortalUser, name: str) -> ProjectView:
         """A project ``user`` may view; one they may not is reported as not found (its existence is not told)."""
@@ -91,7 +92,7 @@ class ProjectsSource:
             return None
         return held_by_project((j.project, j.spec.resources) for j in active)
 
-    def _view(self, project: Project, who: User, held: dict[str, Use] | None) -> ProjectView:
+    def _view(self, project: Project, who: User, held: dict[str, Use] | None, quota: Quota) -> ProjectView:
         from kawa.ml.jobs.policy import MiB, Use
 
         use = None if held is None else held.get(project.name, Use())
@@ -99,7 +100,6 @@ class ProjectsSource:
         if use is not None:
             measured = {"cpus": use.cpus, "gpus": float(use.gpus), "memory_mb": use.memory_bytes / MiB,
                         "concurrent_jobs": float(use.jobs)}  # fmt: skip
-        quota = self.registry.quota(project.name)
         lines = tuple(QuotaLine(f, None if v is None else float(v), measured.get(f), f in ENFORCED)
                       for f, v in quota.data().items())  # fmt: skip
         role = role_in(who, project)
