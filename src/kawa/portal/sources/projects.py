@@ -12,9 +12,9 @@ from kawa.projects.registry import ProjectRegistry
 
 if TYPE_CHECKING:
     from kawa.ml.jobs.policy import Use
-    from kawa.projects.templates import Quota
     from kawa.portal.sources.jobs import JobsSource
     from kawa.portal.users import User as PortalUser
+    from kawa.projects.templates import Quota
 
 ENFORCED = ("cpus", "gpus", "memory_mb", "concurrent_jobs")
 """The quota fields the job scheduler enforces (storage bytes and function replicas are recorded only)."""
