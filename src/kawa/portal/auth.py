@@ -150,11 +150,36 @@ def page_user(action: Action = Action.VIEW) -> Callable[..., Awaitable[Principal
     return dependency
 
 
+def may(principal: Principal, portal: Portal, kind: str, name: str, action: Action) -> None:
+    """``action`` on bucket or topic ``name``, checked as (user, project, action): in the registered project that
+    owns it by its prefix, with the user's role there (a platform admin may always); else with the global role."""
+    principal.notes.action = action.value
+    project = portal.projects.owner(kind, name)
+    if project is None:
+        if not principal.can(action):
+            raise PermissionDenied(
+                f"role {principal.user.role.value!r} may not {action.value}; ask an admin for a role that may "
+                "(see the roles table in docs/portal.md)"
+            )
+        return
+    if not portal.projects.allows(principal.user, project, action):
+        raise PermissionDenied(
+            f"{kind} {name!r} belongs to project {project!r}, where you have no role that may {action.value}; "
+            f"ask one of its admins (`kawa projects add-member {project} {principal.user.name} ROLE`)"
+        )
+
+
 def may_read_bucket(principal: Principal, portal: Portal, bucket: str) -> None:
-    """PHI gate for a bucket's objects: PHI-free buckets for everyone, the others for ``phi.read``."""
+    """Read gate for a bucket's objects: its project's view (see :func:`may`), then PHI: PHI-free buckets for
+    everyone who may view them, the others for ``phi.read`` (in the owning project, or globally)."""
+    may(principal, portal, "bucket", bucket, Action.VIEW)
     if portal.store.phi.phi_free(bucket):
         return
     principal.notes.phi_read = True  # audited, allowed or not
+    project = portal.projects.owner("bucket", bucket)
+    if project is not None:
+        may(principal, portal, "bucket", bucket, Action.PHI_READ)
+        return
     if not principal.can(Action.PHI_READ):
         raise PermissionDenied(
             f"bucket {bucket!r} may hold PHI and role {principal.user.role.value!r} may not read PHI (phi.read); "

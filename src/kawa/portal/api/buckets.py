@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from kawa.errors import KawaError
 from kawa.portal.api.common import ERRORS, Section, not_configured
-from kawa.portal.auth import Principal, get_portal, may_read_bucket, require
+from kawa.portal.auth import Principal, get_portal, may, may_read_bucket, require
 from kawa.portal.content import INLINE_RASTER, MAX_REENCODE_BYTES, Served, object_headers, reencode_raster
 from kawa.portal.permissions import Action
 from kawa.portal.runtime import Portal
@@ -81,17 +81,23 @@ def _bucket_out(portal: Portal, name: str) -> BucketOut:
 
 
 @router.get("/api/buckets", response_model=Section[BucketOut])
-def list_buckets(_: Principal = Depends(require(Action.VIEW)), portal: Portal = Depends(get_portal)) -> dict[str, Any]:
+def list_buckets(
+    principal: Principal = Depends(require(Action.VIEW)), portal: Portal = Depends(get_portal)
+) -> dict[str, Any]:
+    """Every bucket you may view (another project's are left out)."""
     ok, reason = portal.store.available()
     if not ok:
         return not_configured(reason)
-    return {"items": [_bucket_out(portal, b.name) for b in portal.store.buckets()]}
+    names = portal.projects.viewable(principal.user, "bucket", [b.name for b in portal.store.buckets()])
+    return {"items": [_bucket_out(portal, name) for name in names]}
 
 
 @router.post("/api/buckets", response_model=BucketOut, status_code=201)
 def create_bucket(
-    body: BucketIn, _: Principal = Depends(require(Action.BUCKETS_WRITE)), portal: Portal = Depends(get_portal)
+    body: BucketIn, principal: Principal = Depends(require(Action.VIEW)), portal: Portal = Depends(get_portal)
 ) -> BucketOut:
+    """Create a bucket (``buckets.write`` in the project its name's prefix names, else globally)."""
+    may(principal, portal, "bucket", body.name, Action.BUCKETS_WRITE)
     portal.store.store.create_bucket(body.name)
     return _bucket_out(portal, body.name)
 
@@ -158,13 +164,14 @@ async def put_object(
     bucket: BUCKET,
     key: KEY,
     request: Request,
-    _: Principal = Depends(require(Action.BUCKETS_WRITE)),
+    principal: Principal = Depends(require(Action.VIEW)),
     portal: Portal = Depends(get_portal),
 ) -> ObjectOut:
-    """Upload the request body as the object (it notifies like any other put). Spooled to a temporary file
-    beyond 8 MiB, never held whole in memory."""
+    """Upload the request body as the object (it notifies like any other put); ``buckets.write`` in the
+    bucket's project. Spooled to a temporary file beyond 8 MiB, never held whole in memory."""
     import tempfile
 
+    may(principal, portal, "bucket", bucket, Action.BUCKETS_WRITE)
     content_type = request.headers.get("content-type") or None
     with tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024) as spool:
         async for chunk in request.stream():
@@ -178,9 +185,10 @@ async def put_object(
 def delete_object(
     bucket: BUCKET,
     key: KEY,
-    _: Principal = Depends(require(Action.BUCKETS_WRITE)),
+    principal: Principal = Depends(require(Action.VIEW)),
     portal: Portal = Depends(get_portal),
 ) -> None:
+    may(principal, portal, "bucket", bucket, Action.BUCKETS_WRITE)
     portal.store.store.delete(bucket, key)
 
 

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from kawa.errors import KawaError
 from kawa.log.base import TopicInfo, TopicSpec
 from kawa.portal.api.common import ERRORS, Section
-from kawa.portal.auth import Principal, get_portal, require
+from kawa.portal.auth import Principal, get_portal, may, require
 from kawa.portal.permissions import Action
 from kawa.portal.runtime import Portal
 from kawa.portal.sources.log import total_records, written_records
@@ -95,23 +95,35 @@ def topic_out(portal: Portal, info: TopicInfo, consumers: dict[str, list[tuple[s
 
 
 @router.get("", response_model=Section[TopicOut])
-def list_topics(_: Principal = Depends(require(Action.VIEW)), portal: Portal = Depends(get_portal)) -> dict[str, Any]:
+def list_topics(
+    principal: Principal = Depends(require(Action.VIEW)), portal: Portal = Depends(get_portal)
+) -> dict[str, Any]:
+    """Every topic you may view (another project's are left out)."""
     consumers = consumers_of(portal)
-    return {"items": [topic_out(portal, info, consumers) for info in portal.log.topics()]}
+    return {"items": [topic_out(portal, info, consumers) for info in viewable_topics(portal, principal)]}
+
+
+def viewable_topics(portal: Portal, principal: Principal) -> list[TopicInfo]:
+    infos = portal.log.topics()
+    keep = set(portal.projects.viewable(principal.user, "topic", [i.name for i in infos]))
+    return [i for i in infos if i.name in keep]
 
 
 @router.post("", response_model=TopicOut, status_code=201)
 def create_topic(
-    body: TopicIn, _: Principal = Depends(require(Action.TOPICS_WRITE)), portal: Portal = Depends(get_portal)
+    body: TopicIn, principal: Principal = Depends(require(Action.VIEW)), portal: Portal = Depends(get_portal)
 ) -> TopicOut:
+    """Create a topic (``topics.write`` in the project its name's prefix names, else globally)."""
+    may(principal, portal, "topic", body.name, Action.TOPICS_WRITE)
     portal.log.log.create_topic(TopicSpec(body.name, partitions=body.partitions))
     return topic_out(portal, portal.log.describe(body.name), consumers_of(portal))
 
 
 @router.get("/{name}", response_model=TopicOut)
 def get_topic(
-    name: TOPIC, _: Principal = Depends(require(Action.VIEW)), portal: Portal = Depends(get_portal)
+    name: TOPIC, principal: Principal = Depends(require(Action.VIEW)), portal: Portal = Depends(get_portal)
 ) -> TopicOut:
+    may(principal, portal, "topic", name, Action.VIEW)
     return topic_out(portal, portal.log.describe(name), consumers_of(portal))
 
 
@@ -121,10 +133,12 @@ def read_records(
     partition: Annotated[int | None, Query(ge=0, le=1023)] = None,
     offset: Annotated[int | None, Query(ge=0)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
-    _: Principal = Depends(require(Action.PHI_READ)),
+    principal: Principal = Depends(require(Action.VIEW)),
     portal: Portal = Depends(get_portal),
 ) -> list[RecordOut]:
-    """Raw records (newest first, or from ``offset`` of ``partition``). Records may carry PHI: ``phi.read``."""
+    """Raw records (newest first, or from ``offset`` of ``partition``). Records may carry PHI: ``phi.read`` (in
+    the topic's project, or globally)."""
+    may(principal, portal, "topic", name, Action.PHI_READ)
     records = portal.log.read(name, limit=limit, partition=partition, offset=offset)
     return [
         RecordOut(

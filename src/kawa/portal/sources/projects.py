@@ -79,6 +79,33 @@ class ProjectsSource:
         mine = [p.name for p in self.projects(user) if p.name != DEFAULT_PROJECT and user.name in p.members]
         return mine[0] if mine else None
 
+    def owner(self, kind: str, name: str) -> str | None:
+        """The registered project (not ``default``) that owns bucket or topic ``name`` by its prefix
+        (``project--bucket``, ``project.topic``); None for a name of ``default`` (no registered prefix)."""
+        prefix, found, rest = name.partition("--" if kind == "bucket" else ".")
+        if not found or not rest or prefix == DEFAULT_PROJECT:
+            return None
+        return prefix if prefix in self.registry.names() else None
+
+    def allows(self, user: PortalUser, project: str, action: Action) -> bool:
+        """Whether ``user``'s role in ``project`` (the registry's, or their IdP groups') may take ``action``."""
+        who = as_member(user)
+        return any(p.name == project and can(who, p, action) for p in self.projects(user))
+
+    def viewable(self, user: PortalUser, kind: str, names: list[str]) -> list[str]:
+        """``names`` without the buckets or topics of projects ``user`` may not view (one registry read)."""
+        who = as_member(user)
+        projects = self.projects(user)
+        registered = {p.name for p in projects} - {DEFAULT_PROJECT}
+        seen = {p.name for p in projects if can(who, p, Action.VIEW)}
+        sep = "--" if kind == "bucket" else "."
+
+        def keep(name: str) -> bool:
+            prefix, found, rest = name.partition(sep)
+            return not (found and rest and prefix in registered) or prefix in seen
+
+        return [n for n in names if keep(n)]
+
     def _held(self) -> dict[str, Use] | None:
         ok, _reason = self.jobs.available()
         if not ok:

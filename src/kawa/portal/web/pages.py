@@ -19,7 +19,7 @@ from kawa.errors import InvalidCredentials, KawaError
 from kawa.portal.api.deadletters import list_records as dead_letter_records
 from kawa.portal.api.functions import function_out
 from kawa.portal.api.jobs import job_out
-from kawa.portal.api.topics import consumers_of, topic_out
+from kawa.portal.api.topics import consumers_of, topic_out, viewable_topics
 from kawa.portal.apps import AppNotRunning, installed_apps
 from kawa.portal.auth import Principal, client_address, get_portal, page_user
 from kawa.portal.board_view import app_board
@@ -216,16 +216,17 @@ def topics_page(
     request: Request, principal: Principal = Depends(page_user()), portal: Portal = Depends(get_portal)
 ) -> HTMLResponse:
     consumers = consumers_of(portal)
-    topics = [topic_out(portal, info, consumers) for info in portal.log.topics()]
+    topics = [topic_out(portal, info, consumers) for info in viewable_topics(portal, principal)]
     ok, reason = portal.store.available()
     buckets = []
     if ok:
-        for b in portal.store.buckets():
+        names = portal.projects.viewable(principal.user, "bucket", [b.name for b in portal.store.buckets()])
+        for name in names:
             buckets.append(
                 {
-                    "name": b.name,
-                    "phi_free": portal.store.phi.phi_free(b.name),
-                    "notifications": portal.store.notifications(b.name),
+                    "name": name,
+                    "phi_free": portal.store.phi.phi_free(name),
+                    "notifications": portal.store.notifications(name),
                 }
             )
     return render(request, "topics.html", principal, topics=topics, buckets=buckets, store_reason=reason)

@@ -1,0 +1,79 @@
+"""Cross-project isolation of buckets and topics through the portal's API: list, read, write and delete are
+checked as (user, project, action), with the user's role in the project that owns the resource by its prefix."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from kawa.log.base import TopicSpec
+from kawa.portal.permissions import Role
+from kawa.projects.registry import ProjectRegistry
+from tests.portal.conftest import bearer
+
+A_BUCKET, B_BUCKET, A_TOPIC, B_TOPIC = "team-a--scans", "team-b--scans", "team-a.events", "team-b.events"
+
+
+@pytest.fixture
+def world(portal: Any, tokens: dict[Role, str]) -> dict[str, dict[str, str]]:
+    """team-a, where the global *viewer* is a data engineer; team-b, where nobody but admins may look; and a
+    bucket and a topic of each, plus one of ``default``."""
+    registry = ProjectRegistry.in_home(portal.config.home)
+    registry.create("team-a")
+    registry.add_member("team-a", "viewer-user", Role.DATA_ENGINEER)
+    registry.create("team-b")
+    store, log = portal.platform.store, portal.platform.log
+    for bucket in (A_BUCKET, B_BUCKET, "shared-scans"):
+        store.create_bucket(bucket)
+        store.put(bucket, "a.txt", b"x")
+    for topic in (A_TOPIC, B_TOPIC, "plain"):
+        log.create_topic(TopicSpec(topic), exist_ok=True)
+    return {role.value: bearer(tokens[role]) for role in Role}
+
+
+def _names(response: Any) -> set[str]:
+    assert response.status_code == 200, response.text
+    return {item["name"] for item in response.json()["items"]}
+
+
+def test_listings_leave_out_other_projects_resources(client: Any, world: dict[str, dict[str, str]]) -> None:
+    viewer, engineer, admin = world["viewer"], world["data-engineer"], world["admin"]
+    assert {A_BUCKET, "shared-scans"} <= _names(client.get("/api/buckets", headers=viewer))
+    assert B_BUCKET not in _names(client.get("/api/buckets", headers=viewer))
+    assert not {A_BUCKET, B_BUCKET} & _names(client.get("/api/buckets", headers=engineer))  # no member of either
+    assert {A_BUCKET, B_BUCKET} <= _names(client.get("/api/buckets", headers=admin))  # a platform admin
+    assert A_TOPIC in _names(client.get("/api/topics", headers=viewer))
+    assert not {B_TOPIC} & _names(client.get("/api/topics", headers=viewer))
+    assert "plain" in _names(client.get("/api/topics", headers=engineer))
+
+
+def test_reads_writes_and_deletes_use_the_role_in_the_owning_project(
+    client: Any, world: dict[str, dict[str, str]]
+) -> None:
+    viewer, engineer = world["viewer"], world["data-engineer"]
+    # The global viewer is a data engineer in team-a: reads PHI there, writes and deletes there …
+    assert client.get(f"/api/buckets/{A_BUCKET}/objects/a.txt", headers=viewer).status_code == 200
+    assert client.put(f"/api/buckets/{A_BUCKET}/objects/b.txt", content=b"y", headers=viewer).status_code == 201
+    assert client.delete(f"/api/buckets/{A_BUCKET}/objects/b.txt", headers=viewer).status_code == 204
+    assert client.get(f"/api/topics/{A_TOPIC}/records", headers=viewer).status_code == 200
+    assert client.post("/api/topics", json={"name": "team-a.more", "partitions": 1}, headers=viewer).status_code == 201
+    # … and is still a viewer everywhere else: not in team-b, not in default.
+    for response in (
+        client.get(f"/api/buckets/{B_BUCKET}/objects/a.txt", headers=viewer),
+        client.get(f"/api/buckets/{B_BUCKET}/objects", headers=viewer),
+        client.put(f"/api/buckets/{B_BUCKET}/objects/b.txt", content=b"y", headers=viewer),
+        client.delete(f"/api/buckets/{B_BUCKET}/objects/a.txt", headers=viewer),
+        client.get(f"/api/topics/{B_TOPIC}", headers=viewer),
+        client.get(f"/api/topics/{B_TOPIC}/records", headers=viewer),
+        client.post("/api/topics", json={"name": "team-b.more", "partitions": 1}, headers=viewer),
+        client.put("/api/buckets/shared-scans/objects/b.txt", content=b"y", headers=viewer),
+    ):
+        assert response.status_code == 403, response.text
+    refused = client.get(f"/api/buckets/{B_BUCKET}/objects/a.txt", headers=viewer).json()["detail"]
+    assert "belongs to project 'team-b'" in refused and "kawa projects add-member team-b viewer-user" in refused
+    # A global data engineer who is no member of team-a may do none of it in team-a (but may in default).
+    assert client.put(f"/api/buckets/{A_BUCKET}/objects/c.txt", content=b"y", headers=engineer).status_code == 403
+    assert client.get(f"/api/buckets/{A_BUCKET}/objects/a.txt", headers=engineer).status_code == 403
+    assert client.put("/api/buckets/shared-scans/objects/c.txt", content=b"y", headers=engineer).status_code == 201
+    assert client.get(f"/api/buckets/{B_BUCKET}/objects/a.txt", headers=world["admin"]).status_code == 200
