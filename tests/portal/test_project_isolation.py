@@ -77,3 +77,30 @@ def test_reads_writes_and_deletes_use_the_role_in_the_owning_project(
     assert client.get(f"/api/buckets/{A_BUCKET}/objects/a.txt", headers=engineer).status_code == 403
     assert client.put("/api/buckets/shared-scans/objects/c.txt", content=b"y", headers=engineer).status_code == 201
     assert client.get(f"/api/buckets/{B_BUCKET}/objects/a.txt", headers=world["admin"]).status_code == 200
+
+
+def test_jobs_are_seen_submitted_and_cancelled_with_the_role_in_their_project(
+    client: Any, portal: Any, world: dict[str, dict[str, str]]
+) -> None:
+    viewer, scientist = world["viewer"], world["data-scientist"]
+    # The global viewer is a data engineer in team-a: data engineers may not submit jobs, there or anywhere.
+    job = {"entrypoint": "python -c pass", "project": "team-a"}
+    assert client.post("/api/jobs", json=job, headers=viewer).status_code == 403
+    ProjectRegistry.in_home(portal.config.home).add_member("team-a", "viewer-user", Role.DATA_SCIENTIST)
+    mine = client.post("/api/jobs", json=job, headers=viewer)
+    assert mine.status_code == 201, mine.text
+    assert client.post("/api/jobs", json={**job, "project": "team-b"}, headers=viewer).status_code == 403
+    theirs = client.post("/api/jobs", json={**job, "project": "team-b"}, headers=world["admin"]).json()["id"]
+    # The global data scientist is no member of team-a: cannot see, read the log of, or cancel its job.
+    job_id = mine.json()["id"]
+    assert job_id not in {j["id"] for j in client.get("/api/jobs", headers=scientist).json()["items"]}
+    for response in (client.get(f"/api/jobs/{job_id}", headers=scientist),
+                     client.get(f"/api/jobs/{job_id}/logs", headers=scientist),
+                     client.post(f"/api/jobs/{job_id}/cancel", headers=scientist)):  # fmt: skip
+        assert response.status_code == 403, response.text
+    listed = {j["id"] for j in client.get("/api/jobs", headers=viewer).json()["items"]}
+    assert job_id in listed and theirs not in listed
+    assert client.post(f"/api/jobs/{job_id}/cancel", headers=viewer).json()["state"] == "cancelled"
+    # A job of default (or of an unregistered label) is checked with the global role, as before.
+    assert client.post("/api/jobs", json={"entrypoint": "python -c pass"}, headers=scientist).status_code == 201
+    assert client.post("/api/jobs", json={"entrypoint": "python -c pass"}, headers=viewer).status_code == 403

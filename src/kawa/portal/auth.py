@@ -153,8 +153,13 @@ def page_user(action: Action = Action.VIEW) -> Callable[..., Awaitable[Principal
 def may(principal: Principal, portal: Portal, kind: str, name: str, action: Action) -> None:
     """``action`` on bucket or topic ``name``, checked as (user, project, action): in the registered project that
     owns it by its prefix, with the user's role there (a platform admin may always); else with the global role."""
+    may_in(principal, portal, portal.projects.owner(kind, name), action, f"{kind} {name!r}")
+
+
+def may_in(principal: Principal, portal: Portal, project: str | None, action: Action, what: str) -> None:
+    """``action`` on ``what`` of registered ``project`` with the user's role there; with ``project`` None (a
+    resource of ``default``, or one labelled with no registered project) with the global role."""
     principal.notes.action = action.value
-    project = portal.projects.owner(kind, name)
     if project is None:
         if not principal.can(action):
             raise PermissionDenied(
@@ -164,7 +169,7 @@ def may(principal: Principal, portal: Portal, kind: str, name: str, action: Acti
         return
     if not portal.projects.allows(principal.user, project, action):
         raise PermissionDenied(
-            f"{kind} {name!r} belongs to project {project!r}, where you have no role that may {action.value}; "
+            f"{what} belongs to project {project!r}, where you have no role that may {action.value}; "
             f"ask one of its admins (`kawa projects add-member {project} {principal.user.name} ROLE`)"
         )
 

@@ -9,7 +9,7 @@ from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
 
 from kawa.portal.api.common import ERRORS, Section, not_configured
-from kawa.portal.auth import Principal, get_portal, require
+from kawa.portal.auth import Principal, get_portal, may_in, require
 from kawa.portal.permissions import Action
 from kawa.portal.runtime import Portal
 
@@ -90,13 +90,24 @@ def job_out(job: Any) -> JobOut:
 @router.get("", response_model=Section[JobOut])
 def list_jobs(
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
-    _: Principal = Depends(require(Action.VIEW)),
+    principal: Principal = Depends(require(Action.VIEW)),
     portal: Portal = Depends(get_portal),
 ) -> dict[str, Any]:
+    """The newest jobs you may view (another project's are left out)."""
     ok, reason = portal.jobs.available()
     if not ok:
         return not_configured(reason)
-    return {"items": [job_out(j) for j in portal.jobs.jobs(limit)]}
+    return {"items": [job_out(j) for j in visible_jobs(portal, principal, limit)]}
+
+
+def visible_jobs(portal: Portal, principal: Principal, limit: int) -> list[Any]:
+    keep = portal.projects.may_view_label(principal.user)
+    return [j for j in portal.jobs.jobs(limit) if keep(j.spec.project)]
+
+
+def may_on_job(principal: Principal, portal: Portal, job: Any, action: Action) -> None:
+    """``action`` on ``job`` with the user's role in the job's project (see :func:`kawa.portal.auth.may_in`)."""
+    may_in(principal, portal, portal.projects.registered(job.spec.project), action, f"job {job.id}")
 
 
 @router.get("/resources", response_model=ResourcesOut)
@@ -118,8 +129,10 @@ def resources(_: Principal = Depends(require(Action.VIEW)), portal: Portal = Dep
 
 @router.post("", response_model=JobOut, status_code=201)
 def submit_job(
-    body: JobIn, _: Principal = Depends(require(Action.JOBS_SUBMIT)), portal: Portal = Depends(get_portal)
+    body: JobIn, principal: Principal = Depends(require(Action.VIEW)), portal: Portal = Depends(get_portal)
 ) -> JobOut:
+    """Queue a job (``jobs.submit`` in its project); refused over the machine or the project's quota."""
+    may_in(principal, portal, portal.projects.registered(body.project), Action.JOBS_SUBMIT, f"project {body.project!r}")
     spec = portal.jobs.build_spec(
         entrypoint=body.entrypoint,
         cpu=body.cpu,
@@ -135,25 +148,28 @@ def submit_job(
 
 @router.get("/{job_id}", response_model=JobOut)
 def get_job(
-    job_id: JOB_ID, _: Principal = Depends(require(Action.VIEW)), portal: Portal = Depends(get_portal)
+    job_id: JOB_ID, principal: Principal = Depends(require(Action.VIEW)), portal: Portal = Depends(get_portal)
 ) -> JobOut:
-    return job_out(portal.jobs.job(job_id))
+    job = portal.jobs.job(job_id)
+    may_on_job(principal, portal, job, Action.VIEW)
+    return job_out(job)
 
 
 @router.get("/{job_id}/logs", response_class=PlainTextResponse)
 def job_logs(
     job_id: JOB_ID,
     max_bytes: Annotated[int, Query(ge=1, le=4 * 1024 * 1024)] = 64 * 1024,
-    _: Principal = Depends(require(Action.VIEW)),
+    principal: Principal = Depends(require(Action.VIEW)),
     portal: Portal = Depends(get_portal),
 ) -> str:
     """The end of the job's output (stdout and stderr)."""
-    portal.jobs.job(job_id)
+    may_on_job(principal, portal, portal.jobs.job(job_id), Action.VIEW)
     return portal.jobs.log_tail(job_id, max_bytes)
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut)
 def cancel_job(
-    job_id: JOB_ID, _: Principal = Depends(require(Action.JOBS_CANCEL)), portal: Portal = Depends(get_portal)
+    job_id: JOB_ID, principal: Principal = Depends(require(Action.VIEW)), portal: Portal = Depends(get_portal)
 ) -> JobOut:
+    may_on_job(principal, portal, portal.jobs.job(job_id), Action.JOBS_CANCEL)
     return job_out(portal.jobs.cancel(job_id))

@@ -11,6 +11,8 @@ from kawa.projects.core import DEFAULT_PROJECT, Project, User, can, k8s_namespac
 from kawa.projects.registry import ProjectRegistry
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from kawa.ml.jobs.policy import Use
     from kawa.portal.sources.jobs import JobsSource
     from kawa.portal.users import User as PortalUser
@@ -86,6 +88,19 @@ class ProjectsSource:
         if not found or not rest or prefix == DEFAULT_PROJECT:
             return None
         return prefix if prefix in self.registry.names() else None
+
+    def registered(self, project: str) -> str | None:
+        """``project`` when it is a registered project other than ``default`` (a job's label may be neither)."""
+        return project if project != DEFAULT_PROJECT and project in self.registry.names() else None
+
+    def may_view_label(self, user: PortalUser) -> Callable[[str], bool]:
+        """A test of a project label (a job's): true for a registered project ``user`` may view, and for any
+        label that is no registered project (those are ``default``'s, checked with the global role)."""
+        who = as_member(user)
+        projects = self.projects(user)
+        registered = {p.name for p in projects} - {DEFAULT_PROJECT}
+        seen = {p.name for p in projects if can(who, p, Action.VIEW)}
+        return lambda label: label not in registered or label in seen
 
     def allows(self, user: PortalUser, project: str, action: Action) -> bool:
         """Whether ``user``'s role in ``project`` (the registry's, or their IdP groups') may take ``action``."""

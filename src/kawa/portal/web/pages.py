@@ -15,13 +15,13 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from kawa.errors import InvalidCredentials, KawaError
+from kawa.errors import InvalidCredentials, KawaError, PermissionDenied
 from kawa.portal.api.deadletters import list_records as dead_letter_records
 from kawa.portal.api.functions import function_out
-from kawa.portal.api.jobs import job_out
+from kawa.portal.api.jobs import job_out, may_on_job, visible_jobs
 from kawa.portal.api.topics import consumers_of, topic_out, viewable_topics
 from kawa.portal.apps import AppNotRunning, installed_apps
-from kawa.portal.auth import Principal, client_address, get_portal, page_user
+from kawa.portal.auth import Principal, client_address, get_portal, may_in, page_user
 from kawa.portal.board_view import app_board
 from kawa.portal.login import LoginThrottled, throttled_login
 from kawa.portal.permissions import Action
@@ -283,11 +283,13 @@ def jobs_page(
     ok, reason = portal.jobs.available()
     jobs, inventory, logs, selected = [], None, None, request.query_params.get("job")
     if ok:
-        jobs = [job_out(j) for j in portal.jobs.jobs(100)]
+        jobs = [job_out(j) for j in visible_jobs(portal, principal, 100)]
         inventory = portal.jobs.inventory()
         if selected:
             try:
-                logs = portal.jobs.log_tail(portal.jobs.job(selected).id)
+                job = portal.jobs.job(selected)
+                may_on_job(principal, portal, job, Action.VIEW)
+                logs = portal.jobs.log_tail(job.id)
             except KawaError as exc:
                 logs = str(exc)
     return render(
@@ -311,9 +313,11 @@ def submit_form(
     gpu: int = Form(0, ge=0),
     project: str = Form("default", max_length=63),
     params: str = Form("", max_length=4000),
-    principal: Principal = Depends(page_user(Action.JOBS_SUBMIT)),
+    principal: Principal = Depends(page_user()),
     portal: Portal = Depends(get_portal),
 ) -> Response:
+    name = project or "default"
+    may_in(principal, portal, portal.projects.registered(name), Action.JOBS_SUBMIT, f"project {name!r}")
     try:
         from kawa.ml.jobs import parse_params
 
@@ -333,8 +337,14 @@ def submit_form(
 
 @router.post("/jobs/{job_id}/cancel")
 def cancel_form(
-    job_id: str, principal: Principal = Depends(page_user(Action.JOBS_CANCEL)), portal: Portal = Depends(get_portal)
+    job_id: str, principal: Principal = Depends(page_user()), portal: Portal = Depends(get_portal)
 ) -> Response:
+    try:
+        may_on_job(principal, portal, portal.jobs.job(job_id), Action.JOBS_CANCEL)
+    except PermissionDenied:
+        raise
+    except KawaError as exc:
+        return back("/jobs", error=str(exc))
     try:
         job = portal.jobs.cancel(job_id)
     except KawaError as exc:
