@@ -104,3 +104,70 @@ def test_jobs_are_seen_submitted_and_cancelled_with_the_role_in_their_project(
     # A job of default (or of an unregistered label) is checked with the global role, as before.
     assert client.post("/api/jobs", json={"entrypoint": "python -c pass"}, headers=scientist).status_code == 201
     assert client.post("/api/jobs", json={"entrypoint": "python -c pass"}, headers=viewer).status_code == 403
+
+
+# Who may do what in a project, written out here independently of kawa.portal.permissions (as in
+# test_permissions.py): action → the per-project roles that may take it.
+VI, DE, DS, ML, AD = "viewer", "data-engineer", "data-scientist", "ml-engineer", "admin"
+MAY = {
+    "view": {VI, DE, DS, ML, AD},
+    "phi.read": {DE, AD},
+    "buckets.write": {DE, AD},
+    "topics.write": {DE, AD},
+    "jobs.submit": {DS, ML, AD},
+    "jobs.cancel": {DS, ML, AD},
+}
+
+
+def test_user_by_project_by_role_by_endpoint_has_no_unauthorized_success(
+    client: Any, portal: Any, world: dict[str, dict[str, str]]
+) -> None:
+    """Each per-project role, held in team-a by a user who is a viewer globally, against every project-scoped
+    endpoint, in team-a (the expected table decides) and in team-b (where the user is no member: always 403)."""
+    registry = ProjectRegistry.in_home(portal.config.home)
+    admin = world["admin"]
+    n = iter(range(10_000))
+    outcomes: list[tuple[str, str, str, int, bool]] = []
+
+    def cases(project: str) -> list[tuple[str, str, Any]]:
+        bucket, topic = f"{project}--scans", f"{project}.events"
+
+        def a_job() -> str:
+            created = client.post("/api/jobs", json={"entrypoint": "python -c pass", "project": project}, headers=admin)
+            return str(created.json()["id"])
+
+        def an_object() -> str:
+            key = f"o-{next(n)}.txt"
+            assert client.put(f"/api/buckets/{bucket}/objects/{key}", content=b"z", headers=admin).status_code == 201
+            return key
+
+        return [
+            ("phi.read", "read a PHI object", lambda h: client.get(f"/api/buckets/{bucket}/objects/a.txt", headers=h)),
+            ("phi.read", "list a PHI bucket", lambda h: client.get(f"/api/buckets/{bucket}/objects", headers=h)),
+            ("buckets.write", "put", lambda h: client.put(f"/api/buckets/{bucket}/objects/p-{next(n)}", content=b"y",
+                                                          headers=h)),
+            ("buckets.write", "delete", lambda h: client.delete(f"/api/buckets/{bucket}/objects/{an_object()}",
+                                                                headers=h)),
+            ("view", "describe a topic", lambda h: client.get(f"/api/topics/{topic}", headers=h)),
+            ("phi.read", "read records", lambda h: client.get(f"/api/topics/{topic}/records", headers=h)),
+            ("topics.write", "create a topic", lambda h: client.post(
+                "/api/topics", json={"name": f"{project}.t{next(n)}", "partitions": 1}, headers=h)),
+            ("jobs.submit", "submit a job", lambda h: client.post(
+                "/api/jobs", json={"entrypoint": "python -c pass", "project": project}, headers=h)),
+            ("jobs.cancel", "cancel a job", lambda h: client.post(f"/api/jobs/{a_job()}/cancel", headers=h)),
+            ("view", "read a job", lambda h: client.get(f"/api/jobs/{a_job()}", headers=h)),
+        ]  # fmt: skip
+
+    for role in (VI, DE, DS, ML, AD):
+        user = f"member-{role}"
+        portal.users.add_user(user, Role.VIEWER, "correct horse battery")
+        headers = bearer(portal.users.create_token(user, "matrix")[1])
+        registry.add_member("team-a", user, role)
+        for project in ("team-a", "team-b"):
+            for action, what, call in cases(project):
+                status = call(headers).status_code
+                allowed = project == "team-a" and role in MAY[action]
+                outcomes.append((role, project, what, status, allowed))
+    wrong = [o for o in outcomes if (o[3] < 400) != o[4] or (not o[4] and o[3] != 403)]
+    assert wrong == [], wrong
+    assert len(outcomes) == 5 * 2 * 10 and sum(o[4] for o in outcomes) >= 15

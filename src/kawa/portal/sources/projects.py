@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING
 
 from kawa.errors import NotConfigured, ProjectNotFound
+from kawa.ml.jobs.policy import Limits
 from kawa.portal.permissions import Action, Role
 from kawa.projects.core import DEFAULT_PROJECT, Project, User, can, k8s_namespace, role_in
 from kawa.projects.registry import ProjectRegistry
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
     from kawa.portal.users import User as PortalUser
     from kawa.projects.templates import Quota
 
-ENFORCED = ("cpus", "gpus", "memory_mb", "concurrent_jobs")
+ENFORCED = tuple(f.name for f in fields(Limits))
 """The quota fields the job scheduler enforces (storage bytes and function replicas are recorded only)."""
 
 
