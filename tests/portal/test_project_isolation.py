@@ -171,3 +171,32 @@ def test_user_by_project_by_role_by_endpoint_has_no_unauthorized_success(
     wrong = [o for o in outcomes if (o[3] < 400) != o[4] or (not o[4] and o[3] != 403)]
     assert wrong == [], wrong
     assert len(outcomes) == 5 * 2 * 10 and sum(o[4] for o in outcomes) >= 15
+
+
+def test_models_of_a_project_are_listed_and_promoted_with_the_role_there(
+    client: Any, portal: Any, platform: Any, tmp_path: Any, world: dict[str, dict[str, str]]
+) -> None:
+    """A registered model ``P.name`` belongs to project P, as a topic does."""
+    from kawa.ml.registry import Registry
+
+    registry = Registry(platform.config, platform.log)
+    try:
+        artifact = tmp_path / "model"
+        artifact.mkdir()
+        (artifact / "MLmodel").write_text("flavors: {}\n")
+        for name in ("team-a.clf", "team-b.clf", "plain-clf"):
+            registry.register(str(artifact), name)
+    finally:
+        registry.close()
+    ProjectRegistry.in_home(portal.config.home).add_member("team-a", "viewer-user", Role.ML_ENGINEER)
+    viewer, ml = world["viewer"], world["ml-engineer"]
+    listed = {m["name"] for m in client.get("/api/models", headers=viewer).json()["items"]}
+    assert {"team-a.clf", "plain-clf"} <= listed and "team-b.clf" not in listed
+    assert "team-a.clf" not in {m["name"] for m in client.get("/api/models", headers=ml).json()["items"]}
+    assert client.post("/api/models/team-a.clf/promote", json={"version": 1}, headers=viewer).status_code == 200
+    for response in (client.post("/api/models/team-b.clf/promote", json={"version": 1}, headers=viewer),
+                     client.get("/api/models/team-b.clf/versions", headers=viewer),
+                     client.post("/api/models/team-a.clf/promote", json={"version": 1}, headers=ml),
+                     client.post("/api/models/plain-clf/promote", json={"version": 1}, headers=viewer)):  # fmt: skip
+        assert response.status_code == 403, response.text
+    assert client.post("/api/models/plain-clf/promote", json={"version": 1}, headers=ml).status_code == 200

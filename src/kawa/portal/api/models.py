@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from kawa.portal.api.common import ERRORS, Section, not_configured
-from kawa.portal.auth import Principal, get_portal, require
+from kawa.portal.auth import Principal, get_portal, may, require
 from kawa.portal.permissions import Action
 from kawa.portal.runtime import Portal
 
@@ -60,19 +60,23 @@ def _move_out(move: Any) -> AliasMoveOut:
 
 @router.get("", response_model=Section[ModelOut])
 async def list_models(
-    _: Principal = Depends(require(Action.VIEW)), portal: Portal = Depends(get_portal)
+    principal: Principal = Depends(require(Action.VIEW)), portal: Portal = Depends(get_portal)
 ) -> dict[str, Any]:
+    """Every registered model you may view (another project's, ``project.name``, are left out)."""
     ok, reason = portal.models.available()
     if not ok:
         return not_configured(reason)
     models = await run_in_threadpool(portal.models.models)
+    keep = set(portal.projects.viewable(principal.user, "model", [m.name for m in models]))
+    models = [m for m in models if m.name in keep]
     return {"items": [ModelOut(name=m.name, latest_version=m.latest_version, aliases=dict(m.aliases)) for m in models]}
 
 
 @router.get("/{name}/versions", response_model=list[VersionOut])
 async def list_versions(
-    name: MODEL, _: Principal = Depends(require(Action.VIEW)), portal: Portal = Depends(get_portal)
+    name: MODEL, principal: Principal = Depends(require(Action.VIEW)), portal: Portal = Depends(get_portal)
 ) -> list[VersionOut]:
+    may(principal, portal, "model", name, Action.VIEW)
     versions = await run_in_threadpool(portal.models.versions, name)
     return [
         VersionOut(
@@ -92,10 +96,11 @@ async def list_versions(
 async def promote(
     name: MODEL,
     body: PromoteIn,
-    _: Principal = Depends(require(Action.MODELS_PROMOTE)),
+    principal: Principal = Depends(require(Action.VIEW)),
     portal: Portal = Depends(get_portal),
 ) -> AliasMoveOut:
-    """Point ``alias`` at ``version``; running functions and servers follow it."""
+    """Point ``alias`` at ``version`` (``models.promote`` in the model's project); functions and servers follow."""
+    may(principal, portal, "model", name, Action.MODELS_PROMOTE)
     return _move_out(await run_in_threadpool(portal.models.promote, name, body.version, body.alias))
 
 
@@ -103,8 +108,9 @@ async def promote(
 async def rollback(
     name: MODEL,
     body: RollbackIn,
-    _: Principal = Depends(require(Action.MODELS_PROMOTE)),
+    principal: Principal = Depends(require(Action.VIEW)),
     portal: Portal = Depends(get_portal),
 ) -> AliasMoveOut:
-    """Move ``alias`` back to the version it pointed to before its last move."""
+    """Move ``alias`` back to the version it pointed to before its last move (``models.promote`` there)."""
+    may(principal, portal, "model", name, Action.MODELS_PROMOTE)
     return _move_out(await run_in_threadpool(portal.models.rollback, name, body.alias))

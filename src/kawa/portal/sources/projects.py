@@ -83,8 +83,9 @@ class ProjectsSource:
         return mine[0] if mine else None
 
     def owner(self, kind: str, name: str) -> str | None:
-        """The registered project (not ``default``) that owns bucket or topic ``name`` by its prefix
-        (``project--bucket``, ``project.topic``); None for a name of ``default`` (no registered prefix)."""
+        """The registered project (not ``default``) that owns bucket, topic or model ``name`` by its prefix
+        (``project--bucket``, ``project.topic``, ``project.model``); None for a name of ``default`` (no registered
+        prefix)."""
         prefix, found, rest = name.partition("--" if kind == "bucket" else ".")
         if not found or not rest or prefix == DEFAULT_PROJECT:
             return None

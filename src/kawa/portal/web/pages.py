@@ -21,7 +21,7 @@ from kawa.portal.api.functions import function_out
 from kawa.portal.api.jobs import job_out, may_on_job, visible_jobs
 from kawa.portal.api.topics import consumers_of, topic_out, viewable_topics
 from kawa.portal.apps import AppNotRunning, installed_apps
-from kawa.portal.auth import Principal, client_address, get_portal, may_in, page_user
+from kawa.portal.auth import Principal, client_address, get_portal, may, may_in, page_user
 from kawa.portal.board_view import app_board
 from kawa.portal.login import LoginThrottled, throttled_login
 from kawa.portal.permissions import Action
@@ -239,7 +239,9 @@ def models_page(
     ok, reason = portal.models.available()
     models = []
     if ok:
-        for model in portal.models.models():
+        listed = portal.models.models()
+        keep = set(portal.projects.viewable(principal.user, "model", [m.name for m in listed]))
+        for model in (m for m in listed if m.name in keep):
             models.append({"model": model, "versions": portal.models.versions(model.name)})
     return render(request, "models.html", principal, models=models, reason=reason, csrf=principal.csrf)
 
@@ -249,9 +251,10 @@ def promote_form(
     name: str,
     version: int = Form(..., ge=1),
     alias: str = Form("champion", max_length=64),
-    principal: Principal = Depends(page_user(Action.MODELS_PROMOTE)),
+    principal: Principal = Depends(page_user()),
     portal: Portal = Depends(get_portal),
 ) -> Response:
+    may(principal, portal, "model", name, Action.MODELS_PROMOTE)
     try:
         move = portal.models.promote(name, version, alias)
     except KawaError as exc:
@@ -266,9 +269,10 @@ def promote_form(
 def rollback_form(
     name: str,
     alias: str = Form("champion", max_length=64),
-    principal: Principal = Depends(page_user(Action.MODELS_PROMOTE)),
+    principal: Principal = Depends(page_user()),
     portal: Portal = Depends(get_portal),
 ) -> Response:
+    may(principal, portal, "model", name, Action.MODELS_PROMOTE)
     try:
         move = portal.models.rollback(name, alias)
     except KawaError as exc:
