@@ -200,3 +200,27 @@ def test_models_of_a_project_are_listed_and_promoted_with_the_role_there(
                      client.post("/api/models/plain-clf/promote", json={"version": 1}, headers=viewer)):  # fmt: skip
         assert response.status_code == 403, response.text
     assert client.post("/api/models/plain-clf/promote", json={"version": 1}, headers=ml).status_code == 200
+
+
+def test_experiments_follow_their_models_project(client: Any, world: dict[str, dict[str, str]]) -> None:
+    from dataclasses import replace
+
+    from tests.portal.test_experiments_page import SPEC
+
+    admin, viewer, scientist = world["admin"], world["viewer"], world["data-scientist"]
+    for project in ("team-a", "team-b"):
+        spec = replace(SPEC, name=f"{project}-canary", model=f"{project}.clf",
+                       arms=(replace(SPEC.arms[0], model=f"{project}.clf@champion"), SPEC.arms[1]))  # fmt: skip
+        assert client.post("/api/experiments", json={"spec": spec.to_dict()}, headers=admin).status_code == 201
+    # The viewer is a data engineer in team-a: sees its experiment, not team-b's; may not manage either.
+    assert [e["name"] for e in client.get("/api/experiments", headers=viewer).json()] == ["team-a-canary"]
+    assert client.get("/api/experiments/team-a-canary", headers=viewer).status_code == 200
+    assert client.get("/api/experiments/team-b-canary/looks", headers=viewer).status_code == 403
+    assert client.post("/api/experiments/team-a-canary/stop", json={}, headers=viewer).status_code == 403
+    # A global data scientist is no member of either: sees neither, stops neither.
+    assert client.get("/api/experiments", headers=scientist).json() == []
+    assert client.post("/api/experiments/team-a-canary/stop", json={}, headers=scientist).status_code == 403
+    mine = replace(SPEC, name="mine", model="team-a.other", arms=(replace(SPEC.arms[0], model="team-a.other@champion"),
+                                                                  SPEC.arms[1]))  # fmt: skip
+    assert client.post("/api/experiments", json={"spec": mine.to_dict()}, headers=scientist).status_code == 403
+    assert client.post("/api/experiments/team-b-canary/stop", json={}, headers=admin).json()["status"] == "stopped"

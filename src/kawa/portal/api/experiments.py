@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from kawa.portal.api.common import ERRORS
-from kawa.portal.auth import Principal, get_portal, require
+from kawa.portal.auth import Principal, get_portal, may, require
 from kawa.portal.permissions import Action
 from kawa.portal.runtime import Portal
 
@@ -166,25 +166,39 @@ def looks_out(state: Any, evaluation: Any) -> LooksOut:
     )  # fmt: skip
 
 
+def visible_experiments(portal: Portal, principal: Principal) -> list[Any]:
+    """The experiments ``principal`` may view: those on models of projects they may view (``P.model``)."""
+    states = portal.experiments.list()
+    keep = set(portal.projects.viewable(principal.user, "model", [s.spec.model for s in states]))
+    return [s for s in states if s.spec.model in keep]
+
+
+def may_on_experiment(principal: Principal, portal: Portal, name: str, action: Action) -> None:
+    """``action`` on experiment ``name`` with the user's role in its model's project (see ``may``)."""
+    may(principal, portal, "model", portal.experiments.store.get(name).spec.model, action)
+
+
 @router.get("", response_model=list[ExperimentOut])
 def list_experiments(
-    _: Principal = Depends(require(Action.VIEW)), portal: Portal = Depends(get_portal)
+    principal: Principal = Depends(require(Action.VIEW)), portal: Portal = Depends(get_portal)
 ) -> list[ExperimentOut]:
-    return [experiment_out(s) for s in portal.experiments.list()]
+    return [experiment_out(s) for s in visible_experiments(portal, principal)]
 
 
 @router.get("/{name}", response_model=StatusOut)
 def experiment_status(
-    name: NAME, _: Principal = Depends(require(Action.VIEW)), portal: Portal = Depends(get_portal)
+    name: NAME, principal: Principal = Depends(require(Action.VIEW)), portal: Portal = Depends(get_portal)
 ) -> StatusOut:
+    may_on_experiment(principal, portal, name, Action.VIEW)
     return status_out(portal.experiments.status(name))
 
 
 @router.get("/{name}/looks", response_model=LooksOut)
 def experiment_looks(
-    name: NAME, _: Principal = Depends(require(Action.VIEW)), portal: Portal = Depends(get_portal)
+    name: NAME, principal: Principal = Depends(require(Action.VIEW)), portal: Portal = Depends(get_portal)
 ) -> LooksOut:
     """Every always-valid look of the experiment under its current spec, in order, and its decision if made."""
+    may_on_experiment(principal, portal, name, Action.VIEW)
     evaluation = portal.experiments.evaluation(name)
     return looks_out(portal.experiments.store.get(name), evaluation)
 
@@ -195,10 +209,11 @@ def experiment_looks(
     responses={200: {"description": "the decision record (kawa.evaluation.decision.DecisionRecord.to_json)"}},
 )
 def experiment_record(
-    name: NAME, _: Principal = Depends(require(Action.VIEW)), portal: Portal = Depends(get_portal)
+    name: NAME, principal: Principal = Depends(require(Action.VIEW)), portal: Portal = Depends(get_portal)
 ) -> JSONResponse:
     """The decision record as a JSON download: spec and hash, window, versions, every look, the decision and the
     rule version. 404 until the experiment is decided."""
+    may_on_experiment(principal, portal, name, Action.VIEW)
     record = portal.experiments.evaluation(name).record
     if record is None:
         return JSONResponse({"detail": f"experiment {name!r} has no decision yet; its looks are at "
@@ -209,9 +224,12 @@ def experiment_record(
 @router.post("", response_model=ExperimentOut, status_code=201)
 def create_experiment(
     body: ExperimentIn,
-    _: Principal = Depends(require(Action.EXPERIMENTS_MANAGE)),
+    principal: Principal = Depends(require(Action.VIEW)),
     portal: Portal = Depends(get_portal),
 ) -> ExperimentOut:
+    """Create an experiment (``experiments.manage`` in its model's project)."""
+    model = body.spec.get("model")
+    may(principal, portal, "model", model if isinstance(model, str) else "", Action.EXPERIMENTS_MANAGE)
     return experiment_out(portal.experiments.create(body.spec, shadow=body.shadow))
 
 
@@ -219,7 +237,8 @@ def create_experiment(
 def stop_experiment(
     name: NAME,
     body: StopIn,
-    _: Principal = Depends(require(Action.EXPERIMENTS_MANAGE)),
+    principal: Principal = Depends(require(Action.VIEW)),
     portal: Portal = Depends(get_portal),
 ) -> ExperimentOut:
+    may_on_experiment(principal, portal, name, Action.EXPERIMENTS_MANAGE)
     return experiment_out(portal.experiments.stop(name, body.reason))

@@ -11,8 +11,16 @@ from typing import Any
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, Response
 
-from kawa.errors import KawaError
-from kawa.portal.api.experiments import LookOut, experiment_out, look_out, looks_out, status_out
+from kawa.errors import KawaError, PermissionDenied
+from kawa.portal.api.experiments import (
+    LookOut,
+    experiment_out,
+    look_out,
+    looks_out,
+    may_on_experiment,
+    status_out,
+    visible_experiments,
+)
 from kawa.portal.auth import Principal, get_portal, page_user
 from kawa.portal.permissions import Action
 from kawa.portal.runtime import Portal
@@ -39,12 +47,13 @@ def allocation_bars(status: Any) -> list[dict[str, Any]]:
 def experiments_page(
     request: Request, principal: Principal = Depends(page_user()), portal: Portal = Depends(get_portal)
 ) -> HTMLResponse:
-    experiments = [experiment_out(s) for s in portal.experiments.list()]
+    experiments = [experiment_out(s) for s in visible_experiments(portal, principal)]
     selected = request.query_params.get("experiment") or (experiments[0].name if experiments else None)
     status, bars, error = None, [], None
     looks, charts, srm, record, record_looks = None, [], None, None, []
     if selected:
         try:
+            may_on_experiment(principal, portal, selected, Action.VIEW)
             raw = portal.experiments.status(selected)
             status, bars = status_out(raw), allocation_bars(raw)
             evaluation = portal.experiments.evaluation(selected)
@@ -88,9 +97,15 @@ def _guardrail_names(looks: Any) -> list[str]:
 def stop_form(
     name: str,
     reason: str = Form("stopped from the portal", min_length=1, max_length=500),
-    principal: Principal = Depends(page_user(Action.EXPERIMENTS_MANAGE)),
+    principal: Principal = Depends(page_user()),
     portal: Portal = Depends(get_portal),
 ) -> Response:
+    try:
+        may_on_experiment(principal, portal, name, Action.EXPERIMENTS_MANAGE)
+    except PermissionDenied:
+        raise
+    except KawaError as exc:
+        return back("/experiments", error=str(exc))
     try:
         state = portal.experiments.stop(name, reason)
     except KawaError as exc:
