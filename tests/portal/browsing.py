@@ -34,3 +34,12 @@ def log_in(page: Any, url: str, target: str, user: str = "dana") -> None:
     page.fill("input[name=password]", PASSWORD)
     page.click("button[type=submit]")
     page.wait_for_url(f"{url}{target}")
+
+
+def watched_page(browser: Any, width: int | None = None, height: int | None = None) -> tuple[Any, list[str]]:
+    """A new page (``width`` by ``height``, else Playwright's default size) and the list that collects its
+    uncaught script errors: a test asserts it stays empty."""
+    page = browser.new_page(viewport={"width": width, "height": height}) if width and height else browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    return page, errors

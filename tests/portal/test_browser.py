@@ -24,6 +24,8 @@ from typing import Any
 
 import pytest
 
+from tests.portal.browsing import watched_page
+
 CHROMIUM = os.environ.get("KAWA_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -152,9 +154,7 @@ def thumbnail_rendered(page: Any) -> bool:
 @pytest.mark.timeout(900)  # the demo trains its model first: minutes on a busy machine
 def test_live_board_and_promotion_in_a_real_browser(demo: Demo, browser: Any) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
-    page = browser.new_page(viewport={"width": 1440, "height": 1000})
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page, errors = watched_page(browser, 1440, 1000)
 
     # Log in: the board redirects to the login form and back.
     page.goto(f"{demo.url}/apps/xray")

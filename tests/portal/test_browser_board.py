@@ -16,7 +16,7 @@ import pytest
 from kawa.events import new_event, to_kafka
 from kawa.platform import Platform
 from tests.portal.apps import install, tally_view, xray_app
-from tests.portal.browsing import log_in
+from tests.portal.browsing import log_in, watched_page
 from tests.portal.conftest import PASSWORD, make_config
 from tests.portal.test_api_store_xray import radiograph
 from tests.portal.test_browser import ARTIFACTS, browser  # noqa: F401  (the fixture)
@@ -84,9 +84,7 @@ def test_the_xray_board_and_a_tiny_apps_board_render_by_kind(
     server, s = served
     pipeline_ran(server.platform, s)
     ARTIFACTS.mkdir(exist_ok=True)
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page, errors = watched_page(browser, 1400, 1000)
     log_in(page, server.url, "/apps/xray")
 
     # Counters, live: the page fills in as the sampler reads the pipeline.

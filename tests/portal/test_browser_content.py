@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from kawa.platform import Platform
+from tests.portal.browsing import watched_page
 from tests.portal.conftest import PASSWORD, bearer, make_config
 from tests.portal.test_browser import browser  # noqa: F401  (the fixture)
 
@@ -145,9 +146,7 @@ def test_a_viewer_board_renders_live_without_the_dead_letter_panel(
     dead_letter(platform, settings.dead_letter_topic, "dl-1", f"cannot decode {SECRET_KEY}")
     assert server.portal is not None
     server.portal.users.add_user("vera", "viewer", PASSWORD)
-    page = browser.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page, errors = watched_page(browser)
     page.goto(f"{server.url}/login?next=/apps/xray")
     page.fill("input[name=username]", "vera")
     page.fill("input[name=password]", PASSWORD)

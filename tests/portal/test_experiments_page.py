@@ -22,7 +22,7 @@ from kawa.functions.types import Allocation, allocating
 from kawa.ml.prediction_log import PredictionLogger
 from kawa.platform import Platform
 from tests.evaluation.test_service import MATURITY, simulate
-from tests.portal.browsing import log_in, portal_served
+from tests.portal.browsing import log_in, portal_served, watched_page
 from tests.portal.conftest import bearer
 from tests.portal.test_browser import ARTIFACTS, browser  # noqa: F401  (the fixture)
 from tests.portal.test_browser_board import until
@@ -82,9 +82,7 @@ def test_the_page_draws_the_split_flags_a_mismatch_and_stops(served: Any, browse
     server.portal.experiments.create(SPEC.to_dict())
     allocations(server.platform, 300, broken=True)  # every unit logged as shown: the split is broken
     ARTIFACTS.mkdir(exist_ok=True)
-    page = browser.new_page(viewport={"width": 1300, "height": 900})
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page, errors = watched_page(browser, 1300, 900)
     log_in(page, server.url, "/experiments", "sam")
     assert page.query_selector("nav a[href='/experiments']") is not None
     assert page.inner_text("[data-experiment=alerting]").count("running") == 1
@@ -199,9 +197,7 @@ def test_the_page_charts_the_interval_over_looks_and_shows_the_decision_record(s
         evaluator.close()
     assert looks >= 3 and "beats" in reason
     ARTIFACTS.mkdir(exist_ok=True)
-    page = browser.new_page(viewport={"width": 1300, "height": 900})
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page, errors = watched_page(browser, 1300, 900)
     log_in(page, server.url, "/experiments?experiment=canary", "sam")
     charts = page.query_selector_all("[data-testid=interval-chart]")
     assert sorted(c.get_attribute("data-arm") or "" for c in charts) == ["better", "same"]  # one per challenger

@@ -12,7 +12,7 @@ import pytest
 from kawa.log.base import TopicSpec
 from kawa.platform import Platform
 from kawa.retrain.controller import DECISION, DONE, INPUT, LOOP_TOPIC, write_entry
-from tests.portal.browsing import log_in, portal_served
+from tests.portal.browsing import log_in, portal_served, watched_page
 from tests.portal.conftest import bearer
 from tests.portal.test_browser import ARTIFACTS, browser  # noqa: F401  (the fixture)
 
@@ -77,9 +77,7 @@ def served(tmp_path: Path) -> Iterator[Any]:
 def test_the_timeline_page_opens_each_nodes_evidence(served: Any, browser: Any) -> None:  # noqa: F811
     loop_ran(served.platform)
     ARTIFACTS.mkdir(exist_ok=True)
-    page = browser.new_page(viewport={"width": 1300, "height": 1000})
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page, errors = watched_page(browser, 1300, 1000)
     log_in(page, served.url, "/loop", "mia")
     assert page.query_selector("nav a[href='/loop']") is not None
     episodes = page.query_selector_all("[data-testid=episode]")

@@ -18,7 +18,7 @@ from kawa.monitor.records import OutcomeEvent
 from kawa.monitor.service import MonitorConfig, MonitorService
 from kawa.platform import Platform
 from tests.monitor.test_service import MODEL, decisions, reference, write
-from tests.portal.browsing import log_in, portal_served
+from tests.portal.browsing import log_in, portal_served, watched_page
 from tests.portal.conftest import bearer
 from tests.portal.test_browser import ARTIFACTS, browser  # noqa: F401  (the fixture)
 from tests.waiting import wait_for
@@ -69,9 +69,7 @@ def served(tmp_path: Path) -> Iterator[Any]:
 def test_the_page_draws_the_heat_map_the_score_and_the_performance(served: Any, browser: Any) -> None:  # noqa: F811
     monitored(served.platform)
     ARTIFACTS.mkdir(exist_ok=True)
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page, errors = watched_page(browser, 1400, 1000)
     log_in(page, served.url, "/monitoring", "dee")
     assert page.query_selector("nav a[href='/monitoring']") is not None
     levels = page.eval_on_selector_all("[data-testid=drift-heatmap] rect[data-feature=a]",

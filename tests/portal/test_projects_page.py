@@ -15,7 +15,7 @@ from kawa.portal.permissions import Role
 from kawa.portal.web.projects_page import amount, bar_percent
 from kawa.projects.registry import ProjectRegistry
 from kawa.projects.templates import Quota
-from tests.portal.browsing import log_in, portal_served
+from tests.portal.browsing import log_in, portal_served, watched_page
 from tests.portal.conftest import bearer
 from tests.portal.test_browser import ARTIFACTS, browser  # noqa: F401  (the fixture)
 
@@ -74,9 +74,7 @@ def test_the_page_draws_each_quota_as_a_bar_of_use_against_limit(served: Any, br
     teams(served.portal, "mia")
     start_a_job(served.portal, "team-a", 1.5)
     ARTIFACTS.mkdir(exist_ok=True)
-    page = browser.new_page(viewport={"width": 1100, "height": 900})
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page, errors = watched_page(browser, 1100, 900)
     log_in(page, served.url, "/projects", "mia")
     assert page.query_selector("nav a[href='/projects']") is not None
     sections = page.query_selector_all("[data-testid=project]")
@@ -101,9 +99,7 @@ def test_a_member_signing_in_lands_on_a_ready_project_page(served: Any, browser:
     from tests.portal.conftest import PASSWORD
 
     teams(served.portal, "mia")
-    page = browser.new_page(viewport={"width": 1100, "height": 1200})
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page, errors = watched_page(browser, 1100, 1200)
     page.goto(f"{served.url}/login")  # no target: where does a member land?
     page.fill("input[name=username]", "mia")
     page.fill("input[name=password]", PASSWORD)

@@ -20,7 +20,7 @@ from kawa.apps.fraud.settings import FraudSettings
 from kawa.apps.fraud.sim import Simulation
 from kawa.apps.runtime import start_app
 from tests.apps.fraud.test_app_demo import Tails, amount_scorer, wait_for
-from tests.portal.browsing import log_in, portal_served
+from tests.portal.browsing import log_in, portal_served, watched_page
 from tests.portal.test_browser import ARTIFACTS, browser  # noqa: F401  (the fixture)
 from tests.portal.test_browser_board import until
 
@@ -40,9 +40,7 @@ def test_the_fraud_board_shows_the_decisions(small_sim: Simulation, tmp_path: Pa
             wait_for(lambda: len(tails(s.decisions_topic)) >= stats.payments, 120)
             actions = Counter(json.loads(r.value or b"{}")["action"] for r in tails(s.decisions_topic))
             ARTIFACTS.mkdir(exist_ok=True)
-            page = browser.new_page(viewport={"width": 1400, "height": 1100})
-            errors: list[str] = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page, errors = watched_page(browser, 1400, 1100)
             log_in(page, server.url, "/apps/fraud", "fay")
             until(page, lambda: page.inner_text("[data-testid=count-transactions]") == str(stats.payments), 60,
                   "every payment counted")  # fmt: skip

@@ -15,7 +15,7 @@ from kawa.apps.sepsis.sim import simulate
 from kawa.events.cloudevents import to_kafka
 from kawa.testing import cloud_event
 from tests.apps.sepsis.test_pipeline import FHIR_TYPE, bundles, read
-from tests.portal.browsing import log_in, portal_served
+from tests.portal.browsing import log_in, portal_served, watched_page
 from tests.portal.test_browser import ARTIFACTS, browser  # noqa: F401  (the fixture)
 from tests.portal.test_browser_board import until
 
@@ -38,9 +38,7 @@ def test_the_sepsis_board_shows_alerts_under_pseudonyms(tmp_path: Path, browser:
         alerts = read(platform, "sepsis.alerts", 1, timeout=30)
         assert len(scored) == sent and alerts, "the simulated ward raised no alert at threshold 5"
         ARTIFACTS.mkdir(exist_ok=True)
-        page = browser.new_page(viewport={"width": 1400, "height": 1100})
-        errors: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page, errors = watched_page(browser, 1400, 1100)
         log_in(page, server.url, "/apps/sepsis", "nia")
         until(page, lambda: page.inner_text("[data-testid=count-messages]") == str(sent), 60, "every message counted")
         until(page, lambda: page.inner_text("[data-testid=count-scored]") == str(sent), 60, "every chart scored")
