@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import threading
-import time
 
 from kawa.apps.demo import Background
 
@@ -14,14 +13,15 @@ def test_ctrl_c_while_waiting_still_waits_for_the_feeders_last_item() -> None:
     """On CPython 3.11 a ``Thread.join`` that Ctrl-C interrupts marks the thread stopped while it runs, and a
     later join returns at once; the demo then counted before its last upload. ``finish`` must really wait."""
     sent: list[int] = []
+    finishing, last_put = threading.Event(), threading.Event()
 
     def feeder(stop: threading.Event) -> None:
-        while not stop.is_set():
-            time.sleep(0.01)
-        time.sleep(0.5)  # the last put, still under way when stop is set
+        stop.wait()
+        last_put.wait()  # the last put, still under way when stop is set: it ends once finish() was called
         sent.append(len(sent))
 
     background = Background(feeder, "test-feeder").start()
+    threading.Thread(target=lambda: (finishing.wait(), last_put.set()), daemon=True).start()
     threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT)).start()
     interrupted = False
     try:
@@ -30,6 +30,7 @@ def test_ctrl_c_while_waiting_still_waits_for_the_feeders_last_item() -> None:
     except KeyboardInterrupt:
         interrupted = True
     assert interrupted
+    finishing.set()
     assert background.finish() is True
     assert sent == [0]  # recorded before finish returned
 
