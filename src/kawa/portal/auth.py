@@ -177,13 +177,14 @@ def may_in(principal: Principal, portal: Portal, project: str | None, action: Ac
 def may_read_bucket(principal: Principal, portal: Portal, bucket: str) -> None:
     """Read gate for a bucket's objects: its project's view (see :func:`may`), then PHI: PHI-free buckets for
     everyone who may view them, the others for ``phi.read`` (in the owning project, or globally)."""
-    may(principal, portal, "bucket", bucket, Action.VIEW)
+    project = portal.projects.owner("bucket", bucket)
+    what = f"bucket {bucket!r}"
+    may_in(principal, portal, project, Action.VIEW, what)
     if portal.store.phi.phi_free(bucket):
         return
     principal.notes.phi_read = True  # audited, allowed or not
-    project = portal.projects.owner("bucket", bucket)
     if project is not None:
-        may(principal, portal, "bucket", bucket, Action.PHI_READ)
+        may_in(principal, portal, project, Action.PHI_READ, what)
         return
     if not principal.can(Action.PHI_READ):
         raise PermissionDenied(

@@ -41,6 +41,12 @@ class ProjectView:
     quota: tuple[QuotaLine, ...]
 
 
+def _prefix(kind: str, name: str) -> str | None:
+    """The project prefix of a bucket (``P--name``), topic or model (``P.name``) name; None when it has none."""
+    prefix, found, rest = name.partition("--" if kind == "bucket" else ".")
+    return prefix if found and rest else None
+
+
 def as_member(user: PortalUser) -> User:
     """The portal user for the project permission check: a global admin is a platform admin; the global role is
     the user's role in ``default``."""
@@ -86,10 +92,8 @@ class ProjectsSource:
         """The registered project (not ``default``) that owns bucket, topic or model ``name`` by its prefix
         (``project--bucket``, ``project.topic``, ``project.model``); None for a name of ``default`` (no registered
         prefix)."""
-        prefix, found, rest = name.partition("--" if kind == "bucket" else ".")
-        if not found or not rest or prefix == DEFAULT_PROJECT:
-            return None
-        return prefix if prefix in self.registry.names() else None
+        prefix = _prefix(kind, name)
+        return self.registered(prefix) if prefix is not None else None
 
     def registered(self, project: str) -> str | None:
         """``project`` when it is a registered project other than ``default`` (a job's label may be neither)."""
@@ -110,18 +114,9 @@ class ProjectsSource:
         return any(p.name == project and can(who, p, action) for p in self.projects(user))
 
     def viewable(self, user: PortalUser, kind: str, names: list[str]) -> list[str]:
-        """``names`` without the buckets or topics of projects ``user`` may not view (one registry read)."""
-        who = as_member(user)
-        projects = self.projects(user)
-        registered = {p.name for p in projects} - {DEFAULT_PROJECT}
-        seen = {p.name for p in projects if can(who, p, Action.VIEW)}
-        sep = "--" if kind == "bucket" else "."
-
-        def keep(name: str) -> bool:
-            prefix, found, rest = name.partition(sep)
-            return not (found and rest and prefix in registered) or prefix in seen
-
-        return [n for n in names if keep(n)]
+        """``names`` without the buckets, topics or models of projects ``user`` may not view (one registry read)."""
+        may_view = self.may_view_label(user)
+        return [n for n in names if (prefix := _prefix(kind, n)) is None or may_view(prefix)]
 
     def _held(self) -> dict[str, Use] | None:
         ok, _reason = self.jobs.available()
