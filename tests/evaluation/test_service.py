@@ -230,7 +230,8 @@ def test_a_guardrail_measured_from_the_decisions_stops_a_challenger_that_alerts_
         values = evaluator.state.looks[-1].guardrails["action_rate:alert"]
         assert values["challenger"] == pytest.approx(0.6, abs=0.06) and values["champion"] < 0.3
         (look,) = _events(log, LOOK_EVENT)
-        assert look["unmeasured_guardrails"] == ["latency_p99_ms", "error_rate"]  # no data: said, not passed
+        assert look["unmeasured_guardrails"] == ["latency_p99_ms"]  # no data: said, not passed
+        assert look["data"]["guardrails"]["error_rate"] == {"champion": 0.0, "challenger": 0.0}  # no failure records
         assert ExperimentStore(log).get(s.name).reason.startswith("guardrail-breach")
     finally:
         evaluator.close()

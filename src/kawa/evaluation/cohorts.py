@@ -1,8 +1,9 @@
 """An experiment's units and their matured outcomes, per arm: what each look of the evaluator is computed from.
 
 Pure and I/O-free. :meth:`Cohorts.add_decision` sees every decision record (it is the outcome joiner's
-``accept`` filter: it keeps the experiment's own assigned decisions); :meth:`Cohorts.add_advance` takes the
-joiner's matured decisions. :meth:`Cohorts.look_data` turns them into the :class:`~kawa.evaluation.decision.
+``accept`` filter: it keeps the experiment's own assigned decisions); :meth:`Cohorts.add_failure` every failure
+record (its ``on_failure``: the error-rate guardrail); :meth:`Cohorts.add_advance` takes the joiner's matured
+decisions. :meth:`Cohorts.look_data` turns them into the :class:`~kawa.evaluation.decision.
 LookData` of one look.
 
 The analysis unit is the randomisation unit (a patient, a card): a unit's metric aggregates its matured
@@ -20,6 +21,7 @@ from kawa.evaluation.decision import ArmStats, LookData
 
 if TYPE_CHECKING:
     from kawa.evaluation.spec import ExperimentSpec
+    from kawa.monitor.failures import FailureRecord
     from kawa.monitor.join import Advance
     from kawa.monitor.records import DecisionRecord
 
@@ -45,6 +47,7 @@ class Cohorts:
     actions: dict[str, dict[str, int]] = field(default_factory=dict)  # arm -> action -> decisions
     scores: dict[str, list[float]] = field(default_factory=dict)  # arm -> [sum, count]
     latencies: dict[str, list[float]] = field(default_factory=dict)  # arm -> decision latencies (ms)
+    failed: dict[str, set[str]] = field(default_factory=dict)  # arm -> events that failed and were not decided
     foreign: int = 0
     first_decision: float = math.inf
     watermark: float = -math.inf
@@ -59,6 +62,7 @@ class Cohorts:
             self.actions.setdefault(arm, {})
             self.scores.setdefault(arm, [0.0, 0.0])
             self.latencies.setdefault(arm, [])
+            self.failed.setdefault(arm, set())
 
     def add_decision(self, d: DecisionRecord) -> bool:
         """Keep ``d`` when it is the decision of a unit's *assigned* arm in this experiment (an acting arm, or a
@@ -71,6 +75,7 @@ class Cohorts:
             return False
         if d.acting is False and d.arm not in self._holdouts:
             return False  # a shadow score: recorded for off-policy evaluation, not an assignment
+        self.failed[d.arm].discard(d.ref.key())  # a retry that decided takes the failure back
         self.assigned[d.arm].add(d.entity)
         self.versions[d.arm].add(d.version)
         counts = self.actions[d.arm]
@@ -82,6 +87,15 @@ class Cohorts:
             self.latencies[d.arm].append(d.latency_ms)
         self.first_decision = min(self.first_decision, d.decided_at)
         return True
+
+    def add_failure(self, f: FailureRecord) -> None:
+        """Count a failed attempt of an event this experiment's arm was serving (the outcome joiner's
+        ``on_failure``): the event counts as an error of the arm until a decision for it arrives."""
+        if f.experiment != self.spec.name or f.spec_hash != self._hash or f.arm not in self.failed:
+            return
+        if f.acting is False and f.arm not in self._holdouts:
+            return  # an arm scored in shadow did not serve the event
+        self.failed[f.arm].add(f.ref.key())
 
     def add_advance(self, step: Advance) -> None:
         self.watermark = max(self.watermark, step.watermark)
@@ -112,7 +126,12 @@ class Cohorts:
         """A guardrail metric of ``arm`` from its decision records, or None when there is none to compute it from:
         ``action_rate:<action>`` (share of the arm's decisions with that action, e.g. ``action_rate:alert``),
         ``score_mean``, and ``latency_p99_ms`` / ``latency_p50_ms`` (nearest rank over the decisions' ``latency_ms``,
-        the handler's time to its decision). Others (an error rate) are not measured here: :meth:`unmeasured`."""
+        the handler's time to its decision), and ``error_rate``: the arm's failed events (failure records, a
+        retry that decided taking its failure back) over its decisions plus those failures. Others are not
+        measured here: :meth:`unmeasured`."""
+        if metric == "error_rate":
+            failures, decisions = len(self.failed[arm]), sum(self.actions[arm].values())
+            return failures / (failures + decisions) if failures + decisions else None
         if metric.startswith("action_rate:"):
             counts = self.actions[arm]
             decisions = sum(counts.values())
@@ -129,8 +148,8 @@ class Cohorts:
         return None
 
     def unmeasured(self) -> tuple[str, ...]:
-        """The spec's guardrails with no value for any arm: a metric decision records cannot give (an error rate),
-        or one whose data the records lack (no ``latency_ms``). A look names them; they are never passed silently."""
+        """The spec's guardrails with no value for any arm: a metric the records cannot give, or one whose data
+        they lack (no ``latency_ms``, no decision or failure yet). A look names them; they are never passed silently."""
         return tuple(g.metric for g in self.spec.guardrails
                      if all(self.guardrail(g.metric, a) is None for a in self.spec.arm_names))  # fmt: skip
 

@@ -88,7 +88,7 @@ class Evaluator:
         self._joiner = OutcomeJoiner(
             self.log, config, decisions=self.topics[0], outcomes=self.topics[1],
             checkpoints=f"kawa.eval.{self.name}.{self.spec.spec_hash()[:12]}.join",
-            accept=self.cohorts.add_decision, on_advance=self.cohorts.add_advance,
+            accept=self.cohorts.add_decision, on_advance=self.cohorts.add_advance, on_failure=self.cohorts.add_failure,
         ).start()  # fmt: skip
         for recorded, data in self._recorded_looks():
             self._look(data, recorded=recorded)

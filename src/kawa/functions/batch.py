@@ -101,17 +101,17 @@ def predict_each(model: Predictor, rows: Sequence[Any], refs: Sequence[EventRef]
     return out
 
 
-def _run(runtime: Runtime, events: Sequence[CloudEvent], attempt: int) -> tuple[BatchContext, list[Any]]:
-    ctx = BatchContext(runtime, events, attempt)
-    result = runtime.spec.handler(ctx.events, ctx)
+def _run(runtime: Runtime, ctx: BatchContext) -> list[Any]:
+    events = ctx.events
+    result = runtime.spec.handler(events, ctx)
     if result is None:
-        return ctx, [None] * len(events)
+        return [None] * len(events)
     if not isinstance(result, list | tuple) or len(result) != len(events):
         raise FunctionError(
             f"batched function {runtime.spec.qualified_name} returned {type(result).__name__}; return None or a "
             f"list with one entry per event ({len(events)}): None, a CloudEvent or a list of them"
         )
-    return ctx, list(result)
+    return list(result)
 
 
 def _outcome(runtime: Runtime, ctx: BatchContext, i: int, result: Any, attempt: int, handler_s: float) -> Outcome:
@@ -119,6 +119,7 @@ def _outcome(runtime: Runtime, ctx: BatchContext, i: int, result: Any, attempt: 
     error = ctx._rejected.get(i)
     if error is not None:
         error = error if isinstance(error, Exception) else PermanentError(str(error))
+        ctx[i].record_failure(error)
         outcome = _failed(error, attempt, handler_s)
         outcome.status = "dead"
         return outcome
@@ -130,11 +131,13 @@ def invoke_single(runtime: Runtime, event: CloudEvent, attempt: int = 1) -> Outc
     """One attempt of a batched handler on one event (a batch of one), as :func:`kawa.functions.invoke.invoke`
     makes for a one-event handler. A rejected event is ``permanent``."""
     start = time.perf_counter()
+    ctx = BatchContext(runtime, [event], attempt)
     try:
         with handling(EventRef.of(event)):
-            ctx, results = _run(runtime, [event], attempt)
+            results = _run(runtime, ctx)
         outcome = _outcome(runtime, ctx, 0, results[0], attempt, time.perf_counter() - start)
     except Exception as exc:
+        ctx[0].record_failure(exc)
         return _failed(exc, attempt, time.perf_counter() - start)
     if outcome.status == "dead":
         outcome.status = "permanent"  # invoke_with_retries turns it into "dead" without retrying
@@ -145,8 +148,9 @@ def invoke_batch(runtime: Runtime, events: Sequence[CloudEvent]) -> list[Outcome
     """The first attempt at a whole batch: one outcome per event (``ok``, or ``dead`` for a rejected one), or
     None when the handler raised (the caller then runs each event alone, with retries)."""
     start = time.perf_counter()
+    ctx = BatchContext(runtime, events, 1)
     try:
-        ctx, results = _run(runtime, events, 1)
+        results = _run(runtime, ctx)
         per_event = (time.perf_counter() - start) / max(1, len(events))
         return [_outcome(runtime, ctx, i, r, 1, per_event) for i, r in enumerate(results)]
     except Exception as exc:

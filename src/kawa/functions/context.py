@@ -249,7 +249,7 @@ class Context:
     so the host can flush it before it commits the input.
     """
 
-    __slots__ = ("_emitted", "_models", "_runtime", "_seq", "_started", "attempt", "event")
+    __slots__ = ("_decisions", "_emitted", "_models", "_runtime", "_seq", "_started", "attempt", "event")
 
     def __init__(self, runtime: Runtime, event: CloudEvent, attempt: int = 1) -> None:
         self._runtime = runtime
@@ -259,6 +259,7 @@ class Context:
         self._emitted = 0
         self._models: dict[str, Predictor] = {}
         self._started = time.perf_counter()
+        self._decisions = "decisions"  # where this event's decision records (and failure records) go
 
     @property
     def function(self) -> FunctionSpec:
@@ -374,10 +375,38 @@ class Context:
             spec_hash=getattr(allocation, "spec_hash", None), acting=getattr(allocation, "acting", None),
         )  # fmt: skip
         spec = self._runtime.spec
+        self._decisions = topic
         self._runtime.ensure_topic(topic)
         self._runtime.emit(topic, record.to_event(f"kawa://{spec.app}/{spec.name}"))
         self._emitted += 1
         return record
+
+    def record_failure(self, error: BaseException) -> int:
+        """The host calls this when the handler failed: a ``kawa.monitor.failure`` record for each experiment
+        arm this event was given (:mod:`kawa.monitor.failures`; the error-rate guardrail counts them), on the
+        decisions topic, with the error's reason code only. Returns how many were written; a record that cannot
+        be written is logged, never raised over the handler's own error."""
+        allocated = {id(p): (p, a) for p in self._models.values() if (a := getattr(p, "allocation", None)) is not None}
+        if not allocated:
+            return 0
+        from kawa import deadletter
+        from kawa.monitor.failures import FailureRecord
+
+        spec = self._runtime.spec
+        written = 0
+        for predictor, allocation in allocated.values():
+            try:
+                record = FailureRecord.of(
+                    EventRef.of(self.event), predictor.name, predictor.version, allocation,
+                    failed_at=time.time(), attempt=self.attempt, reason=deadletter.classify(error),
+                )  # fmt: skip
+                self._runtime.ensure_topic(self._decisions)
+                self._runtime.emit(self._decisions, record.to_event(f"kawa://{spec.app}/{spec.name}"))
+                written += 1
+            except Exception as exc:  # the handler's error is the one that counts; this one is said
+                self._runtime.logger.error("%s: the failure record of an experiment arm was not written (%s)",
+                                           spec.qualified_name, type(exc).__name__)  # fmt: skip
+        return written
 
     def idempotency_key(self, name: str = "") -> str:
         """A stable key for (function, input event, ``name``): use it to make a side effect idempotent."""

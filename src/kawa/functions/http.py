@@ -160,6 +160,12 @@ class FunctionEndpoint:
             metrics.add("failed_attempts")
             log.warning("%s failed on event %s: %s: %s", self.spec.qualified_name, event.get_id(),
                         type(outcome.error).__name__, outcome.error)
+            if self.runtime.has_producer():  # a failure record of an experiment arm goes out with the 500
+                try:
+                    await run_in_threadpool(self.runtime.producer.flush)
+                except Exception as exc:
+                    log.warning("%s: records of a failed event not flushed (%s)", self.spec.qualified_name,
+                                type(exc).__name__)  # fmt: skip
         return outcome
 
     def _finish(self, event: CloudEvent, outcome: Outcome) -> None:

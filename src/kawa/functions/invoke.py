@@ -131,6 +131,7 @@ def invoke(runtime: Runtime, event: CloudEvent, attempt: int = 1) -> Outcome:
                 result = run_coroutine(result)  # the task copies this context: current_event holds in it
         replies = normalize_replies(runtime, event, result)
     except Exception as exc:
+        ctx.record_failure(exc)  # an experiment arm's failure counts against it (the error-rate guardrail)
         return _failed(exc, attempt, time.perf_counter() - start)
     return Outcome("ok", replies, attempts=attempt, handler_s=time.perf_counter() - start, emitted=ctx._emitted)
 
@@ -176,6 +177,7 @@ async def ainvoke(runtime: Runtime, event: CloudEvent, attempt: int = 1) -> Outc
                 result = await result
         replies = normalize_replies(runtime, event, result)
     except Exception as exc:
+        ctx.record_failure(exc)  # an experiment arm's failure counts against it (the error-rate guardrail)
         return _failed(exc, attempt, time.perf_counter() - start)
     return Outcome("ok", replies, attempts=attempt, handler_s=time.perf_counter() - start, emitted=ctx._emitted)
 

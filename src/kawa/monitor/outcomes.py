@@ -30,6 +30,7 @@ from kawa.errors import EventError
 from kawa.events.cloudevents import to_kafka
 from kawa.log.base import Consumer, Record, TopicPartition, TopicSpec
 from kawa.monitor.errors import MonitorError
+from kawa.monitor.failures import FailureRecord, decode_failure
 from kawa.monitor.join import (
     Advance,
     JoinConfig,
@@ -65,8 +66,9 @@ class OutcomeJoiner:
     times) minus ``lateness`` seconds. ``accept``: only decisions it returns True for are joined (it sees every
     decision read, in log order, on replay too). ``on_advance``: called with every step's result, replayed steps
     included, so a consumer of the matured decisions rebuilds with the join (use it without ``snapshot_every``:
-    a snapshot skips the steps before it). Records that are not decision or outcome events are skipped; records
-    whose data does not match the schema are counted in :attr:`invalid` and skipped.
+    a snapshot skips the steps before it). ``on_failure``: sees every failure record on the decisions topic
+    (:mod:`kawa.monitor.failures`), in log order among the decisions, replay included. Other records are
+    skipped; records whose data does not match the schema are counted in :attr:`invalid` and skipped.
 
     One joiner steps a checkpoint topic at a time: a second worker is a standby that calls :meth:`start` when it
     takes over (the steps of two joiners stepping at once would interleave on the checkpoint topic).
@@ -85,6 +87,7 @@ class OutcomeJoiner:
         read_timeout_s: float = 30.0,
         accept: Callable[[DecisionRecord], bool] | None = None,
         on_advance: Callable[[Advance], None] | None = None,
+        on_failure: Callable[[FailureRecord], None] | None = None,
     ) -> None:
         self.log = log
         self.config = config
@@ -97,6 +100,7 @@ class OutcomeJoiner:
         self.snapshot_every = snapshot_every
         self.accept = accept
         self.on_advance = on_advance
+        self.on_failure = on_failure
         self.state = JoinState(config)
         self.invalid = 0
         self.steps = 0
@@ -210,6 +214,10 @@ class OutcomeJoiner:
                 elif isinstance(item, OutcomeEvent) and topic == outcomes_topic:
                     outcomes.append(item)
                     self._latest = max(self._latest, item.observed_at)
+                elif item is None and self.on_failure is not None and topic == decisions_topic:
+                    failure = self._decode_failure(record)
+                    if failure is not None:
+                        self.on_failure(failure)
             self._positions[topic] = dict(ends[topic])
         if watermark is None:
             # A recorded step with no watermark (nothing read yet) or an unfixed one: derive it from the data.
@@ -223,6 +231,13 @@ class OutcomeJoiner:
     def _decode(self, record: Record) -> DecisionRecord | OutcomeEvent | None:
         try:
             return decode(record)
+        except EventError:
+            self.invalid += 1
+            return None
+
+    def _decode_failure(self, record: Record) -> FailureRecord | None:
+        try:
+            return decode_failure(record)
         except EventError:
             self.invalid += 1
             return None
