@@ -1,7 +1,8 @@
 """Bearer JWT validation (Authlib) against JWKS served over real HTTP, and the groups → roles mapping.
 
 The provider here is a small HTTP server publishing an OpenID discovery document and a JWKS, whose signing
-key the tests rotate; a full provider process (Keycloak) and the browser login flow are not covered yet.
+key the tests rotate (a real provider does not let a test rotate its key or issue expired tokens at will). The
+browser sign-in against a real OpenID provider process is tests/portal/test_sso_login.py.
 """
 
 from __future__ import annotations

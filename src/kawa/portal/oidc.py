@@ -88,18 +88,21 @@ class JwtVerifier:
         self._keys: Any = None
         self._kids: set[str] = set()
         self._fetched_at = float("-inf")
+        self.discovery: dict[str, Any] = {}  # the provider's discovery document, when built from_config
 
     @classmethod
     def from_config(cls, config: OidcConfig, fetch: Callable[[str], dict[str, Any]] | None = None) -> JwtVerifier:
         get = fetch or _get_json
         discovery = get(config.issuer.rstrip("/") + "/.well-known/openid-configuration")
-        return cls(
+        verifier = cls(
             str(discovery.get("issuer", config.issuer)),
             config.audience or config.client_id,
             str(discovery["jwks_uri"]),
             leeway_s=config.leeway_s,
             fetch=get,
         )
+        verifier.discovery = dict(discovery)
+        return verifier
 
     def _refresh(self, force: bool) -> Any:
         from authlib.jose import JsonWebKey
@@ -113,8 +116,9 @@ class JwtVerifier:
                 self._fetched_at = now
             return self._keys
 
-    def verify(self, token: str) -> dict[str, Any]:
-        """The token's claims, or :class:`InvalidToken` saying what was wrong."""
+    def verify(self, token: str, *, audience: str | None = None, nonce: str | None = None) -> dict[str, Any]:
+        """The token's claims, or :class:`InvalidToken` saying what was wrong. ``audience`` overrides the API's
+        (an ID token is for the client id); ``nonce``, when given, must be the token's ``nonce`` claim."""
         from authlib.jose import JsonWebToken
         from authlib.jose.errors import JoseError
 
@@ -130,9 +134,11 @@ class JwtVerifier:
         jwt = JsonWebToken(["RS256", "RS384", "RS512", "ES256", "ES384", "PS256", "EdDSA"])
         options = {
             "iss": {"essential": True, "value": self.issuer},
-            "aud": {"essential": True, "value": self.audience},
+            "aud": {"essential": True, "value": audience or self.audience},
             "exp": {"essential": True},
         }
+        if nonce is not None:
+            options["nonce"] = {"essential": True, "value": nonce}
         try:
             claims = jwt.decode(token, keys, claims_options=options)
             claims.validate(leeway=self.leeway_s)
@@ -175,7 +181,10 @@ class SingleSignOn:
 
     def user_for_jwt(self, token: str) -> User:
         """The user a provider-issued bearer JWT names, with the role its groups map to (never stored)."""
-        claims = self.verifier.verify(token)
+        return self.user_for_claims(self.verifier.verify(token))
+
+    def user_for_claims(self, claims: Mapping[str, Any]) -> User:
+        """The user verified claims (a bearer JWT's, an ID token's) name, with the roles their groups map to."""
         name = claims.get("preferred_username") or claims.get("email") or claims.get("sub")
         if not isinstance(name, str) or not name:
             raise InvalidToken("the token names no user (no preferred_username, email or sub claim)")

@@ -13,7 +13,9 @@ Guarantees:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import re
 import secrets
 import sqlite3
@@ -57,6 +59,7 @@ CREATE TABLE IF NOT EXISTS sessions (
 """
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 TOKEN_PREFIX = "kawa_"
+SSO_MARKER = "sso:"  # the password hash of a user the identity provider signs on (no password logs it in)
 MIN_PASSWORD = 8
 
 
@@ -124,6 +127,9 @@ class UserStore:
         with self._read() as db:
             db.execute("PRAGMA journal_mode = WAL")
             db.executescript(_SCHEMA)
+            columns = {r["name"] for r in db.execute("PRAGMA table_info(sessions)")}
+            if "grants" not in columns:  # a users.db from before single sign-on: sessions gain their IdP grants
+                db.execute("ALTER TABLE sessions ADD COLUMN grants TEXT NOT NULL DEFAULT ''")
 
     def _connect(self) -> sqlite3.Connection:
         # One short-lived connection per call: cheap for SQLite, and safe from any thread.
@@ -180,6 +186,30 @@ class UserStore:
                 f"password with `kawa users reset-password {name}`"
             ) from exc
         return User(name, parsed, now), password
+
+    def sign_on(self, user: User, issuer: str) -> User:
+        """Record ``user``, signed on by the identity provider ``issuer``, with the role its IdP groups map to
+        now (updated at every sign-on). Its row holds no password, so it cannot log in with one. A *local* user
+        of the same name is never taken over: :class:`InvalidCredentials`. A disabled one stays disabled."""
+        validate_name(user.name)
+        marker = SSO_MARKER + issuer
+        with self._tx() as db:
+            row = db.execute("SELECT * FROM users WHERE name = ?", (user.name,)).fetchone()
+            if row is not None and not str(row["password_hash"]).startswith(SSO_MARKER):
+                raise InvalidCredentials(
+                    f"the portal has a local user named {user.name!r}, so single sign-on cannot sign in as it; an "
+                    "admin can rename or delete the local user (`kawa users delete NAME`)"
+                )
+            if row is None:
+                db.execute("INSERT INTO users (name, role, password_hash, created_at) VALUES (?, ?, ?, ?)",
+                           (user.name, user.role.value, marker, time.time()))  # fmt: skip
+            else:
+                db.execute("UPDATE users SET role = ?, password_hash = ? WHERE name = ?",
+                           (user.role.value, marker, user.name))  # fmt: skip
+            row = db.execute("SELECT * FROM users WHERE name = ?", (user.name,)).fetchone()
+        if row["disabled"]:
+            raise InvalidCredentials(f"user {user.name!r} is disabled; ask an admin to enable it")
+        return dataclasses.replace(self._user(row), project_roles=user.project_roles)
 
     def get_user(self, name: str) -> User:
         with self._read() as db:
@@ -309,24 +339,28 @@ class UserStore:
         secret = secrets.token_urlsafe(32)
         now = time.time()
         session = Session(user, secrets.token_urlsafe(24), now + ttl_s)
+        grants = json.dumps([[p, r.value] for p, r in user.project_roles]) if user.project_roles else ""
         with self._tx() as db:
             db.execute("DELETE FROM sessions WHERE expires_at < ?", (now,))
             db.execute(
-                "INSERT INTO sessions (digest, user, csrf, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
-                (_digest(secret), user.name, session.csrf, now, session.expires_at),
+                "INSERT INTO sessions (digest, user, csrf, created_at, expires_at, grants) VALUES (?, ?, ?, ?, ?, ?)",
+                (_digest(secret), user.name, session.csrf, now, session.expires_at, grants),
             )
         return secret, session
 
     def session(self, secret: str) -> Session:
         with self._read() as db:
             row = db.execute(
-                "SELECT users.*, sessions.csrf, sessions.expires_at FROM sessions JOIN users "
+                "SELECT users.*, sessions.csrf, sessions.expires_at, sessions.grants FROM sessions JOIN users "
                 "ON users.name = sessions.user WHERE sessions.digest = ?",
                 (_digest(secret),),
             ).fetchone()
         if row is None or row["disabled"] or row["expires_at"] < time.time():
             raise InvalidCredentials("session expired or signed out; log in again")
-        return Session(self._user(row), row["csrf"], row["expires_at"])
+        user = self._user(row)
+        if row["grants"]:  # the project roles the IdP's groups gave at sign-on, for this session
+            user = dataclasses.replace(user, project_roles=tuple((p, Role(r)) for p, r in json.loads(row["grants"])))
+        return Session(user, row["csrf"], row["expires_at"])
 
     def end_session(self, secret: str) -> None:
         with self._tx() as db:

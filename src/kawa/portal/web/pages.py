@@ -120,6 +120,7 @@ def login_form(
         next=_safe_next(next),
         csrf_token=token,
         error=error or request.query_params.get("error"),
+        sso=portal.sso is not None,
     )
     response.set_cookie(
         LOGIN_CSRF_COOKIE,
