@@ -45,7 +45,7 @@ def create_app(portal: Portal) -> FastAPI:
         topics,
     )  # fmt: skip
     from kawa.portal.api import audit as audit_api
-    from kawa.portal.web import experiments_page, loop_page, monitoring_page, pages, projects_page, sso
+    from kawa.portal.web import audit_page, experiments_page, loop_page, monitoring_page, pages, projects_page, sso
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -104,6 +104,7 @@ def create_app(portal: Portal) -> FastAPI:
     app.include_router(metrics_route.router)
     app.include_router(pages.router)
     app.include_router(sso.router)
+    app.include_router(audit_page.router)
     app.include_router(experiments_page.router)
     app.include_router(loop_page.router)
     app.include_router(monitoring_page.router)

@@ -51,9 +51,9 @@ def install(app: FastAPI, portal: Portal) -> None:
     """Add the audit middleware to ``app``: records go to ``portal.audit``."""
 
     async def write(request: Request, status: int, request_id: str) -> None:
-        principal = getattr(request.state, "principal", None)
-        user = principal.user.name if principal is not None else None
-        record = record_for(request.method, request.url.path, user, audit_notes(request), status, request_id)
+        principal, notes = getattr(request.state, "principal", None), audit_notes(request)
+        user = principal.user.name if principal is not None else notes.user
+        record = record_for(request.method, request.url.path, user, notes, status, request_id)
         if record is None:
             return
         try:

@@ -35,6 +35,7 @@ class AuditNotes:
 
     action: str | None = None
     phi_read: bool = False
+    user: str | None = None  # who a request without a principal acts as: the name a login is for
 
 
 def audit_notes(request: Request) -> AuditNotes:

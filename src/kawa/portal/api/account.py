@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Path, Request, Response
 from pydantic import BaseModel, Field
 
 from kawa.portal.api.common import ERRORS, LOGIN_ERRORS
-from kawa.portal.auth import Principal, client_address, get_portal, require
+from kawa.portal.auth import Principal, audit_notes, client_address, get_portal, require
 from kawa.portal.login import throttled_login
 from kawa.portal.permissions import PERMISSIONS, Action, Role
 from kawa.portal.runtime import Portal
@@ -85,6 +85,8 @@ def api_login(body: LoginIn, request: Request, response: Response, portal: Porta
     are throttled per account and per client address: 429 with ``Retry-After`` (seconds) while refused."""
     from kawa.portal.security import set_session_cookie
 
+    notes = audit_notes(request)
+    notes.user, notes.action = body.name, "login"  # the record names who logged in (or tried to)
     user = throttled_login(portal, body.name, body.password, client_address(request))
     secret, session = portal.users.create_session(user, portal.config.portal.session_ttl_s)
     set_session_cookie(response, request, portal.config, secret)

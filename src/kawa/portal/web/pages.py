@@ -21,7 +21,7 @@ from kawa.portal.api.functions import function_out
 from kawa.portal.api.jobs import job_out, may_on_job, visible_jobs
 from kawa.portal.api.topics import consumers_of, topic_out, viewable_topics
 from kawa.portal.apps import AppNotRunning, installed_apps
-from kawa.portal.auth import Principal, client_address, get_portal, may, may_in, page_user
+from kawa.portal.auth import Principal, audit_notes, client_address, get_portal, may, may_in, page_user
 from kawa.portal.board_view import app_board
 from kawa.portal.login import LoginThrottled, throttled_login
 from kawa.portal.permissions import Action
@@ -64,6 +64,7 @@ NAV = [
     ("/loop", "Loop", Action.VIEW),
     ("/projects", "Projects", Action.VIEW),
     ("/deadletters", "Dead letters", Action.DEADLETTERS_READ),  # the action its page requires
+    ("/audit", "Audit", Action.AUDIT_READ),
     ("/account", "Account", Action.VIEW),
 ]
 
@@ -143,6 +144,8 @@ def login(
     next: str = Form("/"),
     portal: Portal = Depends(get_portal),
 ) -> Response:
+    notes = audit_notes(request)
+    notes.user, notes.action = username, "login"  # the record names who logged in (or tried to)
     try:
         LoginCsrf(portal.secret).check(request.cookies.get(LOGIN_CSRF_COOKIE), csrf_token)
         user = throttled_login(portal, username, password, client_address(request))
