@@ -224,3 +224,49 @@ def test_experiments_follow_their_models_project(client: Any, world: dict[str, d
                                                                   SPEC.arms[1]))  # fmt: skip
     assert client.post("/api/experiments", json={"spec": mine.to_dict()}, headers=scientist).status_code == 403
     assert client.post("/api/experiments/team-b-canary/stop", json={}, headers=admin).json()["status"] == "stopped"
+
+
+def test_dead_letters_of_a_project_are_read_and_redriven_with_the_role_there(
+    client: Any, portal: Any, world: dict[str, dict[str, str]]
+) -> None:
+    """A dead-letter topic ``P.x.dlq`` belongs to project P: listed, read (payloads with phi.read there) and
+    re-driven with the role in P; ``default``'s with the global role, as before projects."""
+    from kawa.events import new_event, to_kafka
+
+    log = portal.platform.log
+    producer = log.producer()
+    for topic in ("team-a.events.dlq", "team-b.events.dlq", "plain.dlq"):
+        log.create_topic(TopicSpec(topic), exist_ok=True)
+        key, value, headers = to_kafka(new_event("test.scan", "/iso", {"patient": "p-1"}, subject="scan-1"))
+        producer.send(topic, value, key=key, headers=[*headers, ("kawa-error-type", b"ValueError")])
+    log.create_topic(TopicSpec("plain"), exist_ok=True)
+    producer.close()
+    viewer, engineer, admin = world["viewer"], world["data-engineer"], world["admin"]  # viewer: DE in team-a
+
+    def listed(headers: dict[str, str]) -> Any:
+        return client.get("/api/deadletters", headers=headers)
+
+    assert {t["topic"] for t in listed(viewer).json()["items"]} == {"team-a.events.dlq"}
+    assert {t["topic"] for t in listed(engineer).json()["items"]} == {"plain.dlq"}  # no member of either team
+    every = {t["topic"] for t in listed(admin).json()["items"]}
+    assert {"team-a.events.dlq", "team-b.events.dlq", "plain.dlq"} <= every
+    (letter,) = client.get("/api/deadletters/team-a.events.dlq/records", headers=viewer).json()
+    assert letter["data"] == {"patient": "p-1"}  # a data engineer of team-a reads its payloads (phi.read there)
+    for call in (lambda: client.get("/api/deadletters/team-b.events.dlq/records", headers=viewer),
+                 lambda: client.get("/api/deadletters/plain.dlq/records", headers=viewer),  # a viewer in default
+                 lambda: client.get("/api/deadletters/team-a.events.dlq/records", headers=engineer),
+                 lambda: client.post("/api/deadletters/team-b.events.dlq/redrive", json={"partition": 0, "offset": 0},
+                                     headers=viewer),
+                 lambda: client.post("/api/deadletters/team-a.events.dlq/redrive",  # into another project's topic
+                                     json={"partition": 0, "offset": 0, "target": "team-b.events"}, headers=viewer),
+                 lambda: client.get("/deadletters?topic=team-b.events.dlq", headers=viewer)):  # fmt: skip
+        response = call()
+        assert response.status_code == 403, response.text
+    moved = client.post("/api/deadletters/team-a.events.dlq/redrive", json={"partition": 0, "offset": 0},
+                        headers=viewer)  # fmt: skip
+    assert moved.status_code == 200 and moved.json()["topic"] == "team-a.events", moved.text
+    page = client.get("/deadletters?topic=team-a.events.dlq", headers=viewer)
+    assert page.status_code == 200 and "team-b.events.dlq" not in page.text
+    assert listed(world["viewer"]).status_code == 200
+    ProjectRegistry.in_home(portal.config.home).remove_member("team-a", "viewer-user")
+    assert listed(viewer).status_code == 403  # reads dead letters nowhere now: said, as before projects

@@ -136,6 +136,24 @@ def require(action: Action) -> Callable[..., Awaitable[Principal]]:
     return dependency
 
 
+def require_on(kind: str, param: str, action: Action) -> Callable[..., Awaitable[Principal]]:
+    """Like :func:`require`, for the bucket or topic the path parameter ``param`` names: ``action`` is checked in
+    the registered project that owns it, with the user's role there, else with the global role (:func:`may`)."""
+    authenticated = require(Action.VIEW)
+
+    async def dependency(
+        request: Request,
+        _bearer: HTTPAuthorizationCredentials | None = Depends(bearer_scheme),
+        _cookie: str | None = Depends(cookie_scheme),
+    ) -> Principal:
+        principal = await authenticated(request, _bearer, _cookie)
+        may(principal, get_portal(request), kind, str(request.path_params[param]), action)
+        return principal
+
+    dependency.__name__ = f"require_{action.name.lower()}"
+    return dependency
+
+
 def page_user(action: Action = Action.VIEW) -> Callable[..., Awaitable[Principal]]:
     """Like :func:`require` for HTML pages: no session → redirect to the login page."""
     check = require(action)

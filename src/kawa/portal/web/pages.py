@@ -17,6 +17,7 @@ from fastapi.templating import Jinja2Templates
 
 from kawa.errors import InvalidCredentials, KawaError, PermissionDenied
 from kawa.portal.api.deadletters import list_records as dead_letter_records
+from kawa.portal.api.deadletters import visible_topics as visible_dead_letters
 from kawa.portal.api.functions import function_out
 from kawa.portal.api.jobs import job_out, may_on_job, visible_jobs
 from kawa.portal.api.topics import consumers_of, topic_out, viewable_topics
@@ -363,12 +364,13 @@ def cancel_form(
 @router.get("/deadletters", response_class=HTMLResponse)
 def deadletters_page(
     request: Request,
-    principal: Principal = Depends(page_user(Action.DEADLETTERS_READ)),
+    principal: Principal = Depends(page_user(Action.VIEW)),
     portal: Portal = Depends(get_portal),
 ) -> HTMLResponse:
-    source = DeadLettersSource(portal)
-    topics = source.topics()
+    topics = visible_dead_letters(principal, portal)
     selected = request.query_params.get("topic") or (topics[0].topic if topics else None)
+    if selected:  # the API's route checks this in its dependency; called directly here, it is checked here
+        may(principal, portal, "topic", selected, Action.DEADLETTERS_READ)
     records = dead_letter_records(selected, 50, principal, portal) if selected else []
     return render(request, "deadletters.html", principal, topics=topics, selected=selected, records=records)
 
@@ -378,10 +380,11 @@ def redrive_form(
     topic: str,
     partition: int = Form(..., ge=0),
     offset: int = Form(..., ge=0),
-    principal: Principal = Depends(page_user(Action.DEADLETTERS_REDRIVE)),
+    principal: Principal = Depends(page_user(Action.VIEW)),
     portal: Portal = Depends(get_portal),
 ) -> Response:
     path = f"/deadletters?topic={quote(topic)}"
+    may(principal, portal, "topic", topic, Action.DEADLETTERS_REDRIVE)
     try:
         meta = DeadLettersSource(portal).redrive(topic, partition, offset)
     except KawaError as exc:
