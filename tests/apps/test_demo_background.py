@@ -22,13 +22,18 @@ def test_ctrl_c_while_waiting_still_waits_for_the_feeders_last_item() -> None:
 
     background = Background(feeder, "test-feeder").start()
     threading.Thread(target=lambda: (finishing.wait(), last_put.set()), daemon=True).start()
-    threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT)).start()
+    # Ctrl-C as Python's default handler answers it, whatever an earlier test in this process installed.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     interrupted = False
     try:
-        while background.running(timeout=1.0):
-            pass
+        threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT)).start()
+        for _ in range(120):  # a lost signal fails the test after two minutes instead of hanging it
+            if not background.running(timeout=1.0):
+                break
     except KeyboardInterrupt:
         interrupted = True
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert interrupted
     finishing.set()
     assert background.finish() is True

@@ -5,30 +5,18 @@ Everything heavy (the host, starlette, uvicorn, the app module) is imported insi
 
 from __future__ import annotations
 
-import signal
-import threading
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from kawa.cli.app import app, console, err_console, get_config
+from kawa.cli.signals import stop_on_signals
 
 functions_app = typer.Typer(help="Inspect an app's functions.", no_args_is_help=True)
 app.add_typer(functions_app, name="functions")
 deploy_app = typer.Typer(help="Render (and apply) deployments of an app's functions.", no_args_is_help=True)
 app.add_typer(deploy_app, name="deploy")
-
-
-def _stop_on_signals() -> threading.Event:
-    stop = threading.Event()
-
-    def handler(_signum: int, _frame: object) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
-    return stop
 
 
 @app.command()
@@ -99,8 +87,9 @@ def worker(
             sequential_arl0=sequential_arl0 or None, join=JoinConfig(horizon) if horizon > 0 else None,
             alerts_topic=alerts_topic, decisions_topic=decisions_topic,
         )  # fmt: skip
-        monitor_worker(model or [], settings=settings, group=group, session_timeout_ms=session_timeout_ms,
-                       stop=_stop_on_signals())  # fmt: skip
+        with stop_on_signals() as stop:
+            monitor_worker(model or [], settings=settings, group=group, session_timeout_ms=session_timeout_ms,
+                           stop=stop)  # fmt: skip
         return
     if route is not None:
         if app_ref:
@@ -124,19 +113,19 @@ def worker(
         apps, log=backends.log, config=config, functions=function or None, store_factory=lambda: backends.store,
         options=HostOptions(drain_timeout_s=drain_timeout, session_timeout_ms=session_timeout_ms),
     )
-    stop = _stop_on_signals()
-    try:
-        host.start()
-        names = ", ".join(host.runners)
-        typer.echo(f"kawa worker ready: {names} on {config.log.uri}", err=True)
-        while not stop.wait(stats_interval or 0.5):
-            if stats_interval:
-                for stats in host.metrics().values():
-                    logging.getLogger("kawa.worker").info("stats %s", json.dumps(stats.to_dict()))
-    finally:
-        host.stop()
-        backends.close()
-        typer.echo("kawa worker stopped", err=True)
+    with stop_on_signals() as stop:
+        try:
+            host.start()
+            names = ", ".join(host.runners)
+            typer.echo(f"kawa worker ready: {names} on {config.log.uri}", err=True)
+            while not stop.wait(stats_interval or 0.5):
+                if stats_interval:
+                    for stats in host.metrics().values():
+                        logging.getLogger("kawa.worker").info("stats %s", json.dumps(stats.to_dict()))
+        finally:
+            host.stop()
+            backends.close()
+            typer.echo("kawa worker stopped", err=True)
 
 
 @app.command("serve-function")

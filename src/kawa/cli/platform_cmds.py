@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import signal
-import threading
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from kawa.cli.app import app, console, get_config
+from kawa.cli.signals import stop_on_signals
 
 if TYPE_CHECKING:
     from kawa.platform import Platform
@@ -33,26 +32,20 @@ def up(
     platform = Platform(config)
     if app_ref:
         platform.app_refs = list(app_ref)
-    stop = threading.Event()
-
-    def _signal(signum: int, _frame: object) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGINT, _signal)
-    signal.signal(signal.SIGTERM, _signal)
-    platform.start()
-    console.print(
-        f"[bold green]kawa up[/]: home={config.home} log={config.log.uri} store={config.store.uri} "
-        f"services={[s.name for s in platform.services]} — Ctrl-C to stop"
-    )
-    _portal_hint(platform)
-    try:
-        while not stop.wait(0.5):
-            pass
-    finally:
-        console.print("stopping…")
-        platform.stop()
-        console.print("stopped cleanly")
+    with stop_on_signals() as stop:
+        platform.start()
+        console.print(
+            f"[bold green]kawa up[/]: home={config.home} log={config.log.uri} store={config.store.uri} "
+            f"services={[s.name for s in platform.services]} — Ctrl-C to stop"
+        )
+        _portal_hint(platform)
+        try:
+            while not stop.wait(0.5):
+                pass
+        finally:
+            console.print("stopping…")
+            platform.stop()
+            console.print("stopped cleanly")
 
 
 def _portal_hint(platform: Platform) -> None:

@@ -106,23 +106,19 @@ def portal_cmd(
 ) -> None:
     """Serve the portal alone (no functions or routes run in this process; jobs, models, topics and
     buckets are shown from the shared home)."""
-    import signal
-    import threading
-
+    from kawa.cli.signals import stop_on_signals
     from kawa.platform import Platform
     from kawa.portal import serve
 
     platform = Platform(get_config())
-    stop = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    server = serve(platform, host=host, port=port)
-    try:
-        if server.portal is not None and not server.portal.users.list_users():
-            console.print("no portal users yet: create one with [bold]kawa users add NAME --role admin[/]")
-        console.print(f"[bold green]portal[/] on {server.url} — Ctrl-C to stop")
-        while not stop.wait(0.5):
-            pass
-    finally:
-        server.stop()
-        platform.stop()
+    with stop_on_signals() as stop:
+        server = serve(platform, host=host, port=port)
+        try:
+            if server.portal is not None and not server.portal.users.list_users():
+                console.print("no portal users yet: create one with [bold]kawa users add NAME --role admin[/]")
+            console.print(f"[bold green]portal[/] on {server.url} — Ctrl-C to stop")
+            while not stop.wait(0.5):
+                pass
+        finally:
+            server.stop()
+            platform.stop()

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from kawa.cli.app import app, console, get_config
+from kawa.cli.signals import stop_on_signals
 
 routes_app = typer.Typer(help="Data routes: apply, list, show, delete, run.", no_args_is_help=True)
 app.add_typer(routes_app, name="routes")
@@ -102,8 +103,6 @@ def routes_run(
     (topic sources then share partitions; file, sql, replay and timer sources hold a lock, so the second
     runner stands by)."""
     import logging
-    import signal
-    import threading
 
     from kawa.backends import open_backends
     from kawa.errors import RouteNotFound
@@ -124,22 +123,16 @@ def routes_run(
     else:
         spec = RouteRegistry.for_home(config.home).get(route_id)
     validate_route(spec, str(file or ""))
-    stop = threading.Event()
     progress = ProgressStore(config.path("routes", "progress.db"))
     backends = open_backends(config)
-    ctx = RouteContext(route_id=spec.id, config=config, progress=progress, backends=backends, stop=stop)
-
-    def _signal(signum: int, _frame: object) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGINT, _signal)
-    signal.signal(signal.SIGTERM, _signal)
-    console.print(f"[bold green]route {spec.id}[/] running — Ctrl-C to stop", highlight=False)
-    try:
-        RouteWorker(spec, ctx).run()
-    finally:
-        backends.close()
-        progress.close()
+    with stop_on_signals() as stop:
+        ctx = RouteContext(route_id=spec.id, config=config, progress=progress, backends=backends, stop=stop)
+        console.print(f"[bold green]route {spec.id}[/] running — Ctrl-C to stop", highlight=False)
+        try:
+            RouteWorker(spec, ctx).run()
+        finally:
+            backends.close()
+            progress.close()
     console.print(f"route {spec.id} stopped")
 
 
