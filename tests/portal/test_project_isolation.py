@@ -270,3 +270,39 @@ def test_dead_letters_of_a_project_are_read_and_redriven_with_the_role_there(
     assert listed(world["viewer"]).status_code == 200
     ProjectRegistry.in_home(portal.config.home).remove_member("team-a", "viewer-user")
     assert listed(viewer).status_code == 403  # reads dead letters nowhere now: said, as before projects
+
+
+def test_functions_belong_to_the_project_of_their_trigger(
+    client: Any, platform: Any, world: dict[str, dict[str, str]]
+) -> None:
+    """A function triggered by ``P.x`` (or by bucket ``P--x``) is P's: listed, read and charted only for those who
+    may view P; ``default``'s functions with the global role."""
+    from kawa.functions.app import App
+    from kawa.functions.host import FunctionHost
+
+    app = App("iso")
+    for topic, name in (("team-a.orders", "a"), ("team-b.orders", "b"), ("orders", "plain")):
+        platform.log.create_topic(TopicSpec(topic), exist_ok=True)
+        app.function(topic=topic, name=name)(lambda event, ctx: None)
+    host = FunctionHost(app, log=platform.log, config=platform.config)
+    host.start()
+    platform.functions_host = host
+    try:
+        viewer, engineer, admin = world["viewer"], world["data-engineer"], world["admin"]
+
+        def names(headers: dict[str, str]) -> set[str]:
+            return {f["name"] for f in client.get("/api/functions", headers=headers).json()["items"]}
+
+        assert names(viewer) == {"iso.a", "iso.plain"}  # a data engineer in team-a, a viewer globally
+        assert names(engineer) == {"iso.plain"}
+        assert names(admin) == {"iso.a", "iso.b", "iso.plain"}
+        assert client.get("/api/functions/iso.a", headers=viewer).json()["topic"] == "team-a.orders"
+        for path in ("/api/functions/iso.b", "/api/functions/iso.b/history", "/api/functions/iso.a/history"):
+            who = engineer if path.endswith("a/history") else viewer
+            refused = client.get(path, headers=who)
+            assert refused.status_code == 403 and "belongs to project" in refused.json()["detail"], refused.text
+        page = client.get("/functions", headers=viewer)
+        assert page.status_code == 200 and "iso.a" in page.text and "iso.b" not in page.text
+    finally:
+        platform.functions_host = None
+        host.stop()

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from kawa.errors import KawaError
 from kawa.portal.api.common import ERRORS, Section, not_configured
-from kawa.portal.auth import Principal, get_portal, require
+from kawa.portal.auth import Principal, get_portal, may_in, require
 from kawa.portal.permissions import Action
 from kawa.portal.runtime import Portal
 from kawa.portal.sources.functions import FunctionView
@@ -123,32 +123,53 @@ def function_out(portal: Portal, view: FunctionView) -> FunctionOut:
     )
 
 
+def function_project(portal: Portal, view: FunctionView) -> str | None:
+    """The registered project a function belongs to: the one that owns its trigger (its bucket ``P--x``, else
+    its topic ``P.x``); None for a function of ``default``."""
+    spec = view.spec
+    return portal.projects.owner("bucket", spec.bucket) if spec.bucket else portal.projects.owner("topic", spec.topic)
+
+
+def visible_functions(principal: Principal, portal: Portal) -> list[FunctionView]:
+    """The functions ``principal`` may view: ``default``'s, and those of the projects they may view."""
+    may_view = portal.projects.may_view_label(principal.user)
+    return [v for v in portal.functions.functions() if (p := function_project(portal, v)) is None or may_view(p)]
+
+
+def viewed_function(principal: Principal, portal: Portal, name: str) -> FunctionView:
+    """Function ``name``, checked as (user, its project, view)."""
+    view = portal.functions.function(name)
+    may_in(principal, portal, function_project(portal, view), Action.VIEW, f"function {name!r}")
+    return view
+
+
 @router.get("/api/functions", response_model=Section[FunctionOut])
 def list_functions(
-    _: Principal = Depends(require(Action.VIEW)), portal: Portal = Depends(get_portal)
+    principal: Principal = Depends(require(Action.VIEW)), portal: Portal = Depends(get_portal)
 ) -> dict[str, Any]:
+    """The functions you may view (a project's: the one that owns its trigger bucket or topic)."""
     ok, reason = portal.functions.available()
     if not ok:
         return not_configured(reason)
-    return {"items": [function_out(portal, v) for v in portal.functions.functions()]}
+    return {"items": [function_out(portal, v) for v in visible_functions(principal, portal)]}
 
 
 @router.get("/api/functions/{name}", response_model=FunctionOut)
 def get_function(
-    name: NAME, _: Principal = Depends(require(Action.VIEW)), portal: Portal = Depends(get_portal)
+    name: NAME, principal: Principal = Depends(require(Action.VIEW)), portal: Portal = Depends(get_portal)
 ) -> FunctionOut:
-    return function_out(portal, portal.functions.function(name))
+    return function_out(portal, viewed_function(principal, portal, name))
 
 
 @router.get("/api/functions/{name}/history", response_model=list[PointOut])
 def function_history(
     name: NAME,
     since: Annotated[float, Query(ge=0, description="epoch seconds")] = 0.0,
-    _: Principal = Depends(require(Action.VIEW)),
+    principal: Principal = Depends(require(Action.VIEW)),
     portal: Portal = Depends(get_portal),
 ) -> list[dict[str, Any]]:
     """Replicas, in-flight, rate and latency sampled over time (the last ~10 minutes at the fast tick)."""
-    view = portal.functions.function(name)
+    view = viewed_function(principal, portal, name)
     return portal.sampler.history(view.name, since)
 
 
