@@ -306,3 +306,30 @@ def test_functions_belong_to_the_project_of_their_trigger(
     finally:
         platform.functions_host = None
         host.stop()
+
+
+def test_routes_need_the_role_in_every_project_their_endpoints_belong_to(
+    client: Any, portal: Any, world: dict[str, dict[str, str]]
+) -> None:
+    """A route reads its source and writes its sinks and dead letters: applying or deleting it needs
+    ``routes.manage`` in each of their projects, and seeing it ``portal.view`` in each."""
+    member, admin = world["viewer"], world["admin"]  # member: a data engineer (who manages routes) in team-a
+
+    def route(rid: str, source: str, sink: str) -> dict[str, str]:
+        return {"yaml": f"routes:\n  - id: {rid}\n    from: topic:{source}?group={rid}\n    to: topic:{sink}\n"}
+
+    inside = client.post("/api/routes", json=route("a-copy", "team-a.events", "team-a.copy"), headers=member)
+    assert inside.status_code == 200 and inside.json() == [{"id": "a-copy", "outcome": "created"}], inside.text
+    for body in (route("a-to-b", "team-a.events", "team-b.copy"),  # writing into another project
+                 route("b-to-a", "team-b.events", "team-a.copy"),  # reading another project's topic
+                 route("plain", "plain", "plain-copy")):  # default's: the global role (a viewer) decides
+        refused = client.post("/api/routes", json=body, headers=member)
+        assert refused.status_code == 403, refused.text
+    theirs = client.post("/api/routes", json=route("b-copy", "team-b.events", "team-b.copy"), headers=admin)
+    assert theirs.status_code == 200, theirs.text
+    listed = {r["id"] for r in client.get("/api/routes", headers=member).json()["items"]}
+    assert listed == {"a-copy"}
+    assert client.get("/api/routes/b-copy", headers=member).status_code == 403
+    assert client.delete("/api/routes/b-copy", headers=member).status_code == 403
+    assert client.delete("/api/routes/a-copy", headers=member).status_code == 204
+    assert {r["id"] for r in client.get("/api/routes", headers=admin).json()["items"]} == {"b-copy"}

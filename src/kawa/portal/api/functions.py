@@ -185,33 +185,77 @@ def _route_out(r: Any) -> RouteOut:
     )
 
 
+def endpoint_projects(portal: Portal, uris: list[str | None]) -> set[str | None]:
+    """The projects the endpoints ``uris`` (``topic:P.x?…``, ``bucket:P--x``, ``file:…``) belong to: a topic's or
+    a bucket's registered project by its prefix, None (``default``) for the others."""
+    out: set[str | None] = set()
+    for uri in uris:
+        if uri is None:
+            continue
+        kind, _, rest = uri.partition(":")
+        name = rest.lstrip("/").split("?", 1)[0].split("/", 1)[0]
+        out.add(portal.projects.owner(kind, name) if kind in ("topic", "bucket") and name else None)
+    return out or {None}
+
+
+def _route_projects(portal: Portal, r: Any) -> set[str | None]:
+    sinks: list[str | None] = [t for t in (r.target or "").split(", ") if t]
+    dead = None if r.dead_letter == f"topic:routes.{r.id}.dlq" else r.dead_letter  # the default follows the route
+    return endpoint_projects(portal, [r.source, *sinks, dead])
+
+
+def _may_on_route(principal: Principal, portal: Portal, projects: set[str | None], action: Action, what: str) -> None:
+    for project in sorted(projects, key=lambda p: p or ""):
+        may_in(principal, portal, project, action, what)
+
+
 @router.get("/api/routes", response_model=Section[RouteOut], tags=["routes"])
-def list_routes(_: Principal = Depends(require(Action.VIEW)), portal: Portal = Depends(get_portal)) -> dict[str, Any]:
-    """Registered routes (``kawa routes apply``) and the routes running in this process, with live stats."""
+def list_routes(
+    principal: Principal = Depends(require(Action.VIEW)), portal: Portal = Depends(get_portal)
+) -> dict[str, Any]:
+    """Registered routes (``kawa routes apply``) and the routes running in this process, with live stats: those
+    whose endpoints all belong to projects you may view."""
     ok, reason = portal.routes.available()
     if not ok:
         return not_configured(reason)
-    return {"items": [_route_out(r) for r in portal.routes.routes()]}
+    may_view = portal.projects.may_view_label(principal.user)
+    items = [r for r in portal.routes.routes() if all(p is None or may_view(p) for p in _route_projects(portal, r))]
+    return {"items": [_route_out(r) for r in items]}
 
 
 @router.get("/api/routes/{route_id}", response_model=RouteOut, tags=["routes"])
 def get_route(
-    route_id: ROUTE_ID, _: Principal = Depends(require(Action.VIEW)), portal: Portal = Depends(get_portal)
+    route_id: ROUTE_ID, principal: Principal = Depends(require(Action.VIEW)), portal: Portal = Depends(get_portal)
 ) -> RouteOut:
-    return _route_out(portal.routes.route(route_id))
+    view = portal.routes.route(route_id)
+    _may_on_route(principal, portal, _route_projects(portal, view), Action.VIEW, f"route {route_id!r}")
+    return _route_out(view)
 
 
 @router.post("/api/routes", response_model=list[AppliedOut], tags=["routes"])
 def apply_routes(
-    body: RoutesIn, _: Principal = Depends(require(Action.ROUTES_MANAGE)), portal: Portal = Depends(get_portal)
+    body: RoutesIn, principal: Principal = Depends(require(Action.VIEW)), portal: Portal = Depends(get_portal)
 ) -> list[AppliedOut]:
-    """Validate and register routes (as ``kawa routes apply``); ``kawa up`` starts or restarts them."""
+    """Validate and register routes (as ``kawa routes apply``); ``kawa up`` starts or restarts them. Each route
+    needs ``routes.manage`` in every project its endpoints belong to (a route reads and writes them all)."""
+    from kawa.routes.spec import load_routes
+
+    specs = load_routes(body.yaml, "request body")
+    if not specs:
+        may_in(principal, portal, None, Action.ROUTES_MANAGE, "routes")
+    for spec in specs:
+        uris = [spec.from_.uri, *(e.uri for e in spec.to),
+                spec.errors.dead_letter.uri if spec.errors.dead_letter is not None else None]  # fmt: skip
+        _may_on_route(principal, portal, endpoint_projects(portal, uris), Action.ROUTES_MANAGE, f"route {spec.id!r}")
+    principal.notes.action = Action.ROUTES_MANAGE.value
     return [AppliedOut(id=route_id, outcome=outcome) for route_id, outcome in portal.routes.apply(body.yaml)]
 
 
 @router.delete("/api/routes/{route_id}", status_code=204, tags=["routes"])
 def delete_route(
-    route_id: ROUTE_ID, _: Principal = Depends(require(Action.ROUTES_MANAGE)), portal: Portal = Depends(get_portal)
+    route_id: ROUTE_ID, principal: Principal = Depends(require(Action.VIEW)), portal: Portal = Depends(get_portal)
 ) -> None:
-    """Unregister a route; ``kawa up`` stops it (the others run on)."""
+    """Unregister a route; ``kawa up`` stops it (the others run on). ``routes.manage`` in its endpoints' projects."""
+    view = portal.routes.route(route_id)
+    _may_on_route(principal, portal, _route_projects(portal, view), Action.ROUTES_MANAGE, f"route {route_id!r}")
     portal.routes.delete(route_id)
