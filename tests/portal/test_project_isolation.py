@@ -330,6 +330,8 @@ def test_routes_need_the_role_in_every_project_their_endpoints_belong_to(
     listed = {r["id"] for r in client.get("/api/routes", headers=member).json()["items"]}
     assert listed == {"a-copy"}
     assert client.get("/api/routes/b-copy", headers=member).status_code == 403
+    page = client.get("/functions", headers=member)
+    assert page.status_code == 200 and "a-copy" in page.text and "b-copy" not in page.text
     assert client.delete("/api/routes/b-copy", headers=member).status_code == 403
     assert client.delete("/api/routes/a-copy", headers=member).status_code == 204
     assert {r["id"] for r in client.get("/api/routes", headers=admin).json()["items"]} == {"b-copy"}

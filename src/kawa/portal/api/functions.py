@@ -218,9 +218,13 @@ def list_routes(
     ok, reason = portal.routes.available()
     if not ok:
         return not_configured(reason)
+    return {"items": [_route_out(r) for r in visible_routes(principal, portal)]}
+
+
+def visible_routes(principal: Principal, portal: Portal) -> list[Any]:
+    """The routes whose endpoints all belong to projects ``principal`` may view (``default``'s count as viewable)."""
     may_view = portal.projects.may_view_label(principal.user)
-    items = [r for r in portal.routes.routes() if all(p is None or may_view(p) for p in _route_projects(portal, r))]
-    return {"items": [_route_out(r) for r in items]}
+    return [r for r in portal.routes.routes() if all(p is None or may_view(p) for p in _route_projects(portal, r))]
 
 
 @router.get("/api/routes/{route_id}", response_model=RouteOut, tags=["routes"])

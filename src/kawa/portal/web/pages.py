@@ -18,7 +18,7 @@ from fastapi.templating import Jinja2Templates
 from kawa.errors import InvalidCredentials, KawaError, PermissionDenied
 from kawa.portal.api.deadletters import list_records as dead_letter_records
 from kawa.portal.api.deadletters import visible_topics as visible_dead_letters
-from kawa.portal.api.functions import function_out, visible_functions
+from kawa.portal.api.functions import function_out, visible_functions, visible_routes
 from kawa.portal.api.jobs import job_out, may_on_job, visible_jobs
 from kawa.portal.api.topics import consumers_of, topic_out, viewable_topics
 from kawa.portal.apps import AppNotRunning, installed_apps
@@ -210,7 +210,7 @@ def functions_page(
     ok, reason = portal.functions.available()
     items = [function_out(portal, v) for v in visible_functions(principal, portal)] if ok else []
     ok_routes, routes_reason = portal.routes.available()
-    routes = portal.routes.routes() if ok_routes else []
+    routes = visible_routes(principal, portal) if ok_routes else []
     return render(
         request, "functions.html", principal, functions=items, reason=reason, routes=routes, routes_reason=routes_reason
     )
