@@ -335,3 +335,33 @@ def test_routes_need_the_role_in_every_project_their_endpoints_belong_to(
     assert client.delete("/api/routes/b-copy", headers=member).status_code == 403
     assert client.delete("/api/routes/a-copy", headers=member).status_code == 204
     assert {r["id"] for r in client.get("/api/routes", headers=admin).json()["items"]} == {"b-copy"}
+
+
+def test_monitoring_and_the_loop_of_a_projects_model_need_the_role_there(
+    client: Any, portal: Any, world: dict[str, dict[str, str]]
+) -> None:
+    """A model ``P.x`` is P's: its monitoring (API and page) and its loop timeline are for those who may view P."""
+    from kawa.events import to_kafka
+    from kawa.monitor.status import ALERTS_TOPIC, WINDOW_EVENT, monitor_event
+
+    log = portal.platform.log
+    log.create_topic(TopicSpec(ALERTS_TOPIC), exist_ok=True)
+    producer = log.producer()
+    for i, model in enumerate(("team-a.risk", "team-b.risk", "risk")):
+        event = monitor_event(WINDOW_EVENT, f"w{i}", model, 1, {"window": [0, 60], "n": 10, "drift": {}}, 1000.0)
+        key, value, headers = to_kafka(event.to_cloudevent())
+        producer.send(ALERTS_TOPIC, value, key=key, headers=headers)
+    producer.close()
+    viewer, admin = world["viewer"], world["admin"]
+    from tests.waiting import wait_for
+
+    wait_for(lambda: len(client.get("/api/monitoring", headers=admin).json()) == 3, 30, "the monitored models")
+    assert client.get("/api/monitoring", headers=viewer).json() == ["risk", "team-a.risk"]
+    assert client.get("/api/monitoring/team-a.risk", headers=viewer).status_code == 200
+    for path in ("/api/monitoring/team-b.risk", "/monitoring?model=team-b.risk", "/api/loop/team-b.risk",
+                 "/loop?model=team-b.risk"):  # fmt: skip
+        refused = client.get(path, headers=viewer)
+        assert refused.status_code == 403 and "team-b" in refused.text, (path, refused.text)
+    page = client.get("/monitoring", headers=viewer)
+    assert page.status_code == 200 and "team-b.risk" not in page.text
+    assert client.get("/api/loop/team-b.risk", headers=admin).status_code == 200

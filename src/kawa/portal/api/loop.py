@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Path
 from pydantic import BaseModel, Field
 
 from kawa.portal.api.common import ERRORS
-from kawa.portal.auth import Principal, get_portal, require
+from kawa.portal.auth import Principal, get_portal, may, require
 from kawa.portal.permissions import Action
 from kawa.portal.runtime import Portal
 
@@ -54,12 +54,16 @@ def timeline_out(portal: Portal, model: str) -> TimelineOut:
 
 
 @router.get("", response_model=list[str])
-def loop_models(_: Principal = Depends(require(Action.VIEW)), portal: Portal = Depends(get_portal)) -> list[str]:
-    return portal.loop.models()
+def loop_models(
+    principal: Principal = Depends(require(Action.VIEW)), portal: Portal = Depends(get_portal)
+) -> list[str]:
+    """The models with a loop timeline that you may view (a model ``P.x`` is project P's)."""
+    return portal.projects.viewable(principal.user, "model", portal.loop.models())
 
 
 @router.get("/{model}", response_model=TimelineOut)
 def loop_timeline(
-    model: MODEL, _: Principal = Depends(require(Action.VIEW)), portal: Portal = Depends(get_portal)
+    model: MODEL, principal: Principal = Depends(require(Action.VIEW)), portal: Portal = Depends(get_portal)
 ) -> TimelineOut:
+    may(principal, portal, "model", model, Action.VIEW)
     return timeline_out(portal, model)

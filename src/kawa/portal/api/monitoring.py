@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path
 
 from kawa.portal.api.common import ERRORS
-from kawa.portal.auth import Principal, get_portal, require
+from kawa.portal.auth import Principal, get_portal, may, require
 from kawa.portal.permissions import Action
 from kawa.portal.runtime import Portal
 
@@ -18,17 +18,22 @@ MODEL = Annotated[str, Path(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9.
 
 
 @router.get("", response_model=list[str])
-def monitored_models(_: Principal = Depends(require(Action.VIEW)), portal: Portal = Depends(get_portal)) -> list[str]:
-    return portal.monitoring.models()
+def monitored_models(
+    principal: Principal = Depends(require(Action.VIEW)), portal: Portal = Depends(get_portal)
+) -> list[str]:
+    """The monitored models you may view (a model ``P.x`` is project P's)."""
+    return portal.projects.viewable(principal.user, "model", portal.monitoring.models())
 
 
 @router.get("/{model}")
 def model_monitoring(
-    model: MODEL, _: Principal = Depends(require(Action.VIEW)), portal: Portal = Depends(get_portal)
+    model: MODEL, principal: Principal = Depends(require(Action.VIEW)), portal: Portal = Depends(get_portal)
 ) -> dict[str, Any]:
     """``status`` as `kawa monitor status --json`; ``windows``: per version, each tested window's drift (PSI per
     feature and for the score); ``performance``: every matured cohort's metrics with intervals."""
     from kawa.monitor.status import PERFORMANCE_EVENT, WINDOW_EVENT, status
+
+    may(principal, portal, "model", model, Action.VIEW)
 
     events = portal.monitoring.of(model)
     windows: dict[int, list[dict[str, Any]]] = {}

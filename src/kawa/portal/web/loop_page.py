@@ -10,7 +10,8 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse
 
 from kawa.portal.api.loop import timeline_out
-from kawa.portal.auth import Principal, get_portal, page_user
+from kawa.portal.auth import Principal, get_portal, may, page_user
+from kawa.portal.permissions import Action
 from kawa.portal.runtime import Portal
 from kawa.portal.web.pages import render, templates
 
@@ -23,7 +24,9 @@ templates.env.filters["clock"] = lambda t: time.strftime("%Y-%m-%d %H:%M:%S", ti
 def loop_page(
     request: Request, principal: Principal = Depends(page_user()), portal: Portal = Depends(get_portal)
 ) -> HTMLResponse:
-    models = portal.loop.models()
+    models = portal.projects.viewable(principal.user, "model", portal.loop.models())
     selected = request.query_params.get("model") or (models[0] if models else None)
+    if selected:
+        may(principal, portal, "model", selected, Action.VIEW)
     timeline = timeline_out(portal, selected) if selected else None
     return render(request, "loop.html", principal, models=models, selected=selected, timeline=timeline)

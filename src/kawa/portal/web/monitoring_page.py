@@ -9,7 +9,8 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse
 
-from kawa.portal.auth import Principal, get_portal, page_user
+from kawa.portal.auth import Principal, get_portal, may, page_user
+from kawa.portal.permissions import Action
 from kawa.portal.runtime import Portal
 from kawa.portal.web.monitor_charts import heatmap, performance_series, score_bars
 from kawa.portal.web.pages import render
@@ -24,10 +25,11 @@ def monitoring_page(
 ) -> HTMLResponse:
     from kawa.monitor.status import PERFORMANCE_EVENT, WINDOW_EVENT, status
 
-    models = portal.monitoring.models()
+    models = portal.projects.viewable(principal.user, "model", portal.monitoring.models())
     selected = request.query_params.get("model") or (models[0] if models else None)
     context: dict[str, Any] = {"models": models, "selected": selected, "versions": []}
     if selected:
+        may(principal, portal, "model", selected, Action.VIEW)
         events = portal.monitoring.of(selected)
         model_status = status(events, selected)
         versions = []
