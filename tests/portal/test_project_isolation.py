@@ -267,9 +267,11 @@ def test_dead_letters_of_a_project_are_read_and_redriven_with_the_role_there(
     assert moved.status_code == 200 and moved.json()["topic"] == "team-a.events", moved.text
     page = client.get("/deadletters?topic=team-a.events.dlq", headers=viewer)
     assert page.status_code == 200 and "team-b.events.dlq" not in page.text
+    assert 'href="/deadletters"' in client.get("/topics", headers=viewer).text  # the link, for a project's reader
     assert listed(world["viewer"]).status_code == 200
     ProjectRegistry.in_home(portal.config.home).remove_member("team-a", "viewer-user")
     assert listed(viewer).status_code == 403  # reads dead letters nowhere now: said, as before projects
+    assert 'href="/deadletters"' not in client.get("/topics", headers=viewer).text
 
 
 def test_functions_belong_to_the_project_of_their_trigger(

@@ -108,6 +108,12 @@ class ProjectsSource:
         seen = {p.name for p in projects if can(who, p, Action.VIEW)}
         return lambda label: label not in registered or label in seen
 
+    def allows_somewhere(self, user: PortalUser, action: Action) -> bool:
+        """Whether ``user`` may take ``action`` in some registered project (not ``default``), by their role there."""
+        who = as_member(user)
+        return any(p.name != DEFAULT_PROJECT and user.name in p.members and can(who, p, action)
+                   for p in self.projects(user))  # fmt: skip
+
     def allows(self, user: PortalUser, project: str, action: Action) -> bool:
         """Whether ``user``'s role in ``project`` (the registry's, or their IdP groups') may take ``action``."""
         who = as_member(user)

@@ -70,12 +70,25 @@ NAV = [
 ]
 
 
+PROJECT_SCOPED_PAGES = frozenset({"/deadletters"})  # pages whose action is checked in the project of what they show
+
+
 def render(
     request: Request, name: str, principal: Principal | None, status_code: int = 200, **context: Any
 ) -> HTMLResponse:
-    nav = [(href, label) for href, label, action in NAV if principal is not None and principal.can(action)]
+    portal: Portal | None = getattr(request.app.state, "portal", None)
+
+    def shown(href: str, action: Action) -> bool:
+        if principal is None:
+            return False
+        if principal.can(action):
+            return True
+        # Dead letters are scoped by project: a member who may read a project's sees the page's link too.
+        return href in PROJECT_SCOPED_PAGES and portal is not None and portal.projects.allows_somewhere(
+            principal.user, action)  # fmt: skip
+
+    nav = [(href, label) for href, label, action in NAV if shown(href, action)]
     if principal is not None and nav:  # the boards of the installed apps, after the overview
-        portal: Portal | None = getattr(request.app.state, "portal", None)
         apps = installed_apps(portal.platform) if portal is not None else []
         nav[1:1] = [(f"/apps/{quote(a.name)}", a.board.title or a.name) for a in apps if a.board is not None]
     context.update(
