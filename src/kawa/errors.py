@@ -189,6 +189,10 @@ class FunctionError(KawaError):
     """Errors of the function runtime (apps, handlers, hosts, deployments)."""
 
 
+class ReplicaQuotaExceeded(FunctionError):
+    """A project's functions' ``min_scale`` alone asks for more replicas than its ``function_replicas`` quota."""
+
+
 class InvalidFunction(FunctionError):
     """A function's settings (trigger, filter, scale, retries) are invalid."""
 

@@ -161,6 +161,7 @@ def test_set_quota_is_audited_shown_beside_use_and_enforced_in_the_current_proje
             for line in shown.output.splitlines() if line.count("│") == 4}  # fmt: skip
     assert rows["cpus"] == ["4", "1.50"] and rows["memory_mb"] == ["1,024", "512"]
     assert rows["concurrent_jobs"] == ["no limit", "1"] and rows["storage_bytes"][1] == "not enforced yet"
+    assert rows["function_replicas"][1] == "per host"
 
     over = kawa(cli, home, "jobs", "submit", "python -c pass", "--mem", "2G")
     assert isinstance(over.exception, QuotaExceeded)

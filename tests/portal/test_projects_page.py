@@ -45,6 +45,7 @@ def test_members_see_their_projects_and_default_and_admins_see_all(client: Any, 
     quota = {q["field"]: q for q in mine[1]["quota"]}
     assert quota["cpus"] == {"field": "cpus", "limit": 4.0, "use": 1.5, "enforced": True}
     assert quota["concurrent_jobs"]["use"] == 1.0 and quota["storage_bytes"]["enforced"] is False
+    assert quota["function_replicas"]["enforced"] is True
     assert quota["storage_bytes"]["use"] is None  # not measured: shown as such, never as zero
     assert {q["field"]: q["limit"] for q in mine[0]["quota"]}["cpus"] is None  # default: no limits
     assert [(p["name"], p["role"]) for p in client.get("/api/projects", headers=admin).json()] == [

@@ -146,9 +146,11 @@ def _quota_table(project: str, quota: dict[str, float | None]) -> object:
 
     held = _job_use(project)
     use = {"cpus": held.cpus, "gpus": held.gpus, "memory_mb": held.memory_bytes / MiB, "concurrent_jobs": held.jobs}
-    table = Table("quota", "limit", "in use", title="quota (the job scheduler enforces the first four)")
+    table = Table("quota", "limit", "in use",
+                  title="quota (the job scheduler enforces the first four, each function host function_replicas)")
     for field, limit in quota.items():
-        now = _number(use[field]) if field in use else "not enforced yet"
+        now = _number(use[field]) if field in use else ("per host" if field == "function_replicas" else
+                                                        "not enforced yet")
         table.add_row(field, "no limit" if limit is None else _number(limit), now)
     return table
 

@@ -22,17 +22,21 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kawa.errors import TopicNotFound
+from kawa.errors import ReplicaQuotaExceeded, TopicNotFound
 from kawa.functions.app import BUCKET_CREATED_FILTER, App, FunctionSpec
 from kawa.functions.context import Runtime
 from kawa.functions.dedupe import DedupeStore, MemoryDedupeStore, open_dedupe
 from kawa.functions.metrics import FunctionStats
 from kawa.functions.options import HostOptions
 from kawa.functions.processes import ProcessFunction, replica_mode
+from kawa.functions.quota import ReplicaBudget, floors_over
 from kawa.functions.runner import FunctionRunner
 from kawa.log.base import EventLog, TopicSpec
+from kawa.projects.core import DEFAULT_PROJECT
 
 if TYPE_CHECKING:
     from kawa.backends import Backends
@@ -95,7 +99,9 @@ class FunctionHost:
             log.warning("pruning the dedupe store failed", exc_info=True)
         apps = {app.name: app for app in self.apps}
         try:
+            budget = self._replica_budget()
             for spec in self.specs:
+                grant = partial(budget.claim, spec.qualified_name) if budget is not None else None
                 if self.options.create_topics:
                     _ensure_topics(self.log, spec)
                 if spec.bucket:
@@ -110,6 +116,8 @@ class FunctionHost:
                         spec, reference=reference, config=child_config, log=self.log, options=self.options,
                         client_id=self.client_id,
                     )
+                    if grant is not None:
+                        hosted.grant = grant
                     hosted.start()
                     self.runners[spec.qualified_name] = hosted
                     log.info("hosting %s on %s (group %s) with process replicas", spec.qualified_name, spec.topic,
@@ -125,6 +133,8 @@ class FunctionHost:
                     client_id=self.client_id or f"kawa-fn-{spec.name}",
                 )
                 runner = FunctionRunner(runtime, consumer, self.options)
+                if grant is not None:
+                    runner.grant = grant
                 runner.start()
                 self.runners[spec.qualified_name] = runner
                 log.info("hosting %s on %s (group %s)", spec.qualified_name, spec.topic, spec.group)
@@ -172,6 +182,29 @@ class FunctionHost:
             raise FunctionNotFound(f"no single hosted function {name!r}; hosted: {', '.join(self.runners)}")
         return matches[0]
 
+    def _replica_budget(self) -> ReplicaBudget | None:
+        """The ``function_replicas`` quotas of the hosted functions' projects (None when none is limited).
+
+        A function belongs to the registered project its topic (``P.name``) or bucket (``P--name``) is prefixed
+        with, else to ``default``. Refuses to start when a project's ``min_scale`` floors alone exceed its quota.
+        """
+        if self.config is None:
+            return None
+        from kawa.projects.registry import ProjectRegistry
+
+        quotas = ProjectRegistry.in_home(Path(self.config.home).absolute()).quotas()
+        limits = {name: quota.function_replicas for name, quota in quotas.items()}
+        if all(limit is None for limit in limits.values()):
+            return None
+        project_of = {s.qualified_name: function_project(s, set(quotas)) for s in self.specs}
+        floors = {s.qualified_name: s.scaling_policy().min_scale for s in self.specs}
+        for project in sorted(set(project_of.values())):
+            mine = {f: floors[f] for f, p in project_of.items() if p == project}
+            message = floors_over(project, limits.get(project), mine)
+            if message is not None:
+                raise ReplicaQuotaExceeded(message)
+        return ReplicaBudget(limits, project_of, floors)
+
     def _shared_store(self) -> Any:
         with self._store_lock:
             if self._store is None:
@@ -188,6 +221,14 @@ class FunctionHost:
                         "FunctionHost(..., backends=backends) or store_factory=lambda: backends.store"
                     )
             return self._store
+
+
+def function_project(spec: FunctionSpec, registered: set[str]) -> str:
+    """The project a function belongs to: its topic's or bucket's registered prefix, else ``default``."""
+    candidates = [spec.topic.partition(".")[0] if "." in spec.topic else ""]
+    if spec.bucket and "--" in spec.bucket:
+        candidates.append(spec.bucket.partition("--")[0])
+    return next((c for c in candidates if c and c != DEFAULT_PROJECT and c in registered), DEFAULT_PROJECT)
 
 
 def _select(apps: Sequence[App], names: Sequence[str] | None) -> list[FunctionSpec]:

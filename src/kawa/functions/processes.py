@@ -24,6 +24,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
@@ -154,6 +155,7 @@ class ProcessFunction:
         self._ceiling = spec.max_scale or 2 * (os.cpu_count() or 1)
         self.metrics = FunctionMetrics(spec.app, spec.name, spec.topic, spec.group)
         self.error: str | None = None
+        self.grant: Callable[[int], int] = lambda want: want  # the project's replica quota (set by the host)
         self._mp = multiprocessing.get_context("spawn")
         self._lock = threading.Lock()
         self._active: list[_Child] = []
@@ -317,6 +319,7 @@ class ProcessFunction:
     # --- scaling (under self._lock) ---------------------------------------------------------------
 
     def _scale_to(self, desired: int) -> None:
+        desired = self.grant(desired)
         active = self._active
         if desired > len(active):
             if time.monotonic() < self._hold_until:

@@ -19,6 +19,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from kawa.errors import BackendUnavailable, CommitFailed, EventError, ProducerError
@@ -92,6 +93,7 @@ class FunctionRunner:
         self._thread = threading.Thread(target=self._poll_loop, name=f"kawa-fn-{spec.name}", daemon=True)
         self._last_poll = time.monotonic()
         self.error: BaseException | None = None
+        self.grant: Callable[[int], int] = lambda want: want  # the project's replica quota (set by the host)
 
     # --- lifecycle --------------------------------------------------------------------------------
 
@@ -290,6 +292,7 @@ class FunctionRunner:
         return self._in_flight + len(self._ready)
 
     def _scale_to(self, desired: int) -> None:
+        desired = self.grant(desired)
         active = self._replicas
         if desired > len(active):
             for _ in range(desired - len(active)):

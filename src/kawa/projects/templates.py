@@ -21,7 +21,8 @@ class Quota:
     """What a project may use at once; ``None`` is no limit.
 
     The job scheduler enforces ``cpus``, ``gpus``, ``memory_mb`` and ``concurrent_jobs`` (a job over them is refused at
-    submit, or waits until the project's running jobs leave room). ``storage_bytes`` and ``function_replicas`` are
+    submit, or waits until the project's running jobs leave room). Each function host
+    keeps a project's functions within ``function_replicas`` (:mod:`kawa.functions.quota`); ``storage_bytes`` is
     recorded, not enforced yet (docs/projects.md).
     """
 

@@ -23,7 +23,9 @@ class QuotaLineOut(BaseModel):
     field: str
     limit: float | None = Field(description="null: no limit")
     use: float | None = Field(description="what the project's active jobs hold; null: not measured")
-    enforced: bool = Field(description="whether Kawa enforces this quota (the job scheduler's four fields)")
+    enforced: bool = Field(
+        description="whether Kawa enforces this quota (the job scheduler's four fields; function replicas per host)"
+    )
 
 
 class ProjectOut(BaseModel):

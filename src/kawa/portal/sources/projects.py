@@ -19,8 +19,9 @@ if TYPE_CHECKING:
     from kawa.portal.users import User as PortalUser
     from kawa.projects.templates import Quota
 
-ENFORCED = tuple(f.name for f in fields(Limits))
-"""The quota fields the job scheduler enforces (storage bytes and function replicas are recorded only)."""
+ENFORCED = (*(f.name for f in fields(Limits)), "function_replicas")
+"""The quota fields Kawa enforces: the job scheduler's four, and function replicas in each function host (their use
+is not shown here: each host holds its own); storage bytes are recorded only."""
 
 
 @dataclass(frozen=True)
