@@ -1,11 +1,10 @@
 """One function inside a host: its consumer, buffer, replicas, autoscaler, commits.
 
 Threads: one *poll thread* owns the consumer (poll, commit) and the offset tracker, takes records in
-(decode → filter → dedupe check → buffer), writes the done-marks and ticks the autoscaler. Replica threads
-run invocations and pull the next buffered event themselves when they finish one.
-
-A batched function (``batch=N``) takes up to N ready events per call, at most one per key when ordered by key;
-each is still delivered, marked and committed alone (:mod:`kawa.functions.batch`).
+(decode → filter → dedupe check → buffer), writes the done-marks and ticks the autoscaler, whose wish the
+project's replica quota may cut (``grant``). Replica threads run invocations and pull the next buffered event
+themselves when they finish one. A batched function (``batch=N``) takes up to N ready events per call, at most
+one per key when ordered by key; each is still delivered, marked and committed alone (:mod:`kawa.functions.batch`).
 
 Delivery: an event's offset counts as finished only after its replies and dead letters are flushed to the
 log and it is marked done in the dedupe store; commits never pass an unfinished offset (see
@@ -93,7 +92,7 @@ class FunctionRunner:
         self._thread = threading.Thread(target=self._poll_loop, name=f"kawa-fn-{spec.name}", daemon=True)
         self._last_poll = time.monotonic()
         self.error: BaseException | None = None
-        self.grant: Callable[[int], int] = lambda want: want  # the project's replica quota (set by the host)
+        self.grant: Callable[[int], int] = lambda want: want  # set by the host
 
     # --- lifecycle --------------------------------------------------------------------------------
 
@@ -168,8 +167,7 @@ class FunctionRunner:
             if full and time.monotonic() - self._last_poll < 10.0:
                 self._space.wait(self.options.poll_timeout_s)
         if full and time.monotonic() - self._last_poll < 10.0:
-            # No poll while the buffer is full, but a rebalance still drops the partitions that moved at once,
-            # so their buffered events are not run here while their new owner runs them too.
+            # No poll while full, but a rebalance still drops moved partitions at once (their new owner runs them).
             self._sync_assignment()
             return
         with self._lock:
@@ -300,8 +298,7 @@ class FunctionRunner:
                 name = f"kawa-fn-{self.spec.name}-r{self._serial}"
                 active.append(make_replica(self, name, self.spec.concurrency, self.spec.is_async))
         elif desired < len(active):
-            # Retire idle replicas first, newest first.
-            order = sorted(range(len(active)), key=lambda i: (active[i].in_flight, -i))
+            order = sorted(range(len(active)), key=lambda i: (active[i].in_flight, -i))  # idle first, newest first
             gone = set(order[: len(active) - desired])
             for i in gone:
                 active[i].retire()
