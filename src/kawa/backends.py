@@ -4,8 +4,9 @@
 (functions, routes, the registry, jobs, the portal, apps) takes a :class:`Backends` and never opens a log
 or a store itself. Tests and embedders hand over what they already hold with :func:`given_backends`.
 
-The log opens first and the store gets it (a store publishes its notifications to the log), so the two
-never open each other and no re-entrant lock is needed.
+A store opened here keeps each project within its ``storage_bytes`` quota (:mod:`kawa.store.quota`); a store
+handed over is used as it is. The log opens first and the store gets it (a store publishes its notifications
+to the log), so the two never open each other and no re-entrant lock is needed.
 """
 
 from __future__ import annotations
@@ -73,8 +74,10 @@ class ConfiguredBackends:
             with self._store_lock:
                 if self._store is None:
                     from kawa.store import open_store
+                    from kawa.store.quota import with_storage_quota
 
-                    self._store = open_store(self._config.store.uri, self._config, log=log)
+                    opened = open_store(self._config.store.uri, self._config, log=log)
+                    self._store = with_storage_quota(opened, self._config)
                     self._owned.add("store")
         return self._store
 

@@ -122,6 +122,8 @@ class StoreConfig(_Frozen):
     read_timeout_s: float = Field(60.0, gt=0)
     multipart_chunk_bytes: int = Field(8 * MiB, ge=5 * MiB)
     fsync: bool = Field(True, description="local backend: fsync object data before it becomes visible")
+    quota_refresh_s: float = Field(60.0, gt=0, description="how often a process re-measures a project's bytes "
+                                   "for its storage_bytes quota (it also does before any refusal)")
     notify: StoreNotifyConfig = Field(default_factory=StoreNotifyConfig)
 
 

@@ -118,6 +118,13 @@ class InvalidMetadata(StoreError):
     """User metadata, tags or a content type cannot be stored (non-ASCII, bad names, too large)."""
 
 
+class StorageQuotaExceeded(StoreError):
+    """A write would take a project's buckets over its ``storage_bytes`` quota (the message names the quota, its
+    use and the fix); nothing was stored. A function's event that meets it is dead-lettered as ``over-quota``."""
+
+    kawa_reason = "over-quota"
+
+
 class StoreUnavailable(StoreError, BackendUnavailable):
     """The S3 endpoint cannot be reached (after bounded retries)."""
 

@@ -20,6 +20,7 @@ from kawa.ml.jobs.store import JobStore
 from kawa.portal.permissions import Role
 from kawa.projects.registry import ProjectRegistry
 from kawa.projects.templates import Quota
+from kawa.store import open_store
 
 
 @pytest.fixture
@@ -156,11 +157,19 @@ def test_set_quota_is_audited_shown_beside_use_and_enforced_in_the_current_proje
         store.claim(lambda waiting, active: [Placement(waiting[0].id, ())])  # as a scheduler starting it would
     finally:
         store.close()
+    data = open_store("file:", KawaConfig(home=home))
+    try:
+        data.create_bucket("team-a--data")
+        data.put("team-a--data", "x", b"d" * 1234)
+        data.create_bucket("other")
+        data.put("other", "y", b"o" * 99)  # default's, not team-a's
+    finally:
+        data.close()
     shown = kawa(cli, home, "projects", "show", "team-a")
     rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:4]]
             for line in shown.output.splitlines() if line.count("│") == 4}  # fmt: skip
     assert rows["cpus"] == ["4", "1.50"] and rows["memory_mb"] == ["1,024", "512"]
-    assert rows["concurrent_jobs"] == ["no limit", "1"] and rows["storage_bytes"][1] == "not enforced yet"
+    assert rows["concurrent_jobs"] == ["no limit", "1"] and rows["storage_bytes"] == ["10,737,418,240", "1,234"]
     assert rows["function_replicas"][1] == "per host"
 
     over = kawa(cli, home, "jobs", "submit", "python -c pass", "--mem", "2G")

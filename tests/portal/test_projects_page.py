@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from kawa.ml.jobs import JobSpec
-from kawa.ml.jobs.policy import Placement
+from kawa.ml.jobs.policy import MiB, Placement
 from kawa.portal.permissions import Role
 from kawa.portal.web.projects_page import amount, bar_percent
 from kawa.projects.registry import ProjectRegistry
@@ -33,6 +33,9 @@ def teams(portal: Any, member: str) -> ProjectRegistry:
     registry.add_member("team-a", member, Role.DATA_SCIENTIST)
     registry.set_quota("team-a", cpus=4, concurrent_jobs=2)
     registry.create("team-b")
+    store = portal.platform.store
+    store.create_bucket("team-a--xray-images")
+    store.put("team-a--xray-images", "scan.dcm", b"x" * (3 * MiB))
     return registry
 
 
@@ -44,9 +47,10 @@ def test_members_see_their_projects_and_default_and_admins_see_all(client: Any, 
     assert [(p["name"], p["role"]) for p in mine] == [("default", "viewer"), ("team-a", "data-scientist")]
     quota = {q["field"]: q for q in mine[1]["quota"]}
     assert quota["cpus"] == {"field": "cpus", "limit": 4.0, "use": 1.5, "enforced": True}
-    assert quota["concurrent_jobs"]["use"] == 1.0 and quota["storage_bytes"]["enforced"] is False
+    assert quota["concurrent_jobs"]["use"] == 1.0 and quota["storage_bytes"]["enforced"] is True
     assert quota["function_replicas"]["enforced"] is True
-    assert quota["storage_bytes"]["use"] is None  # not measured: shown as such, never as zero
+    assert quota["storage_bytes"]["use"] == 3 * MiB  # what team-a's buckets hold, measured by the store
+    assert quota["function_replicas"]["use"] is None  # not measured: shown as such, never as zero
     assert {q["field"]: q["limit"] for q in mine[0]["quota"]}["cpus"] is None  # default: no limits
     assert [(p["name"], p["role"]) for p in client.get("/api/projects", headers=admin).json()] == [
         ("default", "admin"), ("team-a", None), ("team-b", None)]  # fmt: skip
@@ -62,6 +66,7 @@ def test_bars_and_amounts() -> None:
     assert bar_percent(1.5, 4) == 38 and bar_percent(9, 4) == 100 and bar_percent(0, 0) == 0
     assert bar_percent(1, 0) == 100 and bar_percent(None, 4) is None and bar_percent(1, None) is None
     assert amount("storage_bytes", Quota().storage_bytes) == "10 GiB" and amount("memory_mb", 8192) == "8,192 MiB"
+    assert amount("storage_bytes", 3 * MiB) == "3 MiB" and amount("storage_bytes", 999) == "999 bytes"
     assert amount("cpus", None) == "no limit"
 
 
@@ -86,9 +91,11 @@ def test_the_page_draws_each_quota_as_a_bar_of_use_against_limit(served: Any, br
     bar = cpus.query_selector("rect.observed")
     assert bar is not None and bar.get_attribute("width") == "84" and bar.is_visible()  # 38 % of 220 px
     assert "1.5 of 4" in cpus.inner_text()
-    storage = team.query_selector("tr[data-field=storage_bytes]")
-    assert storage is not None and "not enforced yet" in storage.inner_text()
-    assert storage.query_selector("rect.observed") is None  # no use measured: no bar drawn
+    storage = team.query_selector("tr[data-field=storage_bytes]")  # 3 MiB of the xray-pipeline's 50 GiB
+    assert storage is not None and "3 MiB of 50 GiB" in storage.inner_text()
+    assert "not enforced" not in storage.inner_text() and storage.get_attribute("data-percent") == "0"
+    replicas = team.query_selector("tr[data-field=function_replicas]")
+    assert replicas is not None and replicas.query_selector("rect.observed") is None  # no use measured: no bar
     unlimited = sections[0].query_selector("tr[data-field=cpus]")
     assert unlimited is not None and unlimited.query_selector("svg") is None  # no limit: nothing to fill
     assert "of no limit" in unlimited.inner_text()

@@ -146,13 +146,29 @@ def _quota_table(project: str, quota: dict[str, float | None]) -> object:
 
     held = _job_use(project)
     use = {"cpus": held.cpus, "gpus": held.gpus, "memory_mb": held.memory_bytes / MiB, "concurrent_jobs": held.jobs}
-    table = Table("quota", "limit", "in use",
-                  title="quota (the job scheduler enforces the first four, each function host function_replicas)")
+    table = Table("quota", "limit", "in use", title="quota (the job scheduler enforces the first four, every store "
+                  "Kawa opens storage_bytes, each function host function_replicas)")  # fmt: skip
     for field, limit in quota.items():
-        now = _number(use[field]) if field in use else ("per host" if field == "function_replicas" else
-                                                        "not enforced yet")
+        if field == "storage_bytes":
+            table.add_row(field, "no limit" if limit is None else f"{limit:,.0f}", _storage_use(project))
+            continue
+        now = _number(use[field]) if field in use else "per host"
         table.add_row(field, "no limit" if limit is None else _number(limit), now)
     return table
+
+
+def _storage_use(project: str) -> str:
+    """The bytes the project's buckets hold now (listed), or why they cannot be measured."""
+    from kawa.backends import open_backends
+    from kawa.errors import KawaError
+    from kawa.store.quota import measure, registry_limits
+
+    config = get_config()
+    try:
+        with open_backends(config) as backends:
+            return f"{measure(backends.store, project, registry_limits(config)()):,}"
+    except KawaError as exc:
+        return f"not measured: {exc}"
 
 
 def _number(value: float) -> str:

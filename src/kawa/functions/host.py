@@ -36,7 +36,7 @@ from kawa.functions.processes import ProcessFunction, replica_mode
 from kawa.functions.quota import ReplicaBudget, floors_over
 from kawa.functions.runner import FunctionRunner
 from kawa.log.base import EventLog, TopicSpec
-from kawa.projects.core import DEFAULT_PROJECT
+from kawa.projects.core import DEFAULT_PROJECT, bucket_project
 
 if TYPE_CHECKING:
     from kawa.backends import Backends
@@ -226,8 +226,8 @@ class FunctionHost:
 def function_project(spec: FunctionSpec, registered: set[str]) -> str:
     """The project a function belongs to: its topic's or bucket's registered prefix, else ``default``."""
     candidates = [spec.topic.partition(".")[0] if "." in spec.topic else ""]
-    if spec.bucket and "--" in spec.bucket:
-        candidates.append(spec.bucket.partition("--")[0])
+    if spec.bucket:
+        candidates.append(bucket_project(spec.bucket, registered))
     return next((c for c in candidates if c and c != DEFAULT_PROJECT and c in registered), DEFAULT_PROJECT)
 
 

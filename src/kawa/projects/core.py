@@ -6,7 +6,7 @@ No I/O. ``default`` keeps today's single-user behaviour: global roles act as rol
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 from kawa.errors import KawaError
@@ -61,6 +61,12 @@ def kafka_topic(project: str, name: str) -> str:
 
 def s3_bucket(project: str, name: str) -> str:
     return name if project == DEFAULT_PROJECT else f"{project}--{name}"
+
+
+def bucket_project(bucket: str, registered: Collection[str]) -> str:
+    """The project a bucket belongs to: its ``P--`` prefix when ``P`` is a registered project, else ``default``."""
+    prefix, sep, rest = bucket.partition("--")
+    return prefix if sep and rest and prefix != DEFAULT_PROJECT and prefix in registered else DEFAULT_PROJECT
 
 
 def k8s_namespace(project: str) -> str:

@@ -22,8 +22,8 @@ class Quota:
 
     The job scheduler enforces ``cpus``, ``gpus``, ``memory_mb`` and ``concurrent_jobs`` (a job over them is refused at
     submit, or waits until the project's running jobs leave room). Each function host
-    keeps a project's functions within ``function_replicas`` (:mod:`kawa.functions.quota`); ``storage_bytes`` is
-    recorded, not enforced yet (docs/projects.md).
+    keeps a project's functions within ``function_replicas`` (:mod:`kawa.functions.quota`), and every store Kawa
+    opens its buckets within ``storage_bytes`` (:mod:`kawa.store.quota`); see docs/projects.md.
     """
 
     cpus: float | None = 4.0

@@ -81,7 +81,7 @@ def build_service(platform: Platform) -> Service | None:
     from kawa.store.local import LocalStore
     from kawa.store.s3 import S3Store
 
-    store = platform.store
+    store = getattr(platform.store, "inner", platform.store)  # the backend under the storage quota
     notify = platform.config.store.notify
     if isinstance(store, LocalStore):
         from kawa.store.watcher import LocalWatchService

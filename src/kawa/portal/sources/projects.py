@@ -19,9 +19,9 @@ if TYPE_CHECKING:
     from kawa.portal.users import User as PortalUser
     from kawa.projects.templates import Quota
 
-ENFORCED = (*(f.name for f in fields(Limits)), "function_replicas")
-"""The quota fields Kawa enforces: the job scheduler's four, and function replicas in each function host (their use
-is not shown here: each host holds its own); storage bytes are recorded only."""
+ENFORCED = (*(f.name for f in fields(Limits)), "storage_bytes", "function_replicas")
+"""The quota fields Kawa enforces: the job scheduler's four, storage bytes in every store Kawa opens, and function
+replicas in each function host (their use is not shown here: each host holds its own)."""
 
 
 @dataclass(frozen=True)
@@ -55,9 +55,11 @@ def as_member(user: PortalUser) -> User:
 
 
 class ProjectsSource:
-    def __init__(self, registry: ProjectRegistry, jobs: JobsSource) -> None:
+    def __init__(self, registry: ProjectRegistry, jobs: JobsSource,
+                 storage: Callable[[str], int | None] | None = None) -> None:  # fmt: skip
         self.registry = registry
         self.jobs = jobs
+        self.storage = storage  # a project's stored bytes (None: not measured)
 
     def projects(self, user: PortalUser) -> list[Project]:
         """Every project, each with ``user``'s role from their IdP groups (``portal.oidc.group_roles``) over the
@@ -146,6 +148,9 @@ class ProjectsSource:
         if use is not None:
             measured = {"cpus": use.cpus, "gpus": float(use.gpus), "memory_mb": use.memory_bytes / MiB,
                         "concurrent_jobs": float(use.jobs)}  # fmt: skip
+        stored = self.storage(project.name) if self.storage is not None else None
+        if stored is not None:
+            measured["storage_bytes"] = float(stored)
         lines = tuple(QuotaLine(f, None if v is None else float(v), measured.get(f), f in ENFORCED)
                       for f, v in quota.data().items())  # fmt: skip
         role = role_in(who, project)

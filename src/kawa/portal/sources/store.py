@@ -81,6 +81,19 @@ class StoreSource:
             return False, str(exc)
         return True, None
 
+    def project_bytes(self, project: str) -> int | None:
+        """The bytes a project with a ``storage_bytes`` limit holds, as the store's quota measures it (at most
+        ``store.quota_refresh_s`` old); None for a project with no limit, or when the store cannot tell."""
+        from kawa.store.quota import QuotaStore
+
+        try:
+            store = self.store
+            if not isinstance(store, QuotaStore) or store.limits().limit(project) is None:
+                return None
+            return store.used(project)
+        except KawaError:
+            return None
+
     def buckets(self) -> list[Any]:
         return list(self.store.list_buckets())
 

@@ -23,11 +23,14 @@ def bar_percent(use: float | None, limit: float | None) -> int | None:
 
 
 def amount(field: str, value: float | None) -> str:
-    """A quota value for people: bytes in GiB, memory in MiB, counts as counts; None is no limit."""
+    """A quota value for people: bytes in the largest unit that fits, memory in MiB, counts as counts; None is no
+    limit."""
     if value is None:
         return "no limit"
     if field == "storage_bytes":
-        return f"{value / 1024**3:,.3g} GiB"
+        from kawa.store.quota import size_text
+
+        return size_text(value)
     if field == "memory_mb":
         return f"{value:,.0f} MiB"
     return f"{value:,.3g}"
