@@ -360,7 +360,9 @@ def inherited_environment() -> dict[str, str]:
 @dataclass(frozen=True)
 class ShellEnvironment:
     """What the ``kawa`` command line reads from the shell: ``KAWA_PROJECT`` (the current project, over
-    ``kawa use``) and ``USER`` (or ``LOGNAME``), the name audit records carry unless ``--user`` says otherwise."""
+    ``kawa use``) and ``KAWA_USER`` (else ``USER`` or ``LOGNAME``): the name audit records carry unless ``--user``
+    says otherwise. ``KAWA_USER`` also names who the store and log commands act as
+    (:func:`kawa.projects.scoped.cli_scope`)."""
 
     project: str | None
     user: str | None
@@ -369,5 +371,6 @@ class ShellEnvironment:
 def shell_environment(env: Mapping[str, str] | None = None) -> ShellEnvironment:
     environ = os.environ if env is None else env
     return ShellEnvironment(
-        project=environ.get("KAWA_PROJECT") or None, user=environ.get("USER") or environ.get("LOGNAME") or None
+        project=environ.get("KAWA_PROJECT") or None,
+        user=environ.get("KAWA_USER") or environ.get("USER") or environ.get("LOGNAME") or None,
     )

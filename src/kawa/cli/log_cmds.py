@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated
@@ -18,10 +19,14 @@ app.add_typer(topics_app, name="topics")
 
 
 def _open() -> EventLog:
+    """The log as the shell's user may use it (``KAWA_USER``; unset: the home's owner; see
+    :func:`kawa.projects.scoped.cli_scope`)."""
     from kawa.log import open_log
+    from kawa.projects.scoped import ScopedLog, cli_scope
 
     config = get_config()
-    return open_log(config.log.uri, config)
+    scope = cli_scope(config, os.environ.get("KAWA_USER") or None)
+    return ScopedLog(open_log(config.log.uri, config), scope, owns=True)  # type: ignore[return-value]
 
 
 @topics_app.command("list")

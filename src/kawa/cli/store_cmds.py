@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,13 +24,15 @@ app.add_typer(notify_app, name="notify")
 
 @contextmanager
 def _store() -> Iterator[ObjectStore]:
+    """The store as the shell's user may use it (``KAWA_USER``; unset: the home's owner; see
+    :func:`kawa.projects.scoped.cli_scope`)."""
     from kawa.backends import open_backends
+    from kawa.projects.scoped import cli_scope, scoped
 
-    backends = open_backends(get_config())
-    try:
+    config = get_config()
+    scope = cli_scope(config, os.environ.get("KAWA_USER") or None)
+    with scoped(open_backends(config), scope) as backends:
         yield backends.store
-    finally:
-        backends.close()
 
 
 @buckets_app.command("list")
