@@ -367,3 +367,29 @@ def test_monitoring_and_the_loop_of_a_projects_model_need_the_role_there(
     page = client.get("/monitoring", headers=viewer)
     assert page.status_code == 200 and "team-b.risk" not in page.text
     assert client.get("/api/loop/team-b.risk", headers=admin).status_code == 200
+
+
+def test_the_overview_graph_leaves_out_other_projects_and_what_touches_them(
+    client: Any, world: dict[str, dict[str, str]], portal: Any
+) -> None:
+    from kawa.store.rules import NotificationRule
+    from tests.waiting import wait_for
+
+    store = portal.platform.store
+    store.add_notification(NotificationRule(id="b-in", bucket=B_BUCKET, topic=B_TOPIC))
+    store.add_notification(NotificationRule(id="a-in", bucket=A_BUCKET, topic=A_TOPIC))
+
+    def labels(headers: dict[str, str]) -> set[str]:
+        response = client.get("/api/overview", headers=headers)
+        assert response.status_code == 200, response.text
+        return {n["id"] for n in response.json()["nodes"]}
+
+    everything = {f"bucket:{A_BUCKET}", f"bucket:{B_BUCKET}", f"topic:{A_TOPIC}", f"topic:{B_TOPIC}", "topic:plain"}
+    wait_for(lambda: everything <= labels(world["admin"]), what="the admin's overview shows both teams")
+    mine = labels(world["viewer"])
+    assert {f"bucket:{A_BUCKET}", f"topic:{A_TOPIC}", "bucket:shared-scans", "topic:plain"} <= mine
+    assert not {f"bucket:{B_BUCKET}", f"topic:{B_TOPIC}"} & mine
+    graph = client.get("/api/overview", headers=world["viewer"]).json()
+    assert all(e["from"] in mine and e["to"] in mine for e in graph["edges"])
+    assert {"from": f"bucket:{A_BUCKET}", "to": f"topic:{A_TOPIC}"}.items() <= next(
+        e for e in graph["edges"] if e["from"] == f"bucket:{A_BUCKET}").items()

@@ -24,8 +24,33 @@ OVERVIEW_BOARD: Board[Portal] = Board(
 
 
 def overview(portal: Portal, principal: Principal) -> dict[str, Any]:
-    """The platform as a graph for ``principal`` (see :data:`OVERVIEW_BOARD`)."""
-    return OVERVIEW_BOARD.build(principal.user.role, portal)
+    """The platform as a graph for ``principal`` (see :data:`OVERVIEW_BOARD`): without the buckets and topics of
+    projects they may not view, nor the functions and routes touching those (a route needs ``portal.view`` in
+    every project it touches), laid out again so no gap shows where they were."""
+    built = OVERVIEW_BOARD.build(principal.user.role, portal)
+    if "nodes" in built:
+        built["nodes"], built["edges"] = _visible(portal, principal, built["nodes"], built["edges"])
+    return built
+
+
+def _visible(
+    portal: Portal, principal: Principal, nodes: list[dict[str, Any]], edges: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    seen: set[str] = set()
+    for kind in ("bucket", "topic"):
+        names = [n["label"] for n in nodes if n["kind"] == kind]
+        seen.update(f"{kind}:{name}" for name in portal.projects.viewable(principal.user, kind, names))
+    hidden = {n["id"] for n in nodes if n["kind"] in ("bucket", "topic") and n["id"] not in seen}
+    if not hidden:
+        return nodes, edges
+    for e in edges:  # a function or route touching what is hidden is hidden with it
+        for a, b in ((e["from"], e["to"]), (e["to"], e["from"])):
+            if a in hidden and not b.startswith(("bucket:", "topic:")):
+                hidden.add(b)
+    kept = {n["id"]: dict(n) for n in nodes if n["id"] not in hidden}
+    kept_edges = [e for e in edges if e["from"] in kept and e["to"] in kept]
+    _layout(kept, kept_edges)
+    return sorted(kept.values(), key=lambda n: (n["x"], n["y"])), kept_edges
 
 
 def _graph(portal: Portal, keep: Collection[str] | None = None) -> dict[str, Any]:
