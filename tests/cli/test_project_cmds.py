@@ -57,6 +57,27 @@ def test_create_show_list_and_the_audit_record(cli: object, home: Path) -> None:
     assert "created project radiology (template xray-pipeline), admin: ann" in created.output
     assert ProjectRegistry.in_home(home).get("radiology").members == {"ann": Role.ADMIN}
     assert audit(home) == [("ann", "radiology", "projects.create", "radiology", "ok")]
+    # The template's buckets and topics exist now, under their backend names.
+    assert "created  bucket radiology--xray-images" in created.output
+    assert "created  topic radiology.xray-deid.dlq" in created.output
+    log = open_log(f"embedded:{home / 'log'}", KawaConfig(home=home))
+    data = open_store("file:", KawaConfig(home=home), log=log)
+    try:
+        assert [b.name for b in data.list_buckets()] == [
+            "radiology--xray-images", "radiology--xray-images-anonymized", "radiology--xray-images-processed"]
+        assert {"radiology.xray-images", "radiology.xray-results", "radiology.xray-images.dlq",
+                "radiology.xray-deid.dlq"} <= set(log.list_topics())  # fmt: skip
+        data.delete_bucket("radiology--xray-images")  # gone: provisioning again creates it, keeps the others
+    finally:
+        data.close()
+        log.close()
+    again = kawa(cli, home, "projects", "provision", "radiology")
+    assert again.exit_code == 0, again.output
+    assert "created  bucket radiology--xray-images" in again.output
+    assert "exists   bucket radiology--xray-images-processed" in again.output
+    assert audit(home)[-1] == ("ann", "radiology", "projects.provision", "radiology", "ok")
+    empty = kawa(cli, home, "projects", "create", "quiet")
+    assert empty.exit_code == 0 and "bucket" not in empty.output
 
     shown = kawa(cli, home, "projects", "show", "radiology")
     assert shown.exit_code == 0, shown.output
@@ -68,6 +89,7 @@ def test_create_show_list_and_the_audit_record(cli: object, home: Path) -> None:
     assert listed.exit_code == 0, listed.output
     assert json.loads(listed.output) == [
         {"name": "default", "template": "empty", "members": 0, "owner": None},
+        {"name": "quiet", "template": "empty", "members": 1, "owner": "ann"},
         {"name": "radiology", "template": "xray-pipeline", "members": 1, "owner": "ann"},
     ]
     table = kawa(cli, home, "projects", "list")
@@ -202,3 +224,17 @@ def test_render_writes_kubernetes_kafka_and_s3_policies_for_the_projects_members
     default = kawa(cli, home, "projects", "render", "default")
     assert default.exit_code == 0, default.output
     assert "no Kafka ACLs" in default.output and "# --- kubernetes.yaml" in default.output
+
+
+def test_a_project_whose_resources_cannot_be_made_says_how_to_retry(cli: object, home: Path) -> None:
+    home.mkdir(parents=True)
+    (home / "buckets").write_text("not a directory")  # the local store cannot live here
+    created = kawa(cli, home, "projects", "create", "radiology", "--template", "xray-pipeline")
+    assert isinstance(created.exception, KawaError)
+    message = str(created.exception)
+    assert "created project 'radiology', but not its buckets and topics" in message
+    assert "cannot keep a local store" in message and "kawa projects provision radiology" in message
+    assert ProjectRegistry.in_home(home).get("radiology").template == "xray-pipeline"  # the record stays
+    (home / "buckets").unlink()
+    retried = kawa(cli, home, "projects", "provision", "radiology")
+    assert retried.exit_code == 0 and "created  bucket radiology--xray-images" in retried.output

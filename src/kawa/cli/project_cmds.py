@@ -86,10 +86,40 @@ def create(
     owner: Annotated[str | None, typer.Option("--owner", help="the project's first admin (default: --user)")] = None,
     user: UserOption = None,
 ) -> None:
-    """Create a project from a template; its owner becomes its admin."""
+    """Create a project from a template, with the template's buckets and topics; its owner becomes its admin."""
     admin = owner or _who(user)
     project = _change(user, name, "projects.create", name, lambda r: r.create(name, template, admin))
     console.print(f"created project {project.name} (template {project.template}), admin: {admin}")
+    _provision(project.name, project.template, user, after_create=True)
+
+
+@projects_app.command("provision")
+def provision_cmd(name: Annotated[str, typer.Argument(help="the project")], user: UserOption = None) -> None:
+    """Create the project's template buckets and topics that are missing (again after a backend was down)."""
+    _provision(name, _registry(get_config()).get(name).template, user)
+
+
+def _provision(project: str, template: str, user: str | None, *, after_create: bool = False) -> None:
+    from kawa.backends import open_backends
+    from kawa.errors import KawaError
+    from kawa.projects.provision import Provisioned, provision
+
+    config = get_config()
+
+    def run() -> list[Provisioned]:
+        with open_backends(config) as backends:
+            return provision(backends, project, template)
+
+    try:  # audited alone when run alone; after create it is part of the create's record
+        done = run() if after_create else _audited(config, _who(user), project, "projects.provision", project, run)
+    except KawaError as exc:
+        if not after_create:
+            raise
+        raise KawaError(f"created project {project!r}, but not its buckets and topics: {exc}; once the backends "
+                        f"are up, run `kawa projects provision {project}`") from exc  # fmt: skip
+    for item in done:
+        state = "created" if item.created else "exists"
+        console.print(f"  {state:8} {item.resource.kind} {item.resource.backend_name}", highlight=False)
 
 
 @projects_app.command("list")

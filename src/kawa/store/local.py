@@ -66,8 +66,12 @@ class LocalStore:
         self.root = root.resolve()
         self.uri = f"file:{self.root}"
         self.config = config
-        for name in (META, TMP, STATE):
-            (self.root / name).mkdir(parents=True, exist_ok=True)
+        try:
+            for name in (META, TMP, STATE):
+                (self.root / name).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot keep a local store in {self.root}: {exc.strerror or exc}; point store.uri at a "
+                             "directory Kawa may write") from exc  # fmt: skip
         self._given_log = log
         self.registry = RuleRegistry(self.root / STATE / "notifications.json")
         self.ledger = Ledger(self.root / STATE / "ledger.sqlite")
