@@ -62,6 +62,34 @@ def test_members_see_their_projects_and_default_and_admins_see_all(client: Any, 
     assert client.get("/api/projects").status_code == 401
 
 
+def test_function_replicas_are_shown_as_this_hosts_functions_hold_them(
+    client: Any, tokens: Any, portal: Any, platform: Any
+) -> None:
+    from kawa.functions.app import App
+    from kawa.functions.host import FunctionHost
+    from kawa.log.base import TopicSpec
+    from tests.waiting import wait_for
+
+    teams(portal, "viewer-user")
+    app = App("rep")
+    for topic, name, floor in (("team-a.orders", "a", 2), ("team-a.more", "b", 1), ("orders", "plain", 1)):
+        platform.log.create_topic(TopicSpec(topic), exist_ok=True)
+        app.function(topic=topic, name=name, min_scale=floor)(lambda event, ctx: None)
+    host = FunctionHost(app, log=platform.log, config=platform.config)
+    host.start()
+    platform.functions_host = host
+    try:
+        def replicas() -> dict[str, Any]:
+            found = client.get("/api/projects", headers=bearer(tokens[Role.ADMIN])).json()
+            return {p["name"]: {q["field"]: q for q in p["quota"]}["function_replicas"]["use"] for p in found}
+
+        wait_for(lambda: replicas()["team-a"] == 3.0, what="team-a's 3 replicas")
+        assert replicas() == {"default": 1.0, "team-a": 3.0, "team-b": 0.0}
+    finally:
+        platform.functions_host = None
+        host.stop()
+
+
 def test_bars_and_amounts() -> None:
     assert bar_percent(1.5, 4) == 38 and bar_percent(9, 4) == 100 and bar_percent(0, 0) == 0
     assert bar_percent(1, 0) == 100 and bar_percent(None, 4) is None and bar_percent(1, None) is None

@@ -66,7 +66,9 @@ class Portal:
         self.functions = FunctionsSource(platform)
         self.routes = RoutesSource(platform)
         self.jobs = JobsSource(platform)
-        self.projects = ProjectsSource(ProjectRegistry.in_home(self.config.home), self.jobs, self.store.project_bytes)
+        self.projects = ProjectsSource(
+            ProjectRegistry.in_home(self.config.home), self.jobs, self.store.project_bytes, self.functions
+        )
         self.models = ModelsSource(platform)
         self.experiments = ExperimentsSource(platform)
         self.loop = LoopSource(platform)

@@ -15,13 +15,14 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from kawa.ml.jobs.policy import Use
+    from kawa.portal.sources.functions import FunctionsSource
     from kawa.portal.sources.jobs import JobsSource
     from kawa.portal.users import User as PortalUser
     from kawa.projects.templates import Quota
 
 ENFORCED = (*(f.name for f in fields(Limits)), "storage_bytes", "function_replicas")
 """The quota fields Kawa enforces: the job scheduler's four, storage bytes in every store Kawa opens, and function
-replicas in each function host (their use is not shown here: each host holds its own)."""
+replicas in each function host (the use shown is this process's host's)."""
 
 
 @dataclass(frozen=True)
@@ -55,11 +56,12 @@ def as_member(user: PortalUser) -> User:
 
 
 class ProjectsSource:
-    def __init__(self, registry: ProjectRegistry, jobs: JobsSource,
-                 storage: Callable[[str], int | None] | None = None) -> None:  # fmt: skip
+    def __init__(self, registry: ProjectRegistry, jobs: JobsSource, storage: Callable[[str], int | None] | None = None,
+                 functions: FunctionsSource | None = None) -> None:  # fmt: skip
         self.registry = registry
         self.jobs = jobs
         self.storage = storage  # a project's stored bytes (None: not measured)
+        self.functions = functions  # the function host of this process: replicas held per project
 
     def projects(self, user: PortalUser) -> list[Project]:
         """Every project, each with ``user``'s role from their IdP groups (``portal.oidc.group_roles``) over the
@@ -76,7 +78,8 @@ class ProjectsSource:
         who = as_member(user)
         projects = [p for p in self.projects(user) if can(who, p, Action.VIEW)]
         held, quotas = self._held(), self.registry.quotas()
-        return [self._view(p, who, held, quotas[p.name]) for p in projects if p.name in quotas]
+        replicas = self._replicas(set(quotas))
+        return [self._view(p, who, held, quotas[p.name], replicas) for p in projects if p.name in quotas]
 
     def one(self, user: PortalUser, name: str) -> ProjectView:
         """A project ``user`` may view; one they may not is reported as not found (its existence is not told)."""
@@ -140,7 +143,23 @@ class ProjectsSource:
             return None
         return held_by_project((j.project, j.spec.resources) for j in active)
 
-    def _view(self, project: Project, who: User, held: dict[str, Use] | None, quota: Quota) -> ProjectView:
+    def _replicas(self, registered: set[str]) -> dict[str, int] | None:
+        """The replicas each project's functions hold in this process's function host (None: no host here)."""
+        if self.functions is None or not self.functions.available()[0]:
+            return None
+        from kawa.functions.host import function_project
+
+        out: dict[str, int] = {}
+        try:
+            for view in self.functions.functions():
+                project = function_project(view.spec, registered)
+                out[project] = out.get(project, 0) + view.stats.replicas
+        except NotConfigured:
+            return None
+        return out
+
+    def _view(self, project: Project, who: User, held: dict[str, Use] | None, quota: Quota,
+              replicas: dict[str, int] | None = None) -> ProjectView:  # fmt: skip
         from kawa.ml.jobs.policy import MiB, Use
 
         use = None if held is None else held.get(project.name, Use())
@@ -151,6 +170,8 @@ class ProjectsSource:
         stored = self.storage(project.name) if self.storage is not None else None
         if stored is not None:
             measured["storage_bytes"] = float(stored)
+        if replicas is not None:
+            measured["function_replicas"] = float(replicas.get(project.name, 0))
         lines = tuple(QuotaLine(f, None if v is None else float(v), measured.get(f), f in ENFORCED)
                       for f, v in quota.data().items())  # fmt: skip
         role = role_in(who, project)
